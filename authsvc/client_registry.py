@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -35,6 +36,11 @@ class RegisteredClient:
     client_id: str
     client_secret: str = field(repr=False)
     record: ClientRecord | None = field(default=None, repr=False)
+
+
+def new_client_id() -> str:
+    """A random client id: 80 bits in lowercase base32, safe in URLs, shells and argv."""
+    return base64.b32encode(secrets.token_bytes(10)).decode("ascii").lower()
 
 
 def require_grant(client: ClientRecord, grant_type: str) -> None:
@@ -96,7 +102,7 @@ async def create_client(
         _check_redirect_uri(uri)
     secret = "" if public else opaque.new_secret(opaque.Kind.CLIENT_SECRET)
     record = ClientRecord(
-        client_id=client_id or secrets.token_urlsafe(12),
+        client_id=client_id or new_client_id(),
         name=name,
         public=public,
         first_party=first_party,

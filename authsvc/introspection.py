@@ -55,7 +55,7 @@ def _introspect_access(verifier: Verifier, token: str) -> Introspection:
         return INACTIVE
     return Introspection(
         active=True,
-        token_type="access_token",
+        token_type="access_token",  # noqa: S106
         scope=claims.scope,
         client_id=claims.client_id,
         sub=claims.sub,
@@ -81,7 +81,7 @@ async def _introspect_refresh(ctx: AuthorityContext, token: str) -> Introspectio
         return INACTIVE
     return Introspection(
         active=True,
-        token_type="refresh_token",
+        token_type="refresh_token",  # noqa: S106
         scope=family.scope,
         client_id=family.client_id,
         sub=family.subject,
