@@ -15,6 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+# The same defaults as authsvc's own settings (a test keeps them equal), so that one set of
+# AUTHSVC_* variables configures both processes.
+DEFAULT_ISSUER = "http://127.0.0.1:8080"
 DEFAULT_ADDRESS = "127.0.0.1:8080"
 DEFAULT_UPSTREAM = "127.0.0.1:50051"
 DEFAULT_AUDIENCE = "authsvc"
@@ -41,13 +44,13 @@ class LoginPolicy:
 class GatewayConfig:
     """Everything the gateway needs to run; build it with `from_env()` or directly in tests."""
 
-    #: RFC 8414 `issuer`: must equal authsvc's own issuer (the `iss` of its tokens) exactly.
-    issuer: str
-    #: The gRPC target of authsvc, e.g. "127.0.0.1:50051".
-    upstream: str
     #: The gateway's own OAuth client at authsvc, registered with GATEWAY_SCOPES.
     client_id: str
     client_secret: str = field(repr=False)
+    #: RFC 8414 `issuer`: must equal authsvc's own issuer (the `iss` of its tokens) exactly.
+    issuer: str = DEFAULT_ISSUER
+    #: The gRPC target of authsvc, e.g. "127.0.0.1:50051".
+    upstream: str = DEFAULT_UPSTREAM
     #: Where the gateway listens.
     host: str = "127.0.0.1"
     port: int = 8080
@@ -96,14 +99,18 @@ class GatewayConfig:
         )
         session_key = env.get("AUTHSVC_GATEWAY_SESSION_KEY")
         return cls(
-            issuer=env.get("AUTHSVC_ISSUER") or public_url,
-            upstream=env.get("AUTHSVC_GATEWAY_UPSTREAM", DEFAULT_UPSTREAM),
+            issuer=env.get("AUTHSVC_ISSUER") or DEFAULT_ISSUER,
+            upstream=(
+                env.get("AUTHSVC_GATEWAY_UPSTREAM")
+                or env.get("AUTHSVC_GRPC_ADDRESS")
+                or DEFAULT_UPSTREAM
+            ),
             client_id=client_id,
             client_secret=client_secret,
             host=host,
             port=port,
             public_url=public_url,
-            audience=env.get("AUTHSVC_AUDIENCE", DEFAULT_AUDIENCE),
+            audience=env.get("AUTHSVC_AUDIENCE") or DEFAULT_AUDIENCE,
             cors_origins=_words(env.get("AUTHSVC_CORS_ORIGINS", "")),
             first_party_skip_consent=_flag(env, "AUTHSVC_FIRST_PARTY_SKIP_CONSENT", default=True),
             session_key=_key(session_key) if session_key else secrets.token_bytes(32),

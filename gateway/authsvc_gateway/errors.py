@@ -116,8 +116,10 @@ class ServerError(OAuthError):
 
 
 #: Every error class by its code, for turning a code received from authsvc back into an error.
+#: authsvc's `not_found` (an unknown client for GetClient) is not an OAuth code; over HTTP it is
+#: a request naming something that does not exist.
 ERRORS: Final[Mapping[str, type[OAuthError]]] = MappingProxyType(
-    {cls.error: cls for cls in OAuthError.__subclasses__()}
+    {cls.error: cls for cls in OAuthError.__subclasses__()} | {"not_found": InvalidRequest}
 )
 
 #: The one table from OAuth error code to HTTP status. RFC 6749 §5.2 answers 400 except for
