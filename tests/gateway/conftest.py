@@ -1,0 +1,94 @@
+"""Gateway fixtures: a real authsvc and a real uvicorn, both on port 0, wired as in production."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import httpx
+import pytest
+from authsvc_gateway.backend import GrpcBackend
+from authsvc_gateway.config import GATEWAY_SCOPES, GatewayConfig
+from authsvc_gateway.server import RunningGateway, listening_socket, start_gateway
+
+from authsvc.testing import RunningAuthority, start_authority
+
+REDIRECT_URI = "http://127.0.0.1:9999/callback"
+USERNAME = "alice"
+PASSWORD = "correct horse battery staple"
+
+
+@dataclass
+class Deployment:
+    """authsvc and the gateway in front of it, plus a user and a browser app registered."""
+
+    authority: RunningAuthority
+    gateway: RunningGateway
+    config: GatewayConfig
+    subject: str
+
+    @property
+    def url(self) -> str:
+        return self.gateway.url
+
+    def endpoint(self, path: str) -> str:
+        return self.gateway.url + path
+
+
+@asynccontextmanager
+async def deploy(tmp_path: Any, **config: Any) -> AsyncIterator[Deployment]:
+    """Start authsvc with the gateway's URL as issuer, register the gateway's own client, start
+    the gateway on a socket bound beforehand (so its URL is known before anything starts)."""
+    sock: socket.socket = listening_socket("127.0.0.1", 0)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        async with start_authority(tmp_path, issuer=url) as authority:
+            own = await authority.create_client(
+                "gateway",
+                grant_types=["client_credentials"],
+                scopes=GATEWAY_SCOPES,
+                audiences=[authority.settings.audience],
+            )
+            settings = GatewayConfig(
+                client_id=own.client_id,
+                client_secret=own.client_secret,
+                issuer=url,
+                upstream=authority.address,
+                port=sock.getsockname()[1],
+                public_url=url,
+            )
+            settings = replace(settings, **config)
+            subject = await authority.create_user(USERNAME, PASSWORD)
+            async with (
+                GrpcBackend.connect(settings) as backend,
+                start_gateway(settings, backend, sock) as gateway,
+            ):
+                yield Deployment(authority, gateway, settings, subject)
+    finally:
+        sock.close()
+
+
+@pytest.fixture
+async def deployment(tmp_path: Any) -> AsyncIterator[Deployment]:
+    async with deploy(tmp_path) as deployment:
+        yield deployment
+
+
+@pytest.fixture
+async def http(deployment: Deployment) -> AsyncIterator[httpx.AsyncClient]:
+    """A browser-like client: keeps cookies, does not follow redirects (tests read them)."""
+    async with httpx.AsyncClient(base_url=deployment.url, follow_redirects=False) as client:
+        yield client
+
+
+def pkce_pair() -> tuple[str, str]:
+    """A fresh code verifier and its S256 challenge (RFC 7636 §4.1, §4.2)."""
+    verifier = secrets.token_urlsafe(48)
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
