@@ -92,3 +92,44 @@ def pkce_pair() -> tuple[str, str]:
     verifier = secrets.token_urlsafe(48)
     digest = hashlib.sha256(verifier.encode()).digest()
     return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+async def register_app(
+    deployment: Deployment,
+    *,
+    public: bool = True,
+    first_party: bool = True,
+    grant_types: tuple[str, ...] = ("authorization_code", "refresh_token"),
+) -> tuple[str, str]:
+    """A browser or server app using the code flow: (client_id, client_secret or "")."""
+    client = await deployment.authority.create_client(
+        "Photo Printer" if not first_party else "Our App",
+        grant_types=grant_types,
+        scopes=["profile", "photos:read"],
+        audiences=["photos-api"],
+        redirect_uris=[REDIRECT_URI, "com.example.app:/oauth2redirect"],
+        public=public,
+        first_party=first_party,
+    )
+    return client.client_id, client.client_secret
+
+
+def authorize_url(deployment: Deployment, client_id: str, challenge: str, **params: str) -> str:
+    """An authorization request URL with sensible defaults; `params` override or add."""
+    query = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": REDIRECT_URI,
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        "state": "af0ifjsldkj",
+        **params,
+    }
+    return str(httpx.URL(deployment.url + "/oauth/authorize", params=query))
+
+
+def redirect_params(response: httpx.Response) -> dict[str, str]:
+    """The query parameters of a redirect back to the client."""
+    assert response.status_code in {302, 303}, (response.status_code, response.text[:300])
+    location = httpx.URL(response.headers["location"])
+    return dict(location.params)
