@@ -161,7 +161,10 @@ async def test_a_revoked_gateway_token_is_replaced_once(running: RunningAuthorit
         assert found.client_id == config.client_id
 
 
-async def test_a_gateway_missing_a_permission_is_a_server_error(running: RunningAuthority) -> None:
+async def test_a_gateway_registered_without_its_permissions_is_a_server_error(
+    running: RunningAuthority,
+) -> None:
+    # It asks for exactly GATEWAY_SCOPES, so authsvc refuses it a token at all.
     config = await _gateway_client(running, scopes=["authsvc:gateway"])
     async with GrpcBackend.connect(config) as backend:
         with pytest.raises(ServerError):
