@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 from authsvc_gateway.backend import GrpcBackend
 from authsvc_gateway.config import GATEWAY_SCOPES, GatewayConfig
 from authsvc_gateway.server import RunningGateway, listening_socket, start_gateway
@@ -84,6 +85,22 @@ async def deployment(tmp_path: Any) -> AsyncIterator[Deployment]:
 async def http(deployment: Deployment) -> AsyncIterator[httpx.AsyncClient]:
     """A browser-like client: keeps cookies, does not follow redirects (tests read them)."""
     async with httpx.AsyncClient(base_url=deployment.url, follow_redirects=False) as client:
+        yield client
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def shared_deployment(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Deployment]:
+    """One deployment for a whole module whose tests neither move clocks nor share state
+    (each registers its own clients). Such a module marks itself
+    `pytest.mark.asyncio(loop_scope="module")` and aliases `deployment` and `http` to these."""
+    async with deploy(tmp_path_factory.mktemp("authsvc")) as deployment:
+        yield deployment
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def shared_http(shared_deployment: Deployment) -> AsyncIterator[httpx.AsyncClient]:
+    """A fresh browser (empty cookie jar) on the shared deployment."""
+    async with httpx.AsyncClient(base_url=shared_deployment.url, follow_redirects=False) as client:
         yield client
 
 

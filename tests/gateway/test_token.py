@@ -13,6 +13,19 @@ from authsvc_gateway.client_auth import BASIC_CHALLENGE
 
 from tests.gateway.conftest import Deployment, deploy, register_app
 
+# Tests here register their own clients and move no clock, so they share one deployment.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest.fixture
+def deployment(shared_deployment: Deployment) -> Deployment:
+    return shared_deployment
+
+
+@pytest.fixture
+def http(shared_http: httpx.AsyncClient) -> httpx.AsyncClient:
+    return shared_http
+
 
 async def _service(deployment: Deployment, **fields) -> tuple[str, str]:
     client = await deployment.authority.create_client(
