@@ -63,7 +63,7 @@ def method_policies(*, allow_anonymous_verify: bool = False) -> dict[str, Method
 
 def _required_scopes(method: MethodDescriptor) -> tuple[str, ...]:
     options = method.GetOptions()
-    return tuple(options.Extensions[authsvc_pb2.required_scopes])
+    return tuple(options.Extensions[authsvc_pb2.required_scopes])  # type: ignore[index]
 
 
 def decide(policy: MethodPolicy | None, caller: Caller | None) -> AuthError | None:
@@ -103,7 +103,7 @@ BearerAuthenticator = Callable[[str], Caller]
 CertificateAuthenticator = Callable[[str], Awaitable[Caller | None]]
 
 
-class CallerAuthInterceptor(grpc.aio.ServerInterceptor):
+class CallerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Authenticates each call and applies `decide` before the handler runs."""
 
     def __init__(
@@ -118,16 +118,20 @@ class CallerAuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(handler_call_details)
         policy = self._policies.get(handler_call_details.method)
         if handler is None or policy is None:
             return handler
         return _wrap(handler, lambda context: self._admit(policy, context))
 
-    async def _admit(self, policy: MethodPolicy, context: grpc.aio.ServicerContext) -> bool:
+    async def _admit(
+        self, policy: MethodPolicy, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> bool:
         caller: Caller | None = None
         refusal: AuthError | None = None
         token = bearer_token(dict(context.invocation_metadata() or ()))
@@ -148,23 +152,27 @@ class CallerAuthInterceptor(grpc.aio.ServerInterceptor):
         current_caller.set(caller)
         return True
 
-    async def _certificate_caller(self, context: grpc.aio.ServicerContext) -> Caller | None:
+    async def _certificate_caller(
+        self, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Caller | None:
         assert self._certificate is not None
-        names = context.auth_context().get("x509_common_name") or []
+        names = list(context.auth_context().get("x509_common_name") or ())
         if not names:
             return None
         return await self._certificate(names[0].decode())
 
 
 def _wrap(
-    handler: grpc.RpcMethodHandler,
-    admit: Callable[[grpc.aio.ServicerContext], Awaitable[bool]],
-) -> grpc.RpcMethodHandler:
+    handler: grpc.RpcMethodHandler[Any, Any],
+    admit: Callable[[grpc.aio.ServicerContext[Any, Any]], Awaitable[bool]],
+) -> grpc.RpcMethodHandler[Any, Any]:
     """The same handler, with `admit` run before the behaviour."""
-    if handler.unary_unary is not None:
-        inner_unary = handler.unary_unary
+    # grpc-stubs types handler behaviours as sync; on an aio server they are coroutines.
+    behaviours: Any = handler
+    if behaviours.unary_unary is not None:
+        inner_unary = behaviours.unary_unary
 
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             if await admit(context):
                 return await inner_unary(request, context)
             return None
@@ -172,10 +180,10 @@ def _wrap(
         return grpc.unary_unary_rpc_method_handler(
             unary, handler.request_deserializer, handler.response_serializer
         )
-    if handler.unary_stream is not None:
-        inner_stream = handler.unary_stream
+    if behaviours.unary_stream is not None:
+        inner_stream = behaviours.unary_stream
 
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             if await admit(context):
                 async for item in inner_stream(request, context):
                     yield item

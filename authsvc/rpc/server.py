@@ -8,6 +8,7 @@ calls in flight get `grace` seconds to finish before they are cancelled.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from authsvc_client.v1 import authsvc_pb2, authsvc_pb2_grpc
@@ -35,7 +36,7 @@ SERVICE_NAMES = tuple(
 class RunningServer:
     server: grpc.aio.Server
     port: int
-    health: health.aio.HealthServicer
+    health: Any  # grpc_health.v1.health.aio.HealthServicer (untyped upstream)
 
     @property
     def address(self) -> str:
@@ -92,7 +93,7 @@ async def start_server(authority: Authority, address: str | None = None) -> Runn
     authsvc_pb2_grpc.add_AuthorizationServiceServicer_to_server(
         AuthorizationService(authority), server
     )
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
