@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from authsvc_client.v1 import authsvc_pb2
 from google.protobuf.descriptor import MethodDescriptor
 
 from authsvc.errors import AuthError, InsufficientScope, Unauthenticated
+from authsvc.rpc.handlers import Context, StreamBehaviour, UnaryBehaviour, wrap_handler
 from authsvc.rpc.status import abort
 from authsvc.tokens.access import AccessClaims
 
@@ -127,11 +128,27 @@ class CallerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-ar
         policy = self._policies.get(handler_call_details.method)
         if handler is None or policy is None:
             return handler
-        return _wrap(handler, lambda context: self._admit(policy, context))
+        admit = self._admit
 
-    async def _admit(
-        self, policy: MethodPolicy, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> bool:
+        def unary(behaviour: UnaryBehaviour) -> UnaryBehaviour:
+            async def admitted(request: Any, context: Context) -> Any:
+                if await admit(policy, context):
+                    return await behaviour(request, context)
+                return None
+
+            return admitted
+
+        def stream(behaviour: StreamBehaviour) -> StreamBehaviour:
+            async def admitted(request: Any, context: Context) -> AsyncIterator[Any]:
+                if await admit(policy, context):
+                    async for item in behaviour(request, context):
+                        yield item
+
+            return admitted
+
+        return wrap_handler(handler, unary, stream)
+
+    async def _admit(self, policy: MethodPolicy, context: Context) -> bool:
         caller: Caller | None = None
         refusal: AuthError | None = None
         token = bearer_token(dict(context.invocation_metadata() or ()))
@@ -152,43 +169,9 @@ class CallerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-ar
         current_caller.set(caller)
         return True
 
-    async def _certificate_caller(
-        self, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> Caller | None:
+    async def _certificate_caller(self, context: Context) -> Caller | None:
         assert self._certificate is not None
         names = list(context.auth_context().get("x509_common_name") or ())
         if not names:
             return None
         return await self._certificate(names[0].decode())
-
-
-def _wrap(
-    handler: grpc.RpcMethodHandler[Any, Any],
-    admit: Callable[[grpc.aio.ServicerContext[Any, Any]], Awaitable[bool]],
-) -> grpc.RpcMethodHandler[Any, Any]:
-    """The same handler, with `admit` run before the behaviour."""
-    # grpc-stubs types handler behaviours as sync; on an aio server they are coroutines.
-    behaviours: Any = handler
-    if behaviours.unary_unary is not None:
-        inner_unary = behaviours.unary_unary
-
-        async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            if await admit(context):
-                return await inner_unary(request, context)
-            return None
-
-        return grpc.unary_unary_rpc_method_handler(
-            unary, handler.request_deserializer, handler.response_serializer
-        )
-    if behaviours.unary_stream is not None:
-        inner_stream = behaviours.unary_stream
-
-        async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            if await admit(context):
-                async for item in inner_stream(request, context):
-                    yield item
-
-        return grpc.unary_stream_rpc_method_handler(
-            stream, handler.request_deserializer, handler.response_serializer
-        )
-    return handler

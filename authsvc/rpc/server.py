@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from authsvc.authority import Authority
 from authsvc.config import Settings
 from authsvc.errors import AuthError
+from authsvc.metrics import Metrics, MetricsInterceptor
 from authsvc.rpc.caller_auth import (
     BearerAuthenticator,
     Caller,
@@ -37,6 +38,7 @@ class RunningServer:
     server: grpc.aio.Server
     port: int
     health: Any  # grpc_health.v1.health.aio.HealthServicer (untyped upstream)
+    metrics: Metrics
 
     @property
     def address(self) -> str:
@@ -82,8 +84,10 @@ async def start_server(authority: Authority, address: str | None = None) -> Runn
         _caller_from_bearer(authority),
         _caller_from_certificate(authority) if settings.tls_client_ca_file else None,
     )
+    metrics = Metrics(authority)
     server = grpc.aio.server(
-        interceptors=[interceptor],
+        # Metrics first, so refused calls are counted too.
+        interceptors=[MetricsInterceptor(metrics), interceptor],
         options=[
             ("grpc.max_receive_message_length", 64 * 1024),
             ("grpc.so_reuseport", 0),
@@ -106,7 +110,7 @@ async def start_server(authority: Authority, address: str | None = None) -> Runn
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, health_servicer)
+    return RunningServer(server, port, health_servicer, metrics)
 
 
 async def stop_server(running: RunningServer, grace: float) -> None:
