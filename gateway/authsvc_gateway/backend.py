@@ -159,9 +159,9 @@ class GrpcBackend:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        # The generated stubs are untyped; `_call` checks each reply's type instead.
-        self._tokens = pb_grpc.TokenServiceStub(channel)  # type: ignore[no-untyped-call]
-        self._authorization = pb_grpc.AuthorizationServiceStub(channel)  # type: ignore[no-untyped-call]
+        # The generated stubs are untyped; `_call` checks the type of each reply instead.
+        self._tokens = pb_grpc.TokenServiceStub(channel)
+        self._authorization = pb_grpc.AuthorizationServiceStub(channel)
         self._timeout = config.upstream_timeout
         own = pb.ClientCredentialsRequest(
             client_id=config.client_id,
