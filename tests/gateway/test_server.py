@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from dataclasses import replace
 
 import httpx
@@ -53,3 +54,17 @@ async def test_serve_refuses_an_issuer_authsvc_does_not_use(running: RunningAuth
         async with GrpcBackend.connect(config) as backend:
             with pytest.raises(ConfigError, match="AUTHSVC_ISSUER"):
                 await serve(config, backend=backend, sock=sock)
+
+
+async def test_replies_are_not_held_back_by_nagle(running: RunningAuthority) -> None:
+    """Connections accepted from `listening_socket` get TCP_NODELAY (asyncio sets it only for
+    sockets created with IPPROTO_TCP); without it each reply waits for a delayed ACK."""
+    sock = listening_socket("127.0.0.1", 0)
+    assert sock.proto == socket.IPPROTO_TCP
+    with contextlib.closing(sock):
+        client = socket.create_connection(sock.getsockname()[:2])
+        with contextlib.closing(client):
+            loop = asyncio.get_running_loop()
+            accepted, _ = await loop.sock_accept(sock)
+            with contextlib.closing(accepted):
+                assert accepted.proto == socket.IPPROTO_TCP
