@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
@@ -16,7 +17,7 @@ from authsvc_gateway import paths
 from authsvc_gateway.backend import AuthorityBackend
 from authsvc_gateway.config import GatewayConfig
 from authsvc_gateway.cors import PathCors
-from authsvc_gateway.errors import ServerError, error_response
+from authsvc_gateway.errors import InvalidRequest, ServerError, error_response
 from authsvc_gateway.key_set import KeySetCache
 from authsvc_gateway.metadata import metadata_paths, server_metadata
 from authsvc_gateway.openapi import openapi_document
@@ -67,8 +68,23 @@ def create_app(
     return Starlette(
         routes=routes,
         middleware=middleware,
-        exception_handlers={Exception: _unexpected},
+        exception_handlers={405: _wrong_method, Exception: _unexpected},
     )
+
+
+#: Endpoints whose callers are programs and read RFC 6749 §5.2 JSON errors.
+_JSON_PATHS = frozenset({paths.TOKEN, paths.REVOKE, paths.INTROSPECT})
+
+
+async def _wrong_method(request: Request, exc: Exception) -> Response:
+    # `GET /oauth/token` is a common first try; say what to do in the caller's vocabulary.
+    allowed = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
+    if request.url.path not in _JSON_PATHS:
+        return Response("Method Not Allowed", status_code=405, headers=allowed)
+    reply = error_response(InvalidRequest(f"use POST with a form body on {request.url.path}"))
+    reply.status_code = 405
+    reply.headers.update(allowed)
+    return reply
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -438,3 +438,13 @@ async def test_basic_credentials_are_form_urlencoded(tmp_path) -> None:
                 headers=_basic(client_id, secret),
             )
         ).status_code == 200
+
+
+@pytest.mark.parametrize("path", [paths.TOKEN, paths.REVOKE, paths.INTROSPECT])
+async def test_a_get_on_a_post_endpoint_explains_itself(
+    deployment: Deployment, http: httpx.AsyncClient, path: str
+) -> None:
+    reply = await http.get(path, params={"grant_type": "client_credentials"})
+    assert reply.status_code == 405
+    assert reply.headers["allow"] == "POST"
+    assert reply.json()["error"] == "invalid_request"
