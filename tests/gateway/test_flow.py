@@ -189,3 +189,54 @@ async def test_rfc7636_appendix_b_vector_end_to_end(
     assert reply.status_code == 200, reply.text
     assert reply.headers["cache-control"] == "no-store"
     assert set(reply.json()) >= {"access_token", "refresh_token", "expires_in", "token_type"}
+
+
+async def test_a_client_configured_by_discovery_alone(
+    deployment: Deployment, http: httpx.AsyncClient
+) -> None:
+    """What an outside OAuth library does: read the metadata, then use only what it names."""
+    metadata = (await http.get(paths.METADATA)).json()
+    service = await deployment.authority.create_client(
+        "billing",
+        grant_types=["client_credentials"],
+        scopes=["invoices:read", "authsvc:introspect"],
+        audiences=["billing-api"],
+    )
+    assert "client_secret_post" in metadata["token_endpoint_auth_methods_supported"]
+    async with AsyncOAuth2Client(
+        client_id=service.client_id,
+        client_secret=service.client_secret,
+        token_endpoint_auth_method="client_secret_post",
+        scope="invoices:read",
+    ) as client:
+        token = await client.fetch_token(
+            metadata["token_endpoint"], grant_type="client_credentials"
+        )
+        assert token["scope"] == "invoices:read"
+
+        key_set = jwt.PyJWKSet.from_dict((await http.get(metadata["jwks_uri"])).json())
+        header = jwt.get_unverified_header(token["access_token"])
+        assert header["typ"] == "at+jwt"
+        claims = jwt.decode(
+            token["access_token"],
+            key=key_set[header["kid"]],
+            algorithms=["EdDSA"],
+            audience="billing-api",
+            issuer=metadata["issuer"],
+        )
+        assert claims["client_id"] == service.client_id
+
+        introspected = await client.introspect_token(
+            metadata["introspection_endpoint"], token=token["access_token"]
+        )
+        assert introspected.json()["active"] is True
+        revoked = await client.revoke_token(
+            metadata["revocation_endpoint"],
+            token=token["access_token"],
+            token_type_hint="access_token",
+        )
+        assert revoked.status_code == 200
+        gone = await client.introspect_token(
+            metadata["introspection_endpoint"], token=token["access_token"]
+        )
+        assert gone.json() == {"active": False}
