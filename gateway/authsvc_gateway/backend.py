@@ -174,8 +174,15 @@ class GrpcBackend:
     @classmethod
     @asynccontextmanager
     async def connect(cls, config: GatewayConfig) -> AsyncIterator[GrpcBackend]:
-        """A backend on a fresh channel to `config.upstream`, closed on exit."""
-        async with grpc.aio.insecure_channel(config.upstream) as channel:
+        """A backend on a fresh channel to `config.upstream` (TLS when a CA is configured),
+        closed on exit."""
+        credentials = channel_credentials(config)
+        channel = (
+            grpc.aio.secure_channel(config.upstream, credentials)
+            if credentials is not None
+            else grpc.aio.insecure_channel(config.upstream)
+        )
+        async with channel:
             yield cls(channel, config)
 
     async def authenticate_client(self, request: pb.AuthenticateClientRequest, /) -> pb.Client:
@@ -260,6 +267,21 @@ class GrpcBackend:
                 raise ServerError("authsvc answered with an unexpected message")
             return reply
         raise AssertionError("unreachable")
+
+
+def channel_credentials(config: GatewayConfig) -> grpc.ChannelCredentials | None:
+    """TLS credentials for the channel to authsvc, or None for plaintext (loopback, dev)."""
+    if config.upstream_ca_file is None:
+        return None
+    certificate = key = None
+    if config.upstream_cert_file is not None and config.upstream_key_file is not None:
+        certificate = config.upstream_cert_file.read_bytes()
+        key = config.upstream_key_file.read_bytes()
+    return grpc.ssl_channel_credentials(
+        root_certificates=config.upstream_ca_file.read_bytes(),
+        private_key=key,
+        certificate_chain=certificate,
+    )
 
 
 def _metadata(items: Any) -> dict[str, str]:

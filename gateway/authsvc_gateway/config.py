@@ -13,6 +13,7 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 # The same defaults as authsvc's own settings (a test keeps them equal), so that one set of
@@ -69,6 +70,20 @@ class GatewayConfig:
     trusted_proxies: tuple[str, ...] = ()
     #: Seconds before a call to authsvc is abandoned.
     upstream_timeout: float = 10.0
+    #: TLS to authsvc: the CA that signed its certificate (TLS is off without it), and for mutual
+    #: TLS the gateway's own certificate and key (the certificate's CN is the gateway's client id).
+    upstream_ca_file: Path | None = None
+    upstream_cert_file: Path | None = None
+    upstream_key_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        pair = (self.upstream_cert_file, self.upstream_key_file)
+        if any(pair) and not all(pair):
+            raise ConfigError(
+                "set both AUTHSVC_GATEWAY_UPSTREAM_CERT_FILE and AUTHSVC_GATEWAY_UPSTREAM_KEY_FILE"
+            )
+        if any(pair) and self.upstream_ca_file is None:
+            raise ConfigError("a client certificate needs AUTHSVC_GATEWAY_UPSTREAM_CA_FILE too")
 
     def endpoint(self, path: str) -> str:
         """The public URL of one of the gateway's paths."""
@@ -116,6 +131,9 @@ class GatewayConfig:
             session_key=_key(session_key) if session_key else secrets.token_bytes(32),
             login_policy=policy,
             trusted_proxies=_words(env.get("AUTHSVC_GATEWAY_TRUSTED_PROXIES", "")),
+            upstream_ca_file=_path(env, "AUTHSVC_GATEWAY_UPSTREAM_CA_FILE"),
+            upstream_cert_file=_path(env, "AUTHSVC_GATEWAY_UPSTREAM_CERT_FILE"),
+            upstream_key_file=_path(env, "AUTHSVC_GATEWAY_UPSTREAM_KEY_FILE"),
         )
 
 
@@ -148,6 +166,11 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     if not value.isdigit() or int(value) < 1:
         raise ConfigError(f"{name} must be a positive integer, not {value!r}")
     return int(value)
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    value = env.get(name, "").strip()
+    return Path(value) if value else None
 
 
 def _key(value: str) -> bytes:
