@@ -338,8 +338,10 @@ class Heartbeat(_message.Message):
     def __init__(self) -> None: ...
 
 class RotateKeysRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("immediate",)
+    IMMEDIATE_FIELD_NUMBER: _ClassVar[int]
+    immediate: bool
+    def __init__(self, immediate: _Optional[bool] = ...) -> None: ...
 
 class RotateKeysResponse(_message.Message):
     __slots__ = ("published_kid", "active_kid")

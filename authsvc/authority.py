@@ -1,0 +1,311 @@
+"""The token authority as one object: what the gRPC servicers, the gateway, the CLI and the
+benchmarks call. No transport here; each method delegates to the module of its protocol concern.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Literal
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from authsvc import (
+    authorization_codes,
+    client_registry,
+    introspection,
+    issuance,
+    maintenance,
+    revocation,
+    rotation,
+    users,
+)
+from authsvc.clock import Clock, SystemClock
+from authsvc.config import ConfigError, Settings
+from authsvc.context import AuthorityContext
+from authsvc.events import RevocationFeed
+from authsvc.keys.ring import KeyRing
+from authsvc.keys.rotation import RotationResult, reload_keys, rotate_keys
+from authsvc.keys.sealing import Sealer, load_kek
+from authsvc.passwords import Argon2Parameters, Passwords
+from authsvc.revocation_state import RevocationState
+from authsvc.storage import migrate
+from authsvc.storage.engine import create_engine
+from authsvc.storage.records import ClientRecord, FamilyRecord, RevocationEventRecord
+from authsvc.storage.sql import SqlStore
+from authsvc.tokens.access import AccessClaims
+from authsvc.verification import Verifier
+
+log = logging.getLogger(__name__)
+
+MigratePolicy = Literal["if-empty", "always", "never"]
+
+
+class Authority:
+    """The domain facade. Build it with `open_authority`; close it with `close()`."""
+
+    def __init__(self, ctx: AuthorityContext) -> None:
+        self.ctx = ctx
+        self.verifier = Verifier(ctx)
+        ctx.key_purge_listeners.append(self.verifier.forget_keys)
+        self._maintenance: asyncio.Task[None] | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return self.ctx.settings
+
+    # tokens
+
+    async def issue_token_pair(
+        self,
+        *,
+        subject: str,
+        client_id: str,
+        scope: Sequence[str] = (),
+        audience: Sequence[str] = (),
+        device_id: str = "",
+    ) -> issuance.IssuedTokenPair:
+        return await issuance.issue_token_pair(
+            self.ctx,
+            subject=subject,
+            client_id=client_id,
+            scope=scope,
+            audience=audience,
+            device_id=device_id,
+        )
+
+    async def rotate(
+        self, refresh_token: str, *, client_id: str = "", scope: Sequence[str] = ()
+    ) -> issuance.IssuedTokenPair:
+        return await rotation.rotate(self.ctx, refresh_token, client_id=client_id, scope=scope)
+
+    def verify(
+        self, token: str, *, audience: str | None, required_scopes: Sequence[str] = ()
+    ) -> AccessClaims:
+        return self.verifier.verify(token, audience=audience, required_scopes=required_scopes)
+
+    async def introspect(self, token: str, *, client_id: str = "") -> introspection.Introspection:
+        return await introspection.introspect(self.ctx, self.verifier, token, client_id=client_id)
+
+    async def client_credentials(
+        self,
+        *,
+        client_id: str,
+        client_secret: str,
+        scope: Sequence[str] = (),
+        audience: Sequence[str] = (),
+    ) -> issuance.IssuedAccessToken:
+        return await issuance.client_credentials(
+            self.ctx,
+            client_id=client_id,
+            client_secret=client_secret,
+            scope=scope,
+            audience=audience,
+        )
+
+    # revocation
+
+    async def revoke_family(self, family_id: str, *, reason: str = "") -> bool:
+        return await revocation.revoke_family(self.ctx, family_id, reason=reason)
+
+    async def revoke(self, token: str, *, client_id: str = "", token_type_hint: str = "") -> None:
+        await revocation.revoke_token(
+            self.ctx, token, client_id=client_id, token_type_hint=token_type_hint
+        )
+
+    async def revoke_subject(self, subject: str, *, reason: str = "") -> int:
+        return await revocation.revoke_subject(self.ctx, subject, reason=reason)
+
+    async def revoke_client(
+        self, client_id: str, *, reason: str = "", disable: bool = False
+    ) -> int:
+        return await client_registry.revoke_client(
+            self.ctx, client_id, reason=reason, disable=disable
+        )
+
+    async def list_sessions(self, subject: str) -> list[FamilyRecord]:
+        return await revocation.list_sessions(self.ctx, subject)
+
+    def subscribe(
+        self, cursor: int, heartbeat: float | None = None
+    ) -> AsyncIterator[RevocationEventRecord | None]:
+        interval = self.settings.heartbeat_interval if heartbeat is None else heartbeat
+        return self.ctx.feed.subscribe(cursor, interval)
+
+    # keys
+
+    def publish_keys(self) -> KeyRing:
+        return self.ctx.key_ring
+
+    async def rotate_keys(self, *, immediate: bool = False) -> RotationResult:
+        result = await rotate_keys(self.ctx, due=True, immediate=immediate)
+        assert result is not None
+        return result
+
+    # clients, users, codes
+
+    async def create_client(
+        self,
+        name: str,
+        *,
+        grant_types: Sequence[str],
+        scopes: Sequence[str] = (),
+        audiences: Sequence[str] = (),
+        redirect_uris: Sequence[str] = (),
+        public: bool = False,
+        first_party: bool = False,
+        client_id: str | None = None,
+    ) -> client_registry.RegisteredClient:
+        return await client_registry.create_client(
+            self.ctx,
+            name=name,
+            grant_types=grant_types,
+            scopes=scopes,
+            audiences=audiences,
+            redirect_uris=redirect_uris,
+            public=public,
+            first_party=first_party,
+            client_id=client_id,
+        )
+
+    async def authenticate_client(self, client_id: str, client_secret: str) -> ClientRecord:
+        async with self.ctx.store.transaction(readonly=True) as tx:
+            return await client_registry.authenticate_client(tx, client_id, client_secret)
+
+    async def get_client(self, client_id: str) -> ClientRecord:
+        return await client_registry.get_client(self.ctx, client_id)
+
+    async def list_clients(self) -> list[ClientRecord]:
+        return await client_registry.list_clients(self.ctx)
+
+    async def rotate_client_secret(self, client_id: str) -> client_registry.RegisteredClient:
+        return await client_registry.rotate_secret(self.ctx, client_id)
+
+    async def create_user(self, username: str, password: str) -> str:
+        return await users.create_user(self.ctx, username, password)
+
+    async def authenticate_user(self, username: str, password: str) -> str:
+        return await users.authenticate_user(self.ctx, username, password)
+
+    async def create_authorization_code(
+        self,
+        *,
+        client_id: str,
+        redirect_uri: str,
+        subject: str,
+        code_challenge: str,
+        code_challenge_method: str,
+        scope: Sequence[str] = (),
+        audience: Sequence[str] = (),
+        device_id: str = "",
+    ) -> authorization_codes.IssuedCode:
+        return await authorization_codes.create_code(
+            self.ctx,
+            client_id=client_id,
+            redirect_uri=redirect_uri,
+            subject=subject,
+            scope=scope,
+            audience=audience,
+            code_challenge=code_challenge,
+            code_challenge_method=code_challenge_method,
+            device_id=device_id,
+        )
+
+    async def exchange_authorization_code(
+        self, *, client_id: str, code: str, redirect_uri: str, code_verifier: str
+    ) -> issuance.IssuedTokenPair:
+        return await authorization_codes.exchange_code(
+            self.ctx,
+            client_id=client_id,
+            code=code,
+            redirect_uri=redirect_uri,
+            code_verifier=code_verifier,
+        )
+
+    # life cycle
+
+    async def run_maintenance(self) -> maintenance.MaintenanceReport:
+        return await maintenance.run_once(self.ctx)
+
+    def start_background(self) -> None:
+        """Start the maintenance loop (key schedule, purge); the event feed is already running."""
+        if self._maintenance is None:
+            self._maintenance = asyncio.create_task(
+                maintenance.run_forever(self.ctx), name="maintenance"
+            )
+
+    async def close(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+        await self.ctx.feed.stop()
+        await self.ctx.store.close()
+
+
+def _grace_key(kek: bytes) -> bytes:
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"authsvc refresh grace v1"
+    ).derive(kek)
+
+
+async def open_authority(
+    settings: Settings,
+    clock: Clock | None = None,
+    *,
+    migrate_policy: MigratePolicy = "if-empty",
+    password_parameters: Argon2Parameters | None = None,
+) -> Authority:
+    """Connect, migrate as the policy says, load the key ring (creating the first keys on an empty
+    database) and start following revocation events."""
+    kek = load_kek(settings)
+    store = SqlStore(create_engine(settings))
+    try:
+        current = await migrate.current_revision(store.engine)
+        head = migrate.head_revision()
+        if migrate_policy == "always" or (migrate_policy == "if-empty" and current is None):
+            await migrate.upgrade(store.engine)
+        elif current != head:
+            raise ConfigError(
+                f"AUTHSVC_DATABASE_URL: schema is at {current or 'nothing'}, this build needs "
+                f"{head}; run `authsvc migrate` first"
+            )
+        clock = clock or SystemClock()
+        sealer = Sealer(kek)
+        state = RevocationState()
+        key_ring = KeyRing(sealer, settings.jwks_max_age)
+        ctx_holder: list[AuthorityContext] = []
+
+        async def on_key_change() -> None:
+            await reload_keys(ctx_holder[0])
+
+        feed = RevocationFeed(
+            store,
+            state,
+            clock,
+            poll_interval=settings.revocation_poll_interval,
+            on_key_change=on_key_change,
+        )
+        ctx = AuthorityContext(
+            settings=settings,
+            store=store,
+            clock=clock,
+            key_ring=key_ring,
+            sealer=sealer,
+            revocations=state,
+            feed=feed,
+            passwords=Passwords(password_parameters),
+            grace_key=_grace_key(kek),
+        )
+        ctx_holder.append(ctx)
+        await reload_keys(ctx)
+        if not key_ring.records or not any(r.state == "active" for r in key_ring.records):
+            await rotate_keys(ctx)
+        await feed.start()
+        return Authority(ctx)
+    except BaseException:
+        await store.close()
+        raise

@@ -1,0 +1,161 @@
+"""Authorization codes for the code flow with PKCE (RFC 6749 §4.1, RFC 7636, OAuth 2.1 §4.1).
+
+Codes are single-use, live at most 60 s, and are bound to the client, the exact redirect URI, the
+user and an S256 challenge. A second use fails and revokes the family issued from the first
+(RFC 6749 §4.1.2, RFC 9700 §4.5). A wrong verifier burns the code, so verifiers cannot be guessed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from authsvc import pkce
+from authsvc.client_registry import require_grant
+from authsvc.context import AuthorityContext, append_events
+from authsvc.errors import InvalidClient, InvalidGrant, InvalidRequest
+from authsvc.issuance import IssuedTokenPair, check_subject, mint_access_token, start_family
+from authsvc.scopes import grant
+from authsvc.storage.records import AuthorizationCodeRecord, RevocationEventRecord
+from authsvc.tokens import opaque
+
+
+@dataclass(frozen=True)
+class IssuedCode:
+    code: str = field(repr=False)
+    expires_in: int
+
+
+async def create_code(
+    ctx: AuthorityContext,
+    *,
+    client_id: str,
+    redirect_uri: str,
+    subject: str,
+    scope: Sequence[str],
+    audience: Sequence[str],
+    code_challenge: str,
+    code_challenge_method: str,
+    device_id: str = "",
+) -> IssuedCode:
+    """Store a code for a user who has logged in and consented."""
+    check_subject(subject, device_id)
+    if code_challenge_method not in pkce.SUPPORTED_METHODS:
+        raise InvalidRequest("code_challenge_method must be S256")
+    if not pkce.is_valid_challenge(code_challenge):
+        raise InvalidRequest("code_challenge is missing or malformed")
+    now = ctx.clock.now()
+    code = opaque.new_secret(opaque.Kind.AUTHORIZATION_CODE)
+    async with ctx.store.transaction() as tx:
+        client = await tx.get_client(client_id)
+        if client is None or not client.enabled:
+            raise InvalidClient("unknown or disabled client")
+        require_grant(client, "authorization_code")
+        if redirect_uri not in client.redirect_uris:
+            raise InvalidRequest("redirect_uri does not match a registered one")
+        await tx.insert_code(
+            AuthorizationCodeRecord(
+                client_id=client_id,
+                redirect_uri=redirect_uri,
+                subject=subject,
+                scope=grant(scope, client.scopes),
+                audience=grant(audience, client.audiences, what="audience"),
+                device_id=device_id,
+                created_at=now,
+                expires_at=now + ctx.settings.authorization_code_ttl,
+                used_at=None,
+                family_id=None,
+                code_challenge=code_challenge,
+                code_digest=opaque.digest(code),
+            )
+        )
+    return IssuedCode(code, ctx.settings.authorization_code_ttl)
+
+
+async def exchange_code(
+    ctx: AuthorityContext,
+    *,
+    client_id: str,
+    code: str,
+    redirect_uri: str,
+    code_verifier: str,
+) -> IssuedTokenPair:
+    """Redeem a code for a token pair; the client is already authenticated by the caller."""
+    if not opaque.looks_like(opaque.Kind.AUTHORIZATION_CODE, code):
+        raise InvalidGrant("authorization code unknown")
+    if not code_verifier:
+        raise InvalidRequest("code_verifier is required (PKCE)")
+    digest = opaque.digest(code)
+    now = ctx.clock.now()
+    events: list[RevocationEventRecord] = []
+    refusal: str | None = None
+    async with ctx.store.transaction() as tx:
+        record = await tx.get_code(digest)
+        if record is None or record.client_id != client_id:
+            raise InvalidGrant("authorization code unknown")
+        if record.used_at is not None:
+            refusal = "authorization code already used; tokens issued from it were revoked"
+            if record.family_id and await tx.revoke_family(record.family_id, now, "code reuse"):
+                events = await append_events(
+                    tx,
+                    [
+                        RevocationEventRecord(
+                            cursor=0,
+                            occurred_at=now,
+                            expires_at=ctx.revocation_expiry(now),
+                            kind="family",
+                            value=record.family_id,
+                        )
+                    ],
+                )
+            await tx.append_audit(
+                "authorization_code_reuse_detected",
+                now,
+                subject=record.subject,
+                client_id=client_id,
+                family_id=record.family_id,
+            )
+        elif record.expires_at <= now:
+            raise InvalidGrant("authorization code expired")
+        elif record.redirect_uri != redirect_uri:
+            raise InvalidGrant("redirect_uri does not match the authorization request")
+        elif not pkce.verifier_matches(code_verifier, record.code_challenge):
+            await tx.mark_code_used(digest, now)
+            refusal = "code_verifier does not match the code challenge"
+        elif not await tx.mark_code_used(digest, now):
+            raise InvalidGrant("authorization code already used")
+        else:
+            client = await tx.get_client(client_id)
+            if client is None or not client.enabled:
+                raise InvalidClient("unknown or disabled client")
+            family, refresh_token = await start_family(
+                ctx,
+                tx,
+                client,
+                subject=record.subject,
+                scope=record.scope,
+                audience=record.audience,
+                device_id=record.device_id,
+            )
+            await tx.set_code_family(digest, family.family_id)
+            await tx.append_audit(
+                "token_pair_issued",
+                now,
+                subject=record.subject,
+                client_id=client_id,
+                family_id=family.family_id,
+                grant="authorization_code",
+            )
+    if events:
+        ctx.feed.published(events)
+    if refusal is not None:
+        raise InvalidGrant(refusal)
+    issued = mint_access_token(
+        ctx,
+        subject=family.subject,
+        client_id=client_id,
+        scope=family.scope,
+        audience=family.audience,
+        family_id=family.family_id,
+    )
+    return IssuedTokenPair(issued, family, refresh_token)

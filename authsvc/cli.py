@@ -1,0 +1,352 @@
+"""The `authsvc` command: serve, migrate, clients, keys, users, token, demo, kek.
+
+Every command reads `AUTHSVC_*` settings (see `authsvc.config`) and works on the database directly,
+so it is usable before a server runs; a running server learns of changes through revocation events.
+`--json` prints machine-readable output for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from authsvc import log
+from authsvc.authority import Authority, open_authority
+from authsvc.client_registry import ADMIN_SCOPES, GRANT_TYPES
+from authsvc.config import ConfigError, Settings
+from authsvc.errors import AuthError
+from authsvc.keys.sealing import new_kek_text
+from authsvc.storage import migrate
+from authsvc.storage.engine import create_engine
+
+DEV_CREDENTIALS = "dev-credentials.json"
+Handler = Callable[[argparse.Namespace, Settings], Awaitable[int]]
+
+
+def _print(args: argparse.Namespace, data: Any, text: str) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True) if args.json else text)
+
+
+def _words(values: Sequence[str] | None) -> list[str]:
+    return [word for value in values or () for word in value.split()]
+
+
+async def _with_authority(settings: Settings, work: Callable[[Authority], Awaitable[int]]) -> int:
+    authority = await open_authority(settings)
+    try:
+        return await work(authority)
+    finally:
+        await authority.close()
+
+
+# migrate
+
+
+async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    engine = create_engine(settings)
+    try:
+        before = await migrate.current_revision(engine)
+        await migrate.upgrade(engine)
+        after = await migrate.current_revision(engine)
+    finally:
+        await engine.dispose()
+    _print(args, {"from": before, "to": after}, f"schema: {before or 'empty'} -> {after}")
+    return 0
+
+
+# clients
+
+
+async def cmd_clients_create(args: argparse.Namespace, settings: Settings) -> int:
+    grants = _words(args.grant) or (["client_credentials"] if not args.public else [])
+    scopes = _words(args.scope)
+    audiences = _words(args.audience)
+    if args.admin:
+        grants = ["client_credentials"]
+        scopes = list(dict.fromkeys([*scopes, *ADMIN_SCOPES]))
+        audiences = list(dict.fromkeys([*audiences, settings.audience]))
+
+    async def work(authority: Authority) -> int:
+        created = await authority.create_client(
+            args.name,
+            grant_types=grants,
+            scopes=scopes,
+            audiences=audiences,
+            redirect_uris=args.redirect_uri or (),
+            public=args.public,
+            first_party=args.first_party,
+        )
+        data = {"client_id": created.client_id, "client_secret": created.client_secret}
+        text = f"client_id:     {created.client_id}\n"
+        if created.client_secret:
+            text += f"client_secret: {created.client_secret}\n(shown once: store it now)"
+        _print(args, data, text.rstrip())
+        return 0
+
+    return await _with_authority(settings, work)
+
+
+async def cmd_clients_list(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(authority: Authority) -> int:
+        clients = await authority.list_clients()
+        rows = [
+            {
+                "client_id": c.client_id,
+                "name": c.name,
+                "public": c.public,
+                "grant_types": list(c.grant_types),
+                "scopes": list(c.scopes),
+                "audiences": list(c.audiences),
+                "redirect_uris": list(c.redirect_uris),
+                "disabled": c.disabled_at is not None,
+            }
+            for c in clients
+        ]
+        text = "\n".join(
+            f"{r['client_id']:<20} {r['name']:<20} {'disabled' if r['disabled'] else 'enabled':<9} "
+            f"{' '.join(r['grant_types'])}"
+            for r in rows
+        )
+        _print(args, rows, text or "no clients")
+        return 0
+
+    return await _with_authority(settings, work)
+
+
+async def cmd_clients_disable(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(authority: Authority) -> int:
+        count = await authority.revoke_client(args.client_id, reason=args.reason, disable=True)
+        _print(
+            args,
+            {"client_id": args.client_id, "families_revoked": count},
+            f"disabled {args.client_id}; revoked {count} sessions and its access tokens",
+        )
+        return 0
+
+    return await _with_authority(settings, work)
+
+
+async def cmd_clients_rotate_secret(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(authority: Authority) -> int:
+        created = await authority.rotate_client_secret(args.client_id)
+        _print(
+            args,
+            {"client_id": created.client_id, "client_secret": created.client_secret},
+            f"client_secret: {created.client_secret}\n(shown once; the old secret no longer works)",
+        )
+        return 0
+
+    return await _with_authority(settings, work)
+
+
+# keys
+
+
+async def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(authority: Authority) -> int:
+        rows = [
+            {
+                "kid": r.kid,
+                "alg": r.alg,
+                "state": r.state,
+                "published_at": r.published_at,
+                "activated_at": r.activated_at,
+                "retired_at": r.retired_at,
+            }
+            for r in authority.publish_keys().records
+        ]
+        text = "\n".join(f"{r['kid']}  {r['alg']:<7} {r['state']}" for r in rows)
+        _print(args, rows, text)
+        return 0
+
+    return await _with_authority(settings, work)
+
+
+async def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(authority: Authority) -> int:
+        before = authority.publish_keys().signer.kid
+        result = await authority.rotate_keys(immediate=args.immediate)
+        if result.active_kid == before and not args.immediate:
+            text = (
+                f"active key unchanged ({before}): the next key has not been published for one "
+                f"JWKS cache lifetime ({settings.jwks_max_age}s) yet; retry later, or pass "
+                "--immediate for a compromised key"
+            )
+        else:
+            text = f"active key: {result.active_kid}\nnext key:   {result.published_kid}"
+        _print(args, {"active_kid": result.active_kid, "next_kid": result.published_kid}, text)
+        return 0
+
+    return await _with_authority(settings, work)
+
+
+# users
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    if not sys.stdin.isatty():
+        raise ConfigError("no terminal to ask for a password: pass --password-stdin")
+    first = getpass.getpass("password: ")
+    if first != getpass.getpass("again:    "):
+        raise ConfigError("the passwords differ")
+    return first
+
+
+async def cmd_users_create(args: argparse.Namespace, settings: Settings) -> int:
+    password = _read_password(args)
+
+    async def work(authority: Authority) -> int:
+        subject = await authority.create_user(args.username, password)
+        _print(args, {"subject": subject, "username": args.username}, f"subject: {subject}")
+        return 0
+
+    return await _with_authority(settings, work)
+
+
+# token and demo
+
+
+def _dev_credentials(settings: Settings) -> dict[str, Any]:
+    path = settings.data_dir / DEV_CREDENTIALS
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path} does not exist: run `make run` once (dev mode creates it), or pass "
+            "--client-id and --client-secret"
+        ) from None
+    return data
+
+
+async def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    client_id, secret = args.client_id, args.client_secret
+    if not client_id:
+        demo = _dev_credentials(settings)["demo"]
+        client_id, secret = demo["client_id"], demo["client_secret"]
+    elif secret is None:
+        secret = sys.stdin.readline().strip()
+
+    async def work(authority: Authority) -> int:
+        issued = await authority.client_credentials(
+            client_id=client_id,
+            client_secret=secret or "",
+            scope=_words(args.scope),
+            audience=_words(args.audience),
+        )
+        _print(
+            args,
+            {"access_token": issued.token, "expires_in": issued.expires_in},
+            issued.token,
+        )
+        return 0
+
+    return await _with_authority(settings, work)
+
+
+async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from authsvc.demo import run_demo
+
+    return await run_demo(settings, _dev_credentials(settings))
+
+
+async def cmd_kek(args: argparse.Namespace, settings: Settings) -> int:
+    print(new_kek_text())
+    return 0
+
+
+async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from authsvc.serve import serve
+
+    return await serve(settings)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="authsvc", description=__doc__)
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gRPC server (and the gateway in dev)")
+    serve.add_argument("--dev", action="store_true", help="dev mode: generate a KEK, bootstrap")
+    serve.set_defaults(handler=cmd_serve)
+    commands.add_parser("migrate", help="bring the schema to head").set_defaults(
+        handler=cmd_migrate
+    )
+    commands.add_parser("kek", help="print a new key-encryption key").set_defaults(handler=cmd_kek)
+    commands.add_parser("demo", help="call the dev server as the demo client").set_defaults(
+        handler=cmd_demo
+    )
+
+    clients = commands.add_parser("clients", help="OAuth clients").add_subparsers(
+        dest="action", required=True
+    )
+    create = clients.add_parser("create", help="register a client; prints its secret once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--grant", action="append", help=f"one of {', '.join(GRANT_TYPES)}")
+    create.add_argument("--scope", action="append", help="an allowed scope (repeat, or quote)")
+    create.add_argument("--audience", action="append", help="an allowed audience")
+    create.add_argument("--redirect-uri", action="append", help="an exact redirect URI")
+    create.add_argument("--public", action="store_true", help="no secret; PKCE only")
+    create.add_argument("--first-party", action="store_true", help="skip the consent page")
+    create.add_argument("--admin", action="store_true", help="every authsvc permission")
+    create.set_defaults(handler=cmd_clients_create)
+    clients.add_parser("list").set_defaults(handler=cmd_clients_list)
+    disable = clients.add_parser("disable", help="disable and revoke every token")
+    disable.add_argument("client_id")
+    disable.add_argument("--reason", default="disabled by operator")
+    disable.set_defaults(handler=cmd_clients_disable)
+    rotate_secret = clients.add_parser("rotate-secret", help="a new secret; the old one dies")
+    rotate_secret.add_argument("client_id")
+    rotate_secret.set_defaults(handler=cmd_clients_rotate_secret)
+
+    keys = commands.add_parser("keys", help="the signing key ring").add_subparsers(
+        dest="action", required=True
+    )
+    keys.add_parser("list").set_defaults(handler=cmd_keys_list)
+    rotate = keys.add_parser("rotate", help="promote the next key, retire the current one")
+    rotate.add_argument("--immediate", action="store_true", help="for a compromised key")
+    rotate.set_defaults(handler=cmd_keys_rotate)
+
+    users = commands.add_parser("users", help="users for the gateway's login").add_subparsers(
+        dest="action", required=True
+    )
+    user_create = users.add_parser("create")
+    user_create.add_argument("--username", required=True)
+    user_create.add_argument("--password-stdin", action="store_true")
+    user_create.set_defaults(handler=cmd_users_create)
+
+    token = commands.add_parser("token", help="mint a client-credentials token (dev)")
+    token.add_argument("--client-id", help="default: the dev demo client")
+    token.add_argument("--client-secret", help="default: read from stdin")
+    token.add_argument("--scope", action="append")
+    token.add_argument("--audience", action="append")
+    token.set_defaults(handler=cmd_token)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        overrides: dict[str, Any] = {"dev": True} if getattr(args, "dev", False) else {}
+        settings = Settings.from_env(**overrides)
+        log.configure(settings.log_level)
+        handler: Handler = args.handler
+        return asyncio.run(handler(args, settings))
+    except ConfigError as exc:
+        print(f"authsvc: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except AuthError as exc:
+        print(f"authsvc: {exc.code}: {exc.description}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""Configuration from `AUTHSVC_*` environment variables, validated once at start.
+
+A bad value stops the service with a `ConfigError` that names the variable, what was wrong and how to
+fix it. Nothing else in the package reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+SIGNING_ALGORITHMS = ("EdDSA", "Ed25519", "ES256")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or wrong; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service can be told. Durations are seconds."""
+
+    data_dir: Path = Path("var")
+    database_url: str = field(default="", repr=False)  # may carry a password
+    issuer: str = "http://127.0.0.1:8080"
+    audience: str = "authsvc"
+    grpc_address: str = "127.0.0.1:50051"
+    gateway_address: str = "127.0.0.1:8080"
+    access_token_ttl: int = 600
+    refresh_idle_ttl: int = 14 * 86400
+    refresh_absolute_ttl: int = 30 * 86400
+    refresh_grace_seconds: int = 0
+    authorization_code_ttl: int = 60
+    leeway: int = 30
+    signing_algorithm: str = "EdDSA"
+    key_rotation_interval: int = 7 * 86400
+    jwks_max_age: int = 300
+    kek: str = field(default="", repr=False)
+    kek_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    allow_anonymous_verify: bool = False
+    maintenance_interval: int = 60
+    revocation_poll_interval: float = 1.0
+    heartbeat_interval: float = 5.0
+    shutdown_grace: float = 10.0
+    db_pool_size: int = 10
+    db_statement_timeout_ms: int = 5000
+    db_pool_recycle: int = 1800
+    log_level: str = "INFO"
+    dev: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.database_url:
+            url = f"sqlite+aiosqlite:///{self.data_dir.resolve() / 'authsvc.db'}"
+            object.__setattr__(self, "database_url", url)
+        _validate(self)
+
+    @property
+    def longest_access_token_life(self) -> int:
+        """How long after signing a token may still verify: what a retired key must outlive."""
+        return self.access_token_ttl + self.leeway
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read `AUTHSVC_<FIELD>` for every field; keyword overrides win over the environment."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = f"AUTHSVC_{f.name.upper()}"
+            if name in env and env[name] != "":
+                values[f.name] = _parse(name, env[name], _PARSERS[f.name])
+        values.update(overrides)
+        return cls(**values)
+
+
+def _parse(name: str, raw: str, parser: Callable[[str], Any]) -> Any:
+    try:
+        return parser(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} is not valid: {exc}") from None
+
+
+def _boolean(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("use true or false")
+
+
+def _seconds(raw: str) -> int:
+    """Whole seconds, or a number with a unit: 90, 90s, 10m, 12h, 7d."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = raw.strip().lower()
+    factor = units.get(text[-1:], 1)
+    number = text[:-1] if text[-1:] in units else text
+    if not number.isdigit():
+        raise ValueError("use whole seconds or a number with s, m, h or d (for example 10m)")
+    return int(number) * factor
+
+
+def _number(raw: str) -> float:
+    return float(raw)
+
+
+_PATH_FIELDS = {"data_dir", "kek_file", "tls_cert_file", "tls_key_file", "tls_client_ca_file"}
+_INT_FIELDS = {"db_pool_size", "db_statement_timeout_ms"}
+_FLOAT_FIELDS = {"revocation_poll_interval", "heartbeat_interval", "shutdown_grace"}
+_BOOL_FIELDS = {"allow_anonymous_verify", "dev"}
+
+
+def _parser_for(name: str, default: Any) -> Callable[[str], Any]:
+    if name in _PATH_FIELDS:
+        return Path
+    if name in _BOOL_FIELDS:
+        return _boolean
+    if name in _FLOAT_FIELDS:
+        return _number
+    if name in _INT_FIELDS:
+        return int
+    if isinstance(default, int):
+        return _seconds
+    return str
+
+
+_PARSERS = {f.name: _parser_for(f.name, f.default) for f in dataclasses.fields(Settings)}
+
+
+def _require(condition: bool, variable: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"AUTHSVC_{variable}: {message}")
+
+
+def _validate(s: Settings) -> None:
+    scheme = s.database_url.split(":", 1)[0]
+    _require(
+        scheme in {"sqlite+aiosqlite", "postgresql+asyncpg"},
+        "DATABASE_URL",
+        "use sqlite+aiosqlite:///path/to/authsvc.db or postgresql+asyncpg://user@host/db",
+    )
+    issuer = urlsplit(s.issuer)
+    _require(
+        issuer.scheme in {"https", "http"} and bool(issuer.netloc),
+        "ISSUER",
+        "must be an absolute URL such as https://auth.example.com (RFC 8414 §2)",
+    )
+    _require(
+        issuer.scheme == "https" or issuer.hostname in {"127.0.0.1", "localhost", "::1"},
+        "ISSUER",
+        "must use https unless it names a loopback host (RFC 8414 §2)",
+    )
+    _require(not issuer.query and not issuer.fragment, "ISSUER", "must have no query or fragment")
+    for name in ("grpc_address", "gateway_address"):
+        host, _, port = getattr(s, name).rpartition(":")
+        _require(
+            bool(host) and port.isdigit(),
+            name.upper(),
+            "use host:port, for example 127.0.0.1:50051 (port 0 picks a free one)",
+        )
+    _require(bool(s.audience.strip()), "AUDIENCE", "must not be empty")
+    _require(60 <= s.access_token_ttl <= 86400, "ACCESS_TOKEN_TTL", "keep it between 60s and 1d")
+    _require(
+        s.access_token_ttl <= s.refresh_idle_ttl <= s.refresh_absolute_ttl,
+        "REFRESH_IDLE_TTL",
+        "needs ACCESS_TOKEN_TTL <= REFRESH_IDLE_TTL <= REFRESH_ABSOLUTE_TTL",
+    )
+    _require(0 <= s.refresh_grace_seconds <= 60, "REFRESH_GRACE_SECONDS", "keep it within 0..60s")
+    _require(
+        1 <= s.authorization_code_ttl <= 60,
+        "AUTHORIZATION_CODE_TTL",
+        "codes live at most 60s (OAuth 2.1 §4.1.2)",
+    )
+    _require(0 <= s.leeway <= 300, "LEEWAY", "keep clock leeway within 0..300s")
+    _require(
+        s.signing_algorithm in SIGNING_ALGORITHMS,
+        "SIGNING_ALGORITHM",
+        f"use one of {', '.join(SIGNING_ALGORITHMS)}",
+    )
+    _require(
+        s.key_rotation_interval >= 2 * s.jwks_max_age + s.longest_access_token_life,
+        "KEY_ROTATION_INTERVAL",
+        "must leave room to publish a key one JWKS cache lifetime before it signs",
+    )
+    _require(30 <= s.jwks_max_age <= 86400, "JWKS_MAX_AGE", "keep it between 30s and 1d")
+    tls = (s.tls_cert_file, s.tls_key_file)
+    _require(
+        all(tls) or not any(tls),
+        "TLS_CERT_FILE",
+        "set both AUTHSVC_TLS_CERT_FILE and AUTHSVC_TLS_KEY_FILE, or neither",
+    )
+    _require(
+        s.tls_client_ca_file is None or all(tls),
+        "TLS_CLIENT_CA_FILE",
+        "mutual TLS needs the server's own AUTHSVC_TLS_CERT_FILE and AUTHSVC_TLS_KEY_FILE",
+    )
+    _require(s.db_pool_size >= 1, "DB_POOL_SIZE", "must be at least 1")
+    _require(s.shutdown_grace >= 0, "SHUTDOWN_GRACE", "must not be negative")
+    _require(
+        s.log_level.upper() in {"DEBUG", "INFO", "WARNING", "ERROR"},
+        "LOG_LEVEL",
+        "use DEBUG, INFO, WARNING or ERROR",
+    )

@@ -1,0 +1,73 @@
+"""What every domain operation needs, assembled once: settings, store, clock, keys, revocation state."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from authsvc.clock import Clock
+from authsvc.config import Settings
+from authsvc.events import RevocationFeed
+from authsvc.keys.ring import KeyPolicy, KeyRing
+from authsvc.keys.sealing import Sealer
+from authsvc.passwords import Passwords
+from authsvc.revocation_state import RevocationState
+from authsvc.storage.records import RevocationEventRecord
+from authsvc.storage.sql import SqlStore, Tx
+
+
+@dataclass
+class AuthorityContext:
+    settings: Settings
+    store: SqlStore
+    clock: Clock
+    key_ring: KeyRing
+    sealer: Sealer = field(repr=False)
+    revocations: RevocationState
+    feed: RevocationFeed
+    passwords: Passwords
+    grace_key: bytes = field(repr=False)
+    key_purge_listeners: list[Callable[[], None]] = field(default_factory=list)
+
+    def on_keys_purged(self) -> None:
+        """A key left the ring: anything that cached a verdict made with it must forget it."""
+        for listener in self.key_purge_listeners:
+            listener()
+
+    @property
+    def key_policy(self) -> KeyPolicy:
+        s = self.settings
+        return KeyPolicy(
+            rotation_interval=s.key_rotation_interval,
+            publish_lead=s.jwks_max_age,
+            retire_for=s.longest_access_token_life + s.jwks_max_age,
+        )
+
+    def revocation_expiry(self, at: float) -> float:
+        """When the last access token that could exist at `at` has expired."""
+        return at + self.settings.longest_access_token_life
+
+
+def new_id() -> str:
+    """A random identifier for families, token ids and clients (128 bits, base64url)."""
+    return secrets.token_urlsafe(16)
+
+
+async def append_events(
+    tx: Tx, events: Sequence[RevocationEventRecord]
+) -> list[RevocationEventRecord]:
+    """Append `events` in `tx`; the same events with their cursors, for `feed.published` after commit."""
+    cursors = await tx.append_events(events)
+    return [
+        RevocationEventRecord(
+            cursor=c,
+            occurred_at=e.occurred_at,
+            expires_at=e.expires_at,
+            kind=e.kind,
+            value=e.value,
+            not_before=e.not_before,
+            state=e.state,
+        )
+        for c, e in zip(cursors, events, strict=True)
+    ]

@@ -1,0 +1,148 @@
+"""The revocation event feed: in order, with a resumable cursor, to every local listener.
+
+Writers append events in the same transaction as the change they describe. This feed tails the
+table (woken at once by writes on this replica, polling for writes elsewhere), applies each event to
+the in-memory revocation state, reloads the key ring on key events, and fans events out to
+`WatchRevocations` subscribers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+from authsvc.clock import Clock
+from authsvc.revocation_state import RevocationState
+from authsvc.storage.records import RevocationEventRecord
+from authsvc.storage.sql import SqlStore
+
+log = logging.getLogger(__name__)
+
+SUBSCRIBER_QUEUE = 10_000
+
+
+class SubscriberTooSlow(Exception):
+    """A subscriber fell too far behind; it should reconnect from its last cursor."""
+
+
+class RevocationFeed:
+    """Tails `revocation_events` and fans out to the revocation state and subscribers."""
+
+    def __init__(
+        self,
+        store: SqlStore,
+        state: RevocationState,
+        clock: Clock,
+        *,
+        poll_interval: float,
+        on_key_change: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._store = store
+        self._state = state
+        self._clock = clock
+        self._poll_interval = poll_interval
+        self._on_key_change = on_key_change
+        self._wake = asyncio.Event()
+        self._subscribers: set[asyncio.Queue[RevocationEventRecord | None]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self.cursor = 0
+
+    async def start(self) -> None:
+        """Load every revocation still in force, then tail from there."""
+        async with self._store.transaction(readonly=True) as tx:
+            in_force = await tx.events_in_force(self._clock.now())
+            self.cursor = await tx.last_event_cursor()
+        for event in in_force:
+            self._state.apply(event)
+        self._task = asyncio.create_task(self._tail(), name="revocation-feed")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for queue in list(self._subscribers):
+            queue.put_nowait(None)
+
+    def published(self, events: Sequence[RevocationEventRecord]) -> None:
+        """This replica committed `events`: apply them now and wake the tailer to fan them out."""
+        for event in events:
+            self._state.apply(event)
+        self._wake.set()
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    async def _tail(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+            self._wake.clear()
+            try:
+                await self.catch_up()
+            except Exception:
+                log.exception("revocation feed: reading events failed; retrying")
+
+    async def catch_up(self) -> None:
+        """Read and dispatch every event after the current cursor."""
+        while True:
+            async with self._store.transaction(readonly=True) as tx:
+                batch = await tx.events_after(self.cursor)
+            if not batch:
+                return
+            keys_changed = False
+            for event in batch:
+                self._state.apply(event)
+                keys_changed |= event.kind == "key"
+                for queue in list(self._subscribers):
+                    self._offer(queue, event)
+                self.cursor = event.cursor
+            if keys_changed:
+                await self._on_key_change()
+
+    def _offer(
+        self, queue: asyncio.Queue[RevocationEventRecord | None], event: RevocationEventRecord
+    ) -> None:
+        try:
+            queue.put_nowait(event)
+        except asyncio.QueueFull:
+            # Drop the subscriber rather than the event: it resumes from its cursor.
+            self._subscribers.discard(queue)
+            with contextlib.suppress(asyncio.QueueEmpty):
+                queue.get_nowait()
+            queue.put_nowait(None)
+
+    async def subscribe(
+        self, cursor: int, heartbeat: float
+    ) -> AsyncIterator[RevocationEventRecord | None]:
+        """Events after `cursor` (every revocation in force for 0), then live ones; None is a
+        heartbeat after `heartbeat` seconds of silence."""
+        queue: asyncio.Queue[RevocationEventRecord | None] = asyncio.Queue(SUBSCRIBER_QUEUE)
+        self._subscribers.add(queue)
+        try:
+            last = cursor
+            async with self._store.transaction(readonly=True) as tx:
+                if cursor == 0:
+                    backlog = await tx.events_in_force(self._clock.now())
+                else:
+                    backlog = await tx.events_after(cursor, limit=1_000_000)
+            for event in backlog:
+                yield event
+                last = max(last, event.cursor)
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), heartbeat)
+                except TimeoutError:
+                    yield None
+                    continue
+                if item is None:
+                    if queue not in self._subscribers:
+                        raise SubscriberTooSlow("subscriber fell behind; resume from cursor")
+                    return
+                if item.cursor > last:
+                    last = item.cursor
+                    yield item
+        finally:
+            self._subscribers.discard(queue)

@@ -1,0 +1,179 @@
+"""Minting tokens: user token pairs in a new family, and client-credentials tokens (RFC 6749 §4.4)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from authsvc.client_registry import authenticate_client, require_grant
+from authsvc.context import AuthorityContext, new_id
+from authsvc.errors import InvalidClient, InvalidRequest
+from authsvc.scopes import grant
+from authsvc.storage.records import ClientRecord, FamilyRecord, RefreshTokenRecord
+from authsvc.storage.sql import Tx
+from authsvc.tokens import access, opaque
+
+MAX_DEVICE_ID = 200
+
+
+@dataclass(frozen=True)
+class IssuedAccessToken:
+    token: str = field(repr=False)
+    claims: access.AccessClaims
+    expires_in: int
+
+
+@dataclass(frozen=True)
+class IssuedTokenPair:
+    access: IssuedAccessToken
+    family: FamilyRecord
+    refresh_token: str = field(repr=False)
+
+    @property
+    def refresh_expires_in(self) -> int:
+        return max(0, int(self.family.expires_at - self.access.claims.iat))
+
+
+def mint_access_token(
+    ctx: AuthorityContext,
+    *,
+    subject: str,
+    client_id: str,
+    scope: Sequence[str],
+    audience: Sequence[str],
+    family_id: str = "",
+) -> IssuedAccessToken:
+    """Sign an RFC 9068 access token with the active key. No I/O."""
+    now = int(ctx.clock.now())
+    ttl = ctx.settings.access_token_ttl
+    claims = access.AccessClaims(
+        iss=ctx.settings.issuer,
+        sub=subject,
+        aud=tuple(audience),
+        exp=now + ttl,
+        iat=now,
+        jti=new_id(),
+        client_id=client_id,
+        scope=tuple(scope),
+        sid=family_id,
+    )
+    signer = ctx.key_ring.signer
+    return IssuedAccessToken(access.sign(claims, signer.kid, signer.alg, signer.key), claims, ttl)
+
+
+def check_subject(subject: str, device_id: str) -> None:
+    if not subject or len(subject) > 200:
+        raise InvalidRequest("subject is required (at most 200 characters)")
+    if len(device_id) > MAX_DEVICE_ID:
+        raise InvalidRequest(f"device_id is at most {MAX_DEVICE_ID} characters")
+
+
+async def start_family(
+    ctx: AuthorityContext,
+    tx: Tx,
+    client: ClientRecord,
+    *,
+    subject: str,
+    scope: Sequence[str],
+    audience: Sequence[str],
+    device_id: str,
+) -> tuple[FamilyRecord, str]:
+    """Insert a new family with its first refresh token; the family and the token."""
+    now = ctx.clock.now()
+    s = ctx.settings
+    family = FamilyRecord(
+        family_id=new_id(),
+        subject=subject,
+        client_id=client.client_id,
+        device_id=device_id,
+        scope=tuple(scope),
+        audience=tuple(audience),
+        created_at=now,
+        last_used_at=now,
+        expires_at=now + s.refresh_absolute_ttl,
+        idle_expires_at=now + s.refresh_idle_ttl,
+        revoked_at=None,
+        revoke_reason=None,
+    )
+    refresh_token = opaque.new_secret(opaque.Kind.REFRESH_TOKEN)
+    await tx.insert_family(family)
+    await tx.insert_refresh_token(
+        RefreshTokenRecord(
+            family_id=family.family_id,
+            issued_at=now,
+            used_at=None,
+            expires_at=min(family.idle_expires_at, family.expires_at),
+            token_digest=opaque.digest(refresh_token),
+        )
+    )
+    return family, refresh_token
+
+
+async def issue_token_pair(
+    ctx: AuthorityContext,
+    *,
+    subject: str,
+    client_id: str,
+    scope: Sequence[str],
+    audience: Sequence[str],
+    device_id: str,
+) -> IssuedTokenPair:
+    """A new family for an already-authenticated user, committed before the tokens are returned."""
+    check_subject(subject, device_id)
+    async with ctx.store.transaction() as tx:
+        client = await tx.get_client(client_id)
+        if client is None or not client.enabled:
+            raise InvalidClient("unknown or disabled client")
+        require_grant(client, "refresh_token")
+        granted_scope = grant(scope, client.scopes)
+        granted_audience = grant(audience, client.audiences, what="audience")
+        family, refresh_token = await start_family(
+            ctx,
+            tx,
+            client,
+            subject=subject,
+            scope=granted_scope,
+            audience=granted_audience,
+            device_id=device_id,
+        )
+        await tx.append_audit(
+            "token_pair_issued",
+            ctx.clock.now(),
+            subject=subject,
+            client_id=client_id,
+            family_id=family.family_id,
+        )
+    issued = mint_access_token(
+        ctx,
+        subject=subject,
+        client_id=client_id,
+        scope=granted_scope,
+        audience=granted_audience,
+        family_id=family.family_id,
+    )
+    return IssuedTokenPair(issued, family, refresh_token)
+
+
+async def client_credentials(
+    ctx: AuthorityContext,
+    *,
+    client_id: str,
+    client_secret: str,
+    scope: Sequence[str],
+    audience: Sequence[str],
+) -> IssuedAccessToken:
+    """RFC 6749 §4.4: a confidential client trades its credentials for an access token only."""
+    async with ctx.store.transaction(readonly=True) as tx:
+        client = await authenticate_client(tx, client_id, client_secret)
+    if client.public:
+        raise InvalidClient("public clients cannot use client credentials")
+    require_grant(client, "client_credentials")
+    granted_scope = grant(scope, client.scopes)
+    granted_audience = grant(audience, client.audiences, what="audience")
+    return mint_access_token(
+        ctx,
+        subject=client.client_id,
+        client_id=client.client_id,
+        scope=granted_scope,
+        audience=granted_audience,
+    )

@@ -1,0 +1,1 @@
+"""The key ring: signing keys, their life cycle, and their sealing at rest."""

@@ -1,0 +1,127 @@
+"""Revocation: one family, one token (RFC 7009), every family of a subject.
+
+Each writes a revocation event in the same transaction as the change, then applies it to this
+replica's state before returning, so a `Verify` right after the reply already says revoked.
+"""
+
+from __future__ import annotations
+
+from authsvc.context import AuthorityContext, append_events
+from authsvc.errors import AuthError, InvalidRequest
+from authsvc.storage.records import FamilyRecord, RevocationEventRecord
+from authsvc.tokens import opaque
+from authsvc.tokens.access import check_access_token
+
+MAX_REASON = 200
+
+
+def _reason(reason: str, default: str) -> str:
+    if len(reason) > MAX_REASON:
+        raise InvalidRequest(f"reason is at most {MAX_REASON} characters")
+    return reason or default
+
+
+def _event(
+    ctx: AuthorityContext, kind: str, value: str, at: float, **extra: float
+) -> RevocationEventRecord:
+    return RevocationEventRecord(
+        cursor=0,
+        occurred_at=at,
+        expires_at=extra.pop("expires_at", ctx.revocation_expiry(at)),
+        kind=kind,
+        value=value,
+        not_before=extra.get("not_before"),
+    )
+
+
+async def revoke_family(
+    ctx: AuthorityContext, family_id: str, *, reason: str = "", client_id: str = ""
+) -> bool:
+    """Revoke one family; False when it was already revoked, unknown, or (with `client_id`)
+    belongs to another client."""
+    reason = _reason(reason, "revoked")
+    now = ctx.clock.now()
+    async with ctx.store.transaction() as tx:
+        family: FamilyRecord | None = await tx.get_family(family_id) if family_id else None
+        if family is None or (client_id and family.client_id != client_id):
+            return False
+        if not await tx.revoke_family(family_id, now, reason):
+            return False
+        events = await append_events(tx, [_event(ctx, "family", family_id, now)])
+        await tx.append_audit(
+            "family_revoked",
+            now,
+            subject=family.subject,
+            client_id=family.client_id,
+            family_id=family_id,
+            reason=reason,
+        )
+    ctx.feed.published(events)
+    return True
+
+
+async def revoke_subject(ctx: AuthorityContext, subject: str, *, reason: str = "") -> int:
+    """ "Log out everywhere": every live family, and every access token issued up to now."""
+    if not subject:
+        raise InvalidRequest("subject is required")
+    reason = _reason(reason, "subject revoked")
+    now = ctx.clock.now()
+    async with ctx.store.transaction() as tx:
+        revoked = await tx.revoke_families_where(now, reason, subject=subject)
+        events = await append_events(tx, [_event(ctx, "subject", subject, now, not_before=now)])
+        await tx.append_audit("subject_revoked", now, subject=subject, families=len(revoked))
+    ctx.feed.published(events)
+    return len(revoked)
+
+
+async def revoke_token(
+    ctx: AuthorityContext, token: str, *, client_id: str = "", token_type_hint: str = ""
+) -> None:
+    """RFC 7009 §2.1: revoke a refresh token (and its family) or an access token (by jti).
+
+    Unknown, invalid or foreign tokens succeed silently (§2.2): the caller learns nothing.
+    """
+    if token_type_hint not in {"", "access_token", "refresh_token"}:
+        token_type_hint = ""  # §2.1: an unknown hint is ignored
+    if opaque.looks_like(opaque.Kind.REFRESH_TOKEN, token):
+        async with ctx.store.transaction(readonly=True) as tx:
+            found = await tx.refresh_token_with_family(opaque.digest(token))
+        if found is not None:
+            await revoke_family(
+                ctx, found[1].family_id, reason="refresh token revoked", client_id=client_id
+            )
+        return
+    now = ctx.clock.now()
+    try:
+        claims = check_access_token(
+            token,
+            ctx.key_ring.verification_keys,
+            issuer=ctx.settings.issuer,
+            now=now,
+            leeway=ctx.settings.leeway,
+        )
+    except AuthError:
+        return
+    if client_id and claims.client_id != client_id:
+        return
+    expires_at = claims.exp + ctx.settings.leeway
+    async with ctx.store.transaction() as tx:
+        events = await append_events(
+            tx, [_event(ctx, "jti", claims.jti, now, expires_at=expires_at)]
+        )
+        await tx.append_audit(
+            "access_token_revoked",
+            now,
+            subject=claims.sub,
+            client_id=claims.client_id,
+            jti=claims.jti,
+        )
+    ctx.feed.published(events)
+
+
+async def list_sessions(ctx: AuthorityContext, subject: str) -> list[FamilyRecord]:
+    """A subject's live families, oldest first."""
+    if not subject:
+        raise InvalidRequest("subject is required")
+    async with ctx.store.transaction(readonly=True) as tx:
+        return await tx.live_families(subject, ctx.clock.now())

@@ -1,0 +1,186 @@
+"""Who may call what on authsvc itself (DESIGN "Who may call what").
+
+Each method's permissions come from its `authsvc.v1.required_scopes` option in the proto, read once
+from the descriptors. `decide` is the pure verdict; `CallerAuthInterceptor` finds the caller (bearer
+token or client certificate) and applies the verdict, before the servicer runs, so a refused call
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from authsvc_client.v1 import authsvc_pb2
+from google.protobuf.descriptor import MethodDescriptor
+
+from authsvc.errors import AuthError, InsufficientScope, Unauthenticated
+from authsvc.rpc.status import abort
+from authsvc.tokens.access import AccessClaims
+
+log = logging.getLogger(__name__)
+
+ANONYMOUS_METHODS = frozenset(
+    {"/authsvc.v1.TokenService/ClientCredentials", "/authsvc.v1.TokenService/PublishKeys"}
+)
+VERIFY_METHOD = "/authsvc.v1.TokenService/Verify"
+
+
+@dataclass(frozen=True)
+class MethodPolicy:
+    """What a method asks of its caller."""
+
+    required_scopes: tuple[str, ...]
+    anonymous: bool = False
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated caller of authsvc."""
+
+    client_id: str
+    scopes: frozenset[str]
+    via: str  # "bearer" or "mtls"
+    claims: AccessClaims | None = None
+
+
+def method_policies(*, allow_anonymous_verify: bool = False) -> dict[str, MethodPolicy]:
+    """Every authsvc.v1 method's policy, from the `required_scopes` option in the proto."""
+    policies = {}
+    for service in authsvc_pb2.DESCRIPTOR.services_by_name.values():
+        for method in service.methods:
+            path = f"/{service.full_name}/{method.name}"
+            anonymous = path in ANONYMOUS_METHODS or (
+                allow_anonymous_verify and path == VERIFY_METHOD
+            )
+            policies[path] = MethodPolicy(_required_scopes(method), anonymous)
+    return policies
+
+
+def _required_scopes(method: MethodDescriptor) -> tuple[str, ...]:
+    options = method.GetOptions()
+    return tuple(options.Extensions[authsvc_pb2.required_scopes])
+
+
+def decide(policy: MethodPolicy | None, caller: Caller | None) -> AuthError | None:
+    """None when the call may pass; otherwise the error to answer with.
+
+    - methods outside authsvc.v1 (health, reflection) are public;
+    - anonymous methods pass without a caller;
+    - every other method needs an authenticated caller holding all its required scopes.
+    """
+    if policy is None or policy.anonymous:
+        return None
+    if caller is None:
+        return Unauthenticated("missing bearer token or client certificate")
+    missing = [scope for scope in policy.required_scopes if scope not in caller.scopes]
+    if missing:
+        return InsufficientScope(f"caller lacks permission: {' '.join(missing)}")
+    return None
+
+
+current_caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar(
+    "authsvc_caller", default=None
+)
+
+
+def bearer_token(metadata: Mapping[str, str | bytes]) -> str | None:
+    """The token of an `authorization: Bearer …` header (RFC 6750 §2.1), or None."""
+    value = metadata.get("authorization")
+    if not isinstance(value, str):
+        return None
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+BearerAuthenticator = Callable[[str], Caller]
+CertificateAuthenticator = Callable[[str], Awaitable[Caller | None]]
+
+
+class CallerAuthInterceptor(grpc.aio.ServerInterceptor):
+    """Authenticates each call and applies `decide` before the handler runs."""
+
+    def __init__(
+        self,
+        policies: Mapping[str, MethodPolicy],
+        authenticate_bearer: BearerAuthenticator,
+        authenticate_certificate: CertificateAuthenticator | None = None,
+    ) -> None:
+        self._policies = policies
+        self._bearer = authenticate_bearer
+        self._certificate = authenticate_certificate
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        policy = self._policies.get(handler_call_details.method)
+        if handler is None or policy is None:
+            return handler
+        return _wrap(handler, lambda context: self._admit(policy, context))
+
+    async def _admit(self, policy: MethodPolicy, context: grpc.aio.ServicerContext) -> bool:
+        caller: Caller | None = None
+        refusal: AuthError | None = None
+        token = bearer_token(dict(context.invocation_metadata() or ()))
+        try:
+            if token is not None:
+                caller = self._bearer(token)
+            elif self._certificate is not None:
+                caller = await self._certificate_caller(context)
+        except AuthError as exc:
+            # An anonymous method ignores a stale credential, so a caller can always fetch a
+            # fresh token; any other method refuses it.
+            if not policy.anonymous:
+                refusal = Unauthenticated(f"caller credential rejected: {exc.description}")
+        refusal = refusal or decide(policy, caller)
+        if refusal is not None:
+            await abort(context, refusal)
+            return False
+        current_caller.set(caller)
+        return True
+
+    async def _certificate_caller(self, context: grpc.aio.ServicerContext) -> Caller | None:
+        assert self._certificate is not None
+        names = context.auth_context().get("x509_common_name") or []
+        if not names:
+            return None
+        return await self._certificate(names[0].decode())
+
+
+def _wrap(
+    handler: grpc.RpcMethodHandler,
+    admit: Callable[[grpc.aio.ServicerContext], Awaitable[bool]],
+) -> grpc.RpcMethodHandler:
+    """The same handler, with `admit` run before the behaviour."""
+    if handler.unary_unary is not None:
+        inner_unary = handler.unary_unary
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if await admit(context):
+                return await inner_unary(request, context)
+            return None
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary, handler.request_deserializer, handler.response_serializer
+        )
+    if handler.unary_stream is not None:
+        inner_stream = handler.unary_stream
+
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if await admit(context):
+                async for item in inner_stream(request, context):
+                    yield item
+
+        return grpc.unary_stream_rpc_method_handler(
+            stream, handler.request_deserializer, handler.response_serializer
+        )
+    return handler

@@ -1,0 +1,50 @@
+"""Domain errors → gRPC status, in one table (see the error section of protos/authsvc/v1/authsvc.proto).
+
+The OAuth error code travels in trailing metadata (`oauth-error`, `oauth-error-description`) so a
+client can tell invalid_grant from invalid_token without parsing text.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from authsvc import errors
+
+GRPC_STATUS: dict[type[errors.AuthError], grpc.StatusCode] = {
+    errors.AuthError: grpc.StatusCode.INTERNAL,
+    errors.ServerError: grpc.StatusCode.INTERNAL,
+    errors.InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.InvalidScope: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.UnsupportedGrantType: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.UnsupportedTokenType: grpc.StatusCode.INVALID_ARGUMENT,
+    # A token *in the request* failing is not the caller failing to authenticate: a credential
+    # helper that sees UNAUTHENTICATED refreshes its own token and retries, which would be wrong.
+    errors.InvalidGrant: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.InvalidToken: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.InvalidClient: grpc.StatusCode.UNAUTHENTICATED,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.InsufficientScope: grpc.StatusCode.PERMISSION_DENIED,
+    errors.UnauthorizedClient: grpc.StatusCode.PERMISSION_DENIED,
+    errors.AccessDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.TemporarilyUnavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+OAUTH_ERROR_KEY = "oauth-error"
+OAUTH_DESCRIPTION_KEY = "oauth-error-description"
+
+
+def status_for(error: errors.AuthError) -> grpc.StatusCode:
+    return GRPC_STATUS[type(error)]
+
+
+def trailing_metadata(error: errors.AuthError) -> tuple[tuple[str, str], ...]:
+    # Metadata values must be printable ASCII; descriptions are ours and kept that way.
+    description = error.description.encode("ascii", "replace").decode("ascii")
+    return ((OAUTH_ERROR_KEY, error.code), (OAUTH_DESCRIPTION_KEY, description))
+
+
+async def abort(context: grpc.aio.ServicerContext, error: errors.AuthError) -> None:
+    """End the call with the status and trailing metadata for `error`. Never returns."""
+    context.set_trailing_metadata(trailing_metadata(error))
+    await context.abort(status_for(error), error.description)

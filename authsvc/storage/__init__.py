@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy Core tables, the engine for SQLite or PostgreSQL, and the stores."""

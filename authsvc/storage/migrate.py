@@ -1,0 +1,58 @@
+"""Alembic migrations, run programmatically: `authsvc migrate`, and the first `serve` of an empty database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    def read(sync_conn: Any) -> str | None:
+        return MigrationContext.configure(sync_conn).get_current_revision()
+
+    async with engine.connect() as conn:
+        return await conn.run_sync(read)
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    """Bring the schema to `revision` in one transaction."""
+
+    def run(sync_conn: Any) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = sync_conn
+        command.upgrade(config, revision)
+
+    async with engine.begin() as conn:
+        await conn.run_sync(run)
+
+
+async def revise(engine: AsyncEngine, message: str) -> None:
+    """Autogenerate a revision from the schema (developers only)."""
+
+    def run(sync_conn: Any) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = sync_conn
+        command.revision(config, message=message, autogenerate=True)
+
+    async with engine.begin() as conn:
+        await conn.run_sync(run)

@@ -1,0 +1,538 @@
+"""The SQL store: every query the domain runs, on SQLite or PostgreSQL through SQLAlchemy Core.
+
+The domain opens a `transaction()` and calls the methods of `Tx`; each method is one statement. A
+transaction is short: no network call and no signing happens inside one. Connection failures become
+`TemporarilyUnavailable`, so a caller is told to retry instead of seeing an internal error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from authsvc.errors import TemporarilyUnavailable
+from authsvc.storage import schema as t
+from authsvc.storage.engine import is_sqlite
+from authsvc.storage.records import (
+    AuthorizationCodeRecord,
+    ClientRecord,
+    FamilyRecord,
+    KeyRecord,
+    RefreshTokenRecord,
+    RevocationEventRecord,
+    UserRecord,
+)
+
+log = logging.getLogger(__name__)
+
+# Transaction-scoped PostgreSQL advisory lock ids (pg_advisory_xact_lock). Serialising the rare
+# transactions that append revocation events makes cursor order equal commit order, so a tailer
+# reading `cursor > last` can never skip an event that commits late.
+EVENT_APPEND_LOCK = 0x61757468_0001
+KEY_ROTATION_LOCK = 0x61757468_0002
+MAINTENANCE_LOCK = 0x61757468_0003
+
+
+def _words(value: str) -> tuple[str, ...]:
+    return tuple(value.split())
+
+
+def _client(row: Any) -> ClientRecord:
+    return ClientRecord(
+        client_id=row.client_id,
+        name=row.name,
+        public=bool(row.public),
+        first_party=bool(row.first_party),
+        grant_types=_words(row.grant_types),
+        redirect_uris=tuple(json.loads(row.redirect_uris)),
+        scopes=_words(row.scopes),
+        audiences=_words(row.audiences),
+        created_at=row.created_at,
+        disabled_at=row.disabled_at,
+        secret_digest=row.secret_digest,
+    )
+
+
+def _family(row: Any) -> FamilyRecord:
+    return FamilyRecord(
+        family_id=row.family_id,
+        subject=row.subject,
+        client_id=row.client_id,
+        device_id=row.device_id,
+        scope=_words(row.scope),
+        audience=_words(row.audience),
+        created_at=row.created_at,
+        last_used_at=row.last_used_at,
+        expires_at=row.expires_at,
+        idle_expires_at=row.idle_expires_at,
+        revoked_at=row.revoked_at,
+        revoke_reason=row.revoke_reason,
+    )
+
+
+def _event(row: Any) -> RevocationEventRecord:
+    return RevocationEventRecord(
+        cursor=row.cursor,
+        occurred_at=row.occurred_at,
+        expires_at=row.expires_at,
+        kind=row.kind,
+        value=row.value,
+        not_before=row.not_before,
+        state=row.state,
+    )
+
+
+def _key(row: Any) -> KeyRecord:
+    return KeyRecord(
+        kid=row.kid,
+        alg=row.alg,
+        state=row.state,
+        public_jwk=row.public_jwk,
+        published_at=row.published_at,
+        activated_at=row.activated_at,
+        retired_at=row.retired_at,
+        sealed_private=row.sealed_private,
+    )
+
+
+class SqlStore:
+    """Opens transactions on one engine."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.sqlite = is_sqlite(engine.url)
+        # SQLite has one writer at a time; queueing writers here is cheaper than letting them
+        # spin on SQLITE_BUSY inside the driver.
+        self._writer = asyncio.Lock() if self.sqlite else None
+
+    @asynccontextmanager
+    async def transaction(self, *, readonly: bool = False) -> AsyncIterator[Tx]:
+        """One transaction; committed when the block exits normally, rolled back otherwise."""
+        if self._writer is not None and not readonly:
+            async with self._writer, self._begin(readonly) as tx:
+                yield tx
+        else:
+            async with self._begin(readonly) as tx:
+                yield tx
+
+    @asynccontextmanager
+    async def _begin(self, readonly: bool) -> AsyncIterator[Tx]:
+        try:
+            async with self.engine.connect() as conn:
+                if readonly:
+                    conn = await conn.execution_options(readonly=True)
+                async with conn.begin():
+                    yield Tx(conn, sqlite=self.sqlite)
+        except (OperationalError, InterfaceError, OSError, ConnectionError) as exc:
+            raise TemporarilyUnavailable("the database is unreachable, retry later") from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise TemporarilyUnavailable("the database connection was lost") from exc
+            raise
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+class Tx:
+    """The statements of one transaction."""
+
+    def __init__(self, conn: AsyncConnection, *, sqlite: bool) -> None:
+        self.conn = conn
+        self.sqlite = sqlite
+
+    async def _exec(self, statement: Any) -> Any:
+        return await self.conn.execute(statement)
+
+    async def lock(self, lock_id: int) -> None:
+        """Take a transaction-scoped exclusive lock (PostgreSQL advisory; SQLite holds one
+        writer at a time already)."""
+        if not self.sqlite:
+            await self._exec(select(func.pg_advisory_xact_lock(lock_id)))
+
+    async def try_lock(self, lock_id: int) -> bool:
+        """Take the lock if free; False when another replica holds it."""
+        if self.sqlite:
+            return True
+        result = await self._exec(select(func.pg_try_advisory_xact_lock(lock_id)))
+        return bool(result.scalar_one())
+
+    # clients
+
+    async def insert_client(self, client: ClientRecord) -> None:
+        await self._exec(
+            insert(t.clients).values(
+                client_id=client.client_id,
+                name=client.name,
+                secret_digest=client.secret_digest,
+                public=client.public,
+                first_party=client.first_party,
+                grant_types=" ".join(client.grant_types),
+                redirect_uris=json.dumps(list(client.redirect_uris)),
+                scopes=" ".join(client.scopes),
+                audiences=" ".join(client.audiences),
+                created_at=client.created_at,
+                disabled_at=client.disabled_at,
+            )
+        )
+
+    async def get_client(self, client_id: str) -> ClientRecord | None:
+        result = await self._exec(select(t.clients).where(t.clients.c.client_id == client_id))
+        row = result.first()
+        return _client(row) if row else None
+
+    async def list_clients(self) -> list[ClientRecord]:
+        result = await self._exec(select(t.clients).order_by(t.clients.c.created_at))
+        return [_client(row) for row in result]
+
+    async def disable_client(self, client_id: str, at: float) -> bool:
+        result = await self._exec(
+            update(t.clients)
+            .where(t.clients.c.client_id == client_id, t.clients.c.disabled_at.is_(None))
+            .values(disabled_at=at)
+        )
+        return bool(result.rowcount)
+
+    async def set_client_secret(self, client_id: str, secret_digest: bytes) -> bool:
+        result = await self._exec(
+            update(t.clients)
+            .where(t.clients.c.client_id == client_id, t.clients.c.public.is_(False))
+            .values(secret_digest=secret_digest)
+        )
+        return bool(result.rowcount)
+
+    # users
+
+    async def insert_user(self, user: UserRecord) -> None:
+        await self._exec(
+            insert(t.users).values(
+                subject=user.subject,
+                username=user.username,
+                password_hash=user.password_hash,
+                created_at=user.created_at,
+            )
+        )
+
+    async def get_user(self, username: str) -> UserRecord | None:
+        result = await self._exec(select(t.users).where(t.users.c.username == username))
+        row = result.first()
+        if row is None:
+            return None
+        return UserRecord(row.subject, row.username, row.created_at, row.password_hash)
+
+    async def set_password_hash(self, subject: str, password_hash: str) -> None:
+        await self._exec(
+            update(t.users).where(t.users.c.subject == subject).values(password_hash=password_hash)
+        )
+
+    # families and refresh tokens
+
+    async def insert_family(self, family: FamilyRecord) -> None:
+        await self._exec(
+            insert(t.families).values(
+                family_id=family.family_id,
+                subject=family.subject,
+                client_id=family.client_id,
+                device_id=family.device_id,
+                scope=" ".join(family.scope),
+                audience=" ".join(family.audience),
+                created_at=family.created_at,
+                last_used_at=family.last_used_at,
+                expires_at=family.expires_at,
+                idle_expires_at=family.idle_expires_at,
+            )
+        )
+
+    async def get_family(self, family_id: str) -> FamilyRecord | None:
+        result = await self._exec(select(t.families).where(t.families.c.family_id == family_id))
+        row = result.first()
+        return _family(row) if row else None
+
+    async def touch_family(self, family_id: str, at: float, idle_expires_at: float) -> None:
+        await self._exec(
+            update(t.families)
+            .where(t.families.c.family_id == family_id)
+            .values(last_used_at=at, idle_expires_at=idle_expires_at)
+        )
+
+    async def revoke_family(self, family_id: str, at: float, reason: str) -> bool:
+        """Mark one family revoked; False if it was already revoked or does not exist."""
+        result = await self._exec(
+            update(t.families)
+            .where(t.families.c.family_id == family_id, t.families.c.revoked_at.is_(None))
+            .values(revoked_at=at, revoke_reason=reason)
+        )
+        return bool(result.rowcount)
+
+    async def revoke_families_where(self, at: float, reason: str, **match: str) -> list[str]:
+        """Revoke every live family matching `subject=` or `client_id=`; their ids."""
+        conditions = [t.families.c[name] == value for name, value in match.items()]
+        live = and_(*conditions, t.families.c.revoked_at.is_(None), t.families.c.expires_at > at)
+        result = await self._exec(select(t.families.c.family_id).where(live))
+        ids = [row.family_id for row in result]
+        if ids:
+            await self._exec(
+                update(t.families)
+                .where(t.families.c.family_id.in_(ids), t.families.c.revoked_at.is_(None))
+                .values(revoked_at=at, revoke_reason=reason)
+            )
+        return ids
+
+    async def live_families(self, subject: str, at: float) -> list[FamilyRecord]:
+        result = await self._exec(
+            select(t.families)
+            .where(
+                t.families.c.subject == subject,
+                t.families.c.revoked_at.is_(None),
+                t.families.c.expires_at > at,
+                t.families.c.idle_expires_at > at,
+            )
+            .order_by(t.families.c.created_at)
+        )
+        return [_family(row) for row in result]
+
+    async def insert_refresh_token(self, token: RefreshTokenRecord) -> None:
+        await self._exec(
+            insert(t.refresh_tokens).values(
+                token_digest=token.token_digest,
+                family_id=token.family_id,
+                issued_at=token.issued_at,
+                used_at=token.used_at,
+                expires_at=token.expires_at,
+            )
+        )
+
+    async def refresh_token_with_family(
+        self, token_digest: bytes
+    ) -> tuple[RefreshTokenRecord, FamilyRecord] | None:
+        rt, fam = t.refresh_tokens, t.families
+        result = await self._exec(
+            select(
+                rt.c.issued_at,
+                rt.c.used_at,
+                rt.c.expires_at.label("token_expires_at"),
+                fam,
+            )
+            .join(fam, fam.c.family_id == rt.c.family_id)
+            .where(rt.c.token_digest == token_digest)
+        )
+        row = result.first()
+        if row is None:
+            return None
+        token = RefreshTokenRecord(
+            family_id=row.family_id,
+            issued_at=row.issued_at,
+            used_at=row.used_at,
+            expires_at=row.token_expires_at,
+            token_digest=token_digest,
+        )
+        return token, _family(row)
+
+    async def mark_refresh_token_used(self, token_digest: bytes, at: float) -> bool:
+        """The rotation compare-and-set: True for exactly one caller per token."""
+        result = await self._exec(
+            update(t.refresh_tokens)
+            .where(t.refresh_tokens.c.token_digest == token_digest)
+            .where(t.refresh_tokens.c.used_at.is_(None))
+            .values(used_at=at)
+        )
+        return result.rowcount == 1
+
+    # authorization codes
+
+    async def insert_code(self, code: AuthorizationCodeRecord) -> None:
+        await self._exec(
+            insert(t.authorization_codes).values(
+                code_digest=code.code_digest,
+                client_id=code.client_id,
+                redirect_uri=code.redirect_uri,
+                subject=code.subject,
+                scope=" ".join(code.scope),
+                audience=" ".join(code.audience),
+                code_challenge=code.code_challenge,
+                device_id=code.device_id,
+                created_at=code.created_at,
+                expires_at=code.expires_at,
+            )
+        )
+
+    async def get_code(self, code_digest: bytes) -> AuthorizationCodeRecord | None:
+        c = t.authorization_codes
+        result = await self._exec(select(c).where(c.c.code_digest == code_digest))
+        row = result.first()
+        if row is None:
+            return None
+        return AuthorizationCodeRecord(
+            client_id=row.client_id,
+            redirect_uri=row.redirect_uri,
+            subject=row.subject,
+            scope=_words(row.scope),
+            audience=_words(row.audience),
+            device_id=row.device_id,
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            used_at=row.used_at,
+            family_id=row.family_id,
+            code_challenge=row.code_challenge,
+            code_digest=row.code_digest,
+        )
+
+    async def mark_code_used(self, code_digest: bytes, at: float) -> bool:
+        c = t.authorization_codes
+        result = await self._exec(
+            update(c)
+            .where(c.c.code_digest == code_digest, c.c.used_at.is_(None))
+            .values(used_at=at)
+        )
+        return result.rowcount == 1
+
+    async def set_code_family(self, code_digest: bytes, family_id: str) -> None:
+        c = t.authorization_codes
+        await self._exec(
+            update(c).where(c.c.code_digest == code_digest).values(family_id=family_id)
+        )
+
+    # keys
+
+    async def list_keys(self) -> list[KeyRecord]:
+        result = await self._exec(select(t.signing_keys).order_by(t.signing_keys.c.published_at))
+        return [_key(row) for row in result]
+
+    async def insert_key(self, key: KeyRecord) -> None:
+        await self._exec(
+            insert(t.signing_keys).values(
+                kid=key.kid,
+                alg=key.alg,
+                state=key.state,
+                public_jwk=key.public_jwk,
+                sealed_private=key.sealed_private,
+                published_at=key.published_at,
+                activated_at=key.activated_at,
+                retired_at=key.retired_at,
+            )
+        )
+
+    async def set_key_state(self, kid: str, state: str, at: float) -> None:
+        column = {"active": "activated_at", "retired": "retired_at"}[state]
+        await self._exec(
+            update(t.signing_keys)
+            .where(t.signing_keys.c.kid == kid)
+            .values(state=state, **{column: at})
+        )
+
+    async def delete_key(self, kid: str) -> None:
+        await self._exec(delete(t.signing_keys).where(t.signing_keys.c.kid == kid))
+
+    # revocation events and audit
+
+    async def append_events(self, events: Iterable[RevocationEventRecord]) -> list[int]:
+        """Append events (their `cursor` is ignored and assigned here); the new cursors."""
+        await self.lock(EVENT_APPEND_LOCK)
+        cursors = []
+        for event in events:
+            result = await self._exec(
+                insert(t.revocation_events)
+                .values(
+                    occurred_at=event.occurred_at,
+                    expires_at=event.expires_at,
+                    kind=event.kind,
+                    value=event.value,
+                    not_before=event.not_before,
+                    state=event.state,
+                )
+                .returning(t.revocation_events.c.cursor)
+            )
+            cursors.append(int(result.scalar_one()))
+        return cursors
+
+    async def events_after(self, cursor: int, limit: int = 1000) -> list[RevocationEventRecord]:
+        e = t.revocation_events
+        result = await self._exec(
+            select(e).where(e.c.cursor > cursor).order_by(e.c.cursor).limit(limit)
+        )
+        return [_event(row) for row in result]
+
+    async def events_in_force(self, at: float, after: int = 0) -> list[RevocationEventRecord]:
+        """Every event after `after` whose tokens may still be valid at `at`."""
+        e = t.revocation_events
+        result = await self._exec(
+            select(e).where(e.c.cursor > after, e.c.expires_at > at).order_by(e.c.cursor)
+        )
+        return [_event(row) for row in result]
+
+    async def last_event_cursor(self) -> int:
+        result = await self._exec(select(func.max(t.revocation_events.c.cursor)))
+        return int(result.scalar_one() or 0)
+
+    async def append_audit(
+        self,
+        kind: str,
+        at: float,
+        *,
+        subject: str | None = None,
+        client_id: str | None = None,
+        family_id: str | None = None,
+        **detail: Any,
+    ) -> None:
+        await self._exec(
+            insert(t.audit_events).values(
+                occurred_at=at,
+                kind=kind,
+                subject=subject,
+                client_id=client_id,
+                family_id=family_id,
+                detail=json.dumps(detail, sort_keys=True),
+            )
+        )
+
+    async def audit_events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        a = t.audit_events
+        query = select(a).order_by(a.c.id)
+        if kind is not None:
+            query = query.where(a.c.kind == kind)
+        result = await self._exec(query)
+        return [dict(row._mapping) for row in result]
+
+    # cleanup
+
+    async def purge_expired(self, at: float, audit_retention: float) -> dict[str, int]:
+        """Delete rows that can no longer matter at `at`; counts per table."""
+        rt, fam, codes, ev = (
+            t.refresh_tokens,
+            t.families,
+            t.authorization_codes,
+            t.revocation_events,
+        )
+        dead_families = select(fam.c.family_id).where(
+            or_(fam.c.expires_at <= at, fam.c.idle_expires_at <= at, fam.c.revoked_at.is_not(None))
+        )
+        counts = {}
+        result = await self._exec(
+            delete(rt).where(or_(rt.c.expires_at <= at, rt.c.family_id.in_(dead_families)))
+        )
+        counts["refresh_tokens"] = result.rowcount
+        # A family row outlives its revocation briefly so a replay still reads as revoked.
+        result = await self._exec(
+            delete(fam).where(
+                or_(fam.c.expires_at <= at, fam.c.idle_expires_at <= at),
+                ~fam.c.family_id.in_(select(rt.c.family_id)),
+            )
+        )
+        counts["families"] = result.rowcount
+        result = await self._exec(delete(codes).where(codes.c.expires_at <= at - 3600))
+        counts["authorization_codes"] = result.rowcount
+        result = await self._exec(delete(ev).where(ev.c.expires_at <= at))
+        counts["revocation_events"] = result.rowcount
+        result = await self._exec(
+            delete(t.audit_events).where(t.audit_events.c.occurred_at <= at - audit_retention)
+        )
+        counts["audit_events"] = result.rowcount
+        return counts

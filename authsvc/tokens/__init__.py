@@ -1,0 +1,1 @@
+"""Token formats: RFC 9068 JWT access tokens and opaque, prefixed secrets."""
