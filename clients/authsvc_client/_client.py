@@ -174,9 +174,11 @@ class AuthClient:
         finally:
             call.cancel()
 
-    def rotate_keys(self) -> pb.RotateKeysResponse:
-        """Start a key rotation now (needs `authsvc:admin`)."""
-        return self._unary(self._tokens.RotateKeys, pb.RotateKeysRequest())
+    def rotate_keys(self, *, immediate: bool = False) -> pb.RotateKeysResponse:
+        """Start a key rotation now (needs `authsvc:admin`); `immediate` activates the next key
+        without waiting one JWKS cache lifetime (for a compromised key)."""
+        request = pb.RotateKeysRequest(immediate=immediate)
+        return self._unary(self._tokens.RotateKeys, request)
 
     # AuthorizationService
 
@@ -391,9 +393,11 @@ class AsyncAuthClient:
         finally:
             call.cancel()
 
-    async def rotate_keys(self) -> pb.RotateKeysResponse:
-        """Start a key rotation now (needs `authsvc:admin`)."""
-        return await self._unary(self._tokens.RotateKeys, pb.RotateKeysRequest())
+    async def rotate_keys(self, *, immediate: bool = False) -> pb.RotateKeysResponse:
+        """Start a key rotation now (needs `authsvc:admin`); `immediate` activates the next key
+        without waiting one JWKS cache lifetime (for a compromised key)."""
+        request = pb.RotateKeysRequest(immediate=immediate)
+        return await self._unary(self._tokens.RotateKeys, request)
 
     # AuthorizationService
 

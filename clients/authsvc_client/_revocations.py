@@ -24,7 +24,7 @@ __all__ = ["Backoff", "RevocationSet"]
 
 @dataclass
 class _AsOf:
-    """Tokens issued before `not_before` are revoked; forget this at `forget_at`."""
+    """Tokens issued up to `not_before` are revoked; forget this at `forget_at`."""
 
     not_before: int
     forget_at: float
@@ -91,11 +91,13 @@ class RevocationSet:
             return "session revoked"
         if claims.jti in self._jtis:
             return "token revoked"
+        # `iat` and `not_before` are whole seconds: a token issued in the second of the
+        # revocation counts as issued before it, as authsvc itself decides.
         subject = self._subjects.get(claims.sub)
-        if subject is not None and claims.iat < subject.not_before:
+        if subject is not None and claims.iat <= subject.not_before:
             return "subject revoked"
         client = self._clients.get(claims.client_id)
-        if client is not None and claims.iat < client.not_before:
+        if client is not None and claims.iat <= client.not_before:
             return "client revoked"
         return None
 
