@@ -25,6 +25,7 @@ from ._errors import (
     TemporarilyUnavailable,
     UnauthorizedClient,
     UnknownSigningKey,
+    UnsupportedGrantType,
     UnsupportedTokenType,
 )
 from ._interceptors import AsyncAuthInterceptor, AuthInterceptor
@@ -66,6 +67,7 @@ __all__ = [
     "TemporarilyUnavailable",
     "UnauthorizedClient",
     "UnknownSigningKey",
+    "UnsupportedGrantType",
     "UnsupportedTokenType",
     "VerificationCache",
     "VerifiedToken",

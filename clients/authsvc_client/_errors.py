@@ -26,6 +26,7 @@ __all__ = [
     "TemporarilyUnavailable",
     "UnauthorizedClient",
     "UnknownSigningKey",
+    "UnsupportedGrantType",
     "UnsupportedTokenType",
     "from_rpc_error",
 ]
@@ -79,6 +80,12 @@ class UnauthorizedClient(AuthError):
     """RFC 6749 §5.2: the client may not use this grant."""
 
     code = "unauthorized_client"
+
+
+class UnsupportedGrantType(AuthError):
+    """RFC 6749 §5.2: the server does not support this grant type."""
+
+    code = "unsupported_grant_type"
 
 
 class InvalidScope(AuthError):
@@ -138,6 +145,7 @@ class NotFound(AuthError):
 GRPC_STATUS: dict[type[AuthError], grpc.StatusCode] = {
     InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
     InvalidScope: grpc.StatusCode.INVALID_ARGUMENT,
+    UnsupportedGrantType: grpc.StatusCode.INVALID_ARGUMENT,
     UnsupportedTokenType: grpc.StatusCode.INVALID_ARGUMENT,
     InvalidGrant: grpc.StatusCode.FAILED_PRECONDITION,
     InvalidClient: grpc.StatusCode.UNAUTHENTICATED,
