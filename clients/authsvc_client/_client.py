@@ -10,7 +10,7 @@ for it) or a fixed `access_token`; `ClientCredentials` and `PublishKeys` need ne
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
@@ -26,6 +26,14 @@ __all__ = ["AsyncAuthClient", "AuthClient"]
 
 _R = TypeVar("_R")
 _Metadata = tuple[tuple[str, str], ...]
+
+
+def _stubs(channel: grpc.Channel | grpc.aio.Channel) -> tuple[Any, Any]:
+    """The generated stubs (untyped: grpcio-tools writes no stubs for them); each client method
+    names the reply type it returns."""
+    tokens = authsvc_pb2_grpc.TokenServiceStub(channel)  # type: ignore[no-untyped-call]
+    authorization = authsvc_pb2_grpc.AuthorizationServiceStub(channel)  # type: ignore[no-untyped-call]
+    return tokens, authorization
 
 
 class AuthClient:
@@ -48,8 +56,7 @@ class AuthClient:
         self._credentials = credentials
         self._access_token = access_token
         self._timeout = timeout
-        self._tokens = authsvc_pb2_grpc.TokenServiceStub(channel)
-        self._authorization = authsvc_pb2_grpc.AuthorizationServiceStub(channel)
+        self._tokens, self._authorization = _stubs(channel)
 
     @classmethod
     def connect(cls, target: str, **options: Any) -> AuthClient:
@@ -89,21 +96,21 @@ class AuthClient:
             audience=audience,
             device_id=device_id,
         )
-        return self._unary(self._tokens.IssueTokenPair, request)
+        return self._unary(self._tokens.IssueTokenPair, request, pb.TokenPair)
 
     def rotate(
         self, refresh_token: str, *, client_id: str = "", scope: Sequence[str] = ()
     ) -> pb.TokenPair:
         """Trade a refresh token for the next pair in its family (RFC 6749 §6)."""
         request = pb.RotateRequest(refresh_token=refresh_token, client_id=client_id, scope=scope)
-        return self._unary(self._tokens.Rotate, request)
+        return self._unary(self._tokens.Rotate, request, pb.TokenPair)
 
     def verify(
         self, token: str, audience: str, *, required_scopes: Sequence[str] = ()
     ) -> pb.VerifyResponse:
         """Have authsvc verify an access token, revocation state included."""
         request = pb.VerifyRequest(token=token, audience=audience, required_scopes=required_scopes)
-        return self._unary(self._tokens.Verify, request)
+        return self._unary(self._tokens.Verify, request, pb.VerifyResponse)
 
     def introspect(
         self, token: str, *, token_type_hint: str = "", client_id: str = ""
@@ -112,16 +119,18 @@ class AuthClient:
         request = pb.IntrospectRequest(
             token=token, token_type_hint=token_type_hint, client_id=client_id
         )
-        return self._unary(self._tokens.Introspect, request)
+        return self._unary(self._tokens.Introspect, request, pb.IntrospectResponse)
 
     def revoke_family(self, family_id: str, *, reason: str = "") -> pb.RevokeFamilyResponse:
         """Revoke one login session (needs `authsvc:revoke`)."""
         request = pb.RevokeFamilyRequest(family_id=family_id, reason=reason)
-        return self._unary(self._tokens.RevokeFamily, request)
+        return self._unary(self._tokens.RevokeFamily, request, pb.RevokeFamilyResponse)
 
     def publish_keys(self) -> pb.PublishKeysResponse:
         """The public keys as a JWK Set (RFC 7517), with how long they may be cached."""
-        return self._unary(self._tokens.PublishKeys, pb.PublishKeysRequest())
+        return self._unary(
+            self._tokens.PublishKeys, pb.PublishKeysRequest(), pb.PublishKeysResponse
+        )
 
     def client_credentials(
         self,
@@ -135,7 +144,7 @@ class AuthClient:
         request = pb.ClientCredentialsRequest(
             client_id=client_id, client_secret=client_secret, scope=scope, audience=audience
         )
-        return self._unary(self._tokens.ClientCredentials, request)
+        return self._unary(self._tokens.ClientCredentials, request, pb.AccessToken)
 
     def revoke(
         self, token: str, *, token_type_hint: str = "", client_id: str = ""
@@ -144,23 +153,27 @@ class AuthClient:
         request = pb.RevokeRequest(
             token=token, token_type_hint=token_type_hint, client_id=client_id
         )
-        return self._unary(self._tokens.Revoke, request)
+        return self._unary(self._tokens.Revoke, request, pb.RevokeResponse)
 
     def revoke_subject(self, subject: str, *, reason: str = "") -> pb.RevokeSubjectResponse:
         """Log a subject out everywhere (needs `authsvc:revoke`)."""
         request = pb.RevokeSubjectRequest(subject=subject, reason=reason)
-        return self._unary(self._tokens.RevokeSubject, request)
+        return self._unary(self._tokens.RevokeSubject, request, pb.RevokeSubjectResponse)
 
     def revoke_client(
         self, client_id: str, *, reason: str = "", disable: bool = False
     ) -> pb.RevokeClientResponse:
         """Revoke every token of a client, optionally disabling it (needs `authsvc:admin`)."""
         request = pb.RevokeClientRequest(client_id=client_id, reason=reason, disable=disable)
-        return self._unary(self._tokens.RevokeClient, request)
+        return self._unary(self._tokens.RevokeClient, request, pb.RevokeClientResponse)
 
     def list_sessions(self, subject: str) -> pb.ListSessionsResponse:
         """A subject's live sessions, one per device (needs `authsvc:sessions`)."""
-        return self._unary(self._tokens.ListSessions, pb.ListSessionsRequest(subject=subject))
+        return self._unary(
+            self._tokens.ListSessions,
+            pb.ListSessionsRequest(subject=subject),
+            pb.ListSessionsResponse,
+        )
 
     def watch_revocations(self, cursor: int = 0) -> Iterator[pb.RevocationEvent]:
         """Revocations and key changes in order from `cursor` (0 replays those in force)."""
@@ -178,24 +191,26 @@ class AuthClient:
         """Start a key rotation now (needs `authsvc:admin`); `immediate` activates the next key
         without waiting one JWKS cache lifetime (for a compromised key)."""
         request = pb.RotateKeysRequest(immediate=immediate)
-        return self._unary(self._tokens.RotateKeys, request)
+        return self._unary(self._tokens.RotateKeys, request, pb.RotateKeysResponse)
 
     # AuthorizationService
 
     def authenticate_client(self, client_id: str, client_secret: str = "") -> pb.Client:
         """Check an OAuth client's credentials (needs `authsvc:gateway`)."""
         request = pb.AuthenticateClientRequest(client_id=client_id, client_secret=client_secret)
-        return self._unary(self._authorization.AuthenticateClient, request)
+        return self._unary(self._authorization.AuthenticateClient, request, pb.Client)
 
     def get_client(self, client_id: str) -> pb.Client:
         """A client's public registration (needs `authsvc:gateway`)."""
         request = pb.GetClientRequest(client_id=client_id)
-        return self._unary(self._authorization.GetClient, request)
+        return self._unary(self._authorization.GetClient, request, pb.Client)
 
     def authenticate_user(self, username: str, password: str) -> pb.AuthenticateUserResponse:
         """Check a user's password (needs `authsvc:gateway`)."""
         request = pb.AuthenticateUserRequest(username=username, password=password)
-        return self._unary(self._authorization.AuthenticateUser, request)
+        return self._unary(
+            self._authorization.AuthenticateUser, request, pb.AuthenticateUserResponse
+        )
 
     def create_authorization_code(
         self,
@@ -220,7 +235,9 @@ class AuthClient:
             code_challenge_method=code_challenge_method,
             device_id=device_id,
         )
-        return self._unary(self._authorization.CreateAuthorizationCode, request)
+        return self._unary(
+            self._authorization.CreateAuthorizationCode, request, pb.AuthorizationCode
+        )
 
     def exchange_authorization_code(
         self, client_id: str, code: str, redirect_uri: str, code_verifier: str
@@ -229,13 +246,14 @@ class AuthClient:
         request = pb.ExchangeAuthorizationCodeRequest(
             client_id=client_id, code=code, redirect_uri=redirect_uri, code_verifier=code_verifier
         )
-        return self._unary(self._authorization.ExchangeAuthorizationCode, request)
+        return self._unary(self._authorization.ExchangeAuthorizationCode, request, pb.TokenPair)
 
-    def _unary(self, method: Callable[..., _R], request: object) -> _R:
+    def _unary(self, method: Any, request: object, reply: type[_R]) -> _R:
         try:
-            return method(request, metadata=self._metadata(), timeout=self._timeout)
+            answer: _R = method(request, metadata=self._metadata(), timeout=self._timeout)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from exc
+        return answer
 
     def _metadata(self) -> _Metadata:
         if self._credentials is not None:
@@ -265,8 +283,7 @@ class AsyncAuthClient:
         self._credentials = credentials
         self._access_token = access_token
         self._timeout = timeout
-        self._tokens = authsvc_pb2_grpc.TokenServiceStub(channel)
-        self._authorization = authsvc_pb2_grpc.AuthorizationServiceStub(channel)
+        self._tokens, self._authorization = _stubs(channel)
 
     @classmethod
     def connect(cls, target: str, **options: Any) -> AsyncAuthClient:
@@ -279,7 +296,7 @@ class AsyncAuthClient:
     async def close(self) -> None:
         """Close the channel if this client opened it."""
         if self._owns_channel:
-            await self._channel.close()
+            await self._channel.close(None)
 
     async def __aenter__(self) -> AsyncAuthClient:
         return self
@@ -306,21 +323,21 @@ class AsyncAuthClient:
             audience=audience,
             device_id=device_id,
         )
-        return await self._unary(self._tokens.IssueTokenPair, request)
+        return await self._unary(self._tokens.IssueTokenPair, request, pb.TokenPair)
 
     async def rotate(
         self, refresh_token: str, *, client_id: str = "", scope: Sequence[str] = ()
     ) -> pb.TokenPair:
         """Trade a refresh token for the next pair in its family (RFC 6749 §6)."""
         request = pb.RotateRequest(refresh_token=refresh_token, client_id=client_id, scope=scope)
-        return await self._unary(self._tokens.Rotate, request)
+        return await self._unary(self._tokens.Rotate, request, pb.TokenPair)
 
     async def verify(
         self, token: str, audience: str, *, required_scopes: Sequence[str] = ()
     ) -> pb.VerifyResponse:
         """Have authsvc verify an access token, revocation state included."""
         request = pb.VerifyRequest(token=token, audience=audience, required_scopes=required_scopes)
-        return await self._unary(self._tokens.Verify, request)
+        return await self._unary(self._tokens.Verify, request, pb.VerifyResponse)
 
     async def introspect(
         self, token: str, *, token_type_hint: str = "", client_id: str = ""
@@ -329,16 +346,18 @@ class AsyncAuthClient:
         request = pb.IntrospectRequest(
             token=token, token_type_hint=token_type_hint, client_id=client_id
         )
-        return await self._unary(self._tokens.Introspect, request)
+        return await self._unary(self._tokens.Introspect, request, pb.IntrospectResponse)
 
     async def revoke_family(self, family_id: str, *, reason: str = "") -> pb.RevokeFamilyResponse:
         """Revoke one login session (needs `authsvc:revoke`)."""
         request = pb.RevokeFamilyRequest(family_id=family_id, reason=reason)
-        return await self._unary(self._tokens.RevokeFamily, request)
+        return await self._unary(self._tokens.RevokeFamily, request, pb.RevokeFamilyResponse)
 
     async def publish_keys(self) -> pb.PublishKeysResponse:
         """The public keys as a JWK Set (RFC 7517), with how long they may be cached."""
-        return await self._unary(self._tokens.PublishKeys, pb.PublishKeysRequest())
+        return await self._unary(
+            self._tokens.PublishKeys, pb.PublishKeysRequest(), pb.PublishKeysResponse
+        )
 
     async def client_credentials(
         self,
@@ -352,7 +371,7 @@ class AsyncAuthClient:
         request = pb.ClientCredentialsRequest(
             client_id=client_id, client_secret=client_secret, scope=scope, audience=audience
         )
-        return await self._unary(self._tokens.ClientCredentials, request)
+        return await self._unary(self._tokens.ClientCredentials, request, pb.AccessToken)
 
     async def revoke(
         self, token: str, *, token_type_hint: str = "", client_id: str = ""
@@ -361,24 +380,24 @@ class AsyncAuthClient:
         request = pb.RevokeRequest(
             token=token, token_type_hint=token_type_hint, client_id=client_id
         )
-        return await self._unary(self._tokens.Revoke, request)
+        return await self._unary(self._tokens.Revoke, request, pb.RevokeResponse)
 
     async def revoke_subject(self, subject: str, *, reason: str = "") -> pb.RevokeSubjectResponse:
         """Log a subject out everywhere (needs `authsvc:revoke`)."""
         request = pb.RevokeSubjectRequest(subject=subject, reason=reason)
-        return await self._unary(self._tokens.RevokeSubject, request)
+        return await self._unary(self._tokens.RevokeSubject, request, pb.RevokeSubjectResponse)
 
     async def revoke_client(
         self, client_id: str, *, reason: str = "", disable: bool = False
     ) -> pb.RevokeClientResponse:
         """Revoke every token of a client, optionally disabling it (needs `authsvc:admin`)."""
         request = pb.RevokeClientRequest(client_id=client_id, reason=reason, disable=disable)
-        return await self._unary(self._tokens.RevokeClient, request)
+        return await self._unary(self._tokens.RevokeClient, request, pb.RevokeClientResponse)
 
     async def list_sessions(self, subject: str) -> pb.ListSessionsResponse:
         """A subject's live sessions, one per device (needs `authsvc:sessions`)."""
         request = pb.ListSessionsRequest(subject=subject)
-        return await self._unary(self._tokens.ListSessions, request)
+        return await self._unary(self._tokens.ListSessions, request, pb.ListSessionsResponse)
 
     async def watch_revocations(self, cursor: int = 0) -> AsyncIterator[pb.RevocationEvent]:
         """Revocations and key changes in order from `cursor` (0 replays those in force)."""
@@ -397,24 +416,26 @@ class AsyncAuthClient:
         """Start a key rotation now (needs `authsvc:admin`); `immediate` activates the next key
         without waiting one JWKS cache lifetime (for a compromised key)."""
         request = pb.RotateKeysRequest(immediate=immediate)
-        return await self._unary(self._tokens.RotateKeys, request)
+        return await self._unary(self._tokens.RotateKeys, request, pb.RotateKeysResponse)
 
     # AuthorizationService
 
     async def authenticate_client(self, client_id: str, client_secret: str = "") -> pb.Client:
         """Check an OAuth client's credentials (needs `authsvc:gateway`)."""
         request = pb.AuthenticateClientRequest(client_id=client_id, client_secret=client_secret)
-        return await self._unary(self._authorization.AuthenticateClient, request)
+        return await self._unary(self._authorization.AuthenticateClient, request, pb.Client)
 
     async def get_client(self, client_id: str) -> pb.Client:
         """A client's public registration (needs `authsvc:gateway`)."""
         request = pb.GetClientRequest(client_id=client_id)
-        return await self._unary(self._authorization.GetClient, request)
+        return await self._unary(self._authorization.GetClient, request, pb.Client)
 
     async def authenticate_user(self, username: str, password: str) -> pb.AuthenticateUserResponse:
         """Check a user's password (needs `authsvc:gateway`)."""
         request = pb.AuthenticateUserRequest(username=username, password=password)
-        return await self._unary(self._authorization.AuthenticateUser, request)
+        return await self._unary(
+            self._authorization.AuthenticateUser, request, pb.AuthenticateUserResponse
+        )
 
     async def create_authorization_code(
         self,
@@ -439,7 +460,9 @@ class AsyncAuthClient:
             code_challenge_method=code_challenge_method,
             device_id=device_id,
         )
-        return await self._unary(self._authorization.CreateAuthorizationCode, request)
+        return await self._unary(
+            self._authorization.CreateAuthorizationCode, request, pb.AuthorizationCode
+        )
 
     async def exchange_authorization_code(
         self, client_id: str, code: str, redirect_uri: str, code_verifier: str
@@ -448,14 +471,17 @@ class AsyncAuthClient:
         request = pb.ExchangeAuthorizationCodeRequest(
             client_id=client_id, code=code, redirect_uri=redirect_uri, code_verifier=code_verifier
         )
-        return await self._unary(self._authorization.ExchangeAuthorizationCode, request)
+        return await self._unary(
+            self._authorization.ExchangeAuthorizationCode, request, pb.TokenPair
+        )
 
-    async def _unary(self, method: Callable[..., Awaitable[_R]], request: object) -> _R:
+    async def _unary(self, method: Any, request: object, reply: type[_R]) -> _R:
         metadata = await self._metadata()
         try:
-            return await method(request, metadata=metadata, timeout=self._timeout)
+            answer: _R = await method(request, metadata=metadata, timeout=self._timeout)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from exc
+        return answer
 
     async def _metadata(self) -> _Metadata:
         if self._credentials is not None:

@@ -14,7 +14,7 @@ import asyncio
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -23,6 +23,16 @@ from ._clock import Clock, SystemClock
 from ._errors import AuthError
 
 __all__ = ["ServiceCredentials"]
+
+UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
+
+# grpc-stubs makes the interceptor bases generic; grpcio's classes are not subscriptable.
+if TYPE_CHECKING:
+    _UnaryClientInterceptor = grpc.UnaryUnaryClientInterceptor[Any, Any]
+    _AsyncUnaryClientInterceptor = grpc.aio.UnaryUnaryClientInterceptor[Any, Any]
+else:
+    _UnaryClientInterceptor = grpc.UnaryUnaryClientInterceptor
+    _AsyncUnaryClientInterceptor = grpc.aio.UnaryUnaryClientInterceptor
 
 # A token this close to `exp` is not sent: it could expire on the way.
 _EXPIRY_MARGIN = 5.0
@@ -161,7 +171,7 @@ class ServiceCredentials:
         return grpc.aio.secure_channel(
             target,
             self.channel_credentials(transport),
-            interceptors=[AsyncRetryOnUnauthenticated(self)],
+            interceptors=[AsyncRetryOnUnauthenticated(self)],  # type: ignore[list-item]
             **options,
         )
 
@@ -228,7 +238,7 @@ class _TokenPlugin(grpc.AuthMetadataPlugin):
         callback(metadata, None)
 
 
-class RetryOnUnauthenticated(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class RetryOnUnauthenticated(_UnaryClientInterceptor):
     """Retries a unary call once with a fresh token when the server answers UNAUTHENTICATED
     (the token expired or was revoked in flight). Streaming calls are not retried: their
     requests may already be consumed."""
@@ -250,7 +260,7 @@ class RetryOnUnauthenticated(grpc.UnaryUnaryClientInterceptor):  # type: ignore[
         return outcome
 
 
-class AsyncRetryOnUnauthenticated(grpc.aio.UnaryUnaryClientInterceptor):
+class AsyncRetryOnUnauthenticated(_AsyncUnaryClientInterceptor):
     """The asyncio twin of `RetryOnUnauthenticated`."""
 
     def __init__(self, credentials: ServiceCredentials) -> None:
@@ -271,4 +281,5 @@ class AsyncRetryOnUnauthenticated(grpc.aio.UnaryUnaryClientInterceptor):
 
 
 def _unauthenticated(error: BaseException | None) -> bool:
-    return isinstance(error, grpc.RpcError) and error.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+    code = getattr(error, "code", None)
+    return isinstance(error, grpc.RpcError) and callable(code) and code() == UNAUTHENTICATED

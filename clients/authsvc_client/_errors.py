@@ -181,7 +181,7 @@ _BY_STATUS: dict[grpc.StatusCode, type[AuthError]] = {
 def _status_for(cls: type[AuthError]) -> grpc.StatusCode:
     for ancestor in cls.__mro__:
         if ancestor in GRPC_STATUS:
-            return GRPC_STATUS[ancestor]  # type: ignore[index]
+            return GRPC_STATUS[ancestor]
     return grpc.StatusCode.INTERNAL
 
 

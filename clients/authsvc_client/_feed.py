@@ -14,6 +14,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 
@@ -79,7 +80,7 @@ class AsyncAuthorityFeed(_FeedBase):
         backoff_factory: Callable[[], Backoff] = Backoff,
     ) -> None:
         super().__init__(verifier, credentials, backoff_factory)
-        self._stub = authsvc_pb2_grpc.TokenServiceStub(channel)
+        self._stub: Any = authsvc_pb2_grpc.TokenServiceStub(channel)  # type: ignore[no-untyped-call]
         self._refresh_lock = asyncio.Lock()
         self._refreshes = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -187,14 +188,14 @@ class ThreadedAuthorityFeed(_FeedBase):
         backoff_factory: Callable[[], Backoff] = Backoff,
     ) -> None:
         super().__init__(verifier, credentials, backoff_factory)
-        self._stub = authsvc_pb2_grpc.TokenServiceStub(channel)
+        self._stub: Any = authsvc_pb2_grpc.TokenServiceStub(channel)  # type: ignore[no-untyped-call]
         self._refresh_lock = threading.Lock()
         self._refreshes = 0
         self._stopping = threading.Event()
         self._wake_keys = threading.Event()
         self._threads: list[threading.Thread] = []
         self._call_lock = threading.Lock()
-        self._call: grpc.Call | None = None
+        self._call: Any = None  # the open WatchRevocations call, cancelled by close()
         self._ready = threading.Event()
 
     def start(self, ready_timeout: float = 5.0) -> None:

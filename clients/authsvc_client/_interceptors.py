@@ -14,7 +14,7 @@ import asyncio
 import inspect
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.descriptor_pool import DescriptorPool
@@ -35,6 +35,15 @@ from ._verifier import LocalVerifier
 __all__ = ["AsyncAuthInterceptor", "AuthInterceptor", "rejection_metadata"]
 
 _Metadata = tuple[tuple[str, str], ...]
+# grpc-stubs makes these generic; grpcio's classes are not subscriptable.
+if TYPE_CHECKING:
+    _Handler = grpc.RpcMethodHandler[Any, Any]
+    _ServerInterceptor = grpc.ServerInterceptor[Any, Any]
+    _AsyncServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    _Handler = grpc.RpcMethodHandler
+    _ServerInterceptor = grpc.ServerInterceptor
+    _AsyncServerInterceptor = grpc.aio.ServerInterceptor
 
 
 def rejection_metadata(verdict: Deny, realm: str) -> _Metadata:
@@ -95,7 +104,7 @@ class _Protection:
         )
 
 
-class AsyncAuthInterceptor(grpc.aio.ServerInterceptor):
+class AsyncAuthInterceptor(_AsyncServerInterceptor):
     """Protects a `grpc.aio` server: local token verification, per-method scopes, revocations
     pushed by authsvc.
 
@@ -173,7 +182,7 @@ class AsyncAuthInterceptor(grpc.aio.ServerInterceptor):
             await self._feed.close()
             self._feed = None
         if self._channel is not None:
-            await self._channel.close()
+            await self._channel.close(None)
             self._channel = None
 
     async def __aenter__(self) -> AsyncAuthInterceptor:
@@ -185,12 +194,12 @@ class AsyncAuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> _Handler:
         handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
+        if handler is None:  # no such method: gRPC answers UNIMPLEMENTED
+            return handler
         if self._feed is None:
             await self.start()
         assert self._feed is not None
@@ -204,7 +213,7 @@ class AsyncAuthInterceptor(grpc.aio.ServerInterceptor):
         return _async_with_claims(handler, verdict.claims)
 
 
-class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class AuthInterceptor(_ServerInterceptor):
     """Protects a sync `grpc.server`; the twin of `AsyncAuthInterceptor`, with the same
     arguments, running its background work on two daemon threads.
 
@@ -280,9 +289,9 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler],
+        continuation: Callable[[grpc.HandlerCallDetails], _Handler | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> _Handler | None:
         handler = continuation(handler_call_details)
         if handler is None:
             return None
@@ -302,13 +311,13 @@ def _unknown_key(verdict: Verdict) -> bool:
     return isinstance(verdict, Deny) and isinstance(verdict.error, UnknownSigningKey)
 
 
-def _kind(handler: grpc.RpcMethodHandler) -> str:
+def _kind(handler: _Handler) -> str:
     if handler.request_streaming:
         return "stream_stream" if handler.response_streaming else "stream_unary"
     return "unary_stream" if handler.response_streaming else "unary_unary"
 
 
-_FACTORIES: dict[str, Callable[..., grpc.RpcMethodHandler]] = {
+_FACTORIES: dict[str, Callable[..., _Handler]] = {
     "unary_unary": grpc.unary_unary_rpc_method_handler,
     "unary_stream": grpc.unary_stream_rpc_method_handler,
     "stream_unary": grpc.stream_unary_rpc_method_handler,
@@ -316,9 +325,7 @@ _FACTORIES: dict[str, Callable[..., grpc.RpcMethodHandler]] = {
 }
 
 
-def _async_rejection(
-    handler: grpc.RpcMethodHandler, verdict: Deny, realm: str
-) -> grpc.RpcMethodHandler:
+def _async_rejection(handler: _Handler, verdict: Deny, realm: str) -> _Handler:
     status, description = verdict.error.status, verdict.error.description
     trailers = rejection_metadata(verdict, realm)
 
@@ -329,9 +336,7 @@ def _async_rejection(
     return _FACTORIES[_kind(handler)](abort)
 
 
-def _sync_rejection(
-    handler: grpc.RpcMethodHandler, verdict: Deny, realm: str
-) -> grpc.RpcMethodHandler:
+def _sync_rejection(handler: _Handler, verdict: Deny, realm: str) -> _Handler:
     status, description = verdict.error.status, verdict.error.description
     trailers = rejection_metadata(verdict, realm)
 
@@ -342,9 +347,7 @@ def _sync_rejection(
     return _FACTORIES[_kind(handler)](abort)
 
 
-def _async_with_claims(
-    handler: grpc.RpcMethodHandler, claims: Claims | None
-) -> grpc.RpcMethodHandler:
+def _async_with_claims(handler: _Handler, claims: Claims | None) -> _Handler:
     kind = _kind(handler)
     behavior = getattr(handler, kind)
 
@@ -377,9 +380,7 @@ def _async_with_claims(
     )
 
 
-def _sync_with_claims(
-    handler: grpc.RpcMethodHandler, claims: Claims | None
-) -> grpc.RpcMethodHandler:
+def _sync_with_claims(handler: _Handler, claims: Claims | None) -> _Handler:
     kind = _kind(handler)
     behavior = getattr(handler, kind)
 

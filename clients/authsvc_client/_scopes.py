@@ -90,7 +90,8 @@ def _read_option(pool: descriptor_pool.DescriptorPool, method: str) -> frozenset
     except KeyError:
         return None
     options = descriptor.GetOptions()
-    return frozenset(options.Extensions[authsvc_pb2.required_scopes])
+    # The generated .pyi types the extension as a plain FieldDescriptor.
+    return frozenset(options.Extensions[authsvc_pb2.required_scopes])  # type: ignore[index]
 
 
 def _checked_path(path: str) -> str:

@@ -47,9 +47,6 @@ _FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "x5t", "x5t#S256", "
 # RFC 9068 §4: the `typ` header of an access token.
 _ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 
-# RFC 9068 §2.2: claims an access token always carries.
-_REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "jti", "client_id")
-
 # joserfc's RFC 9864 deprecation warning for `EdDSA` changes the process-wide warning filters
 # while it is silenced; this lock keeps two verifying threads from restoring each other's state.
 _WARNINGS_LOCK = threading.Lock()
@@ -170,12 +167,17 @@ def _validated_claims(
         raise InvalidToken("malformed claims") from exc
     if not isinstance(raw, dict):
         raise InvalidToken("malformed claims")
+    # RFC 9068 §2.2: iss, sub, aud, exp, iat, jti and client_id are always present.
     registry = JWTClaimsRegistry(
         now=int(now),
         leeway=int(leeway),
         iss={"essential": True, "value": issuer},
         aud={"essential": True, "value": audience},
-        **{name: {"essential": True} for name in _REQUIRED_CLAIMS if name not in ("iss", "aud")},
+        sub={"essential": True},
+        exp={"essential": True},
+        iat={"essential": True},
+        jti={"essential": True},
+        client_id={"essential": True},
     )
     try:
         registry.validate(raw)

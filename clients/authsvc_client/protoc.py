@@ -29,7 +29,8 @@ _SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run protoc with `argv` (protoc's arguments); return its exit status."""
-    from grpc_tools import protoc  # grpcio-tools: a codegen tool, not a runtime dependency
+    # grpcio-tools: a codegen tool, not a runtime dependency (and untyped).
+    from grpc_tools import protoc  # type: ignore[import-untyped]
 
     args = list(sys.argv[1:] if argv is None else argv)
     includes = [a[2:] for a in args if a.startswith("-I") and len(a) > 2]
@@ -56,7 +57,7 @@ def _descriptor_set() -> bytes:
 def _generated(args: list[str], includes: list[str]) -> list[Path]:
     outputs = {a.split("=", 1)[1] for a in args if a.startswith(_OUTPUT_FLAGS)}
     protos = [Path(a) for a in args if a.endswith(".proto") and not a.startswith("-")]
-    paths = []
+    paths: list[Path] = []
     for proto in protos:
         relative = _relative_to_include(proto, includes)
         stem = relative.with_suffix("")
