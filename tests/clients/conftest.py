@@ -140,6 +140,8 @@ class FakeAuthority(authsvc_pb2_grpc.TokenServiceServicer):
         self.changed = asyncio.Condition()
         self.max_age = 300
         self.available = True
+        self.requested_cursors: list[int] = []
+        self.generation = 0  # bumping it ends every open stream
 
     async def PublishKeys(self, request: Any, context: Any) -> pb.PublishKeysResponse:
         self.publish_calls += 1
@@ -151,16 +153,26 @@ class FakeAuthority(authsvc_pb2_grpc.TokenServiceServicer):
     async def WatchRevocations(self, request: Any, context: Any) -> AsyncIterator[Any]:
         self.watch_calls += 1
         self.watch_metadata.append(dict(context.invocation_metadata()))
+        self.requested_cursors.append(request.cursor)
         if not self.available:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "down")
-        sent = request.cursor
+        sent, generation = request.cursor, self.generation
         yield pb.RevocationEvent(cursor=sent, heartbeat=pb.Heartbeat())
-        while True:
+        while generation == self.generation:
             async with self.changed:
-                await self.changed.wait_for(lambda after=sent: self._has_events_after(after))
+                await self.changed.wait_for(
+                    lambda after=sent: (
+                        self._has_events_after(after) or generation != self.generation
+                    )
+                )
             for event in [e for e in self.events if e.cursor > sent]:
                 yield event
                 sent = event.cursor
+
+    async def end_streams(self) -> None:
+        async with self.changed:
+            self.generation += 1
+            self.changed.notify_all()
 
     def _has_events_after(self, cursor: int) -> bool:
         return any(e.cursor > cursor for e in self.events)

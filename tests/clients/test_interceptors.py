@@ -269,6 +269,31 @@ async def test_a_revocation_event_rejects_a_cached_token(
     assert await notes.status("WhoAmI", bystander) == grpc.StatusCode.OK
 
 
+async def test_the_stream_reconnects_and_resumes_from_its_cursor(
+    service: tuple[Notes, Any], fake_authority: tuple[FakeAuthority, str], signer: Signer
+) -> None:
+    notes, auth = service
+    authority, _ = fake_authority
+    await authority.publish(expires_at=timestamp(NOW + 600), jti_revoked="first")
+    await authority.publish(expires_at=timestamp(NOW + 600), jti_revoked="second")
+    await wait_for(lambda: auth.verifier.revocations.cursor == 2)
+    await authority.end_streams()
+    await wait_for(lambda: len(authority.requested_cursors) == 2)
+    assert authority.requested_cursors == [0, 2]
+    await authority.publish(expires_at=timestamp(NOW + 600), family_revoked="family-1")
+    await wait_for(lambda: auth.verifier.revocations.cursor == 3)
+    assert await notes.status("WhoAmI", signer.mint()) == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_keys_are_refreshed_when_the_servers_max_age_has_passed(
+    service: tuple[Notes, Any], fake_authority: tuple[FakeAuthority, str], clock: ManualClock
+) -> None:
+    authority, _ = fake_authority
+    before = authority.publish_calls
+    clock.advance(authority.max_age)
+    await wait_for(lambda: authority.publish_calls > before)  # the schedule looks once a second
+
+
 async def test_a_stale_stream_rejects_by_default(
     service: tuple[Notes, Any],
     fake_authority: tuple[FakeAuthority, str],
