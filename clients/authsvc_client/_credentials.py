@@ -20,7 +20,6 @@ import grpc
 
 from ._client import AuthClient
 from ._clock import Clock, SystemClock
-from ._errors import AuthError
 
 __all__ = ["ServiceCredentials"]
 
@@ -201,7 +200,7 @@ class ServiceCredentials:
             answer = self._client.client_credentials(
                 self._client_id, self._client_secret, scope=self._scope, audience=self._audience
             )
-        except AuthError as exc:
+        except Exception as exc:  # whatever went wrong, the waiters must be released
             with self._lock:
                 self._flight = None
                 flight.error = exc
@@ -232,7 +231,7 @@ class _TokenPlugin(grpc.AuthMetadataPlugin):
     ) -> None:
         try:
             metadata = self._credentials.metadata()
-        except AuthError as exc:
+        except Exception as exc:  # handed to gRPC, which fails the call with UNAVAILABLE
             callback((), exc)
             return
         callback(metadata, None)

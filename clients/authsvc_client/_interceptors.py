@@ -65,43 +65,40 @@ def rejection_metadata(verdict: Deny, realm: str) -> _Metadata:
     return tuple(metadata)
 
 
-class _Protection:
-    """What both interceptors are built from: the verifier and its settings."""
-
-    def __init__(
-        self,
-        *,
-        issuer: str,
-        audience: str,
-        required_scopes: Mapping[str, Iterable[str]] | None,
-        public_methods: Iterable[str],
-        read_proto_options: bool,
-        descriptor_pool: DescriptorPool | None,
-        staleness_bound: float,
-        when_stale: WhenStale,
-        leeway: float,
-        min_key_refresh_interval: float,
-        cache_size: int,
-        clock: Clock | None,
-    ) -> None:
-        clock = clock or SystemClock()
-        self.verifier = LocalVerifier(
-            issuer=issuer,
-            audience=audience,
-            scopes=MethodScopes(
-                required_scopes,
-                public=public_methods,
-                read_proto_options=read_proto_options,
-                pool=descriptor_pool,
-            ),
-            keys=KeyCache(clock, min_refresh_interval=min_key_refresh_interval),
-            revocations=RevocationSet(clock, leeway=leeway),
-            cache=VerificationCache(cache_size),
-            clock=clock,
-            leeway=leeway,
-            staleness_bound=staleness_bound,
-            when_stale=when_stale,
-        )
+def _local_verifier(
+    *,
+    issuer: str,
+    audience: str,
+    required_scopes: Mapping[str, Iterable[str]] | None,
+    public_methods: Iterable[str],
+    read_proto_options: bool,
+    descriptor_pool: DescriptorPool | None,
+    staleness_bound: float,
+    when_stale: WhenStale,
+    leeway: float,
+    min_key_refresh_interval: float,
+    cache_size: int,
+    clock: Clock | None,
+) -> LocalVerifier:
+    """The verifier both interceptors are built around, from their shared arguments."""
+    clock = clock or SystemClock()
+    return LocalVerifier(
+        issuer=issuer,
+        audience=audience,
+        scopes=MethodScopes(
+            required_scopes,
+            public=public_methods,
+            read_proto_options=read_proto_options,
+            pool=descriptor_pool,
+        ),
+        keys=KeyCache(clock, min_refresh_interval=min_key_refresh_interval),
+        revocations=RevocationSet(clock, leeway=leeway),
+        cache=VerificationCache(cache_size),
+        clock=clock,
+        leeway=leeway,
+        staleness_bound=staleness_bound,
+        when_stale=when_stale,
+    )
 
 
 class AsyncAuthInterceptor(_AsyncServerInterceptor):
@@ -142,7 +139,7 @@ class AsyncAuthInterceptor(_AsyncServerInterceptor):
         cache_size: int = 10_000,
         clock: Clock | None = None,
     ) -> None:
-        self._protection = _Protection(
+        self.verifier = _local_verifier(
             issuer=issuer,
             audience=audience,
             required_scopes=required_scopes,
@@ -156,7 +153,6 @@ class AsyncAuthInterceptor(_AsyncServerInterceptor):
             cache_size=cache_size,
             clock=clock,
         )
-        self.verifier = self._protection.verifier
         self._authority = authority
         self._credentials = credentials
         self._channel: grpc.aio.Channel | None = None
@@ -241,7 +237,7 @@ class AuthInterceptor(_ServerInterceptor):
         cache_size: int = 10_000,
         clock: Clock | None = None,
     ) -> None:
-        self._protection = _Protection(
+        self.verifier = _local_verifier(
             issuer=issuer,
             audience=audience,
             required_scopes=required_scopes,
@@ -255,7 +251,6 @@ class AuthInterceptor(_ServerInterceptor):
             cache_size=cache_size,
             clock=clock,
         )
-        self.verifier = self._protection.verifier
         if isinstance(authority, str):
             self._channel: grpc.Channel | None = grpc.insecure_channel(authority)
             channel = self._channel

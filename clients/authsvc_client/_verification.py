@@ -14,7 +14,7 @@ import binascii
 import json
 import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,7 +72,7 @@ class Claims:
     sid: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
-    def has_scopes(self, required: frozenset[str] | set[str] | tuple[str, ...]) -> bool:
+    def has_scopes(self, required: Iterable[str]) -> bool:
         """Whether every scope in `required` was granted."""
         return self.scope.issuperset(required)
 
