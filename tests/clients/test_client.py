@@ -9,6 +9,7 @@ import inspect
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -54,7 +55,7 @@ async def running(tmp_path: Path) -> AsyncIterator[RunningAuthority]:
 
 
 @pytest.fixture
-async def admin(running: RunningAuthority) -> AsyncIterator[AsyncAuthClient]:
+async def credentials(running: RunningAuthority) -> AsyncIterator[ServiceCredentials]:
     credentials = ServiceCredentials(
         running.address,
         client_id=running.admin.client_id,
@@ -62,14 +63,70 @@ async def admin(running: RunningAuthority) -> AsyncIterator[AsyncAuthClient]:
         audience=[running.settings.audience],
         clock=running.clock,
     )
-    async with AsyncAuthClient.connect(running.address, credentials=credentials) as client:
-        yield client
+    yield credentials
     credentials.close()
 
 
-async def test_every_rpc_through_the_async_client(
-    running: RunningAuthority, admin: AsyncAuthClient
+@pytest.fixture
+async def admin(
+    running: RunningAuthority, credentials: ServiceCredentials
+) -> AsyncIterator[AsyncAuthClient]:
+    async with AsyncAuthClient.connect(running.address, credentials=credentials) as client:
+        yield client
+
+
+class OnAThread:
+    """A sync AuthClient seen through awaitables, so one scenario drives both twins. (authsvc
+    runs on this test's event loop, so blocking calls must leave it.)"""
+
+    def __init__(self, client: AuthClient) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+        return lambda *args, **kwargs: asyncio.to_thread(method, *args, **kwargs)
+
+
+async def revocation_kinds(client: Any, wanted: set[str]) -> set[str]:
+    """The kinds of event the revocation stream replays from cursor 0, until `wanted` is seen."""
+    kinds: set[str] = set()
+    if isinstance(client, OnAThread):
+
+        def replay() -> set[str]:
+            events = client._client.watch_revocations(0)
+            for event in events:
+                kinds.add(event.WhichOneof("event"))
+                if wanted <= kinds:
+                    break
+            events.close()
+            return kinds
+
+        return await asyncio.to_thread(replay)
+    events = client.watch_revocations(0)
+    async for event in events:
+        kinds.add(event.WhichOneof("event"))
+        if wanted <= kinds:
+            break
+    await events.aclose()
+    return kinds
+
+
+@pytest.mark.parametrize("flavour", ["async", "sync"])
+async def test_every_rpc_through_both_clients(
+    running: RunningAuthority,
+    admin: AsyncAuthClient,
+    credentials: ServiceCredentials,
+    flavour: str,
 ) -> None:
+    sync_client = AuthClient.connect(running.address, credentials=credentials)
+    client: Any = admin if flavour == "async" else OnAThread(sync_client)
+    try:
+        await every_rpc(running, client)
+    finally:
+        sync_client.close()
+
+
+async def every_rpc(running: RunningAuthority, admin: Any) -> None:
     web = await running.create_client(
         "web",
         grant_types=["authorization_code", "refresh_token"],
@@ -117,13 +174,8 @@ async def test_every_rpc_through_the_async_client(
     rotation = await admin.rotate_keys()
     assert rotation.active_kid
 
-    events = admin.watch_revocations(0)
-    kinds = set()
-    async for event in events:
-        kinds.add(event.WhichOneof("event"))
-        if {"family_revoked", "subject_revoked", "client_revoked", "jti_revoked"} <= kinds:
-            break
-    await events.aclose()
+    wanted = {"family_revoked", "subject_revoked", "client_revoked", "jti_revoked", "key_changed"}
+    assert await revocation_kinds(admin, wanted) == wanted
 
 
 async def test_errors_carry_the_oauth_code(

@@ -11,13 +11,15 @@ import base64
 import json
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import grpc
 import notes_pb2
+import notes_pb2_grpc
 import pytest
-from authsvc_client import WhenStale
+from authsvc_client import AuthInterceptor, ServiceCredentials, WhenStale, current_claims
 
 from authsvc.rpc.server import stop_server
 from authsvc.testing import start_authority
@@ -181,3 +183,56 @@ async def test_authsvc_stopped(tmp_path: Path, when_stale: WhenStale, after_boun
         deployed.authority.clock.advance(31)
         assert await deployed.status(seen) == after_bound
         assert await deployed.status(unseen) == after_bound
+
+
+class SyncWhoAmI(notes_pb2_grpc.NotesServicer):
+    def WhoAmI(self, request: Any, context: Any) -> Any:
+        return notes_pb2.WhoAmIResponse(subject=current_claims().sub)
+
+
+async def test_the_sync_interceptor_on_a_sync_server(deployed: Deployment) -> None:
+    running = deployed.authority
+    stream_client = await running.create_client("sync-notes", audiences=["authsvc"])
+    credentials = ServiceCredentials(
+        running.address,
+        client_id=stream_client.client_id,
+        client_secret=stream_client.client_secret,
+        audience=["authsvc"],
+        clock=running.clock,
+    )
+    auth = AuthInterceptor(
+        running.address,
+        issuer=running.settings.issuer,
+        audience="notes",
+        credentials=credentials,
+        clock=running.clock,
+    )
+    server = grpc.server(ThreadPoolExecutor(max_workers=4), interceptors=[auth])
+    notes_pb2_grpc.add_NotesServicer_to_server(SyncWhoAmI(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await asyncio.to_thread(auth.start)
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    who_am_i = notes_pb2_grpc.NotesStub(channel).WhoAmI
+
+    def status(token: str) -> Any:
+        try:
+            who_am_i(notes_pb2.WhoAmIRequest(), metadata=(("authorization", f"Bearer {token}"),))
+        except grpc.RpcError as exc:
+            return exc.code()
+        return OK
+
+    try:
+        pair = await deployed.user_pair()
+        assert await asyncio.to_thread(status, pair.access_token) == OK
+        await deployed.admin.revoke_family(pair.family_id)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while await asyncio.to_thread(status, pair.access_token) == OK:
+            assert loop.time() - started < 2, "revocation never reached the sync interceptor"
+        assert await asyncio.to_thread(status, "not-a-token") == UNAUTHENTICATED
+    finally:
+        channel.close()
+        server.stop(None)
+        await asyncio.to_thread(auth.close)
+        credentials.close()
