@@ -31,8 +31,8 @@ _Metadata = tuple[tuple[str, str], ...]
 def _stubs(channel: grpc.Channel | grpc.aio.Channel) -> tuple[Any, Any]:
     """The generated stubs (untyped: grpcio-tools writes no stubs for them); each client method
     names the reply type it returns."""
-    tokens = authsvc_pb2_grpc.TokenServiceStub(channel)  # type: ignore[no-untyped-call]
-    authorization = authsvc_pb2_grpc.AuthorizationServiceStub(channel)  # type: ignore[no-untyped-call]
+    tokens = authsvc_pb2_grpc.TokenServiceStub(channel)
+    authorization = authsvc_pb2_grpc.AuthorizationServiceStub(channel)
     return tokens, authorization
 
 

@@ -120,10 +120,13 @@ class ServiceCredentials:
         if leader:
             self._fetch(flight)
         flight.done.wait()
-        if flight.token is None:
-            assert flight.error is not None
-            raise flight.error
-        return flight.token.value
+        if flight.token is not None:
+            return flight.token.value
+        assert flight.error is not None
+        still_valid = self._still_valid()
+        if still_valid is not None:
+            return still_valid.value  # renewal failed; the old token has time left
+        raise flight.error
 
     async def token_async(self) -> str:
         """`token()` for asyncio code: answers at once from the cache, fetches on a thread."""
@@ -194,6 +197,12 @@ class ServiceCredentials:
                 self._flight = _Flight()
                 return self._flight, True, None
             return self._flight, False, None
+
+    def _still_valid(self) -> _CachedToken | None:
+        cached = self._cached
+        if cached is not None and self._clock.now() < cached.expires_at - _EXPIRY_MARGIN:
+            return cached
+        return None
 
     def _fetch(self, flight: _Flight) -> None:
         try:

@@ -60,6 +60,11 @@ class _FeedBase:
         known = self.verifier.keys.keys.get(change.kid)
         return known is None or known.state != change.state
 
+    def _scheduled_refresh_allowed(self) -> bool:
+        """The cached set is past its max age, and no fetch was tried within the minimum
+        interval (a failing authsvc is retried at that pace, not once a tick)."""
+        return self.verifier.keys.refresh_due() and self.verifier.keys.claim_refresh()
+
     def _note_event(self, event: pb.RevocationEvent) -> None:
         self.verifier.revocations.apply(event)
         self._mark_ready()
@@ -80,7 +85,7 @@ class AsyncAuthorityFeed(_FeedBase):
         backoff_factory: Callable[[], Backoff] = Backoff,
     ) -> None:
         super().__init__(verifier, credentials, backoff_factory)
-        self._stub: Any = authsvc_pb2_grpc.TokenServiceStub(channel)  # type: ignore[no-untyped-call]
+        self._stub: Any = authsvc_pb2_grpc.TokenServiceStub(channel)
         self._refresh_lock = asyncio.Lock()
         self._refreshes = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -143,7 +148,7 @@ class AsyncAuthorityFeed(_FeedBase):
                     await self._wake_keys.wait()
             woken = self._wake_keys.is_set()
             self._wake_keys.clear()
-            if woken or self.verifier.keys.refresh_due():
+            if woken or self._scheduled_refresh_allowed():
                 await self.refresh_keys()
 
     async def _watch_loop(self) -> None:
@@ -160,6 +165,10 @@ class AsyncAuthorityFeed(_FeedBase):
                 log.info("authsvc revocation stream ended; reconnecting")
             except (grpc.RpcError, AuthError) as exc:
                 log.warning("authsvc revocation stream failed: %s", _describe(exc))
+            except Exception:
+                # A bug must not end the subscription for good; staleness would then reject
+                # (or silently accept) every call from the bound on.
+                log.exception("authsvc revocation stream: unexpected error; reconnecting")
             await asyncio.sleep(backoff.next_delay())
 
     def _on_event(self, event: pb.RevocationEvent) -> None:
@@ -188,7 +197,7 @@ class ThreadedAuthorityFeed(_FeedBase):
         backoff_factory: Callable[[], Backoff] = Backoff,
     ) -> None:
         super().__init__(verifier, credentials, backoff_factory)
-        self._stub: Any = authsvc_pb2_grpc.TokenServiceStub(channel)  # type: ignore[no-untyped-call]
+        self._stub: Any = authsvc_pb2_grpc.TokenServiceStub(channel)
         self._refresh_lock = threading.Lock()
         self._refreshes = 0
         self._stopping = threading.Event()
@@ -252,7 +261,7 @@ class ThreadedAuthorityFeed(_FeedBase):
             self._wake_keys.clear()
             if self._stopping.is_set():
                 return
-            if woken or self.verifier.keys.refresh_due():
+            if woken or self._scheduled_refresh_allowed():
                 self.refresh_keys()
 
     def _watch_loop(self) -> None:
@@ -272,6 +281,8 @@ class ThreadedAuthorityFeed(_FeedBase):
                 if self._stopping.is_set():
                     return
                 log.warning("authsvc revocation stream failed: %s", _describe(exc))
+            except Exception:
+                log.exception("authsvc revocation stream: unexpected error; reconnecting")
             self._stopping.wait(backoff.next_delay())
 
     def _on_event(self, event: pb.RevocationEvent) -> None:

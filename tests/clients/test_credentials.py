@@ -14,7 +14,9 @@ import grpc
 import notes_pb2
 import notes_pb2_grpc
 import pytest
-from authsvc_client import InvalidClient, ServiceCredentials
+from authsvc_client import InvalidClient, ServiceCredentials, TemporarilyUnavailable
+
+from authsvc.rpc.server import stop_server
 
 from .deployments import Deployment, deployment, rejected_within
 
@@ -157,3 +159,17 @@ async def test_a_failed_fetch_raises_the_oauth_error(deployed: Deployment) -> No
         assert "asc_wrong" not in (caught.value.details() or "")
     finally:
         creds.close()
+
+
+async def test_a_failed_renewal_keeps_using_the_token_until_it_expires(
+    deployed: Deployment, credentials: ServiceCredentials, counter: CountingInterceptor
+) -> None:
+    ttl = deployed.authority.settings.access_token_ttl
+    first = await credentials.token_async()
+    await stop_server(deployed.authority.server, grace=0)
+    deployed.authority.clock.advance(ttl * 0.9)  # due for renewal, 60 s of life left
+    assert await credentials.token_async() == first
+    assert counter.fetches == 2  # the renewal was tried
+    deployed.authority.clock.advance(ttl * 0.1)  # now expired: nothing to fall back on
+    with pytest.raises(TemporarilyUnavailable):
+        await credentials.token_async()
