@@ -1,24 +1,22 @@
 """The gateway's only way to authsvc: a small async interface, and its gRPC implementation.
 
 `AuthorityBackend` is the seam. Its methods take and return the `authsvc.v1` messages and raise
-`OAuthError`; the gRPC implementation translates `grpc.aio.AioRpcError` into those errors in one
-place (`error_from_rpc`). An in-process implementation can sit behind the same seam.
+`OAuthError`. The gRPC implementation rides on authsvc_client (the typed client and the service
+credentials every other caller of authsvc uses) and turns its errors into the gateway's in one
+place (`gateway_error`). An in-process implementation can sit behind the same seam.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Any, Final, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import grpc
+from authsvc_client import AsyncAuthClient, ServiceCredentials
+from authsvc_client import AuthError as ClientAuthError
 from authsvc_client.v1 import authsvc_pb2 as pb
-from authsvc_client.v1 import authsvc_pb2_grpc as pb_grpc
 from google.protobuf.message import Message
 
 from authsvc_gateway.config import GATEWAY_SCOPES, GatewayConfig
@@ -84,189 +82,197 @@ class AuthorityBackend(Protocol):
         ...
 
 
-#: When authsvc answers without an `oauth-error` (it always sends one; a proxy or the gRPC
-#: runtime may not), the status alone decides.
-_ERROR_FOR_STATUS: Final[Mapping[grpc.StatusCode, type[OAuthError]]] = MappingProxyType(
-    {
-        grpc.StatusCode.UNAVAILABLE: TemporarilyUnavailable,
-        grpc.StatusCode.DEADLINE_EXCEEDED: TemporarilyUnavailable,
-        grpc.StatusCode.RESOURCE_EXHAUSTED: TemporarilyUnavailable,
-        grpc.StatusCode.CANCELLED: TemporarilyUnavailable,
-    }
-)
+def gateway_error(exc: ClientAuthError) -> OAuthError:
+    """The gateway's error for what authsvc answered, by its OAuth code.
+
+    The description travels only when authsvc wrote it: for an unreachable or failing authsvc
+    the gRPC runtime's text (addresses, internals) stays in the logs.
+    """
+    if exc.error == "temporarily_unavailable":
+        return TemporarilyUnavailable("authsvc is unavailable; try again shortly")
+    if exc.error == "server_error":
+        return ServerError("authsvc could not answer")
+    return error_from_code(exc.error, exc.description)
 
 
-def error_from_rpc(exc: grpc.aio.AioRpcError) -> OAuthError:
-    """The OAuth error a failed authsvc call stands for (trailing metadata `oauth-error`)."""
-    trailers = _metadata(exc.trailing_metadata())
-    code = trailers.get("oauth-error")
-    if code:
-        return error_from_code(code, trailers.get("oauth-error-description", ""))
-    return _ERROR_FOR_STATUS.get(exc.code(), ServerError)("authsvc could not answer")
-
-
-def refuses_our_credentials(exc: grpc.aio.AioRpcError) -> bool:
+def refuses_our_credentials(exc: ClientAuthError) -> bool:
     """Did authsvc refuse the gateway's own bearer token (rather than what it was asked about)?
 
     The proto keeps these apart: only the caller's own credential answers UNAUTHENTICATED with
     invalid_token, and only a caller's missing permission answers insufficient_scope.
     """
-    code = _metadata(exc.trailing_metadata()).get("oauth-error")
-    return (exc.code() is grpc.StatusCode.UNAUTHENTICATED and code == "invalid_token") or (
-        code == "insufficient_scope"
+    return (exc.status is grpc.StatusCode.UNAUTHENTICATED and exc.error == "invalid_token") or (
+        exc.error == "insufficient_scope"
     )
 
 
-@dataclass
-class ServiceToken:
-    """The gateway's own client-credentials token, fetched when needed and renewed early.
-
-    It is renewed once 80 % of its lifetime has passed, so a call never leaves with a token
-    about to expire; `discard` drops it when authsvc refuses it (a key rotation, a revocation).
-    """
-
-    fetch: Callable[[], Awaitable[pb.AccessToken]]
-    clock: Callable[[], float] = time.monotonic
-    _value: str = field(default="", repr=False)
-    _renew_at: float = 0.0
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    async def bearer(self) -> str:
-        """A valid access token for the gateway itself."""
-        if self._value and self.clock() < self._renew_at:
-            return self._value
-        async with self._lock:
-            if not self._value or self.clock() >= self._renew_at:
-                started = self.clock()
-                token = await self.fetch()
-                self._value = token.access_token
-                self._renew_at = started + 0.8 * max(token.expires_in, 0)
-        return self._value
-
-    def discard(self, refused: str) -> None:
-        """Forget `refused` so that the next call fetches a new token."""
-        if self._value == refused:
-            self._value = ""
-
-
 class GrpcBackend:
-    """`AuthorityBackend` over a gRPC channel, authenticated with the gateway's own token."""
+    """`AuthorityBackend` over authsvc_client's `AsyncAuthClient`, authenticated as the gateway.
+
+    `ServiceCredentials` fetches the gateway's own client-credentials token, shares one fetch
+    among concurrent calls and renews it at 80 % of its life. When authsvc refuses that token
+    (revoked, or signed by a key since purged) the call is retried once with a fresh one.
+    """
 
     def __init__(
         self,
-        channel: grpc.aio.Channel,
-        config: GatewayConfig,
-        *,
-        clock: Callable[[], float] = time.monotonic,
+        authenticated: AsyncAuthClient,
+        anonymous: AsyncAuthClient,
+        credentials: ServiceCredentials,
     ) -> None:
-        # The generated stubs are untyped; `_call` checks the type of each reply instead.
-        self._tokens = pb_grpc.TokenServiceStub(channel)
-        self._authorization = pb_grpc.AuthorizationServiceStub(channel)
-        self._timeout = config.upstream_timeout
-        own = pb.ClientCredentialsRequest(
-            client_id=config.client_id,
-            client_secret=config.client_secret,
-            scope=list(GATEWAY_SCOPES),
-            audience=[config.audience],
-        )
-        self._token = ServiceToken(lambda: self._own_token(own), clock)
+        self._client = authenticated
+        self._anonymous = anonymous
+        self._credentials = credentials
 
     @classmethod
     @asynccontextmanager
     async def connect(cls, config: GatewayConfig) -> AsyncIterator[GrpcBackend]:
-        """A backend on a fresh channel to `config.upstream` (TLS when a CA is configured),
-        closed on exit."""
-        credentials = channel_credentials(config)
-        channel = (
-            grpc.aio.secure_channel(config.upstream, credentials)
-            if credentials is not None
-            else grpc.aio.insecure_channel(config.upstream)
+        """A backend on fresh channels to `config.upstream` (TLS when a CA is configured),
+        closed on exit. ServiceCredentials fetches on a thread, so it gets a sync channel."""
+        transport = channel_credentials(config)
+        if transport is None:
+            token_channel = grpc.insecure_channel(config.upstream)
+            channel = grpc.aio.insecure_channel(config.upstream)
+        else:
+            token_channel = grpc.secure_channel(config.upstream, transport)
+            channel = grpc.aio.secure_channel(config.upstream, transport)
+        credentials = ServiceCredentials(
+            token_channel,
+            client_id=config.client_id,
+            client_secret=config.client_secret,
+            scope=GATEWAY_SCOPES,
+            audience=[config.audience],
+            timeout=config.upstream_timeout,
         )
-        async with channel:
-            yield cls(channel, config)
+        try:
+            async with channel:
+                yield cls(
+                    AsyncAuthClient(
+                        channel, credentials=credentials, timeout=config.upstream_timeout
+                    ),
+                    AsyncAuthClient(channel, timeout=config.upstream_timeout),
+                    credentials,
+                )
+        finally:
+            token_channel.close()
 
     async def authenticate_client(self, request: pb.AuthenticateClientRequest, /) -> pb.Client:
-        return await self._call(self._authorization.AuthenticateClient, request, pb.Client)
+        return await self._call(
+            lambda auth: auth.authenticate_client(request.client_id, request.client_secret)
+        )
 
     async def get_client(self, request: pb.GetClientRequest, /) -> pb.Client:
-        return await self._call(self._authorization.GetClient, request, pb.Client)
+        return await self._call(lambda auth: auth.get_client(request.client_id))
 
     async def authenticate_user(
         self, request: pb.AuthenticateUserRequest, /
     ) -> pb.AuthenticateUserResponse:
         return await self._call(
-            self._authorization.AuthenticateUser, request, pb.AuthenticateUserResponse
+            lambda auth: auth.authenticate_user(request.username, request.password)
         )
 
     async def create_authorization_code(
         self, request: pb.CreateAuthorizationCodeRequest, /
     ) -> pb.AuthorizationCode:
         return await self._call(
-            self._authorization.CreateAuthorizationCode, request, pb.AuthorizationCode
+            lambda auth: auth.create_authorization_code(
+                client_id=request.client_id,
+                redirect_uri=request.redirect_uri,
+                subject=request.subject,
+                code_challenge=request.code_challenge,
+                scope=request.scope,
+                audience=request.audience,
+                code_challenge_method=request.code_challenge_method,
+                device_id=request.device_id,
+            )
         )
 
     async def exchange_authorization_code(
         self, request: pb.ExchangeAuthorizationCodeRequest, /
     ) -> pb.TokenPair:
         return await self._call(
-            self._authorization.ExchangeAuthorizationCode, request, pb.TokenPair
+            lambda auth: auth.exchange_authorization_code(
+                client_id=request.client_id,
+                code=request.code,
+                redirect_uri=request.redirect_uri,
+                code_verifier=request.code_verifier,
+            )
         )
 
     async def client_credentials(self, request: pb.ClientCredentialsRequest, /) -> pb.AccessToken:
         # Anonymous: the client's own secret is the credential (RFC 6749 §4.4).
         return await self._call(
-            self._tokens.ClientCredentials, request, pb.AccessToken, anonymous=True
+            lambda auth: auth.client_credentials(
+                request.client_id,
+                request.client_secret,
+                scope=request.scope,
+                audience=request.audience,
+            ),
+            anonymous=True,
         )
 
     async def rotate(self, request: pb.RotateRequest, /) -> pb.TokenPair:
-        return await self._call(self._tokens.Rotate, request, pb.TokenPair)
-
-    async def revoke(self, request: pb.RevokeRequest, /) -> pb.RevokeResponse:
-        return await self._call(self._tokens.Revoke, request, pb.RevokeResponse)
-
-    async def introspect(self, request: pb.IntrospectRequest, /) -> pb.IntrospectResponse:
-        return await self._call(self._tokens.Introspect, request, pb.IntrospectResponse)
-
-    async def publish_keys(self, request: pb.PublishKeysRequest, /) -> pb.PublishKeysResponse:
         return await self._call(
-            self._tokens.PublishKeys, request, pb.PublishKeysResponse, anonymous=True
+            lambda auth: auth.rotate(
+                request.refresh_token, client_id=request.client_id, scope=request.scope
+            )
         )
 
-    async def _own_token(self, request: pb.ClientCredentialsRequest) -> pb.AccessToken:
-        try:
-            reply: pb.AccessToken = await self._tokens.ClientCredentials(
-                request, timeout=self._timeout
+    async def revoke(self, request: pb.RevokeRequest, /) -> pb.RevokeResponse:
+        return await self._call(
+            lambda auth: auth.revoke(
+                request.token,
+                token_type_hint=request.token_type_hint,
+                client_id=request.client_id,
             )
-        except grpc.aio.AioRpcError as exc:
-            error = error_from_rpc(exc)
-            if isinstance(error, TemporarilyUnavailable):
-                raise error from exc
-            log.error("authsvc refused the gateway's own client credentials: %s", error.error)
-            raise ServerError("the gateway cannot authenticate to authsvc") from exc
-        return reply
+        )
+
+    async def introspect(self, request: pb.IntrospectRequest, /) -> pb.IntrospectResponse:
+        return await self._call(
+            lambda auth: auth.introspect(
+                request.token,
+                token_type_hint=request.token_type_hint,
+                client_id=request.client_id,
+            )
+        )
+
+    async def publish_keys(self, request: pb.PublishKeysRequest, /) -> pb.PublishKeysResponse:
+        return await self._call(lambda auth: auth.publish_keys(), anonymous=True)
 
     async def _call(
-        self, method: Any, request: Message, reply_type: type[Reply], *, anonymous: bool = False
+        self, call: Callable[[AsyncAuthClient], Awaitable[Reply]], *, anonymous: bool = False
     ) -> Reply:
-        # One retry when authsvc refuses our own token: it may have been revoked or signed by a
-        # key that has since gone; a second refusal is a misconfiguration, not the caller's fault.
-        for attempt in range(2):
-            bearer = "" if anonymous else await self._token.bearer()
-            metadata = () if anonymous else (("authorization", f"Bearer {bearer}"),)
+        if anonymous:
             try:
-                reply = await method(request, metadata=metadata, timeout=self._timeout)
-            except grpc.aio.AioRpcError as exc:
-                if anonymous or not refuses_our_credentials(exc):
-                    raise error_from_rpc(exc) from exc
-                self._token.discard(bearer)
+                return await call(self._anonymous)
+            except ClientAuthError as exc:
+                raise gateway_error(exc) from exc
+        # One retry when authsvc refuses our own token; a second refusal is a misconfiguration,
+        # not the caller's fault.
+        for attempt in range(2):
+            generation = await self._own_token()
+            try:
+                return await call(self._client)
+            except ClientAuthError as exc:
+                if not refuses_our_credentials(exc):
+                    raise gateway_error(exc) from exc
+                self._credentials.invalidate(generation)
                 if attempt == 1:
-                    log.error("authsvc refused the gateway's own token: %s", exc.details())
+                    log.error("authsvc refused the gateway's own token: %s", exc.error)
                     raise ServerError("the gateway is not allowed to call authsvc") from exc
-                continue
-            if not isinstance(reply, reply_type):
-                raise ServerError("authsvc answered with an unexpected message")
-            return reply
         raise AssertionError("unreachable")
+
+    async def _own_token(self) -> int:
+        """Make sure a token is cached (so a failure to get one is never mistaken for the
+        caller's), and answer its generation."""
+        try:
+            await self._credentials.token_async()
+        except ClientAuthError as exc:
+            if exc.error == "temporarily_unavailable":
+                raise gateway_error(exc) from exc
+            log.error("authsvc refused the gateway's own client credentials: %s", exc.error)
+            raise ServerError("the gateway cannot authenticate to authsvc") from exc
+        return self._credentials.generation
 
 
 def channel_credentials(config: GatewayConfig) -> grpc.ChannelCredentials | None:
@@ -282,11 +288,3 @@ def channel_credentials(config: GatewayConfig) -> grpc.ChannelCredentials | None
         private_key=key,
         certificate_chain=certificate,
     )
-
-
-def _metadata(items: Any) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for key, value in items or ():
-        if isinstance(value, str):
-            found[key] = value
-    return found

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
 
+import authsvc_client as client_errors
 import grpc
 import httpx
 import pytest
@@ -12,8 +12,7 @@ from authsvc_client.v1 import authsvc_pb2 as pb
 from authsvc_gateway import create_app, paths
 from authsvc_gateway.backend import (
     GrpcBackend,
-    ServiceToken,
-    error_from_rpc,
+    gateway_error,
     refuses_our_credentials,
 )
 from authsvc_gateway.config import GATEWAY_SCOPES, GatewayConfig
@@ -22,103 +21,55 @@ from authsvc_gateway.errors import InvalidClient, InvalidGrant, ServerError, Tem
 from authsvc.testing import RunningAuthority
 
 
-def _rpc_error(code: grpc.StatusCode, **trailers: str) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(
-        code, grpc.aio.Metadata(), grpc.aio.Metadata(*trailers.items()), details="detail"
-    )
-
-
 @pytest.mark.parametrize(
-    ("status", "trailers", "expected"),
+    ("answered", "expected", "description"),
     [
+        pytest.param(client_errors.InvalidGrant("reused"), InvalidGrant, "reused", id="by-code"),
         pytest.param(
-            grpc.StatusCode.FAILED_PRECONDITION,
-            {"oauth-error": "invalid_grant", "oauth-error-description": "reused"},
-            InvalidGrant,
-            id="oauth-error-wins",
+            client_errors.TemporarilyUnavailable("failed to connect to 10.0.0.7:50051"),
+            TemporarilyUnavailable,
+            "authsvc is unavailable; try again shortly",
+            id="unavailable-hides-internals",
         ),
-        pytest.param(grpc.StatusCode.UNAVAILABLE, {}, TemporarilyUnavailable, id="unavailable"),
-        pytest.param(grpc.StatusCode.DEADLINE_EXCEEDED, {}, TemporarilyUnavailable, id="deadline"),
-        pytest.param(grpc.StatusCode.INTERNAL, {}, ServerError, id="bare-internal"),
         pytest.param(
-            grpc.StatusCode.UNAUTHENTICATED,
-            {"oauth-error": "nonsense"},
+            client_errors.ServerError("stack trace"),
             ServerError,
-            id="unknown-code",
+            "authsvc could not answer",
+            id="server-error-hides-internals",
+        ),
+        pytest.param(
+            client_errors.AuthError("?", error="made_up"), ServerError, None, id="unknown-code"
         ),
     ],
 )
-def test_error_from_rpc(status: grpc.StatusCode, trailers: dict[str, str], expected: type) -> None:
-    error = error_from_rpc(_rpc_error(status, **trailers))
+def test_gateway_error(
+    answered: client_errors.AuthError, expected: type, description: str | None
+) -> None:
+    error = gateway_error(answered)
     assert type(error) is expected
-
-
-def test_the_description_travels() -> None:
-    error = error_from_rpc(
-        _rpc_error(
-            grpc.StatusCode.FAILED_PRECONDITION,
-            **{"oauth-error": "invalid_grant", "oauth-error-description": "reused"},
-        )
-    )
-    assert error.description == "reused"
+    if description is not None:
+        assert error.description == description
 
 
 @pytest.mark.parametrize(
-    ("status", "code", "ours"),
+    ("answered", "ours"),
     [
-        pytest.param(grpc.StatusCode.UNAUTHENTICATED, "invalid_token", True, id="our-token"),
-        pytest.param(grpc.StatusCode.PERMISSION_DENIED, "insufficient_scope", True, id="our-scope"),
-        pytest.param(grpc.StatusCode.UNAUTHENTICATED, "invalid_client", False, id="their-client"),
-        pytest.param(grpc.StatusCode.FAILED_PRECONDITION, "invalid_token", False, id="their-token"),
+        pytest.param(
+            client_errors.InvalidToken("x", status=grpc.StatusCode.UNAUTHENTICATED),
+            True,
+            id="our-token",
+        ),
+        pytest.param(client_errors.InsufficientScope("x"), True, id="our-scope"),
+        pytest.param(client_errors.InvalidClient("x"), False, id="their-client"),
+        pytest.param(
+            client_errors.InvalidToken("x", status=grpc.StatusCode.FAILED_PRECONDITION),
+            False,
+            id="their-token",
+        ),
     ],
 )
-def test_refuses_our_credentials(status: grpc.StatusCode, code: str, ours: bool) -> None:
-    assert refuses_our_credentials(_rpc_error(status, **{"oauth-error": code})) is ours
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-async def test_the_service_token_is_renewed_at_eighty_percent_of_its_life() -> None:
-    clock = Clock()
-    fetched: list[int] = []
-
-    async def fetch() -> pb.AccessToken:
-        fetched.append(1)
-        return pb.AccessToken(access_token=f"t{len(fetched)}", expires_in=100)
-
-    token = ServiceToken(fetch, clock)
-    assert await token.bearer() == "t1"
-    clock.now = 79.9
-    assert await token.bearer() == "t1"
-    clock.now = 80.0
-    assert await token.bearer() == "t2"
-    token.discard("t1")  # a stale refusal does not throw away a newer token
-    assert await token.bearer() == "t2"
-    token.discard("t2")
-    assert await token.bearer() == "t3"
-
-
-async def test_concurrent_callers_share_one_fetch() -> None:
-    release = asyncio.Event()
-    fetched: list[int] = []
-
-    async def fetch() -> pb.AccessToken:
-        fetched.append(1)
-        await release.wait()
-        return pb.AccessToken(access_token="t", expires_in=100)
-
-    token = ServiceToken(fetch, Clock())
-    waiting = [asyncio.create_task(token.bearer()) for _ in range(5)]
-    await asyncio.sleep(0)
-    release.set()
-    assert await asyncio.gather(*waiting) == ["t"] * 5
-    assert len(fetched) == 1
+def test_refuses_our_credentials(answered: client_errors.AuthError, ours: bool) -> None:
+    assert refuses_our_credentials(answered) is ours
 
 
 async def _gateway_client(running: RunningAuthority, scopes=GATEWAY_SCOPES) -> GatewayConfig:
