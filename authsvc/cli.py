@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import getpass
 import json
-import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
@@ -22,10 +21,10 @@ from authsvc.client_registry import ADMIN_SCOPES, GRANT_TYPES
 from authsvc.config import ConfigError, Settings
 from authsvc.errors import AuthError
 from authsvc.keys.sealing import new_kek_text
+from authsvc.serve import gateway_config, read_dev_credentials
 from authsvc.storage import migrate
 from authsvc.storage.engine import create_engine
 
-DEV_CREDENTIALS = "dev-credentials.json"
 Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
 
@@ -214,22 +213,10 @@ async def cmd_users_create(args: argparse.Namespace, settings: Settings) -> int:
 # token and demo
 
 
-def _dev_credentials(settings: Settings) -> dict[str, Any]:
-    path = settings.data_dir / DEV_CREDENTIALS
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{path} does not exist: run `make run` once (dev mode creates it), or pass "
-            "--client-id and --client-secret"
-        ) from None
-    return data
-
-
 async def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     client_id, secret = args.client_id, args.client_secret
     if not client_id:
-        demo = _dev_credentials(settings)["demo"]
+        demo = read_dev_credentials(settings)["demo"]
         client_id, secret = demo["client_id"], demo["client_secret"]
     elif secret is None:
         secret = sys.stdin.readline().strip()
@@ -254,7 +241,7 @@ async def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from authsvc.demo import run_demo
 
-    return await run_demo(settings, _dev_credentials(settings))
+    return await run_demo(settings, read_dev_credentials(settings))
 
 
 async def cmd_kek(args: argparse.Namespace, settings: Settings) -> int:
@@ -270,21 +257,9 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
     """The OAuth 2.1 HTTP gateway, in front of an authsvc reached over gRPC."""
-    from authsvc_gateway.config import ConfigError as GatewayConfigError
-    from authsvc_gateway.config import GatewayConfig
     from authsvc_gateway.server import serve as serve_gateway
 
-    env = dict(os.environ)
-    if not env.get("AUTHSVC_GATEWAY_CLIENT_ID"):
-        # Dev: the gateway's own client was created by the first `authsvc serve --dev`.
-        own = _dev_credentials(settings)["gateway"]
-        env["AUTHSVC_GATEWAY_CLIENT_ID"] = own["client_id"]
-        env["AUTHSVC_GATEWAY_CLIENT_SECRET"] = own["client_secret"]
-    try:
-        config = GatewayConfig.from_env(env)
-    except GatewayConfigError as exc:
-        raise ConfigError(str(exc)) from None
-    await serve_gateway(config)
+    await serve_gateway(gateway_config(settings))
     return 0
 
 
@@ -357,7 +332,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        overrides: dict[str, Any] = {"dev": True} if getattr(args, "dev", False) else {}
+        overrides: dict[str, Any] = {}
+        if getattr(args, "dev", False):
+            overrides = {"dev": True, "gateway_embedded": True}
         settings = Settings.from_env(**overrides)
         log.configure(settings.log_level)
         handler: Handler = args.handler
