@@ -13,7 +13,8 @@ import json
 import logging
 import os
 import signal
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from authsvc.authority import Authority, open_authority
 from authsvc.client_registry import ADMIN_SCOPES
@@ -21,6 +22,8 @@ from authsvc.config import Settings
 from authsvc.rpc.server import start_server, stop_server
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 DEV_CREDENTIALS = "dev-credentials.json"
 GATEWAY_SCOPES = ("authsvc:gateway", "authsvc:introspect", "authsvc:revoke")
@@ -85,6 +88,11 @@ def _banner(settings: Settings, grpc_port: int, created: dict[str, Any] | None) 
         "",
     ]
     return "\n".join(lines)
+
+
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run `main` on the event loop every authsvc process uses (the benchmarks too)."""
+    return asyncio.run(main)
 
 
 async def serve(settings: Settings) -> int:
