@@ -1,0 +1,5 @@
+from bench.runner import Figure, Run, Skip
+
+
+def measure(run: Run) -> list[Figure]:
+    raise Skip("todo")
