@@ -11,7 +11,7 @@ import argparse
 import getpass
 import json
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from authsvc import log
@@ -25,7 +25,7 @@ from authsvc.storage import migrate
 from authsvc.storage.engine import create_engine
 
 DEV_CREDENTIALS = "dev-credentials.json"
-Handler = Callable[[argparse.Namespace, Settings], Awaitable[int]]
+Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
 
 def _print(args: argparse.Namespace, data: Any, text: str) -> None:
