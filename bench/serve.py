@@ -2,7 +2,7 @@
 
     authsvc    the real service (`authsvc.rpc.server.start_server` over `open_authority`, system
                clock, SQLite in --data-dir or --database-url), with bench clients registered and
-               tokens minted; optionally `--preload N` families issued through the domain first
+               tokens minted; optionally one verified token for each of N stored families first
     empty      authsvc's server setup (options, services registered the same way, health,
                reflection) with empty handlers and no interceptor: the baseline of the Verify row
     protected  a small service with empty handlers behind `authsvc_client.AsyncAuthInterceptor`
@@ -33,7 +33,6 @@ from bench.processes import write_ready
 TOKEN_SERVICE = "authsvc.v1.TokenService"
 APP_AUDIENCE = "bench-api"
 APP_SCOPES = ("api:read", "api:write")
-PRELOAD_CONCURRENCY = 16
 
 
 async def _until_terminated() -> None:
@@ -68,26 +67,24 @@ async def _durability(authority: Any) -> dict[str, Any]:
         return {"fsync": fsync, "synchronous_commit": commit}
 
 
-async def _preload(authority: Any, client_id: str, families: int) -> dict[str, int]:
-    """Issue `families` token pairs through the domain and verify each access token once (so the
-    verification cache holds them as it would in service); RSS after each step."""
-    from authsvc.context import new_id
+def _warm(authority: Any, families: int) -> dict[str, int]:
+    """One verified access token per stored family (`bench.dataset` loaded them): the state a
+    service holds while those sessions are live. RSS before and after."""
+    from authsvc.issuance import mint_access_token
+    from bench.dataset import BULK_CLIENT, family_id
 
-    tokens: list[str] = []
-    next_index = iter(range(families))
-
-    async def issue() -> None:
-        for _ in next_index:
-            pair = await authority.issue_token_pair(
-                subject=f"user-{new_id()}", client_id=client_id, audience=[APP_AUDIENCE]
-            )
-            tokens.append(pair.access.token)
-
-    await asyncio.gather(*(issue() for _ in range(PRELOAD_CONCURRENCY)))
-    after_issue = _rss()
-    for token in tokens:
-        authority.verify(token, audience=APP_AUDIENCE)
-    return {"rss_after_issue": after_issue, "rss_after_verify": _rss()}
+    before = _rss()
+    for i in range(families):
+        issued = mint_access_token(
+            authority.ctx,
+            subject=f"user-{i}",
+            client_id=BULK_CLIENT,
+            scope=("api:read",),
+            audience=(APP_AUDIENCE,),
+            family_id=family_id(i),
+        )
+        authority.verify(issued.token, audience=APP_AUDIENCE)
+    return {"rss_before_warm": before, "rss_after_warm": _rss(), "warm_families": families}
 
 
 async def serve_authsvc(args: argparse.Namespace) -> None:
@@ -149,8 +146,8 @@ async def serve_authsvc(args: argparse.Namespace) -> None:
                 for i in range(args.refresh_seeds)
             ]
         ]
-        if args.preload:
-            facts.update(await _preload(authority, app.client_id, args.preload))
+        if args.warm_families:
+            facts.update(_warm(authority, args.warm_families))
         running = await start_server(authority)
         authority.start_background()
         facts["port"] = running.port
@@ -255,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     auth = kinds.add_parser("authsvc")
     auth.add_argument("--data-dir", required=True)
     auth.add_argument("--database-url", default="")
-    auth.add_argument("--preload", type=int, default=0, help="families to issue before serving")
+    auth.add_argument(
+        "--warm-families", type=int, default=0, help="verify a token of each stored family first"
+    )
     auth.add_argument("--refresh-seeds", type=int, default=0, help="refresh tokens to start from")
     kinds.add_parser("empty")
     protected = kinds.add_parser("protected")

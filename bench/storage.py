@@ -52,7 +52,7 @@ class _RotationSeeds:
         return Load(TOKEN_SERVICE + "Rotate", requests, self._metadata, chain=True)
 
 
-async def _create_schema(database_url: str, workdir: Path) -> None:
+async def create_schema(database_url: str, workdir: Path) -> None:
     from authsvc.storage import migrate
     from authsvc.storage.engine import create_engine
     from authsvc.testing import throwaway_settings
@@ -102,7 +102,7 @@ def _pair(
 def measure_sqlite(run: Run) -> list[Figure]:
     raw_db = run.workdir / "raw-sqlite" / "raw.db"
     raw_db.parent.mkdir()
-    asyncio.run(_create_schema(f"sqlite+aiosqlite:///{raw_db}", raw_db.parent))
+    asyncio.run(create_schema(f"sqlite+aiosqlite:///{raw_db}", raw_db.parent))
     with Processes(run.workdir) as processes:
         server = processes.start(
             "sqlite-authsvc",
@@ -138,7 +138,7 @@ def measure_postgres(run: Run) -> list[Figure]:
     try:
         subject_dsn, raw_dsn = (_with_database(admin_dsn, name) for name in databases)
         try:
-            asyncio.run(_create_schema(_sqlalchemy(raw_dsn), run.workdir))
+            asyncio.run(create_schema(_sqlalchemy(raw_dsn), run.workdir))
         except Exception as exc:
             raise Skip(f"authsvc's migrations do not run on PostgreSQL here: {exc}") from exc
         with Processes(run.workdir) as processes:
