@@ -28,7 +28,9 @@ def _require_interceptor() -> None:
         raise Skip(f"authsvc_client has no AsyncAuthInterceptor yet ({exc})") from exc
 
 
-def _protected(processes: Processes, name: str, authority: Child, *, interceptor: bool) -> Child:
+def _protected(
+    processes: Processes, name: str, authority: Child, *, interceptor: bool, revoked: int = 0
+) -> Child:
     facts = authority.ready
     argv = ["protected"]
     if interceptor:
@@ -41,6 +43,8 @@ def _protected(processes: Processes, name: str, authority: Child, *, interceptor
             facts["caller_id"],
             "--client-secret",
             facts["caller_secret"],
+            "--expect-revocations",
+            str(revoked),
         ]
     else:
         argv.append("--no-interceptor")
@@ -74,7 +78,9 @@ def measure(run: Run) -> list[Figure]:
             "interceptor-authsvc-revoked",
             python_module("bench.serve", "authsvc", "--data-dir", str(revoked_dir)),
         )
-        crowded = _protected(processes, "service-revoked", crowded_authority, interceptor=True)
+        crowded = _protected(
+            processes, "service-revoked", crowded_authority, interceptor=True, revoked=revoked
+        )
     added_us = _us_per_call(subject) - _us_per_call(base)
     memory = crowded.ready["rss_feed_ready"] - guarded.ready["rss_feed_ready"]
     return [

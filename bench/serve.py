@@ -238,6 +238,12 @@ async def serve_protected(args: argparse.Namespace) -> None:
         public_methods=[],
     )
     async with interceptor:
+        # The replay of revocations in force may still be streaming in when the feed is ready.
+        deadline = asyncio.get_running_loop().time() + 60
+        while len(interceptor.verifier.revocations) < args.expect_revocations:
+            if asyncio.get_running_loop().time() > deadline:
+                raise SystemExit("the revocation replay did not arrive within 60 s")
+            await asyncio.sleep(0.05)
         facts = {
             "interceptor": True,
             "revoked_entries": len(interceptor.verifier.revocations),
@@ -264,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     protected.add_argument("--authority-audience", default="authsvc")
     protected.add_argument("--client-id", default="")
     protected.add_argument("--client-secret", default="")
+    protected.add_argument("--expect-revocations", type=int, default=0)
     for sub in (auth, kinds.choices["empty"], protected):
         sub.add_argument("ready", help="where to write the ready JSON")
     args = parser.parse_args(argv)
