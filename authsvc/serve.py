@@ -91,8 +91,13 @@ def _banner(settings: Settings, grpc_port: int, created: dict[str, Any] | None) 
 
 
 def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
-    """Run `main` on the event loop every authsvc process uses (the benchmarks too)."""
-    return asyncio.run(main)
+    """Run `main` on the event loop every authsvc process uses (the benchmarks too): uvloop
+    where it is installed (it is a dependency on POSIX), asyncio's own loop otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 async def serve(settings: Settings) -> int:
