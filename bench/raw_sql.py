@@ -135,7 +135,13 @@ def _sqlite_rotate(conn: sqlite3.Connection) -> Callable[[], None]:
     select_token, mark_used = _sqlite(SELECT_REFRESH_TOKEN), _sqlite(MARK_USED)
     insert_token, touch = _sqlite(INSERT_REFRESH_TOKEN), _sqlite(TOUCH_FAMILY)
     _sqlite_issue(conn)()
-    current = [conn.execute("SELECT token_digest FROM refresh_tokens").fetchone()[0]]
+    # A fresh token to start the chain from (an earlier run may have left used ones behind).
+    current = [
+        conn.execute(
+            "SELECT token_digest FROM refresh_tokens WHERE used_at IS NULL "
+            "ORDER BY issued_at DESC LIMIT 1"
+        ).fetchone()[0]
+    ]
 
     def rotate() -> None:
         now = time.time()
