@@ -8,7 +8,6 @@ so it is usable before a server runs; a running server learns of changes through
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import json
 import sys
@@ -21,7 +20,7 @@ from authsvc.client_registry import ADMIN_SCOPES, GRANT_TYPES
 from authsvc.config import ConfigError, Settings
 from authsvc.errors import AuthError
 from authsvc.keys.sealing import new_kek_text
-from authsvc.serve import gateway_config, read_dev_credentials
+from authsvc.serve import gateway_config, read_dev_credentials, run_event_loop
 from authsvc.storage import migrate
 from authsvc.storage.engine import create_engine
 
@@ -338,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env(**overrides)
         log.configure(settings.log_level)
         handler: Handler = args.handler
-        return asyncio.run(handler(args, settings))
+        return run_event_loop(handler(args, settings))
     except ConfigError as exc:
         print(f"authsvc: configuration error: {exc}", file=sys.stderr)
         return 2
