@@ -41,6 +41,7 @@ from authsvc.passwords import Argon2Parameters, Passwords
 from authsvc.revocation_state import RevocationState
 from authsvc.storage import migrate
 from authsvc.storage.engine import create_engine
+from authsvc.storage.notifications import EventNotifications
 from authsvc.storage.records import ClientRecord, FamilyRecord, RevocationEventRecord
 from authsvc.storage.sql import SqlStore, retry_conflicts
 from authsvc.tokens.access import AccessClaims
@@ -329,6 +330,7 @@ async def open_authority(
             clock,
             poll_interval=settings.revocation_poll_interval,
             on_key_change=on_key_change,
+            notifications=None if store.sqlite else EventNotifications(store.engine, settings),
         )
         ctx = AuthorityContext(
             settings=settings,

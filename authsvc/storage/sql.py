@@ -47,6 +47,8 @@ EVENT_APPEND_LOCK = 0x61757468_0001
 KEY_ROTATION_LOCK = 0x61757468_0002
 MAINTENANCE_LOCK = 0x61757468_0003
 MIGRATION_LOCK = 0x61757468_0004
+# The PostgreSQL NOTIFY channel on which committed revocation events are announced to every replica.
+EVENTS_CHANNEL = "authsvc_events"
 
 # SQLSTATEs after which PostgreSQL has rolled the transaction back and running it again can work.
 CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
@@ -514,7 +516,11 @@ class Tx:
     # revocation events and audit
 
     async def append_events(self, events: Iterable[RevocationEventRecord]) -> list[int]:
-        """Append events (their `cursor` is ignored and assigned here); the new cursors."""
+        """Append events (their `cursor` is ignored and assigned here); the new cursors.
+
+        On PostgreSQL this also sends NOTIFY on `EVENTS_CHANNEL` with the last cursor; the server
+        delivers it to every listening replica when, and only if, this transaction commits.
+        """
         await self.lock(EVENT_APPEND_LOCK)
         cursors = []
         for event in events:
@@ -531,6 +537,8 @@ class Tx:
                 .returning(t.revocation_events.c.cursor)
             )
             cursors.append(int(result.scalar_one()))
+        if cursors and not self.sqlite:
+            await self._exec(select(func.pg_notify(EVENTS_CHANNEL, str(cursors[-1]))))
         return cursors
 
     async def events_after(self, cursor: int, limit: int = 1000) -> list[RevocationEventRecord]:
