@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -22,22 +22,13 @@ from authsvc.storage.records import RevocationEventRecord
 from authsvc.storage.sql import KEY_ROTATION_LOCK, MAINTENANCE_LOCK
 from authsvc.testing import TEST_PASSWORDS, throwaway_settings
 from tests.databases import asyncpg_dsn
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.postgres
 
 # Long enough that a test passing within it proves NOTIFY, not polling, carried the event.
 SLOW_POLL = 60.0
 PROPAGATION_BOUND = 1.0
-
-
-async def eventually(condition: Callable[[], Awaitable[bool] | bool], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        outcome = condition()
-        if outcome if isinstance(outcome, bool) else await outcome:
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"condition not met within {within}s")
 
 
 @pytest.fixture
