@@ -73,6 +73,7 @@ class EventNotifications:
             conn.add_termination_listener(lambda _conn: lost.set())
             await conn.add_listener(EVENTS_CHANNEL, lambda *_notification: wake())
             self.connected.set()
+            log.info("event listener: listening for other replicas' revocations")
             wake()  # whatever was announced while nobody listened is only in the table
             while not lost.is_set():
                 with contextlib.suppress(TimeoutError):
