@@ -43,7 +43,7 @@ from authsvc.storage import migrate
 from authsvc.storage.engine import create_engine
 from authsvc.storage.notifications import EventNotifications
 from authsvc.storage.records import ClientRecord, FamilyRecord, RevocationEventRecord
-from authsvc.storage.sql import SqlStore, retry_conflicts
+from authsvc.storage.sql import SqlStore, database_errors, retry_conflicts
 from authsvc.tokens.access import AccessClaims
 from authsvc.verification import Verifier
 
@@ -306,11 +306,13 @@ async def open_authority(
     kek = load_kek(settings)
     store = SqlStore(create_engine(settings))
     try:
-        current = await migrate.current_revision(store.engine)
         head = migrate.head_revision()
-        if migrate_policy == "always" or (migrate_policy == "if-empty" and current is None):
-            await migrate.upgrade(store.engine)
-        elif current != head:
+        async with database_errors():
+            current = await migrate.current_revision(store.engine)
+            if migrate_policy == "always" or (migrate_policy == "if-empty" and current is None):
+                await migrate.upgrade(store.engine)
+                current = head
+        if current != head:
             raise ConfigError(
                 f"AUTHSVC_DATABASE_URL: schema is at {current or 'nothing'}, this build needs "
                 f"{head}; run `authsvc migrate` first"

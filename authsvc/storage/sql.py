@@ -100,6 +100,23 @@ def classify(exc: DBAPIError) -> Exception:
     return exc
 
 
+@asynccontextmanager
+async def database_errors() -> AsyncIterator[None]:
+    """Raise what a database failure inside the block means (see `classify`): a
+    `TransactionConflict`, `TemporarilyUnavailable`, or the error itself when it is a bug."""
+    try:
+        yield
+    except DBAPIError as exc:
+        meaning = classify(exc)
+        if meaning is exc:
+            raise
+        raise meaning from exc
+    except PoolTimeout as exc:
+        raise TemporarilyUnavailable("every database connection is busy, retry later") from exc
+    except OSError as exc:  # connection refused or reset, connect timeout (TimeoutError)
+        raise TemporarilyUnavailable("the database is unreachable, retry later") from exc
+
+
 async def retry_conflicts(
     work: Callable[[], Awaitable[T]], *, attempts: int = CONFLICT_ATTEMPTS
 ) -> T:
@@ -204,21 +221,11 @@ class SqlStore:
 
     @asynccontextmanager
     async def _begin(self, readonly: bool) -> AsyncIterator[Tx]:
-        try:
-            async with self.engine.connect() as conn:
-                if readonly:
-                    conn = await conn.execution_options(readonly=True)
-                async with conn.begin():
-                    yield Tx(conn, sqlite=self.sqlite)
-        except DBAPIError as exc:
-            meaning = classify(exc)
-            if meaning is exc:
-                raise
-            raise meaning from exc
-        except PoolTimeout as exc:
-            raise TemporarilyUnavailable("every database connection is busy, retry later") from exc
-        except OSError as exc:  # connection refused or reset, connect timeout (TimeoutError)
-            raise TemporarilyUnavailable("the database is unreachable, retry later") from exc
+        async with database_errors(), self.engine.connect() as conn:
+            if readonly:
+                conn = await conn.execution_options(readonly=True)
+            async with conn.begin():
+                yield Tx(conn, sqlite=self.sqlite)
 
     async def close(self) -> None:
         await self.engine.dispose()

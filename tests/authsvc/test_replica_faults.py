@@ -11,6 +11,7 @@ call failed is set aside: that call may or may not have committed, and the clien
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -24,7 +25,7 @@ from authsvc_client.v1 import authsvc_pb2 as pb
 
 from authsvc.tokens import opaque
 from tests.databases import asyncpg_dsn
-from tests.fleet import Fleet, Replica
+from tests.fleet import AUTHSVC, Fleet, Replica
 from tests.private_postgres import PrivatePostgres, unavailable_reason
 from tests.waiting import eventually
 
@@ -302,3 +303,74 @@ async def test_postgres_restarting_under_load_loses_nothing(
         await eventually(lambda: _listeners(fleet.database_url, 2))
     finally:
         await fleet.stop_all()
+
+
+async def test_while_the_database_is_away_verify_works_and_writes_say_retry(
+    tmp_path: Path, private_postgres: PrivatePostgres
+) -> None:
+    fleet = Fleet(tmp_path, private_postgres.url, heartbeat_interval="0.2")
+    try:
+        await fleet.cli("migrate")
+        (replica,), caller, app = await _deployment(fleet, 1)
+        pair = await replica.tokens.IssueTokenPair(
+            pb.IssueTokenPairRequest(subject="alice", client_id=app), metadata=caller
+        )
+        stream = replica.tokens.WatchRevocations(
+            pb.WatchRevocationsRequest(cursor=0), metadata=caller
+        )
+        await asyncio.to_thread(private_postgres.stop, "fast")
+
+        verified = await replica.tokens.Verify(
+            pb.VerifyRequest(token=pair.access_token, audience="api"), metadata=caller
+        )
+        assert verified.claims.sid == pair.family_id
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await replica.tokens.Rotate(
+                pb.RotateRequest(refresh_token=pair.refresh_token), metadata=caller
+            )
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert dict(refused.value.trailing_metadata() or ())["oauth-error"] == (
+            "temporarily_unavailable"
+        )
+
+        async def heartbeat() -> None:
+            while not (await stream.read()).HasField("heartbeat"):
+                pass
+
+        await asyncio.wait_for(heartbeat(), 5)  # subscribers stay connected
+
+        await asyncio.to_thread(private_postgres.start)
+        rotated = await replica.tokens.Rotate(  # the refused rotation changed nothing
+            pb.RotateRequest(refresh_token=pair.refresh_token), metadata=caller
+        )
+        await replica.tokens.RevokeFamily(
+            pb.RevokeFamilyRequest(family_id=rotated.family_id), metadata=caller
+        )
+
+        async def revoked() -> None:
+            while (await stream.read()).family_revoked != rotated.family_id:
+                pass
+
+        await asyncio.wait_for(revoked(), 5)
+        stream.cancel()
+    finally:
+        await fleet.stop_all()
+
+
+async def test_serve_without_its_database_stops_with_a_clear_message(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    fleet = Fleet(tmp_path, f"postgresql+asyncpg://postgres@127.0.0.1:{port}/authsvc")
+    process = await asyncio.create_subprocess_exec(
+        str(AUTHSVC),
+        "serve",
+        env=fleet.environment("r0"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 1
+    assert err.decode().strip().splitlines()[-1] == (
+        "authsvc: temporarily_unavailable: the database is unreachable, retry later"
+    )
