@@ -36,7 +36,7 @@ from authsvc.context import AuthorityContext
 from authsvc.events import RevocationFeed
 from authsvc.keys.ring import KeyRing
 from authsvc.keys.rotation import RotationResult, reload_keys, rotate_keys
-from authsvc.keys.sealing import Sealer, load_kek
+from authsvc.keys.sealing import Sealer, UnsealError, load_kek
 from authsvc.passwords import Argon2Parameters, Passwords
 from authsvc.revocation_state import RevocationState
 from authsvc.storage import migrate
@@ -346,7 +346,13 @@ async def open_authority(
             grace_key=_grace_key(kek),
         )
         ctx_holder.append(ctx)
-        await reload_keys(ctx)
+        try:
+            await reload_keys(ctx)
+        except UnsealError as exc:
+            raise ConfigError(
+                "AUTHSVC_KEK: the signing keys in this database were sealed with another "
+                "key-encryption key; every replica (and the CLI) of one deployment needs the same"
+            ) from exc
         if not key_ring.records or not any(r.state == "active" for r in key_ring.records):
             await rotate_keys(ctx)
         await feed.start()

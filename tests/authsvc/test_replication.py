@@ -17,6 +17,7 @@ import pytest
 
 from authsvc.authority import Authority, open_authority
 from authsvc.clock import ManualClock
+from authsvc.config import ConfigError
 from authsvc.errors import InvalidToken
 from authsvc.storage.records import RevocationEventRecord
 from authsvc.storage.sql import KEY_ROTATION_LOCK, MAINTENANCE_LOCK
@@ -233,3 +234,11 @@ async def test_an_event_that_commits_late_is_not_skipped_by_a_tailer(
     await asyncio.gather(writer_a(), writer_b(), tailer())
     await tail_once()
     assert [e.value for e in seen] == ["a", "b"]
+
+
+async def test_a_replica_with_another_kek_refuses_to_start(
+    tmp_path: Path, postgres_url: str, replicas: tuple[Authority, Authority]
+) -> None:
+    stranger = throwaway_settings(tmp_path, database_url=postgres_url)  # a new random KEK
+    with pytest.raises(ConfigError, match=r"AUTHSVC_KEK: .* sealed with another"):
+        await open_authority(stranger, password_parameters=TEST_PASSWORDS)
