@@ -90,8 +90,11 @@ class RevocationFeed:
 
     async def _tail(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
+            # arrives as the wake-up does, and the feed would then outlive close().
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+                async with asyncio.timeout(self._poll_interval):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.catch_up()
@@ -149,7 +152,8 @@ class RevocationFeed:
             yield None  # caught up: the subscriber now holds every revocation in force
             while True:
                 try:
-                    item = await asyncio.wait_for(queue.get(), heartbeat)
+                    async with asyncio.timeout(heartbeat):  # see _tail: not wait_for
+                        item = await queue.get()
                 except TimeoutError:
                     yield None
                     continue

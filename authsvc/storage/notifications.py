@@ -76,8 +76,9 @@ class EventNotifications:
             log.info("event listener: listening for other replicas' revocations")
             wake()  # whatever was announced while nobody listened is only in the table
             while not lost.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(lost.wait(), KEEPALIVE_INTERVAL)
+                with contextlib.suppress(TimeoutError):  # not wait_for (it can eat a cancel)
+                    async with asyncio.timeout(KEEPALIVE_INTERVAL):
+                        await lost.wait()
                 if not lost.is_set():
                     await conn.execute("SELECT 1", timeout=KEEPALIVE_INTERVAL)
         finally:
