@@ -17,7 +17,7 @@ from typing import Any
 
 from authsvc.authority import Authority, open_authority
 from authsvc.client_registry import ADMIN_SCOPES
-from authsvc.config import Settings
+from authsvc.config import ConfigError, Settings
 from authsvc.rpc.server import start_server, stop_server
 
 log = logging.getLogger(__name__)
@@ -97,9 +97,19 @@ async def serve(settings: Settings) -> int:
     try:
         created = await bootstrap_dev(authority) if settings.dev else None
         running = await start_server(authority)
-        metrics_port = (
-            running.metrics.serve(settings.metrics_address) if settings.metrics_address else None
-        )
+        try:
+            metrics_port = (
+                running.metrics.serve(settings.metrics_address)
+                if settings.metrics_address
+                else None
+            )
+        except OSError as exc:
+            await stop_server(running, 0)
+            raise ConfigError(
+                f"AUTHSVC_METRICS_ADDRESS={settings.metrics_address}: cannot listen there "
+                f"({exc.strerror}); each replica on one machine needs its own port (port 0 picks "
+                "a free one)"
+            ) from exc
         authority.start_background()
         log.info(
             "serving",

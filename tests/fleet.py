@@ -121,6 +121,22 @@ class Fleet:
         self.admin = Admin(created["client_id"], created["client_secret"])
         return self.admin
 
+    async def serve_expecting_exit(self, name: str, **overrides: str) -> tuple[int, str]:
+        """Run `authsvc serve` that should refuse to start; its exit status and last stderr line."""
+        env = self.environment(name)
+        env.update({f"AUTHSVC_{key.upper()}": value for key, value in overrides.items()})
+        process = await asyncio.create_subprocess_exec(
+            str(AUTHSVC),
+            "serve",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(process.communicate(), START_TIMEOUT)
+        assert process.returncode is not None
+        lines = err.decode(errors="replace").strip().splitlines()
+        return process.returncode, lines[-1] if lines else ""
+
     async def start(self, name: str) -> Replica:
         """Start `authsvc serve` and wait until it answers health checks with SERVING."""
         log = self.root / f"{name}.log"

@@ -25,7 +25,7 @@ from authsvc_client.v1 import authsvc_pb2 as pb
 
 from authsvc.tokens import opaque
 from tests.databases import asyncpg_dsn
-from tests.fleet import AUTHSVC, Fleet, Replica
+from tests.fleet import Fleet, Replica
 from tests.private_postgres import PrivatePostgres, unavailable_reason
 from tests.waiting import eventually
 
@@ -362,15 +362,8 @@ async def test_serve_without_its_database_stops_with_a_clear_message(tmp_path: P
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     fleet = Fleet(tmp_path, f"postgresql+asyncpg://postgres@127.0.0.1:{port}/authsvc")
-    process = await asyncio.create_subprocess_exec(
-        str(AUTHSVC),
-        "serve",
-        env=fleet.environment("r0"),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode == 1
-    assert err.decode().strip().splitlines()[-1] == (
-        "authsvc: temporarily_unavailable: the database is unreachable, retry later"
+    status, message = await fleet.serve_expecting_exit("r0")
+    assert (status, message) == (
+        1,
+        "authsvc: temporarily_unavailable: the database is unreachable, retry later",
     )

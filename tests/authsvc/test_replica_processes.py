@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -213,3 +214,20 @@ async def test_a_rotation_race_across_replicas_has_exactly_one_winner(fleet: Fle
     print(f"reuse audited {audited} times, revocation announced {announced} time(s)")
     assert audited >= 1
     assert announced == 1
+
+
+@pytest.mark.parametrize("variable", ["grpc_address", "metrics_address"])
+async def test_a_replica_on_a_taken_port_names_the_setting_to_change(
+    tmp_path: Path, postgres_url: str, variable: str
+) -> None:
+    with socket.socket() as taken:  # another replica on this machine, say
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        status, message = await Fleet(tmp_path, postgres_url).serve_expecting_exit(
+            "r0", **{variable: address}
+        )
+    assert status == 2
+    assert message.startswith(
+        f"authsvc: configuration error: AUTHSVC_{variable.upper()}={address}: cannot listen there"
+    )
