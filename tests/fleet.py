@@ -111,7 +111,7 @@ class Fleet:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        out, err = await asyncio.wait_for(process.communicate(), START_TIMEOUT)
+        out, err = await _finish(process)
         if process.returncode != 0:
             raise AssertionError(f"authsvc {' '.join(args)} failed: {err.decode()}")
         return json.loads(out)
@@ -132,7 +132,7 @@ class Fleet:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        _, err = await asyncio.wait_for(process.communicate(), START_TIMEOUT)
+        _, err = await _finish(process)
         assert process.returncode is not None
         lines = err.decode(errors="replace").strip().splitlines()
         return process.returncode, lines[-1] if lines else ""
@@ -195,6 +195,16 @@ class Fleet:
     async def admin_metadata(self, replica: Replica) -> tuple[tuple[str, str], ...]:
         """Bearer metadata for the admin client."""
         return (("authorization", f"Bearer {await self.admin_token(replica)}"),)
+
+
+async def _finish(process: asyncio.subprocess.Process) -> tuple[bytes, bytes]:
+    """The output of a command expected to exit; killed (and the test failed) if it does not."""
+    try:
+        return await asyncio.wait_for(process.communicate(), START_TIMEOUT)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise AssertionError(f"authsvc did not exit within {START_TIMEOUT}s") from None
 
 
 async def wait_serving(replica: Replica, deadline: float) -> None:
