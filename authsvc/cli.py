@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import getpass
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
@@ -269,6 +270,26 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return await serve(settings)
 
 
+async def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
+    """The OAuth 2.1 HTTP gateway, in front of an authsvc reached over gRPC."""
+    from authsvc_gateway.config import ConfigError as GatewayConfigError
+    from authsvc_gateway.config import GatewayConfig
+    from authsvc_gateway.server import serve as serve_gateway
+
+    env = dict(os.environ)
+    if not env.get("AUTHSVC_GATEWAY_CLIENT_ID"):
+        # Dev: the gateway's own client was created by the first `authsvc serve --dev`.
+        own = _dev_credentials(settings)["gateway"]
+        env["AUTHSVC_GATEWAY_CLIENT_ID"] = own["client_id"]
+        env["AUTHSVC_GATEWAY_CLIENT_SECRET"] = own["client_secret"]
+    try:
+        config = GatewayConfig.from_env(env)
+    except GatewayConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    await serve_gateway(config)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="authsvc", description=__doc__)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
@@ -277,6 +298,9 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the gRPC server (and the gateway in dev)")
     serve.add_argument("--dev", action="store_true", help="dev mode: generate a KEK, bootstrap")
     serve.set_defaults(handler=cmd_serve)
+    commands.add_parser(
+        "gateway", help="run the OAuth 2.1 HTTP gateway in front of a running authsvc"
+    ).set_defaults(handler=cmd_gateway)
     commands.add_parser("migrate", help="bring the schema to head").set_defaults(
         handler=cmd_migrate
     )
