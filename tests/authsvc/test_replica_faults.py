@@ -318,6 +318,12 @@ async def test_while_the_database_is_away_verify_works_and_writes_say_retry(
         stream = replica.tokens.WatchRevocations(
             pb.WatchRevocationsRequest(cursor=0), metadata=caller
         )
+
+        async def heartbeat() -> None:
+            while not (await stream.read()).HasField("heartbeat"):
+                pass
+
+        await asyncio.wait_for(heartbeat(), 5)  # replayed and caught up: the stream is live
         await asyncio.to_thread(private_postgres.stop, "fast")
 
         verified = await replica.tokens.Verify(
@@ -332,12 +338,7 @@ async def test_while_the_database_is_away_verify_works_and_writes_say_retry(
         assert dict(refused.value.trailing_metadata() or ())["oauth-error"] == (
             "temporarily_unavailable"
         )
-
-        async def heartbeat() -> None:
-            while not (await stream.read()).HasField("heartbeat"):
-                pass
-
-        await asyncio.wait_for(heartbeat(), 5)  # subscribers stay connected
+        await asyncio.wait_for(heartbeat(), 5)  # the live stream stays open
 
         await asyncio.to_thread(private_postgres.start)
         rotated = await replica.tokens.Rotate(  # the refused rotation changed nothing
