@@ -1,14 +1,21 @@
 """The token authority as one object: what the gRPC servicers, the gateway, the CLI and the
 benchmarks call. No transport here; each method delegates to the module of its protocol concern.
+
+Each method that touches the database is one unit of work: when PostgreSQL rolls a transaction back
+to break a deadlock or a serialization conflict, the whole method runs again (`retry_conflicts`), so
+the caller sees its answer, or after a bounded number of attempts temporarily_unavailable, and
+never an internal error. Re-running is safe because nothing leaves a method (an event published, a
+token minted) before its transaction commits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator, Sequence
-from typing import Literal
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Concatenate, Literal, ParamSpec, TypeVar
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -29,19 +36,34 @@ from authsvc.context import AuthorityContext
 from authsvc.events import RevocationFeed
 from authsvc.keys.ring import KeyRing
 from authsvc.keys.rotation import RotationResult, reload_keys, rotate_keys
-from authsvc.keys.sealing import Sealer, load_kek
+from authsvc.keys.sealing import Sealer, UnsealError, load_kek
 from authsvc.passwords import Argon2Parameters, Passwords
 from authsvc.revocation_state import RevocationState
 from authsvc.storage import migrate
 from authsvc.storage.engine import create_engine
+from authsvc.storage.notifications import EventNotifications
 from authsvc.storage.records import ClientRecord, FamilyRecord, RevocationEventRecord
-from authsvc.storage.sql import SqlStore
+from authsvc.storage.sql import SqlStore, database_errors, retry_conflicts
 from authsvc.tokens.access import AccessClaims
 from authsvc.verification import Verifier
 
 log = logging.getLogger(__name__)
 
 MigratePolicy = Literal["if-empty", "always", "never"]
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _unit_of_work(
+    method: Callable[Concatenate[Authority, P], Awaitable[R]],
+) -> Callable[Concatenate[Authority, P], Awaitable[R]]:
+    """Run the method again, whole, when the database rolled its transaction back (a conflict)."""
+
+    @functools.wraps(method)
+    async def run(self: Authority, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return await retry_conflicts(lambda: method(self, *args, **kwargs))
+
+    return run
 
 
 class Authority:
@@ -59,6 +81,7 @@ class Authority:
 
     # tokens
 
+    @_unit_of_work
     async def issue_token_pair(
         self,
         *,
@@ -77,6 +100,7 @@ class Authority:
             device_id=device_id,
         )
 
+    @_unit_of_work
     async def rotate(
         self, refresh_token: str, *, client_id: str = "", scope: Sequence[str] = ()
     ) -> issuance.IssuedTokenPair:
@@ -87,9 +111,11 @@ class Authority:
     ) -> AccessClaims:
         return self.verifier.verify(token, audience=audience, required_scopes=required_scopes)
 
+    @_unit_of_work
     async def introspect(self, token: str, *, client_id: str = "") -> introspection.Introspection:
         return await introspection.introspect(self.ctx, self.verifier, token, client_id=client_id)
 
+    @_unit_of_work
     async def client_credentials(
         self,
         *,
@@ -108,17 +134,21 @@ class Authority:
 
     # revocation
 
+    @_unit_of_work
     async def revoke_family(self, family_id: str, *, reason: str = "") -> bool:
         return await revocation.revoke_family(self.ctx, family_id, reason=reason)
 
+    @_unit_of_work
     async def revoke(self, token: str, *, client_id: str = "", token_type_hint: str = "") -> None:
         await revocation.revoke_token(
             self.ctx, token, client_id=client_id, token_type_hint=token_type_hint
         )
 
+    @_unit_of_work
     async def revoke_subject(self, subject: str, *, reason: str = "") -> int:
         return await revocation.revoke_subject(self.ctx, subject, reason=reason)
 
+    @_unit_of_work
     async def revoke_client(
         self, client_id: str, *, reason: str = "", disable: bool = False
     ) -> int:
@@ -126,6 +156,7 @@ class Authority:
             self.ctx, client_id, reason=reason, disable=disable
         )
 
+    @_unit_of_work
     async def list_sessions(self, subject: str) -> list[FamilyRecord]:
         return await revocation.list_sessions(self.ctx, subject)
 
@@ -140,6 +171,7 @@ class Authority:
     def publish_keys(self) -> KeyRing:
         return self.ctx.key_ring
 
+    @_unit_of_work
     async def rotate_keys(self, *, immediate: bool = False) -> RotationResult:
         result = await rotate_keys(self.ctx, due=True, immediate=immediate)
         assert result is not None
@@ -147,6 +179,7 @@ class Authority:
 
     # clients, users, codes
 
+    @_unit_of_work
     async def create_client(
         self,
         name: str,
@@ -171,25 +204,32 @@ class Authority:
             client_id=client_id,
         )
 
+    @_unit_of_work
     async def authenticate_client(self, client_id: str, client_secret: str) -> ClientRecord:
         async with self.ctx.store.transaction(readonly=True) as tx:
             return await client_registry.authenticate_client(tx, client_id, client_secret)
 
+    @_unit_of_work
     async def get_client(self, client_id: str) -> ClientRecord:
         return await client_registry.get_client(self.ctx, client_id)
 
+    @_unit_of_work
     async def list_clients(self) -> list[ClientRecord]:
         return await client_registry.list_clients(self.ctx)
 
+    @_unit_of_work
     async def rotate_client_secret(self, client_id: str) -> client_registry.RegisteredClient:
         return await client_registry.rotate_secret(self.ctx, client_id)
 
+    @_unit_of_work
     async def create_user(self, username: str, password: str) -> str:
         return await users.create_user(self.ctx, username, password)
 
+    @_unit_of_work
     async def authenticate_user(self, username: str, password: str) -> str:
         return await users.authenticate_user(self.ctx, username, password)
 
+    @_unit_of_work
     async def create_authorization_code(
         self,
         *,
@@ -214,6 +254,7 @@ class Authority:
             device_id=device_id,
         )
 
+    @_unit_of_work
     async def exchange_authorization_code(
         self, *, client_id: str, code: str, redirect_uri: str, code_verifier: str
     ) -> issuance.IssuedTokenPair:
@@ -227,6 +268,7 @@ class Authority:
 
     # life cycle
 
+    @_unit_of_work
     async def run_maintenance(self) -> maintenance.MaintenanceReport:
         return await maintenance.run_once(self.ctx)
 
@@ -264,11 +306,13 @@ async def open_authority(
     kek = load_kek(settings)
     store = SqlStore(create_engine(settings))
     try:
-        current = await migrate.current_revision(store.engine)
         head = migrate.head_revision()
-        if migrate_policy == "always" or (migrate_policy == "if-empty" and current is None):
-            await migrate.upgrade(store.engine)
-        elif current != head:
+        async with database_errors():
+            current = await migrate.current_revision(store.engine)
+            if migrate_policy == "always" or (migrate_policy == "if-empty" and current is None):
+                await migrate.upgrade(store.engine)
+                current = head
+        if current != head:
             raise ConfigError(
                 f"AUTHSVC_DATABASE_URL: schema is at {current or 'nothing'}, this build needs "
                 f"{head}; run `authsvc migrate` first"
@@ -288,6 +332,7 @@ async def open_authority(
             clock,
             poll_interval=settings.revocation_poll_interval,
             on_key_change=on_key_change,
+            notifications=None if store.sqlite else EventNotifications(store.engine, settings),
         )
         ctx = AuthorityContext(
             settings=settings,
@@ -301,7 +346,13 @@ async def open_authority(
             grace_key=_grace_key(kek),
         )
         ctx_holder.append(ctx)
-        await reload_keys(ctx)
+        try:
+            await reload_keys(ctx)
+        except UnsealError as exc:
+            raise ConfigError(
+                "AUTHSVC_KEK: the signing keys in this database were sealed with another "
+                "key-encryption key; every replica (and the CLI) of one deployment needs the same"
+            ) from exc
         if not key_ring.records or not any(r.state == "active" for r in key_ring.records):
             await rotate_keys(ctx)
         await feed.start()

@@ -23,6 +23,7 @@ from authsvc.keys.sealing import new_kek_text
 from authsvc.serve import gateway_config, read_dev_credentials, run_event_loop
 from authsvc.storage import migrate
 from authsvc.storage.engine import create_engine
+from authsvc.storage.sql import database_errors
 
 Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
@@ -49,9 +50,10 @@ async def _with_authority(settings: Settings, work: Callable[[Authority], Awaita
 async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     engine = create_engine(settings)
     try:
-        before = await migrate.current_revision(engine)
-        await migrate.upgrade(engine)
-        after = await migrate.current_revision(engine)
+        async with database_errors():
+            before = await migrate.current_revision(engine)
+            await migrate.upgrade(engine)
+            after = await migrate.current_revision(engine)
     finally:
         await engine.dispose()
     _print(args, {"from": before, "to": after}, f"schema: {before or 'empty'} -> {after}")

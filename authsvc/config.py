@@ -55,6 +55,7 @@ class Settings:
     db_pool_size: int = 10
     db_statement_timeout_ms: int = 5000
     db_pool_recycle: int = 1800
+    db_connect_timeout: float = 5.0
     log_level: str = "INFO"
     dev: bool = False
 
@@ -115,7 +116,12 @@ def _number(raw: str) -> float:
 
 _PATH_FIELDS = {"data_dir", "kek_file", "tls_cert_file", "tls_key_file", "tls_client_ca_file"}
 _INT_FIELDS = {"db_pool_size", "db_statement_timeout_ms"}
-_FLOAT_FIELDS = {"revocation_poll_interval", "heartbeat_interval", "shutdown_grace"}
+_FLOAT_FIELDS = {
+    "revocation_poll_interval",
+    "heartbeat_interval",
+    "shutdown_grace",
+    "db_connect_timeout",
+}
 _BOOL_FIELDS = {"allow_anonymous_verify", "dev", "gateway_embedded"}
 
 
@@ -207,6 +213,12 @@ def _validate(s: Settings) -> None:
         "mutual TLS needs the server's own AUTHSVC_TLS_CERT_FILE and AUTHSVC_TLS_KEY_FILE",
     )
     _require(s.db_pool_size >= 1, "DB_POOL_SIZE", "must be at least 1")
+    _require(
+        s.db_statement_timeout_ms >= 0,
+        "DB_STATEMENT_TIMEOUT_MS",
+        "use milliseconds, 0 for no limit (5000 is the default)",
+    )
+    _require(s.db_connect_timeout > 0, "DB_CONNECT_TIMEOUT", "use seconds, more than 0")
     _require(s.shutdown_grace >= 0, "SHUTDOWN_GRACE", "must not be negative")
     _require(
         s.log_level.upper() in {"DEBUG", "INFO", "WARNING", "ERROR"},

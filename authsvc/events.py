@@ -1,9 +1,12 @@
 """The revocation event feed: in order, with a resumable cursor, to every local listener.
 
 Writers append events in the same transaction as the change they describe. This feed tails the
-table (woken at once by writes on this replica, polling for writes elsewhere), applies each event to
-the in-memory revocation state, reloads the key ring on key events, and fans events out to
-`WatchRevocations` subscribers.
+table, applies each event to the in-memory revocation state, reloads the key ring on key events, and
+fans events out to `WatchRevocations` subscribers. It reads the table when woken (at once by writes on
+this replica; on PostgreSQL, by a NOTIFY from any replica's commit) and every poll interval anyway.
+
+Tailing `cursor > last` never skips an event: appends are serialised by a lock held until commit,
+so cursors become visible in increasing order (see `authsvc.storage.sql.EVENT_APPEND_LOCK`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from authsvc.clock import Clock
+from authsvc.errors import TemporarilyUnavailable
 from authsvc.revocation_state import RevocationState
+from authsvc.storage.notifications import EventNotifications
 from authsvc.storage.records import RevocationEventRecord
 from authsvc.storage.sql import SqlStore
 
@@ -38,6 +43,7 @@ class RevocationFeed:
         *,
         poll_interval: float,
         on_key_change: Callable[[], Awaitable[None]],
+        notifications: EventNotifications | None = None,
     ) -> None:
         self._store = store
         self._state = state
@@ -47,6 +53,8 @@ class RevocationFeed:
         self._wake = asyncio.Event()
         self._subscribers: set[asyncio.Queue[RevocationEventRecord | None]] = set()
         self._task: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self.notifications = notifications
         self.cursor = 0
 
     async def start(self) -> None:
@@ -57,12 +65,17 @@ class RevocationFeed:
         for event in in_force:
             self._state.apply(event)
         self._task = asyncio.create_task(self._tail(), name="revocation-feed")
+        if self.notifications is not None:
+            self._listener = asyncio.create_task(
+                self.notifications.listen(self.poke), name="revocation-notifications"
+            )
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._listener, self._task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for queue in list(self._subscribers):
             queue.put_nowait(None)
 
@@ -77,11 +90,16 @@ class RevocationFeed:
 
     async def _tail(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
+            # arrives as the wake-up does, and the feed would then outlive close().
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+                async with asyncio.timeout(self._poll_interval):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.catch_up()
+            except TemporarilyUnavailable as exc:
+                log.warning("revocation feed: %s; retrying", exc.description)
             except Exception:
                 log.exception("revocation feed: reading events failed; retrying")
 
@@ -134,7 +152,8 @@ class RevocationFeed:
             yield None  # caught up: the subscriber now holds every revocation in force
             while True:
                 try:
-                    item = await asyncio.wait_for(queue.get(), heartbeat)
+                    async with asyncio.timeout(heartbeat):  # see _tail: not wait_for
+                        item = await queue.get()
                 except TimeoutError:
                     yield None
                     continue

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 
 from authsvc.context import AuthorityContext
+from authsvc.errors import TemporarilyUnavailable
 from authsvc.keys.rotation import rotate_keys
 from authsvc.storage.sql import MAINTENANCE_LOCK
 
@@ -45,6 +46,8 @@ async def run_forever(ctx: AuthorityContext) -> None:
     while True:
         try:
             await run_once(ctx)
+        except TemporarilyUnavailable as exc:
+            log.warning("maintenance pass skipped: %s", exc.description)
         except Exception:
             log.exception("maintenance pass failed; retrying next interval")
         await asyncio.sleep(ctx.settings.maintenance_interval)

@@ -110,19 +110,20 @@ async def rotate(
         elif verdict is Refresh.GRACE_RETRY:
             granted = narrow(scope, family.scope)
         elif verdict is Refresh.REUSE:
-            await tx.revoke_family(family.family_id, now, "refresh token reuse")
-            events = await append_events(
-                tx,
-                [
-                    RevocationEventRecord(
-                        cursor=0,
-                        occurred_at=now,
-                        expires_at=ctx.revocation_expiry(now),
-                        kind="family",
-                        value=family.family_id,
-                    )
-                ],
-            )
+            # Concurrent duplicates all end here; only the one that revokes tells the verifiers.
+            if await tx.revoke_family(family.family_id, now, "refresh token reuse"):
+                events = await append_events(
+                    tx,
+                    [
+                        RevocationEventRecord(
+                            cursor=0,
+                            occurred_at=now,
+                            expires_at=ctx.revocation_expiry(now),
+                            kind="family",
+                            value=family.family_id,
+                        )
+                    ],
+                )
             await tx.append_audit(
                 "refresh_reuse_detected",
                 now,

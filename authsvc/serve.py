@@ -161,9 +161,19 @@ async def serve(settings: Settings) -> int:
     try:
         created = await bootstrap_dev(authority) if settings.dev else None
         running = await start_server(authority)
-        metrics_port = (
-            running.metrics.serve(settings.metrics_address) if settings.metrics_address else None
-        )
+        try:
+            metrics_port = (
+                running.metrics.serve(settings.metrics_address)
+                if settings.metrics_address
+                else None
+            )
+        except OSError as exc:
+            await stop_server(running, 0)
+            raise ConfigError(
+                f"AUTHSVC_METRICS_ADDRESS={settings.metrics_address}: cannot listen there "
+                f"({exc.strerror}); each replica on one machine needs its own port (port 0 picks "
+                "a free one)"
+            ) from exc
         authority.start_background()
         log.info(
             "serving",

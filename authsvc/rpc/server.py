@@ -16,7 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from authsvc.authority import Authority
-from authsvc.config import Settings
+from authsvc.config import ConfigError, Settings
 from authsvc.errors import AuthError
 from authsvc.metrics import Metrics
 from authsvc.rpc.caller_auth import (
@@ -109,10 +109,17 @@ async def start_server(authority: Authority, address: str | None = None) -> Runn
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     bind = address or settings.grpc_address
-    if credentials is None:
-        port = server.add_insecure_port(bind)
-    else:
-        port = server.add_secure_port(bind, credentials)
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(bind)
+        else:
+            port = server.add_secure_port(bind, credentials)
+    except RuntimeError as exc:  # grpc's only word for "cannot bind"
+        await server.stop(None)
+        raise ConfigError(
+            f"AUTHSVC_GRPC_ADDRESS={bind}: cannot listen there (in use?); each replica on one "
+            "machine needs its own port"
+        ) from exc
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -3,6 +3,14 @@
 SQLite runs in WAL mode with `synchronous=FULL`, so a commit the caller was told about survives a power
 loss. Write transactions start with `BEGIN IMMEDIATE`, taking the write lock up front instead of
 upgrading a read lock mid-transaction (the upgrade is what makes SQLite answer SQLITE_BUSY under load).
+
+PostgreSQL: every wait is bounded, so an unreachable or stuck database turns into a prompt
+temporarily_unavailable instead of a hung call. Connecting gives up after `db_connect_timeout`; a
+statement after `db_statement_timeout_ms` (server side, including waits for row locks), with a client
+side backstop for a network that silently drops packets; a transaction left idle (a replica frozen
+mid-transaction) is ended by the server so its row locks do not stall the other replicas. Each
+connection is pinged when taken from the pool, so after a database restart the dead ones are
+replaced before use instead of failing a call each.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from sqlalchemy.pool import NullPool
 from authsvc.config import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+POOL_TIMEOUT = 10.0  # seconds a call waits for a free connection before temporarily_unavailable
 
 
 def is_sqlite(url: str | URL) -> bool:
@@ -73,18 +82,31 @@ def inline_sqlite_engine(engine: AsyncEngine) -> Engine | None:
     return sync
 
 
-def _postgres_engine(url: URL, settings: Settings) -> AsyncEngine:
-    connect_args = {
-        "server_settings": {
-            "statement_timeout": str(settings.db_statement_timeout_ms),
-            "application_name": "authsvc",
-        },
+def postgres_connect_args(settings: Settings, application_name: str = "authsvc") -> dict[str, Any]:
+    """asyncpg.connect() options for every authsvc connection (the pool's and the listener's)."""
+    statement_timeout_ms = settings.db_statement_timeout_ms
+    server_settings = {
+        "application_name": application_name,
+        "statement_timeout": str(statement_timeout_ms),
+        # Our transactions never wait on anything but the database; one idle this long belongs
+        # to a replica that froze or lost its network, and holds row locks others need.
+        "idle_in_transaction_session_timeout": str(max(2 * statement_timeout_ms, 10_000)),
     }
+    return {
+        "timeout": settings.db_connect_timeout,
+        # Client side: the server's statement_timeout answers first unless the network is gone.
+        "command_timeout": 2 * statement_timeout_ms / 1000 if statement_timeout_ms else None,
+        "server_settings": server_settings,
+    }
+
+
+def _postgres_engine(url: URL, settings: Settings) -> AsyncEngine:
     return create_async_engine(
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
         pool_recycle=settings.db_pool_recycle,
+        pool_timeout=POOL_TIMEOUT,
         pool_pre_ping=True,
-        connect_args=connect_args,
+        connect_args=postgres_connect_args(settings),
     )

@@ -9,7 +9,10 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from authsvc.storage.sql import MIGRATION_LOCK
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -35,7 +38,13 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    """Bring the schema to `revision` in one transaction."""
+    """Bring the schema to `revision` in one transaction.
+
+    On PostgreSQL the transaction first takes an advisory lock, so replicas started together on an
+    empty database migrate one after the other: the later ones find the schema at head and do
+    nothing (PostgreSQL DDL is transactional; they read the version after the first commits). The
+    statement timeout meant for calls does not apply: a migration may rewrite a large table.
+    """
 
     def run(sync_conn: Any) -> None:
         config = alembic_config()
@@ -43,6 +52,9 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
     async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text("SET LOCAL statement_timeout = 0"))
+            await conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
         await conn.run_sync(run)
 
 

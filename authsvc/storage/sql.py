@@ -1,8 +1,13 @@
 """The SQL store: every query the domain runs, on SQLite or PostgreSQL through SQLAlchemy Core.
 
 The domain opens a `transaction()` and calls the methods of `Tx`; each method is one statement. A
-transaction is short: no network call and no signing happens inside one. Connection failures become
-`TemporarilyUnavailable`, so a caller is told to retry instead of seeing an internal error.
+transaction is short: no network call and no signing happens inside one.
+
+Database failures are sorted here, once. A deadlock or serialization failure (SQLSTATE 40P01, 40001)
+becomes `TransactionConflict`: PostgreSQL rolled the transaction back, so `retry_conflicts` runs
+the whole unit of work again. An unreachable, restarting, overloaded or too slow database becomes
+`TemporarilyUnavailable`, so a caller is told to retry instead of seeing an internal error. Anything
+else (a constraint violated, a bad statement) is a bug and propagates as it is.
 """
 
 from __future__ import annotations
@@ -10,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from authsvc.errors import TemporarilyUnavailable
@@ -40,6 +47,95 @@ log = logging.getLogger(__name__)
 EVENT_APPEND_LOCK = 0x61757468_0001
 KEY_ROTATION_LOCK = 0x61757468_0002
 MAINTENANCE_LOCK = 0x61757468_0003
+MIGRATION_LOCK = 0x61757468_0004
+# The PostgreSQL NOTIFY channel on which committed revocation events are announced to every replica.
+EVENTS_CHANNEL = "authsvc_events"
+
+# SQLSTATEs after which PostgreSQL has rolled the transaction back and running it again can work.
+CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+# SQLSTATE classes that mean "the database cannot serve us right now": connection exception (08),
+# insufficient resources (53, e.g. too many connections), operator intervention (57: shutdown,
+# restart, statement timeout), system error (58).
+UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "58"})
+LOCK_NOT_AVAILABLE = "55P03"
+CONFLICT_ATTEMPTS = 5
+CONFLICT_BACKOFF = 0.02  # seconds before the second attempt; doubles each time, with jitter
+
+T = TypeVar("T")
+
+
+class TransactionConflict(Exception):
+    """PostgreSQL rolled a transaction back to break a deadlock or keep transactions serializable.
+
+    Nothing it wrote remains, so running the whole unit of work again is safe (`retry_conflicts`).
+    Never reaches a caller: after the last attempt it becomes `TemporarilyUnavailable`.
+    """
+
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(f"transaction rolled back by the database (SQLSTATE {sqlstate})")
+        self.sqlstate = sqlstate
+
+
+def sqlstate_of(exc: DBAPIError) -> str | None:
+    """The SQLSTATE PostgreSQL sent with the error, if any (SQLite errors have none)."""
+    code = getattr(exc.orig, "sqlstate", None)
+    return code if isinstance(code, str) else None
+
+
+def classify(exc: DBAPIError) -> Exception:
+    """What a database error means for the caller: a conflict to retry, a temporary outage, or
+    (returned unchanged) a bug."""
+    code = sqlstate_of(exc)
+    if code in CONFLICT_SQLSTATES:
+        return TransactionConflict(code)
+    if code is not None and (
+        code[:2] in UNAVAILABLE_SQLSTATE_CLASSES or code == LOCK_NOT_AVAILABLE
+    ):
+        if code == "57014":  # query_canceled: our statement_timeout fired
+            return TemporarilyUnavailable("the database did not answer in time, retry later")
+        return TemporarilyUnavailable("the database is unavailable, retry later")
+    if exc.connection_invalidated:
+        return TemporarilyUnavailable("the database connection was lost, retry later")
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return TemporarilyUnavailable("the database is unreachable, retry later")
+    return exc
+
+
+@asynccontextmanager
+async def database_errors() -> AsyncIterator[None]:
+    """Raise what a database failure inside the block means (see `classify`): a
+    `TransactionConflict`, `TemporarilyUnavailable`, or the error itself when it is a bug."""
+    try:
+        yield
+    except DBAPIError as exc:
+        meaning = classify(exc)
+        if meaning is exc:
+            raise
+        raise meaning from exc
+    except PoolTimeout as exc:
+        raise TemporarilyUnavailable("every database connection is busy, retry later") from exc
+    except OSError as exc:  # connection refused or reset, connect timeout (TimeoutError)
+        raise TemporarilyUnavailable("the database is unreachable, retry later") from exc
+
+
+async def retry_conflicts(
+    work: Callable[[], Awaitable[T]], *, attempts: int = CONFLICT_ATTEMPTS
+) -> T:
+    """Run `work` (one or more whole transactions) again after each `TransactionConflict`, at most
+    `attempts` times, backing off with jitter so the same two transactions do not collide again."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await work()
+        except TransactionConflict as exc:
+            if attempt == attempts:
+                raise TemporarilyUnavailable("the database is busy, retry later") from exc
+            delay = CONFLICT_BACKOFF * 2 ** (attempt - 1) * (0.5 + random.random())  # noqa: S311 (jitter, not a secret)
+            log.info(
+                "transaction conflict; running it again",
+                extra={"sqlstate": exc.sqlstate, "attempt": attempt, "delay": round(delay, 3)},
+            )
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 # The statements of the hot paths (issuance, rotation, client authentication), built once: building
@@ -171,18 +267,11 @@ class SqlStore:
 
     @asynccontextmanager
     async def _begin(self, readonly: bool) -> AsyncIterator[Tx]:
-        try:
-            async with self.engine.connect() as conn:
-                if readonly:
-                    conn = await conn.execution_options(readonly=True)
-                async with conn.begin():
-                    yield Tx(conn, sqlite=self.sqlite)
-        except (OperationalError, InterfaceError, OSError, ConnectionError) as exc:
-            raise TemporarilyUnavailable("the database is unreachable, retry later") from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise TemporarilyUnavailable("the database connection was lost") from exc
-            raise
+        async with database_errors(), self.engine.connect() as conn:
+            if readonly:
+                conn = await conn.execution_options(readonly=True)
+            async with conn.begin():
+                yield Tx(conn, sqlite=self.sqlite)
 
     @property
     def engines(self) -> tuple[Engine, ...]:
@@ -475,7 +564,11 @@ class Tx:
     # revocation events and audit
 
     async def append_events(self, events: Iterable[RevocationEventRecord]) -> list[int]:
-        """Append events (their `cursor` is ignored and assigned here); the new cursors."""
+        """Append events (their `cursor` is ignored and assigned here); the new cursors.
+
+        On PostgreSQL this also sends NOTIFY on `EVENTS_CHANNEL` with the last cursor; the server
+        delivers it to every listening replica when, and only if, this transaction commits.
+        """
         await self.lock(EVENT_APPEND_LOCK)
         cursors = []
         for event in events:
@@ -492,6 +585,8 @@ class Tx:
                 .returning(t.revocation_events.c.cursor)
             )
             cursors.append(int(result.scalar_one()))
+        if cursors and not self.sqlite:
+            await self._exec(select(func.pg_notify(EVENTS_CHANNEL, str(cursors[-1]))))
         return cursors
 
     async def events_after(self, cursor: int, limit: int = 1000) -> list[RevocationEventRecord]:

@@ -1,0 +1,244 @@
+"""Several replicas on one PostgreSQL database, in one process: each with its own engine, event
+feed and listener, sharing only the database (and, for the test, a clock).
+
+The same behaviours through real `authsvc serve` processes are in test_replica_processes.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from authsvc.authority import Authority, open_authority
+from authsvc.clock import ManualClock
+from authsvc.config import ConfigError
+from authsvc.errors import InvalidToken
+from authsvc.storage.records import RevocationEventRecord
+from authsvc.storage.sql import KEY_ROTATION_LOCK, MAINTENANCE_LOCK
+from authsvc.testing import TEST_PASSWORDS, throwaway_settings
+from tests.databases import asyncpg_dsn
+from tests.waiting import eventually
+
+pytestmark = pytest.mark.postgres
+
+# Long enough that a test passing within it proves NOTIFY, not polling, carried the event.
+SLOW_POLL = 60.0
+PROPAGATION_BOUND = 1.0
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(time.time())
+
+
+@pytest.fixture
+async def replicas(
+    tmp_path: Path, postgres_url: str, clock: ManualClock
+) -> AsyncIterator[tuple[Authority, Authority]]:
+    settings = throwaway_settings(
+        tmp_path, database_url=postgres_url, db_pool_size=2, revocation_poll_interval=SLOW_POLL
+    )
+    a = await open_authority(settings, clock, password_parameters=TEST_PASSWORDS)
+    b = await open_authority(settings, clock, password_parameters=TEST_PASSWORDS)
+    try:
+        for replica in (a, b):
+            assert replica.ctx.feed.notifications is not None
+            await asyncio.wait_for(replica.ctx.feed.notifications.connected.wait(), 5)
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()
+
+
+@pytest.fixture
+async def admin_connection(postgres_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(asyncpg_dsn(postgres_url))
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def _family_session(replica: Authority) -> tuple[str, str]:
+    client = await replica.create_client(
+        "app", grant_types=["refresh_token"], scopes=["read"], audiences=["api"]
+    )
+    pair = await replica.issue_token_pair(subject="alice", client_id=client.client_id)
+    return pair.family.family_id, pair.access.token
+
+
+async def test_a_revocation_on_one_replica_reaches_the_other_within_a_second(
+    replicas: tuple[Authority, Authority],
+) -> None:
+    a, b = replicas
+    family_id, access_token = await _family_session(a)
+    b.verify(access_token, audience="api")
+    received: list[tuple[float, RevocationEventRecord]] = []
+
+    async def watch_on_b() -> None:
+        async for event in b.subscribe(b.ctx.feed.cursor, heartbeat=30):
+            if event is not None:
+                received.append((time.monotonic(), event))
+                return
+
+    watcher = asyncio.create_task(watch_on_b())
+    await asyncio.sleep(0)  # let the subscription register before the revocation
+    started = time.monotonic()
+    await a.revoke_family(family_id)
+    await asyncio.wait_for(watcher, PROPAGATION_BOUND)
+    await eventually(lambda: _rejected(b, access_token), PROPAGATION_BOUND)
+    state_delay = time.monotonic() - started
+    (arrived, event), *_ = received
+    assert (event.kind, event.value) == ("family", family_id)
+    assert arrived - started < PROPAGATION_BOUND
+    assert state_delay < PROPAGATION_BOUND
+
+
+def _rejected(replica: Authority, token: str) -> bool:
+    try:
+        replica.verify(token, audience="api")
+    except InvalidToken:
+        return True
+    return False
+
+
+async def test_the_listener_reconnects_after_losing_its_connection(
+    replicas: tuple[Authority, Authority], admin_connection: asyncpg.Connection
+) -> None:
+    a, b = replicas
+    listeners = (
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND application_name = 'authsvc-listener'"
+    )
+    before = {row["pid"] for row in await admin_connection.fetch(listeners)}
+    assert len(before) == 2
+    await admin_connection.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND application_name = 'authsvc-listener'"
+    )
+
+    async def both_listen_again() -> bool:
+        now = {row["pid"] for row in await admin_connection.fetch(listeners)}
+        return len(now) == 2 and not now & before
+
+    await eventually(both_listen_again)
+    family_id, access_token = await _family_session(a)
+    await a.revoke_family(family_id)
+    await eventually(lambda: _rejected(b, access_token), PROPAGATION_BOUND)
+
+
+async def test_exactly_one_replica_carries_out_a_due_key_rotation(
+    replicas: tuple[Authority, Authority], clock: ManualClock
+) -> None:
+    a, b = replicas
+    before = a.publish_keys().signer.kid
+    pending = [r.kid for r in b.publish_keys().records if r.state == "pending"]
+    clock.advance(a.settings.key_rotation_interval + 1)
+    reports = await asyncio.gather(a.run_maintenance(), b.run_maintenance())
+    assert [report.keys_changed for report in reports].count(True) == 1
+    # The key that now signs was published (and known to both) before it signed.
+    await eventually(lambda: a.publish_keys().signer.kid == b.publish_keys().signer.kid)
+    assert [a.publish_keys().signer.kid] == pending
+    assert a.publish_keys().signer.kid != before
+    # ...and the next one is already known everywhere.
+    next_a = {r.kid for r in a.publish_keys().records if r.state == "pending"}
+    await eventually(
+        lambda: {r.kid for r in b.publish_keys().records if r.state == "pending"} == next_a
+    )
+
+
+@pytest.mark.parametrize(
+    ("lock", "skipped"),
+    [
+        pytest.param(KEY_ROTATION_LOCK, "keys", id="key-rotation"),
+        pytest.param(MAINTENANCE_LOCK, "purge", id="cleanup"),
+    ],
+)
+async def test_background_work_is_skipped_while_another_replica_does_it(
+    replicas: tuple[Authority, Authority],
+    clock: ManualClock,
+    admin_connection: asyncpg.Connection,
+    lock: int,
+    skipped: str,
+) -> None:
+    a, _ = replicas
+    clock.advance(a.settings.key_rotation_interval + 1)
+    await admin_connection.execute("SELECT pg_advisory_lock($1)", lock)  # "another replica"
+    try:
+        held = await a.run_maintenance()
+    finally:
+        await admin_connection.execute("SELECT pg_advisory_unlock($1)", lock)
+    free = await a.run_maintenance()
+    if skipped == "keys":
+        assert (held.keys_changed, free.keys_changed) == (False, True)
+    else:
+        assert held.keys_changed is True  # rotation does not wait for cleanup
+        assert (held.purged, sorted(free.purged)) == (
+            {},
+            [
+                "audit_events",
+                "authorization_codes",
+                "families",
+                "refresh_tokens",
+                "revocation_events",
+            ],
+        )
+
+
+async def test_an_event_that_commits_late_is_not_skipped_by_a_tailer(
+    replicas: tuple[Authority, Authority],
+) -> None:
+    """A appends first but commits last. Without the append lock B's later cursor would commit
+    first, a tailer would move past it, and A's event would never be read."""
+    store = replicas[0].ctx.store
+    now = time.time()
+    a_appended, b_committed, tailer_read = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    def event(value: str) -> RevocationEventRecord:
+        return RevocationEventRecord(0, now, now + 600, "jti", value)
+
+    async def writer_a() -> None:
+        async with store.transaction() as tx:
+            await tx.append_events([event("a")])
+            a_appended.set()
+            with contextlib.suppress(TimeoutError):  # give B every chance to commit first
+                await asyncio.wait_for(tailer_read.wait(), 0.3)
+
+    async def writer_b() -> None:
+        await a_appended.wait()
+        async with store.transaction() as tx:
+            await tx.append_events([event("b")])
+        b_committed.set()
+
+    seen: list[RevocationEventRecord] = []
+
+    async def tail_once() -> None:
+        async with store.transaction(readonly=True) as tx:
+            seen.extend(await tx.events_after(seen[-1].cursor if seen else start))
+
+    async with store.transaction(readonly=True) as tx:
+        start = await tx.last_event_cursor()
+
+    async def tailer() -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(b_committed.wait(), 0.3)
+        await tail_once()
+        tailer_read.set()
+
+    await asyncio.gather(writer_a(), writer_b(), tailer())
+    await tail_once()
+    assert [e.value for e in seen] == ["a", "b"]
+
+
+async def test_a_replica_with_another_kek_refuses_to_start(
+    tmp_path: Path, postgres_url: str, replicas: tuple[Authority, Authority]
+) -> None:
+    stranger = throwaway_settings(tmp_path, database_url=postgres_url)  # a new random KEK
+    with pytest.raises(ConfigError, match=r"AUTHSVC_KEK: .* sealed with another"):
+        await open_authority(stranger, password_parameters=TEST_PASSWORDS)
