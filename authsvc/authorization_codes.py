@@ -98,15 +98,7 @@ async def exchange_code(
             if record.family_id and await tx.revoke_family(record.family_id, now, "code reuse"):
                 events = await append_events(
                     tx,
-                    [
-                        RevocationEventRecord(
-                            cursor=0,
-                            occurred_at=now,
-                            expires_at=ctx.revocation_expiry(now),
-                            kind="family",
-                            value=record.family_id,
-                        )
-                    ],
+                    [ctx.revocation_event("family", record.family_id, now)],
                 )
             await tx.append_audit(
                 "authorization_code_reuse_detected",

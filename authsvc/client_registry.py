@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from authsvc.context import AuthorityContext, append_events
 from authsvc.errors import InvalidClient, InvalidRequest, NotFound, UnauthorizedClient
-from authsvc.storage.records import ClientRecord, RevocationEventRecord
+from authsvc.storage.records import ClientRecord
 from authsvc.storage.sql import Tx
 from authsvc.tokens import opaque
 
@@ -158,14 +158,7 @@ async def revoke_client(
         revoked = await tx.revoke_families_where(
             now, reason or "client revoked", client_id=client_id
         )
-        event = RevocationEventRecord(
-            cursor=0,
-            occurred_at=now,
-            expires_at=ctx.revocation_expiry(now),
-            kind="client",
-            value=client_id,
-            not_before=now,
-        )
+        event = ctx.revocation_event("client", client_id, now, not_before=now)
         events = await append_events(tx, [event])
         await tx.append_audit(
             "client_disabled" if disable else "client_revoked",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from authsvc.clock import Clock
 from authsvc.config import Settings
@@ -48,6 +48,26 @@ class AuthorityContext:
         """When the last access token that could exist at `at` has expired."""
         return at + self.settings.longest_access_token_life
 
+    def revocation_event(
+        self,
+        kind: str,
+        value: str,
+        at: float,
+        *,
+        not_before: float | None = None,
+        expires_at: float | None = None,
+    ) -> RevocationEventRecord:
+        """An event to append (its cursor is assigned then); by default it covers every access
+        token that may exist at `at`, so verifiers may forget it one token lifetime later."""
+        return RevocationEventRecord(
+            cursor=0,
+            occurred_at=at,
+            expires_at=self.revocation_expiry(at) if expires_at is None else expires_at,
+            kind=kind,
+            value=value,
+            not_before=not_before,
+        )
+
 
 def new_id() -> str:
     """A random identifier for families, token ids and clients (128 bits, base64url)."""
@@ -59,15 +79,4 @@ async def append_events(
 ) -> list[RevocationEventRecord]:
     """Append `events` in `tx`; the same events with their cursors, for `feed.published` after commit."""
     cursors = await tx.append_events(events)
-    return [
-        RevocationEventRecord(
-            cursor=c,
-            occurred_at=e.occurred_at,
-            expires_at=e.expires_at,
-            kind=e.kind,
-            value=e.value,
-            not_before=e.not_before,
-            state=e.state,
-        )
-        for c, e in zip(cursors, events, strict=True)
-    ]
+    return [replace(e, cursor=c) for c, e in zip(cursors, events, strict=True)]

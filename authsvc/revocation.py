@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from authsvc.context import AuthorityContext, append_events
 from authsvc.errors import AuthError, InvalidRequest
-from authsvc.storage.records import FamilyRecord, RevocationEventRecord
+from authsvc.storage.records import FamilyRecord
 from authsvc.tokens import opaque
 from authsvc.tokens.access import check_access_token
 
@@ -19,19 +19,6 @@ def _reason(reason: str, default: str) -> str:
     if len(reason) > MAX_REASON:
         raise InvalidRequest(f"reason is at most {MAX_REASON} characters")
     return reason or default
-
-
-def _event(
-    ctx: AuthorityContext, kind: str, value: str, at: float, **extra: float
-) -> RevocationEventRecord:
-    return RevocationEventRecord(
-        cursor=0,
-        occurred_at=at,
-        expires_at=extra.pop("expires_at", ctx.revocation_expiry(at)),
-        kind=kind,
-        value=value,
-        not_before=extra.get("not_before"),
-    )
 
 
 async def revoke_family(
@@ -47,7 +34,7 @@ async def revoke_family(
             return False
         if not await tx.revoke_family(family_id, now, reason):
             return False
-        events = await append_events(tx, [_event(ctx, "family", family_id, now)])
+        events = await append_events(tx, [ctx.revocation_event("family", family_id, now)])
         await tx.append_audit(
             "family_revoked",
             now,
@@ -68,7 +55,9 @@ async def revoke_subject(ctx: AuthorityContext, subject: str, *, reason: str = "
     now = ctx.clock.now()
     async with ctx.store.transaction() as tx:
         revoked = await tx.revoke_families_where(now, reason, subject=subject)
-        events = await append_events(tx, [_event(ctx, "subject", subject, now, not_before=now)])
+        events = await append_events(
+            tx, [ctx.revocation_event("subject", subject, now, not_before=now)]
+        )
         await tx.append_audit("subject_revoked", now, subject=subject, families=len(revoked))
     ctx.feed.published(events)
     return len(revoked)
@@ -107,7 +96,7 @@ async def revoke_token(
     expires_at = claims.exp + ctx.settings.leeway
     async with ctx.store.transaction() as tx:
         events = await append_events(
-            tx, [_event(ctx, "jti", claims.jti, now, expires_at=expires_at)]
+            tx, [ctx.revocation_event("jti", claims.jti, now, expires_at=expires_at)]
         )
         await tx.append_audit(
             "access_token_revoked",

@@ -114,15 +114,7 @@ async def rotate(
             if await tx.revoke_family(family.family_id, now, "refresh token reuse"):
                 events = await append_events(
                     tx,
-                    [
-                        RevocationEventRecord(
-                            cursor=0,
-                            occurred_at=now,
-                            expires_at=ctx.revocation_expiry(now),
-                            kind="family",
-                            value=family.family_id,
-                        )
-                    ],
+                    [ctx.revocation_event("family", family.family_id, now)],
                 )
             await tx.append_audit(
                 "refresh_reuse_detected",

@@ -22,7 +22,7 @@ from authsvc.authority import Authority
 from authsvc.errors import AuthError, InvalidRequest, ServerError
 from authsvc.events import SubscriberTooSlow
 from authsvc.introspection import Introspection
-from authsvc.issuance import IssuedTokenPair
+from authsvc.issuance import IssuedAccessToken, IssuedTokenPair
 from authsvc.metrics import Metrics
 from authsvc.rpc.status import abort, status_for
 from authsvc.storage.records import ClientRecord, FamilyRecord, RevocationEventRecord
@@ -82,6 +82,15 @@ def token_pair_message(pair: IssuedTokenPair) -> pb.TokenPair:
         refresh_expires_in=pair.refresh_expires_in,
         scope=pair.access.claims.scope,
         family_id=pair.family.family_id,
+    )
+
+
+def access_token_message(issued: IssuedAccessToken) -> pb.AccessToken:
+    return pb.AccessToken(
+        access_token=issued.token,
+        token_type="Bearer",  # noqa: S106
+        expires_in=issued.expires_in,
+        scope=issued.claims.scope,
     )
 
 
@@ -257,12 +266,7 @@ class TokenService(pb_grpc.TokenServiceServicer):
             scope=request.scope,
             audience=request.audience,
         )
-        return pb.AccessToken(
-            access_token=issued.token,
-            token_type="Bearer",  # noqa: S106
-            expires_in=issued.expires_in,
-            scope=issued.claims.scope,
-        )
+        return access_token_message(issued)
 
     @_edge
     async def Revoke(self, request: pb.RevokeRequest, context: Context) -> pb.RevokeResponse:

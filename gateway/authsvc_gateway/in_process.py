@@ -16,6 +16,7 @@ from authsvc_client.v1 import authsvc_pb2 as pb
 from authsvc.authority import Authority
 from authsvc.errors import AuthError
 from authsvc.rpc.servicer import (
+    access_token_message,
     client_message,
     introspection_message,
     publish_keys_message,
@@ -96,12 +97,7 @@ class InProcessBackend:
                 audience=request.audience,
             )
         )
-        return pb.AccessToken(
-            access_token=issued.token,
-            token_type="Bearer",  # noqa: S106
-            expires_in=issued.expires_in,
-            scope=issued.claims.scope,
-        )
+        return access_token_message(issued)
 
     async def rotate(self, request: pb.RotateRequest, /) -> pb.TokenPair:
         pair = await _translated(
