@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from joserfc.errors import InvalidKeyTypeError
 from joserfc.jwk import ECKey, OKPKey
 
 SigningKey = OKPKey | ECKey
@@ -48,7 +49,7 @@ def load_private(pem: bytes) -> SigningKey:
         return ECKey.import_key(pem)
     try:
         return OKPKey.import_key(pem)
-    except ValueError:
+    except (ValueError, InvalidKeyTypeError):  # a PKCS#8 P-256 key is refused as not OKP
         return ECKey.import_key(pem)
 
 
