@@ -57,8 +57,7 @@ def mint_access_token(
         scope=tuple(scope),
         sid=family_id,
     )
-    signer = ctx.key_ring.signer
-    return IssuedAccessToken(access.sign(claims, signer.kid, signer.alg, signer.key), claims, ttl)
+    return IssuedAccessToken(ctx.key_ring.signer.access_tokens.sign(claims), claims, ttl)
 
 
 def check_subject(subject: str, device_id: str) -> None:
