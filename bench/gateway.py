@@ -29,6 +29,8 @@ from bench.processes import Child, Processes, python_module
 from bench.runner import REPO, Figure, Run, Skip
 
 TARGET = 1.0
+#: At least this much warm-up before each measurement: Node's JIT needs it more than CPython.
+WARMUP_S = 2.0
 PEERS = REPO.parent / "shared" / "peers"
 PEER_URL = "http://127.0.0.1:4010"
 PEER_CACHE = REPO / "var" / "bench" / "oidc-provider"  # var/ is ignored by git
@@ -99,7 +101,7 @@ def _load(
             job,
             *extra,
         ]
-        _run_load([*argv, "-d", str(run.warmup_s)])
+        _run_load([*argv, "-d", str(max(run.warmup_s, WARMUP_S))])
         before = cpu_seconds(also_pid)
         result = _run_load([*argv, "-d", str(run.duration_s)])[name]
         if also_pid is not None:
