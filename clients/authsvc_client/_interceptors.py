@@ -206,7 +206,10 @@ class AsyncAuthInterceptor(_AsyncServerInterceptor):
             verdict = self.verifier.check(method, metadata)
         if isinstance(verdict, Deny):
             return _async_rejection(handler, verdict, self.verifier.audience)
-        return _async_with_claims(handler, verdict.claims)
+        if _runs_in_this_task(handler):
+            return _async_with_claims(handler, verdict.claims)
+        # grpc.aio runs a sync handler in its thread pool: wrapped as a sync handler, it stays one.
+        return _sync_with_claims(handler, verdict.claims)
 
 
 class AuthInterceptor(_ServerInterceptor):
@@ -306,6 +309,13 @@ def _unknown_key(verdict: Verdict) -> bool:
     return isinstance(verdict, Deny) and isinstance(verdict.error, UnknownSigningKey)
 
 
+def _runs_in_this_task(handler: _Handler) -> bool:
+    """Whether grpc.aio awaits this handler in the task that ran the interceptors. Sync handlers
+    run in its thread pool, where contextvars set here do not reach (grpc issue 37881)."""
+    behavior = getattr(handler, _kind(handler))
+    return inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)
+
+
 def _kind(handler: _Handler) -> str:
     if handler.request_streaming:
         return "stream_stream" if handler.response_streaming else "stream_unary"
@@ -362,8 +372,7 @@ def _async_with_claims(handler: _Handler, claims: Claims | None) -> _Handler:
         async def single(request: Any, context: Any) -> Any:
             token = CURRENT_CLAIMS.set(claims)
             try:
-                result = behavior(request, context)
-                return await result if inspect.isawaitable(result) else result
+                return await behavior(request, context)
             finally:
                 CURRENT_CLAIMS.reset(token)
 
@@ -382,13 +391,19 @@ def _sync_with_claims(handler: _Handler, claims: Claims | None) -> _Handler:
     if handler.response_streaming:
 
         def streaming(request: Any, context: Any) -> Iterator[Any]:
-            # A generator runs in whichever context iterates it; set the claims around it and
-            # clear them (not reset: the closing thread may differ) when it ends.
-            CURRENT_CLAIMS.set(claims)
-            try:
-                yield from behavior(request, context)
-            finally:
-                CURRENT_CLAIMS.set(None)
+            # Each step of a generator runs in whichever thread iterates it (grpc.aio steps sync
+            # generators in its thread pool, one step here, the next there), so the claims are
+            # set around every step and cleared after it (not reset: the thread may differ).
+            responses = iter(behavior(request, context))
+            while True:
+                CURRENT_CLAIMS.set(claims)
+                try:
+                    response = next(responses)
+                except StopIteration:
+                    return
+                finally:
+                    CURRENT_CLAIMS.set(None)
+                yield response
 
         wrapped: Callable[..., Any] = streaming
     else:
