@@ -1,0 +1,48 @@
+"""What the authsvc tests need to call the service over gRPC and read how it says no."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Any, NamedTuple
+
+import grpc
+import pytest
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+def bearer(token: str) -> Metadata:
+    """Call metadata presenting `token` as the caller's credential (RFC 6750 §2.1)."""
+    return (("authorization", f"Bearer {token}"),)
+
+
+class Refusal(NamedTuple):
+    """A failed call as the caller sees it: gRPC status, OAuth error code, description."""
+
+    status: grpc.StatusCode
+    oauth_error: str | None
+    description: str | None
+
+
+def refusal_of(error: grpc.aio.AioRpcError) -> Refusal:
+    trailers = dict(error.trailing_metadata() or ())
+    return Refusal(
+        error.code(), trailers.get("oauth-error"), trailers.get("oauth-error-description")
+    )
+
+
+async def refused(call: Awaitable[Any]) -> Refusal:
+    """Await `call`, which must fail, and say how it failed."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    return refusal_of(caught.value)
+
+
+INVALID_TOKEN = (grpc.StatusCode.FAILED_PRECONDITION, "invalid_token")
+INVALID_GRANT = (grpc.StatusCode.FAILED_PRECONDITION, "invalid_grant")
+INVALID_CLIENT = (grpc.StatusCode.UNAUTHENTICATED, "invalid_client")
+INVALID_SCOPE = (grpc.StatusCode.INVALID_ARGUMENT, "invalid_scope")
+INVALID_REQUEST = (grpc.StatusCode.INVALID_ARGUMENT, "invalid_request")
+UNAUTHENTICATED = (grpc.StatusCode.UNAUTHENTICATED, "invalid_token")
+INSUFFICIENT_SCOPE = (grpc.StatusCode.PERMISSION_DENIED, "insufficient_scope")
+UNAUTHORIZED_CLIENT = (grpc.StatusCode.PERMISSION_DENIED, "unauthorized_client")
