@@ -7,6 +7,9 @@ from typing import Any, NamedTuple
 
 import grpc
 import pytest
+from sqlalchemy import select
+
+from authsvc.storage.schema import metadata
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -46,3 +49,20 @@ INVALID_REQUEST = (grpc.StatusCode.INVALID_ARGUMENT, "invalid_request")
 UNAUTHENTICATED = (grpc.StatusCode.UNAUTHENTICATED, "invalid_token")
 INSUFFICIENT_SCOPE = (grpc.StatusCode.PERMISSION_DENIED, "insufficient_scope")
 UNAUTHORIZED_CLIENT = (grpc.StatusCode.PERMISSION_DENIED, "unauthorized_client")
+
+
+async def database_rows(running: Any) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, sorted: compare two of these to prove a call changed nothing."""
+    rows = {}
+    async with running.authority.ctx.store.transaction(readonly=True) as tx:
+        for table in metadata.sorted_tables:
+            result = await tx.conn.execute(select(table))
+            rows[table.name] = sorted(tuple(row) for row in result)
+    return rows
+
+
+async def audit_events(running: Any, kind: str) -> list[dict[str, Any]]:
+    """The audit events of one kind, oldest first."""
+    async with running.authority.ctx.store.transaction(readonly=True) as tx:
+        events: list[dict[str, Any]] = await tx.audit_events(kind)
+    return events
