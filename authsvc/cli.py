@@ -12,7 +12,7 @@ import asyncio
 import getpass
 import json
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from authsvc import log
@@ -25,7 +25,7 @@ from authsvc.storage import migrate
 from authsvc.storage.engine import create_engine
 
 DEV_CREDENTIALS = "dev-credentials.json"
-Handler = Callable[[argparse.Namespace, Settings], Awaitable[int]]
+Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
 
 def _print(args: argparse.Namespace, data: Any, text: str) -> None:
@@ -108,9 +108,9 @@ async def cmd_clients_list(args: argparse.Namespace, settings: Settings) -> int:
             for c in clients
         ]
         text = "\n".join(
-            f"{r['client_id']:<20} {r['name']:<20} {'disabled' if r['disabled'] else 'enabled':<9} "
-            f"{' '.join(r['grant_types'])}"
-            for r in rows
+            f"{c.client_id:<20} {c.name:<20} {'disabled' if c.disabled_at else 'enabled':<9} "
+            f"{' '.join(c.grant_types)}"
+            for c in clients
         )
         _print(args, rows, text or "no clients")
         return 0

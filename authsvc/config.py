@@ -31,6 +31,7 @@ class Settings:
     audience: str = "authsvc"
     grpc_address: str = "127.0.0.1:50051"
     gateway_address: str = "127.0.0.1:8080"
+    metrics_address: str = "127.0.0.1:9464"  # empty disables /metrics
     access_token_ttl: int = 600
     refresh_idle_ttl: int = 14 * 86400
     refresh_absolute_ttl: int = 30 * 86400
@@ -158,7 +159,10 @@ def _validate(s: Settings) -> None:
         "must use https unless it names a loopback host (RFC 8414 §2)",
     )
     _require(not issuer.query and not issuer.fragment, "ISSUER", "must have no query or fragment")
-    for name in ("grpc_address", "gateway_address"):
+    addresses = ["grpc_address", "gateway_address"] + (
+        ["metrics_address"] if s.metrics_address else []
+    )
+    for name in addresses:
         host, _, port = getattr(s, name).rpartition(":")
         _require(
             bool(host) and port.isdigit(),

@@ -97,8 +97,14 @@ async def serve(settings: Settings) -> int:
     try:
         created = await bootstrap_dev(authority) if settings.dev else None
         running = await start_server(authority)
+        metrics_port = (
+            running.metrics.serve(settings.metrics_address) if settings.metrics_address else None
+        )
         authority.start_background()
-        log.info("serving", extra={"grpc_port": running.port, "dev": settings.dev})
+        log.info(
+            "serving",
+            extra={"grpc_port": running.port, "metrics_port": metrics_port, "dev": settings.dev},
+        )
         print(_banner(settings, running.port, created), flush=True)
         await stop.wait()
         log.info("shutting down", extra={"grace_seconds": settings.shutdown_grace})

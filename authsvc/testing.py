@@ -90,6 +90,7 @@ def throwaway_settings(data_dir: Path, **overrides: Any) -> Settings:
         "kek": new_kek_text(),
         "grpc_address": "127.0.0.1:0",
         "gateway_address": "127.0.0.1:0",
+        "metrics_address": "",
         "shutdown_grace": 1.0,
         "heartbeat_interval": 1.0,
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from authsvc_client.v1 import authsvc_pb2
 from google.protobuf.descriptor import MethodDescriptor
 
 from authsvc.errors import AuthError, InsufficientScope, Unauthenticated
+from authsvc.rpc.handlers import Context, StreamBehaviour, UnaryBehaviour, wrap_handler
 from authsvc.rpc.status import abort
 from authsvc.tokens.access import AccessClaims
 
@@ -63,7 +64,7 @@ def method_policies(*, allow_anonymous_verify: bool = False) -> dict[str, Method
 
 def _required_scopes(method: MethodDescriptor) -> tuple[str, ...]:
     options = method.GetOptions()
-    return tuple(options.Extensions[authsvc_pb2.required_scopes])
+    return tuple(options.Extensions[authsvc_pb2.required_scopes])  # type: ignore[index]
 
 
 def decide(policy: MethodPolicy | None, caller: Caller | None) -> AuthError | None:
@@ -103,7 +104,7 @@ BearerAuthenticator = Callable[[str], Caller]
 CertificateAuthenticator = Callable[[str], Awaitable[Caller | None]]
 
 
-class CallerAuthInterceptor(grpc.aio.ServerInterceptor):
+class CallerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Authenticates each call and applies `decide` before the handler runs."""
 
     def __init__(
@@ -118,16 +119,36 @@ class CallerAuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(handler_call_details)
         policy = self._policies.get(handler_call_details.method)
         if handler is None or policy is None:
             return handler
-        return _wrap(handler, lambda context: self._admit(policy, context))
+        admit = self._admit
 
-    async def _admit(self, policy: MethodPolicy, context: grpc.aio.ServicerContext) -> bool:
+        def unary(behaviour: UnaryBehaviour) -> UnaryBehaviour:
+            async def admitted(request: Any, context: Context) -> Any:
+                if await admit(policy, context):
+                    return await behaviour(request, context)
+                return None
+
+            return admitted
+
+        def stream(behaviour: StreamBehaviour) -> StreamBehaviour:
+            async def admitted(request: Any, context: Context) -> AsyncIterator[Any]:
+                if await admit(policy, context):
+                    async for item in behaviour(request, context):
+                        yield item
+
+            return admitted
+
+        return wrap_handler(handler, unary, stream)
+
+    async def _admit(self, policy: MethodPolicy, context: Context) -> bool:
         caller: Caller | None = None
         refusal: AuthError | None = None
         token = bearer_token(dict(context.invocation_metadata() or ()))
@@ -148,39 +169,9 @@ class CallerAuthInterceptor(grpc.aio.ServerInterceptor):
         current_caller.set(caller)
         return True
 
-    async def _certificate_caller(self, context: grpc.aio.ServicerContext) -> Caller | None:
+    async def _certificate_caller(self, context: Context) -> Caller | None:
         assert self._certificate is not None
-        names = context.auth_context().get("x509_common_name") or []
+        names = list(context.auth_context().get("x509_common_name") or ())
         if not names:
             return None
         return await self._certificate(names[0].decode())
-
-
-def _wrap(
-    handler: grpc.RpcMethodHandler,
-    admit: Callable[[grpc.aio.ServicerContext], Awaitable[bool]],
-) -> grpc.RpcMethodHandler:
-    """The same handler, with `admit` run before the behaviour."""
-    if handler.unary_unary is not None:
-        inner_unary = handler.unary_unary
-
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if await admit(context):
-                return await inner_unary(request, context)
-            return None
-
-        return grpc.unary_unary_rpc_method_handler(
-            unary, handler.request_deserializer, handler.response_serializer
-        )
-    if handler.unary_stream is not None:
-        inner_stream = handler.unary_stream
-
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if await admit(context):
-                async for item in inner_stream(request, context):
-                    yield item
-
-        return grpc.unary_stream_rpc_method_handler(
-            stream, handler.request_deserializer, handler.response_serializer
-        )
-    return handler

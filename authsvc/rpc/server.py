@@ -8,6 +8,7 @@ calls in flight get `grace` seconds to finish before they are cancelled.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from authsvc_client.v1 import authsvc_pb2, authsvc_pb2_grpc
@@ -17,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from authsvc.authority import Authority
 from authsvc.config import Settings
 from authsvc.errors import AuthError
+from authsvc.metrics import Metrics, MetricsInterceptor
 from authsvc.rpc.caller_auth import (
     BearerAuthenticator,
     Caller,
@@ -35,7 +37,8 @@ SERVICE_NAMES = tuple(
 class RunningServer:
     server: grpc.aio.Server
     port: int
-    health: health.aio.HealthServicer
+    health: Any  # grpc_health.v1.health.aio.HealthServicer (untyped upstream)
+    metrics: Metrics
 
     @property
     def address(self) -> str:
@@ -81,8 +84,10 @@ async def start_server(authority: Authority, address: str | None = None) -> Runn
         _caller_from_bearer(authority),
         _caller_from_certificate(authority) if settings.tls_client_ca_file else None,
     )
+    metrics = Metrics(authority)
     server = grpc.aio.server(
-        interceptors=[interceptor],
+        # Metrics first, so refused calls are counted too.
+        interceptors=[MetricsInterceptor(metrics), interceptor],
         options=[
             ("grpc.max_receive_message_length", 64 * 1024),
             ("grpc.so_reuseport", 0),
@@ -92,7 +97,7 @@ async def start_server(authority: Authority, address: str | None = None) -> Runn
     authsvc_pb2_grpc.add_AuthorizationServiceServicer_to_server(
         AuthorizationService(authority), server
     )
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -105,7 +110,7 @@ async def start_server(authority: Authority, address: str | None = None) -> Runn
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, health_servicer)
+    return RunningServer(server, port, health_servicer, metrics)
 
 
 async def stop_server(running: RunningServer, grace: float) -> None:

@@ -6,6 +6,8 @@ client can tell invalid_grant from invalid_token without parsing text.
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 from authsvc import errors
@@ -44,7 +46,7 @@ def trailing_metadata(error: errors.AuthError) -> tuple[tuple[str, str], ...]:
     return ((OAUTH_ERROR_KEY, error.code), (OAUTH_DESCRIPTION_KEY, description))
 
 
-async def abort(context: grpc.aio.ServicerContext, error: errors.AuthError) -> None:
+async def abort(context: grpc.aio.ServicerContext[Any, Any], error: errors.AuthError) -> None:
     """End the call with the status and trailing metadata for `error`. Never returns."""
     context.set_trailing_metadata(trailing_metadata(error))
     await context.abort(status_for(error), error.description)

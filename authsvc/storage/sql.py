@@ -199,7 +199,7 @@ class Tx:
             .where(t.clients.c.client_id == client_id, t.clients.c.disabled_at.is_(None))
             .values(disabled_at=at)
         )
-        return bool(result.rowcount)
+        return int(result.rowcount) == 1
 
     async def set_client_secret(self, client_id: str, secret_digest: bytes) -> bool:
         result = await self._exec(
@@ -207,7 +207,7 @@ class Tx:
             .where(t.clients.c.client_id == client_id, t.clients.c.public.is_(False))
             .values(secret_digest=secret_digest)
         )
-        return bool(result.rowcount)
+        return int(result.rowcount) > 0
 
     # users
 
@@ -270,7 +270,7 @@ class Tx:
             .where(t.families.c.family_id == family_id, t.families.c.revoked_at.is_(None))
             .values(revoked_at=at, revoke_reason=reason)
         )
-        return bool(result.rowcount)
+        return int(result.rowcount) > 0
 
     async def revoke_families_where(self, at: float, reason: str, **match: str) -> list[str]:
         """Revoke every live family matching `subject=` or `client_id=`; their ids."""
@@ -344,7 +344,7 @@ class Tx:
             .where(t.refresh_tokens.c.used_at.is_(None))
             .values(used_at=at)
         )
-        return result.rowcount == 1
+        return int(result.rowcount) == 1
 
     # authorization codes
 
@@ -392,7 +392,7 @@ class Tx:
             .where(c.c.code_digest == code_digest, c.c.used_at.is_(None))
             .values(used_at=at)
         )
-        return result.rowcount == 1
+        return int(result.rowcount) == 1
 
     async def set_code_family(self, code_digest: bytes, family_id: str) -> None:
         c = t.authorization_codes

@@ -1,0 +1,41 @@
+"""Wrapping grpc.aio method handlers, for interceptors that need the servicer context.
+
+`grpc.aio.ServerInterceptor.intercept_service` sees only the method name and metadata; checks that
+need the context (peer certificate, status code, trailing metadata) run inside the handler. This is
+the one place that rebuilds a handler around its behaviour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+UnaryBehaviour = Callable[[Any, Context], Awaitable[Any]]
+StreamBehaviour = Callable[[Any, Context], AsyncIterator[Any]]
+
+
+def wrap_handler(
+    handler: grpc.RpcMethodHandler[Any, Any],
+    unary: Callable[[UnaryBehaviour], UnaryBehaviour],
+    stream: Callable[[StreamBehaviour], StreamBehaviour],
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """The same handler with its unary-unary or unary-stream behaviour replaced by
+    `unary(behaviour)` or `stream(behaviour)`. Other kinds pass through unchanged."""
+    # grpc-stubs types handler behaviours as sync; on an aio server they are coroutines.
+    behaviours: Any = handler
+    if behaviours.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(
+            unary(behaviours.unary_unary),
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
+    if behaviours.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            stream(behaviours.unary_stream),
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
+    return handler
