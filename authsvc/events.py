@@ -131,6 +131,7 @@ class RevocationFeed:
             for event in backlog:
                 yield event
                 last = max(last, event.cursor)
+            yield None  # caught up: the subscriber now holds every revocation in force
             while True:
                 try:
                     item = await asyncio.wait_for(queue.get(), heartbeat)

@@ -1,1 +1,78 @@
-"""Client side of authsvc: what a service installs to verify tokens and to obtain them."""
+"""Client side of authsvc: what a service installs to verify tokens and to obtain them.
+
+Protect a gRPC server with `AsyncAuthInterceptor` (grpc.aio) or `AuthInterceptor` (sync) and read
+the caller's verified claims with `current_claims()`. Call other services with
+`ServiceCredentials`. Call authsvc itself with `AsyncAuthClient` or `AuthClient`. Every failure is
+an `AuthError` carrying its OAuth code.
+"""
+
+from ._cache import VerificationCache
+from ._client import AsyncAuthClient, AuthClient
+from ._clock import Clock, SystemClock
+from ._context import current_claims
+from ._credentials import AsyncRetryOnUnauthenticated, RetryOnUnauthenticated, ServiceCredentials
+from ._errors import (
+    AccessDenied,
+    AuthError,
+    InsufficientScope,
+    InvalidClient,
+    InvalidGrant,
+    InvalidRequest,
+    InvalidScope,
+    InvalidToken,
+    NotFound,
+    ServerError,
+    TemporarilyUnavailable,
+    UnauthorizedClient,
+    UnknownSigningKey,
+    UnsupportedGrantType,
+    UnsupportedTokenType,
+)
+from ._interceptors import AsyncAuthInterceptor, AuthInterceptor
+from ._jwks import KeyCache, PublishedKey, parse_jwks
+from ._policy import WhenStale
+from ._revocations import RevocationSet
+from ._scopes import DEFAULT_PUBLIC_SERVICES, MethodScopes
+from ._verification import PINNED_ALGORITHMS, Claims, VerifiedToken, verify_access_token
+from ._verifier import LocalVerifier
+
+__all__ = [
+    "DEFAULT_PUBLIC_SERVICES",
+    "PINNED_ALGORITHMS",
+    "AccessDenied",
+    "AsyncAuthClient",
+    "AsyncAuthInterceptor",
+    "AsyncRetryOnUnauthenticated",
+    "AuthClient",
+    "AuthError",
+    "AuthInterceptor",
+    "Claims",
+    "Clock",
+    "InsufficientScope",
+    "InvalidClient",
+    "InvalidGrant",
+    "InvalidRequest",
+    "InvalidScope",
+    "InvalidToken",
+    "KeyCache",
+    "LocalVerifier",
+    "MethodScopes",
+    "NotFound",
+    "PublishedKey",
+    "RetryOnUnauthenticated",
+    "RevocationSet",
+    "ServerError",
+    "ServiceCredentials",
+    "SystemClock",
+    "TemporarilyUnavailable",
+    "UnauthorizedClient",
+    "UnknownSigningKey",
+    "UnsupportedGrantType",
+    "UnsupportedTokenType",
+    "VerificationCache",
+    "VerifiedToken",
+    "WhenStale",
+    "current_claims",
+    "parse_jwks",
+    "verify_access_token",
+]

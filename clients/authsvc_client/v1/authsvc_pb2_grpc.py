@@ -195,8 +195,9 @@ class TokenServiceServicer:
 
     def WatchRevocations(self, request, context):
         """Streams revocations and key changes, in order, from a resumable cursor. A subscriber that
-        starts at cursor 0 first receives every revocation still in force. Heartbeats mark a live
-        stream when nothing happens.
+        starts at cursor 0 first receives every revocation still in force. A heartbeat follows the
+        replay at once (the subscriber is caught up) and then marks a live stream when nothing
+        happens.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,293 @@
+"""Service-to-service credentials: client-credentials tokens (RFC 6749 §4.4), fetched from authsvc
+over gRPC, cached, renewed before they expire, and attached to outgoing calls.
+
+One `ServiceCredentials` serves sync and asyncio channels alike: gRPC runs a metadata plugin on
+a thread of its own for both, so the plugin may block while a token is fetched. Fetching is
+single-flight: however many calls need a token at once, one request goes to authsvc and the rest
+wait for its answer. Past `renew_after` of its lifetime a token is renewed by the first call that
+notices, while the others keep using the still-valid old one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from ._client import AuthClient
+from ._clock import Clock, SystemClock
+
+__all__ = ["ServiceCredentials"]
+
+UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
+
+# grpc-stubs makes the interceptor bases generic; grpcio's classes are not subscriptable.
+if TYPE_CHECKING:
+    _UnaryClientInterceptor = grpc.UnaryUnaryClientInterceptor[Any, Any]
+    _AsyncUnaryClientInterceptor = grpc.aio.UnaryUnaryClientInterceptor[Any, Any]
+else:
+    _UnaryClientInterceptor = grpc.UnaryUnaryClientInterceptor
+    _AsyncUnaryClientInterceptor = grpc.aio.UnaryUnaryClientInterceptor
+
+# A token this close to `exp` is not sent: it could expire on the way.
+_EXPIRY_MARGIN = 5.0
+
+
+@dataclass(frozen=True)
+class _CachedToken:
+    value: str = field(repr=False)
+    renew_at: float
+    expires_at: float
+    generation: int
+
+
+class _Flight:
+    """One token request in progress; whoever needs a token meanwhile waits on it."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.token: _CachedToken | None = None
+        self.error: BaseException | None = None
+
+
+class ServiceCredentials:
+    """Client-credentials tokens for one OAuth client, for calls to other services.
+
+        creds = ServiceCredentials("authsvc:50051", client_id=..., client_secret=...,
+                                   audience=["orders"], scope=["orders:read"])
+        channel = creds.secure_channel("orders:443", grpc.ssl_channel_credentials())
+
+    `authority` is authsvc's address (a plaintext channel is opened: use it on loopback or a
+    service mesh) or a ready `grpc.Channel` (for TLS). `renew_after` is the share of a token's
+    lifetime after which it is renewed.
+    """
+
+    def __init__(
+        self,
+        authority: str | grpc.Channel,
+        *,
+        client_id: str,
+        client_secret: str,
+        scope: Sequence[str] = (),
+        audience: Sequence[str] = (),
+        clock: Clock | None = None,
+        renew_after: float = 0.8,
+        timeout: float = 10.0,
+    ) -> None:
+        if not 0 < renew_after <= 1:
+            raise ValueError("renew_after is a share of the token lifetime, in (0, 1]")
+        if isinstance(authority, str):
+            self._channel: grpc.Channel = grpc.insecure_channel(authority)
+            self._owns_channel = True
+        else:
+            self._channel = authority
+            self._owns_channel = False
+        self._client = AuthClient(self._channel, timeout=timeout)
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._scope = tuple(scope)
+        self._audience = tuple(audience)
+        self._clock = clock or SystemClock()
+        self._renew_after = renew_after
+        self._lock = threading.Lock()
+        self._cached: _CachedToken | None = None
+        self._flight: _Flight | None = None
+        self._generation = 0
+
+    def __repr__(self) -> str:
+        return f"ServiceCredentials(client_id={self._client_id!r}, audience={self._audience!r})"
+
+    @property
+    def generation(self) -> int:
+        """Increases with every token fetched; `invalidate` uses it to drop only a token that
+        was in use when a call failed, not one fetched since."""
+        return self._generation
+
+    def token(self) -> str:
+        """A valid access token, from the cache or from authsvc. Blocks while fetching.
+
+        Raises the `AuthError` authsvc answered (for example `InvalidClient`) when no usable
+        token is cached and the fetch fails.
+        """
+        flight, leader, usable = self._claim()
+        if usable is not None:
+            return usable.value
+        assert flight is not None
+        if leader:
+            self._fetch(flight)
+        flight.done.wait()
+        if flight.token is not None:
+            return flight.token.value
+        assert flight.error is not None
+        still_valid = self._still_valid()
+        if still_valid is not None:
+            return still_valid.value  # renewal failed; the old token has time left
+        raise flight.error
+
+    async def token_async(self) -> str:
+        """`token()` for asyncio code: answers at once from the cache, fetches on a thread."""
+        cached = self._cached
+        if cached is not None and self._clock.now() < cached.renew_at:
+            return cached.value
+        return await asyncio.to_thread(self.token)
+
+    def invalidate(self, generation: int | None = None) -> None:
+        """Drop the cached token, so the next call fetches a fresh one. With `generation`, only
+        if the cached token is still that one (a call that failed with it)."""
+        with self._lock:
+            cached = self._cached
+            if cached is not None and (generation is None or cached.generation <= generation):
+                self._cached = None
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """The `authorization` metadata for one call, for channels without call credentials."""
+        return (("authorization", f"Bearer {self.token()}"),)
+
+    def call_credentials(self) -> grpc.CallCredentials:
+        """gRPC call credentials that attach the token to every call, on sync and aio channels.
+
+        gRPC sends call credentials only over secure channels: TLS, or
+        `grpc.local_channel_credentials()` on loopback."""
+        return grpc.metadata_call_credentials(_TokenPlugin(self), name="authsvc")
+
+    def channel_credentials(self, transport: grpc.ChannelCredentials) -> grpc.ChannelCredentials:
+        """`transport` (TLS or local) with these call credentials composed in."""
+        return grpc.composite_channel_credentials(transport, self.call_credentials())
+
+    def secure_channel(
+        self, target: str, transport: grpc.ChannelCredentials, **options: Any
+    ) -> grpc.Channel:
+        """A sync channel to `target` that sends a token with every call and, on
+        UNAUTHENTICATED, retries a unary call once with a fresh token."""
+        channel = grpc.secure_channel(target, self.channel_credentials(transport), **options)
+        return grpc.intercept_channel(channel, RetryOnUnauthenticated(self))
+
+    def aio_secure_channel(
+        self, target: str, transport: grpc.ChannelCredentials, **options: Any
+    ) -> grpc.aio.Channel:
+        """The asyncio twin of `secure_channel`."""
+        return grpc.aio.secure_channel(
+            target,
+            self.channel_credentials(transport),
+            interceptors=[AsyncRetryOnUnauthenticated(self)],  # type: ignore[list-item]
+            **options,
+        )
+
+    def close(self) -> None:
+        """Close the channel to authsvc if these credentials opened it."""
+        if self._owns_channel:
+            self._channel.close()
+
+    def _claim(self) -> tuple[_Flight | None, bool, _CachedToken | None]:
+        """Under the lock: a usable cached token, or the flight to wait on (and whether this
+        caller must fly it)."""
+        with self._lock:
+            now = self._clock.now()
+            cached = self._cached
+            if cached is not None and now < cached.renew_at:
+                return None, False, cached
+            renewing = self._flight is not None
+            if cached is not None and renewing and now < cached.expires_at - _EXPIRY_MARGIN:
+                return None, False, cached  # someone is renewing; the old token still works
+            if self._flight is None:
+                self._flight = _Flight()
+                return self._flight, True, None
+            return self._flight, False, None
+
+    def _still_valid(self) -> _CachedToken | None:
+        cached = self._cached
+        if cached is not None and self._clock.now() < cached.expires_at - _EXPIRY_MARGIN:
+            return cached
+        return None
+
+    def _fetch(self, flight: _Flight) -> None:
+        try:
+            answer = self._client.client_credentials(
+                self._client_id, self._client_secret, scope=self._scope, audience=self._audience
+            )
+        except Exception as exc:  # whatever went wrong, the waiters must be released
+            with self._lock:
+                self._flight = None
+                flight.error = exc
+            flight.done.set()
+            return
+        fetched_at = self._clock.now()
+        with self._lock:
+            self._generation += 1
+            flight.token = _CachedToken(
+                value=answer.access_token,
+                renew_at=fetched_at + answer.expires_in * self._renew_after,
+                expires_at=fetched_at + answer.expires_in,
+                generation=self._generation,
+            )
+            self._cached = flight.token
+            self._flight = None
+        flight.done.set()
+
+
+class _TokenPlugin(grpc.AuthMetadataPlugin):
+    """Attaches `authorization: Bearer …`; runs on a gRPC thread, so it may block."""
+
+    def __init__(self, credentials: ServiceCredentials) -> None:
+        self._credentials = credentials
+
+    def __call__(
+        self, context: grpc.AuthMetadataContext, callback: grpc.AuthMetadataPluginCallback
+    ) -> None:
+        try:
+            metadata = self._credentials.metadata()
+        except Exception as exc:  # handed to gRPC, which fails the call with UNAVAILABLE
+            callback((), exc)
+            return
+        callback(metadata, None)
+
+
+class RetryOnUnauthenticated(_UnaryClientInterceptor):
+    """Retries a unary call once with a fresh token when the server answers UNAUTHENTICATED
+    (the token expired or was revoked in flight). Streaming calls are not retried: their
+    requests may already be consumed."""
+
+    def __init__(self, credentials: ServiceCredentials) -> None:
+        self._credentials = credentials
+
+    def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.ClientCallDetails, Any], Any],
+        client_call_details: grpc.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        generation = self._credentials.generation
+        outcome = continuation(client_call_details, request)
+        if _unauthenticated(outcome.exception()):
+            self._credentials.invalidate(generation)
+            return continuation(client_call_details, request)
+        return outcome
+
+
+class AsyncRetryOnUnauthenticated(_AsyncUnaryClientInterceptor):
+    """The asyncio twin of `RetryOnUnauthenticated`."""
+
+    def __init__(self, credentials: ServiceCredentials) -> None:
+        self._credentials = credentials
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        generation = self._credentials.generation
+        call = await continuation(client_call_details, request)
+        if await call.code() == grpc.StatusCode.UNAUTHENTICATED:
+            self._credentials.invalidate(generation)
+            return await continuation(client_call_details, request)
+        return call
+
+
+def _unauthenticated(error: BaseException | None) -> bool:
+    code = getattr(error, "code", None)
+    return isinstance(error, grpc.RpcError) and callable(code) and code() == UNAUTHENTICATED

@@ -1,0 +1,307 @@
+"""Keeping a verifier's keys and revocations current: the only I/O the interceptors do.
+
+A feed runs two loops next to the protected service: one refreshes the key cache on schedule
+(and on demand: an unknown `kid`, a `key_changed` event), one holds a `WatchRevocations` stream
+open and applies its events, reconnecting with jittered exponential backoff and resuming from the
+last cursor. `AsyncAuthorityFeed` runs them as asyncio tasks, `ThreadedAuthorityFeed` on daemon
+threads for sync gRPC servers. Both refresh keys single-flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from ._credentials import ServiceCredentials
+from ._errors import AuthError
+from ._jwks import keys_from_response
+from ._revocations import Backoff
+from ._verifier import LocalVerifier
+from .v1 import authsvc_pb2 as pb
+from .v1 import authsvc_pb2_grpc
+
+__all__ = ["AsyncAuthorityFeed", "ThreadedAuthorityFeed"]
+
+log = logging.getLogger("authsvc_client")
+
+# How often the key loop looks at the (injectable) clock to see whether a refresh is due.
+_SCHEDULE_TICK = 1.0
+_CALL_TIMEOUT = 10.0
+
+
+class _FeedBase:
+    """What both feeds do with what the authority sends."""
+
+    def __init__(
+        self,
+        verifier: LocalVerifier,
+        credentials: ServiceCredentials | None,
+        backoff_factory: Callable[[], Backoff],
+    ) -> None:
+        self.verifier = verifier
+        self._credentials = credentials
+        self._backoff_factory = backoff_factory
+
+    def _install(self, answer: pb.PublishKeysResponse) -> None:
+        self.verifier.keys.install(keys_from_response(answer), answer.max_age_seconds)
+
+    def _key_change_needs_refresh(self, event: pb.RevocationEvent) -> bool:
+        """Apply a key change; True when the key set must be fetched again."""
+        change = event.key_changed
+        if change.state == "purged":
+            self.verifier.forget_key(change.kid)
+            return False
+        known = self.verifier.keys.keys.get(change.kid)
+        return known is None or known.state != change.state
+
+    def _scheduled_refresh_allowed(self) -> bool:
+        """The cached set is past its max age, and no fetch was tried within the minimum
+        interval (a failing authsvc is retried at that pace, not once a tick)."""
+        return self.verifier.keys.refresh_due() and self.verifier.keys.claim_refresh()
+
+    def _note_event(self, event: pb.RevocationEvent) -> None:
+        self.verifier.revocations.apply(event)
+        self._mark_ready()
+
+    def _mark_ready(self) -> None:
+        raise NotImplementedError
+
+
+class AsyncAuthorityFeed(_FeedBase):
+    """The feed as asyncio tasks, for `grpc.aio` servers."""
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        verifier: LocalVerifier,
+        *,
+        credentials: ServiceCredentials | None = None,
+        backoff_factory: Callable[[], Backoff] = Backoff,
+    ) -> None:
+        super().__init__(verifier, credentials, backoff_factory)
+        self._stub: Any = authsvc_pb2_grpc.TokenServiceStub(channel)
+        self._refresh_lock = asyncio.Lock()
+        self._refreshes = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake_keys = asyncio.Event()
+        self._ready = asyncio.Event()
+
+    async def start(self, ready_timeout: float = 5.0) -> None:
+        """Fetch keys, open the revocation stream, and wait (at most `ready_timeout`) until
+        both have answered. Past the timeout the loops keep trying in the background."""
+        self._tasks = [
+            asyncio.create_task(self._key_loop(), name="authsvc-keys"),
+            asyncio.create_task(self._watch_loop(), name="authsvc-revocations"),
+        ]
+        try:
+            async with asyncio.timeout(ready_timeout):
+                await self.refresh_keys()
+                await self._ready.wait()
+        except TimeoutError:
+            log.warning("authsvc not ready after %.1fs; retrying in the background", ready_timeout)
+
+    async def close(self) -> None:
+        """Stop both loops."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    async def refresh_keys(self) -> bool:
+        """Fetch the key set now, single-flight: a caller arriving during a fetch waits for it
+        instead of starting another. True when keys were installed."""
+        seen = self._refreshes
+        async with self._refresh_lock:
+            if self._refreshes != seen:
+                return True
+            self.verifier.keys.note_attempt()
+            try:
+                answer = await self._stub.PublishKeys(
+                    pb.PublishKeysRequest(), metadata=await self._metadata(), timeout=_CALL_TIMEOUT
+                )
+            except (grpc.RpcError, AuthError) as exc:
+                log.warning("authsvc key refresh failed: %s", _describe(exc))
+                return False
+            self._install(answer)
+            self._refreshes += 1
+            return True
+
+    async def refresh_for_unknown_kid(self) -> bool:
+        """Refresh because a token named an unknown `kid`, unless one was tried within the
+        minimum interval. True when a refresh ran and installed keys."""
+        if not self.verifier.keys.claim_refresh():
+            return False
+        return await self.refresh_keys()
+
+    async def _key_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_SCHEDULE_TICK):
+                    await self._wake_keys.wait()
+            woken = self._wake_keys.is_set()
+            self._wake_keys.clear()
+            if woken or self._scheduled_refresh_allowed():
+                await self.refresh_keys()
+
+    async def _watch_loop(self) -> None:
+        backoff = self._backoff_factory()
+        while True:
+            try:
+                call = self._stub.WatchRevocations(
+                    pb.WatchRevocationsRequest(cursor=self.verifier.revocations.cursor),
+                    metadata=await self._metadata(),
+                )
+                async for event in call:
+                    self._on_event(event)
+                    backoff.reset()
+                log.info("authsvc revocation stream ended; reconnecting")
+            except (grpc.RpcError, AuthError) as exc:
+                log.warning("authsvc revocation stream failed: %s", _describe(exc))
+            except Exception:
+                # A bug must not end the subscription for good; staleness would then reject
+                # (or silently accept) every call from the bound on.
+                log.exception("authsvc revocation stream: unexpected error; reconnecting")
+            await asyncio.sleep(backoff.next_delay())
+
+    def _on_event(self, event: pb.RevocationEvent) -> None:
+        self._note_event(event)
+        if event.WhichOneof("event") == "key_changed" and self._key_change_needs_refresh(event):
+            self._wake_keys.set()
+
+    def _mark_ready(self) -> None:
+        self._ready.set()
+
+    async def _metadata(self) -> tuple[tuple[str, str], ...]:
+        if self._credentials is None:
+            return ()
+        return (("authorization", f"Bearer {await self._credentials.token_async()}"),)
+
+
+class ThreadedAuthorityFeed(_FeedBase):
+    """The feed on two daemon threads, for sync `grpc.server` servers."""
+
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        verifier: LocalVerifier,
+        *,
+        credentials: ServiceCredentials | None = None,
+        backoff_factory: Callable[[], Backoff] = Backoff,
+    ) -> None:
+        super().__init__(verifier, credentials, backoff_factory)
+        self._stub: Any = authsvc_pb2_grpc.TokenServiceStub(channel)
+        self._refresh_lock = threading.Lock()
+        self._refreshes = 0
+        self._stopping = threading.Event()
+        self._wake_keys = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._call_lock = threading.Lock()
+        self._call: Any = None  # the open WatchRevocations call, cancelled by close()
+        self._ready = threading.Event()
+
+    def start(self, ready_timeout: float = 5.0) -> None:
+        """Fetch keys, open the revocation stream, and wait (at most `ready_timeout`) until
+        both have answered. Past the timeout the loops keep trying in the background."""
+        self._threads = [
+            threading.Thread(target=self._key_loop, name="authsvc-keys", daemon=True),
+            threading.Thread(target=self._watch_loop, name="authsvc-revocations", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        self.refresh_keys()
+        if not self._ready.wait(ready_timeout):
+            log.warning("authsvc not ready after %.1fs; retrying in the background", ready_timeout)
+
+    def close(self) -> None:
+        """Stop both threads and wait for them."""
+        self._stopping.set()
+        self._wake_keys.set()
+        with self._call_lock:
+            if self._call is not None:
+                self._call.cancel()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads = []
+
+    def refresh_keys(self) -> bool:
+        """Fetch the key set now, single-flight. True when keys were installed."""
+        seen = self._refreshes
+        with self._refresh_lock:
+            if self._refreshes != seen:
+                return True
+            self.verifier.keys.note_attempt()
+            try:
+                answer = self._stub.PublishKeys(
+                    pb.PublishKeysRequest(), metadata=self._metadata(), timeout=_CALL_TIMEOUT
+                )
+            except (grpc.RpcError, AuthError) as exc:
+                log.warning("authsvc key refresh failed: %s", _describe(exc))
+                return False
+            self._install(answer)
+            self._refreshes += 1
+            return True
+
+    def refresh_for_unknown_kid(self) -> bool:
+        """Refresh because a token named an unknown `kid`, at most once per minimum interval."""
+        if not self.verifier.keys.claim_refresh():
+            return False
+        return self.refresh_keys()
+
+    def _key_loop(self) -> None:
+        while not self._stopping.is_set():
+            woken = self._wake_keys.wait(_SCHEDULE_TICK)
+            self._wake_keys.clear()
+            if self._stopping.is_set():
+                return
+            if woken or self._scheduled_refresh_allowed():
+                self.refresh_keys()
+
+    def _watch_loop(self) -> None:
+        backoff = self._backoff_factory()
+        while not self._stopping.is_set():
+            try:
+                request = pb.WatchRevocationsRequest(cursor=self.verifier.revocations.cursor)
+                call = self._stub.WatchRevocations(request, metadata=self._metadata())
+                with self._call_lock:
+                    self._call = call
+                if self._stopping.is_set():
+                    call.cancel()
+                for event in call:
+                    self._on_event(event)
+                    backoff.reset()
+            except (grpc.RpcError, AuthError) as exc:
+                if self._stopping.is_set():
+                    return
+                log.warning("authsvc revocation stream failed: %s", _describe(exc))
+            except Exception:
+                log.exception("authsvc revocation stream: unexpected error; reconnecting")
+            self._stopping.wait(backoff.next_delay())
+
+    def _on_event(self, event: pb.RevocationEvent) -> None:
+        self._note_event(event)
+        if event.WhichOneof("event") == "key_changed" and self._key_change_needs_refresh(event):
+            self._wake_keys.set()
+
+    def _mark_ready(self) -> None:
+        self._ready.set()
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        if self._credentials is None:
+            return ()
+        return self._credentials.metadata()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, AuthError):
+        return f"{exc.error}: {exc.description}"
+    code = getattr(exc, "code", None)
+    status = code() if callable(code) else None
+    return getattr(status, "name", type(exc).__name__)

@@ -1,0 +1,408 @@
+"""Server interceptors that protect a gRPC service with authsvc tokens: `AsyncAuthInterceptor`
+for `grpc.aio` servers and `AuthInterceptor` for sync `grpc.server`.
+
+Per call they ask the `LocalVerifier` for a verdict and apply it: an allowed call runs with its
+claims in `current_claims()`, a refused one is answered by a prebuilt handler that aborts with
+the gRPC status of the error and, in trailing metadata, `oauth-error`, `oauth-error-description`
+and an RFC 6750 §3 `www-authenticate` challenge. The request of a refused call is never
+deserialized.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from google.protobuf.descriptor_pool import DescriptorPool
+
+from ._cache import VerificationCache
+from ._clock import Clock, SystemClock
+from ._context import CURRENT_CLAIMS
+from ._credentials import ServiceCredentials
+from ._errors import InsufficientScope, InvalidToken, UnknownSigningKey
+from ._feed import AsyncAuthorityFeed, ThreadedAuthorityFeed
+from ._jwks import KeyCache
+from ._policy import Deny, Verdict, WhenStale
+from ._revocations import RevocationSet
+from ._scopes import MethodScopes
+from ._verification import Claims
+from ._verifier import LocalVerifier
+
+__all__ = ["AsyncAuthInterceptor", "AuthInterceptor", "rejection_metadata"]
+
+_Metadata = tuple[tuple[str, str], ...]
+# grpc-stubs makes these generic; grpcio's classes are not subscriptable.
+if TYPE_CHECKING:
+    _Handler = grpc.RpcMethodHandler[Any, Any]
+    _ServerInterceptor = grpc.ServerInterceptor[Any, Any]
+    _AsyncServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    _Handler = grpc.RpcMethodHandler
+    _ServerInterceptor = grpc.ServerInterceptor
+    _AsyncServerInterceptor = grpc.aio.ServerInterceptor
+
+
+def rejection_metadata(verdict: Deny, realm: str) -> _Metadata:
+    """The trailing metadata of a refused call: the OAuth error, its description, and for
+    token errors the `www-authenticate` challenge of RFC 6750 §3 (no error attributes when no
+    token was sent at all, §3.1)."""
+    error = verdict.error
+    metadata: list[tuple[str, str]] = [
+        ("oauth-error", error.error),
+        ("oauth-error-description", error.description),
+    ]
+    if isinstance(error, InvalidToken | InsufficientScope):
+        challenge = f'Bearer realm="{realm}"'
+        if verdict.token_presented:
+            challenge += f', error="{error.error}", error_description="{error.description}"'
+        if isinstance(error, InsufficientScope) and verdict.required_scopes:
+            challenge += f', scope="{" ".join(sorted(verdict.required_scopes))}"'
+        metadata.append(("www-authenticate", challenge))
+    return tuple(metadata)
+
+
+def _local_verifier(
+    *,
+    issuer: str,
+    audience: str,
+    required_scopes: Mapping[str, Iterable[str]] | None,
+    public_methods: Iterable[str],
+    read_proto_options: bool,
+    descriptor_pool: DescriptorPool | None,
+    staleness_bound: float,
+    when_stale: WhenStale,
+    leeway: float,
+    min_key_refresh_interval: float,
+    cache_size: int,
+    clock: Clock | None,
+) -> LocalVerifier:
+    """The verifier both interceptors are built around, from their shared arguments."""
+    clock = clock or SystemClock()
+    return LocalVerifier(
+        issuer=issuer,
+        audience=audience,
+        scopes=MethodScopes(
+            required_scopes,
+            public=public_methods,
+            read_proto_options=read_proto_options,
+            pool=descriptor_pool,
+        ),
+        keys=KeyCache(clock, min_refresh_interval=min_key_refresh_interval),
+        revocations=RevocationSet(clock, leeway=leeway),
+        cache=VerificationCache(cache_size),
+        clock=clock,
+        leeway=leeway,
+        staleness_bound=staleness_bound,
+        when_stale=when_stale,
+    )
+
+
+class AsyncAuthInterceptor(_AsyncServerInterceptor):
+    """Protects a `grpc.aio` server: local token verification, per-method scopes, revocations
+    pushed by authsvc.
+
+        auth = AsyncAuthInterceptor(
+            "127.0.0.1:50051", issuer=ISSUER, audience="notes", credentials=creds,
+            required_scopes={"/notes.v1.Notes/Read": ["notes:read"]},
+        )
+        server = grpc.aio.server(interceptors=[auth])
+        async with auth:
+            ...
+
+    `authority` is authsvc's address (plaintext) or a `grpc.aio.Channel` to it. `credentials`
+    authenticate the revocation stream (authsvc requires an authenticated caller for it).
+    `required_scopes` maps `/package.Service/Method` (or `/package.Service/*`) to scopes; the
+    `authsvc.v1.required_scopes` option in the service's proto adds to it. `public_methods` need
+    no token, on top of health and reflection. When the revocation stream has been silent longer
+    than `staleness_bound` seconds, `when_stale` decides (see `WhenStale`; default REJECT).
+    """
+
+    def __init__(
+        self,
+        authority: str | grpc.aio.Channel,
+        *,
+        issuer: str,
+        audience: str,
+        credentials: ServiceCredentials | None = None,
+        required_scopes: Mapping[str, Iterable[str]] | None = None,
+        public_methods: Iterable[str] = (),
+        read_proto_options: bool = True,
+        descriptor_pool: DescriptorPool | None = None,
+        staleness_bound: float = 60.0,
+        when_stale: WhenStale = WhenStale.REJECT,
+        leeway: float = 30.0,
+        min_key_refresh_interval: float = 10.0,
+        cache_size: int = 10_000,
+        clock: Clock | None = None,
+    ) -> None:
+        self.verifier = _local_verifier(
+            issuer=issuer,
+            audience=audience,
+            required_scopes=required_scopes,
+            public_methods=public_methods,
+            read_proto_options=read_proto_options,
+            descriptor_pool=descriptor_pool,
+            staleness_bound=staleness_bound,
+            when_stale=when_stale,
+            leeway=leeway,
+            min_key_refresh_interval=min_key_refresh_interval,
+            cache_size=cache_size,
+            clock=clock,
+        )
+        self._authority = authority
+        self._credentials = credentials
+        self._channel: grpc.aio.Channel | None = None
+        self._feed: AsyncAuthorityFeed | None = None
+        self._start_lock = asyncio.Lock()
+
+    async def start(self, ready_timeout: float = 5.0) -> None:
+        """Load the keys and open the revocation stream (waits at most `ready_timeout`)."""
+        async with self._start_lock:
+            if self._feed is not None:
+                return
+            if isinstance(self._authority, str):
+                self._channel = grpc.aio.insecure_channel(self._authority)
+                channel = self._channel
+            else:
+                channel = self._authority
+            self._feed = AsyncAuthorityFeed(channel, self.verifier, credentials=self._credentials)
+            await self._feed.start(ready_timeout)
+
+    async def close(self) -> None:
+        """Stop the background work and close the channel this interceptor opened."""
+        if self._feed is not None:
+            await self._feed.close()
+            self._feed = None
+        if self._channel is not None:
+            await self._channel.close(None)
+            self._channel = None
+
+    async def __aenter__(self) -> AsyncAuthInterceptor:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> _Handler:
+        handler = await continuation(handler_call_details)
+        if handler is None:  # no such method: gRPC answers UNIMPLEMENTED
+            return handler
+        if self._feed is None:
+            await self.start()
+        assert self._feed is not None
+        method = handler_call_details.method
+        metadata = handler_call_details.invocation_metadata or ()
+        verdict = self.verifier.check(method, metadata)
+        if _unknown_key(verdict) and await self._feed.refresh_for_unknown_kid():
+            verdict = self.verifier.check(method, metadata)
+        if isinstance(verdict, Deny):
+            return _async_rejection(handler, verdict, self.verifier.audience)
+        return _async_with_claims(handler, verdict.claims)
+
+
+class AuthInterceptor(_ServerInterceptor):
+    """Protects a sync `grpc.server`; the twin of `AsyncAuthInterceptor`, with the same
+    arguments, running its background work on two daemon threads.
+
+        auth = AuthInterceptor("authsvc:50051", issuer=ISSUER, audience="notes", credentials=creds)
+        server = grpc.server(ThreadPoolExecutor(), interceptors=[auth])
+        with auth:
+            ...
+    """
+
+    def __init__(
+        self,
+        authority: str | grpc.Channel,
+        *,
+        issuer: str,
+        audience: str,
+        credentials: ServiceCredentials | None = None,
+        required_scopes: Mapping[str, Iterable[str]] | None = None,
+        public_methods: Iterable[str] = (),
+        read_proto_options: bool = True,
+        descriptor_pool: DescriptorPool | None = None,
+        staleness_bound: float = 60.0,
+        when_stale: WhenStale = WhenStale.REJECT,
+        leeway: float = 30.0,
+        min_key_refresh_interval: float = 10.0,
+        cache_size: int = 10_000,
+        clock: Clock | None = None,
+    ) -> None:
+        self.verifier = _local_verifier(
+            issuer=issuer,
+            audience=audience,
+            required_scopes=required_scopes,
+            public_methods=public_methods,
+            read_proto_options=read_proto_options,
+            descriptor_pool=descriptor_pool,
+            staleness_bound=staleness_bound,
+            when_stale=when_stale,
+            leeway=leeway,
+            min_key_refresh_interval=min_key_refresh_interval,
+            cache_size=cache_size,
+            clock=clock,
+        )
+        if isinstance(authority, str):
+            self._channel: grpc.Channel | None = grpc.insecure_channel(authority)
+            channel = self._channel
+        else:
+            self._channel = None
+            channel = authority
+        self._feed = ThreadedAuthorityFeed(channel, self.verifier, credentials=credentials)
+        self._start_lock = threading.Lock()
+        self._started = False
+
+    def start(self, ready_timeout: float = 5.0) -> None:
+        """Load the keys and open the revocation stream (waits at most `ready_timeout`)."""
+        with self._start_lock:
+            if self._started:
+                return
+            self._started = True
+            self._feed.start(ready_timeout)
+
+    def close(self) -> None:
+        """Stop the background threads and close the channel this interceptor opened."""
+        self._feed.close()
+        if self._channel is not None:
+            self._channel.close()
+
+    def __enter__(self) -> AuthInterceptor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], _Handler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> _Handler | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        if not self._started:
+            self.start()
+        method = handler_call_details.method
+        metadata = handler_call_details.invocation_metadata or ()
+        verdict = self.verifier.check(method, metadata)
+        if _unknown_key(verdict) and self._feed.refresh_for_unknown_kid():
+            verdict = self.verifier.check(method, metadata)
+        if isinstance(verdict, Deny):
+            return _sync_rejection(handler, verdict, self.verifier.audience)
+        return _sync_with_claims(handler, verdict.claims)
+
+
+def _unknown_key(verdict: Verdict) -> bool:
+    return isinstance(verdict, Deny) and isinstance(verdict.error, UnknownSigningKey)
+
+
+def _kind(handler: _Handler) -> str:
+    if handler.request_streaming:
+        return "stream_stream" if handler.response_streaming else "stream_unary"
+    return "unary_stream" if handler.response_streaming else "unary_unary"
+
+
+_FACTORIES: dict[str, Callable[..., _Handler]] = {
+    "unary_unary": grpc.unary_unary_rpc_method_handler,
+    "unary_stream": grpc.unary_stream_rpc_method_handler,
+    "stream_unary": grpc.stream_unary_rpc_method_handler,
+    "stream_stream": grpc.stream_stream_rpc_method_handler,
+}
+
+
+def _async_rejection(handler: _Handler, verdict: Deny, realm: str) -> _Handler:
+    status, description = verdict.error.status, verdict.error.description
+    trailers = rejection_metadata(verdict, realm)
+
+    async def abort(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        await context.abort(status, description, trailing_metadata=trailers)
+
+    # No request deserializer: a refused caller's bytes are never parsed.
+    return _FACTORIES[_kind(handler)](abort)
+
+
+def _sync_rejection(handler: _Handler, verdict: Deny, realm: str) -> _Handler:
+    status, description = verdict.error.status, verdict.error.description
+    trailers = rejection_metadata(verdict, realm)
+
+    def abort(request: Any, context: grpc.ServicerContext) -> None:
+        context.set_trailing_metadata(trailers)
+        context.abort(status, description)
+
+    return _FACTORIES[_kind(handler)](abort)
+
+
+def _async_with_claims(handler: _Handler, claims: Claims | None) -> _Handler:
+    kind = _kind(handler)
+    behavior = getattr(handler, kind)
+
+    if inspect.isasyncgenfunction(behavior):
+
+        async def streaming(request: Any, context: Any) -> AsyncIterator[Any]:
+            token = CURRENT_CLAIMS.set(claims)
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            finally:
+                CURRENT_CLAIMS.reset(token)
+
+        wrapped: Callable[..., Any] = streaming
+    else:
+
+        async def single(request: Any, context: Any) -> Any:
+            token = CURRENT_CLAIMS.set(claims)
+            try:
+                result = behavior(request, context)
+                return await result if inspect.isawaitable(result) else result
+            finally:
+                CURRENT_CLAIMS.reset(token)
+
+        wrapped = single
+    return _FACTORIES[kind](
+        wrapped,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def _sync_with_claims(handler: _Handler, claims: Claims | None) -> _Handler:
+    kind = _kind(handler)
+    behavior = getattr(handler, kind)
+
+    if handler.response_streaming:
+
+        def streaming(request: Any, context: Any) -> Iterator[Any]:
+            # A generator runs in whichever context iterates it; set the claims around it and
+            # clear them (not reset: the closing thread may differ) when it ends.
+            CURRENT_CLAIMS.set(claims)
+            try:
+                yield from behavior(request, context)
+            finally:
+                CURRENT_CLAIMS.set(None)
+
+        wrapped: Callable[..., Any] = streaming
+    else:
+
+        def single(request: Any, context: Any) -> Any:
+            token = CURRENT_CLAIMS.set(claims)
+            try:
+                return behavior(request, context)
+            finally:
+                CURRENT_CLAIMS.reset(token)
+
+        wrapped = single
+    return _FACTORIES[kind](
+        wrapped,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )

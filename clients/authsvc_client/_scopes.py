@@ -1,0 +1,106 @@
+"""Which scopes each gRPC method needs, and which methods are public.
+
+Scopes come from a mapping given in code and from the `authsvc.v1.required_scopes` method option
+in the service's own proto, read from the registered descriptors. When both name scopes for a
+method, the token needs all of them. A method with neither needs a valid token and no scope, as
+authsvc's own API does.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+
+from google.protobuf import descriptor_pool
+
+from .v1 import authsvc_pb2
+
+__all__ = ["DEFAULT_PUBLIC_SERVICES", "MethodScopes"]
+
+#: Services reachable without a token: health checks (grpc.health.v1) and server reflection.
+DEFAULT_PUBLIC_SERVICES = (
+    "/grpc.health.v1.Health/*",
+    "/grpc.reflection.v1.ServerReflection/*",
+    "/grpc.reflection.v1alpha.ServerReflection/*",
+)
+
+
+class MethodScopes:
+    """The access rule of every method, by its gRPC path (`/package.Service/Method`).
+
+    `required` maps a method path, or a whole service as `/package.Service/*`, to the scopes its
+    callers' tokens must all carry. `public` lists methods or services that need no token at all,
+    on top of `DEFAULT_PUBLIC_SERVICES`. With `read_proto_options` the `authsvc.v1.required_scopes`
+    option of each method in `pool` (the default descriptor pool, where generated code registers
+    itself) adds to the mapping.
+    """
+
+    def __init__(
+        self,
+        required: Mapping[str, Iterable[str]] | None = None,
+        *,
+        public: Iterable[str] = (),
+        read_proto_options: bool = True,
+        pool: descriptor_pool.DescriptorPool | None = None,
+    ) -> None:
+        self._required = {_checked_path(path): frozenset(s) for path, s in (required or {}).items()}
+        self._public = frozenset(
+            _checked_path(path) for path in (*DEFAULT_PUBLIC_SERVICES, *public)
+        )
+        clash = sorted(p for p in self._required if p in self._public and self._required[p])
+        if clash:
+            raise ValueError(f"methods both public and scoped: {', '.join(clash)}")
+        self._pool = (pool or descriptor_pool.Default()) if read_proto_options else None
+        self._from_options: dict[str, frozenset[str]] = {}
+        self._lock = threading.Lock()
+
+    def is_public(self, method: str) -> bool:
+        """Whether `method` may be called without a token."""
+        return method in self._public or _service_wildcard(method) in self._public
+
+    def required_for(self, method: str) -> frozenset[str]:
+        """Every scope a caller of `method` must hold."""
+        scopes = self._required.get(method, frozenset())
+        wildcard = self._required.get(_service_wildcard(method))
+        if wildcard:
+            scopes = scopes | wildcard
+        return scopes | self._option_scopes(method)
+
+    def _option_scopes(self, method: str) -> frozenset[str]:
+        if self._pool is None:
+            return frozenset()
+        cached = self._from_options.get(method)
+        if cached is not None:
+            return cached
+        scopes = _read_option(self._pool, method)
+        if scopes is None:
+            # Unknown to the pool: not cached, so made-up method names cannot grow the table.
+            return frozenset()
+        with self._lock:
+            self._from_options[method] = scopes
+        return scopes
+
+
+def _read_option(pool: descriptor_pool.DescriptorPool, method: str) -> frozenset[str] | None:
+    service, _, name = method.lstrip("/").partition("/")
+    if not service or not name:
+        return None
+    try:
+        descriptor = pool.FindMethodByName(f"{service}.{name}")
+    except KeyError:
+        return None
+    options = descriptor.GetOptions()
+    # The generated .pyi types the extension as a plain FieldDescriptor.
+    return frozenset(options.Extensions[authsvc_pb2.required_scopes])  # type: ignore[index]
+
+
+def _checked_path(path: str) -> str:
+    service, slash, name = path.removeprefix("/").partition("/")
+    if not path.startswith("/") or not slash or not service or not name or "/" in name:
+        raise ValueError(f"{path!r} is not a gRPC method path like '/package.Service/Method'")
+    return path
+
+
+def _service_wildcard(method: str) -> str:
+    service, _, _ = method.lstrip("/").partition("/")
+    return f"/{service}/*"

@@ -1,0 +1,377 @@
+"""The interceptors on a real gRPC server (the notes example), fed by an in-test authority."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+import notes_pb2
+import notes_pb2_grpc
+import pytest
+from authsvc_client import AuthInterceptor, WhenStale, current_claims
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from protected_service import serve
+
+from .conftest import ISSUER, NOW, FakeAuthority, ManualClock, Signer, timestamp, wait_for
+
+
+class Notes:
+    """A client of the notes service that reports status codes instead of raising."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.stub = notes_pb2_grpc.NotesStub(channel)
+
+    async def call(self, method: str, token: str | None, request: Any = None) -> Any:
+        metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        rpc = getattr(self.stub, method)
+        request = request or getattr(notes_pb2, f"{method}Request")()
+        try:
+            return await rpc(request, metadata=metadata, timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            return exc
+
+    async def status(self, method: str, token: str | None, request: Any = None) -> grpc.StatusCode:
+        outcome = await self.call(method, token, request)
+        return outcome.code() if isinstance(outcome, grpc.aio.AioRpcError) else grpc.StatusCode.OK
+
+
+@pytest.fixture
+async def service(
+    fake_authority: tuple[FakeAuthority, str], clock: ManualClock, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[Notes, Any]]:
+    options = getattr(request, "param", {})
+    _, address = fake_authority
+    server, port, auth = await serve(address, ISSUER, None, clock=clock, **options)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield Notes(channel), auth
+    finally:
+        await channel.close()
+        await server.stop(None)
+        await auth.close()
+
+
+def trailers(error: grpc.aio.AioRpcError) -> dict[str, str]:
+    return dict(error.trailing_metadata() or ())
+
+
+async def test_a_valid_token_reaches_the_handler_with_its_claims(
+    service: tuple[Notes, Any], signer: Signer
+) -> None:
+    notes, _ = service
+    answer = await notes.call("WhoAmI", signer.mint(sub="bob", client_id="cli"))
+    assert (answer.subject, answer.client_id) == ("bob", "cli")
+    assert list(answer.scope) == ["notes:read", "notes:write"]
+
+
+async def test_claims_reach_a_streaming_handler(service: tuple[Notes, Any], signer: Signer) -> None:
+    notes, _ = service
+    token = signer.mint(sub="carol")
+    await notes.call("WriteNote", token, notes_pb2.WriteNoteRequest(id="n1", text="hi"))
+    listed = [
+        n
+        async for n in notes.stub.ListNotes(
+            notes_pb2.ListNotesRequest(), metadata=(("authorization", f"Bearer {token}"),)
+        )
+    ]
+    assert [(n.id, n.owner) for n in listed] == [("n1", "carol")]
+
+
+async def test_a_missing_token_is_unauthenticated_with_a_bare_challenge(
+    service: tuple[Notes, Any],
+) -> None:
+    notes, _ = service
+    error = await notes.call("WhoAmI", None)
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert trailers(error) == {
+        "oauth-error": "invalid_token",
+        "oauth-error-description": "missing bearer token",
+        "www-authenticate": 'Bearer realm="notes"',
+    }
+
+
+@pytest.mark.parametrize(
+    ("make_token", "description"),
+    [
+        pytest.param(lambda s: s.mint(exp=NOW - 60), "token expired", id="expired"),
+        pytest.param(lambda s: Signer().mint(), "unknown signing key", id="foreign-issuer-key"),
+        pytest.param(
+            lambda s: Signer().mint(header={"kid": s.kid}),
+            "invalid signature",
+            id="foreign-same-kid",
+        ),
+        pytest.param(
+            lambda s: s.mint()[:-6] + ("AAAAAA" if not s.mint().endswith("AAAAAA") else "BBBBBB"),
+            "invalid signature",
+            id="tampered-signature",
+        ),
+        pytest.param(lambda s: s.mint(iss="https://evil.test"), None, id="other-issuer"),
+        pytest.param(lambda s: s.mint(aud=["orders"]), None, id="other-audience"),
+        pytest.param(lambda s: "not-a-jwt", "malformed token", id="garbage"),
+    ],
+)
+async def test_invalid_tokens_are_unauthenticated(
+    service: tuple[Notes, Any], signer: Signer, make_token: Any, description: str | None
+) -> None:
+    notes, _ = service
+    error = await notes.call("WhoAmI", make_token(signer))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    metadata = trailers(error)
+    assert metadata["oauth-error"] == "invalid_token"
+    assert metadata["www-authenticate"].startswith('Bearer realm="notes", error="invalid_token"')
+    if description:
+        assert metadata["oauth-error-description"] == description
+
+
+async def test_a_malformed_authorization_header_is_unauthenticated(
+    service: tuple[Notes, Any], signer: Signer
+) -> None:
+    notes, _ = service
+    metadata = (("authorization", f"Basic {signer.mint()}"),)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await notes.stub.WhoAmI(notes_pb2.WhoAmIRequest(), metadata=metadata)
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize(
+    ("method", "request_message", "needs"),
+    [
+        pytest.param(
+            "WriteNote", notes_pb2.WriteNoteRequest(id="x"), "notes:write", id="proto-option"
+        ),
+        pytest.param(
+            "DeleteNote", notes_pb2.DeleteNoteRequest(id="x"), "notes:write", id="mapping"
+        ),
+    ],
+)
+async def test_a_missing_scope_is_permission_denied(
+    service: tuple[Notes, Any], signer: Signer, method: str, request_message: Any, needs: str
+) -> None:
+    notes, _ = service
+    error = await notes.call(method, signer.mint(scope="notes:read"), request_message)
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    metadata = trailers(error)
+    assert metadata["oauth-error"] == "insufficient_scope"
+    assert metadata["www-authenticate"].endswith(f'scope="{needs}"')
+    assert (
+        await notes.status(method, signer.mint(scope=needs), request_message) == grpc.StatusCode.OK
+    )
+
+
+async def test_a_method_without_scopes_needs_only_a_valid_token(
+    service: tuple[Notes, Any], signer: Signer
+) -> None:
+    notes, _ = service
+    assert await notes.status("WhoAmI", signer.mint(scope="")) == grpc.StatusCode.OK
+
+
+async def test_a_public_method_needs_no_token(service: tuple[Notes, Any]) -> None:
+    notes, _ = service
+    answer = await notes.call("Ping", None)
+    assert answer.status == "ok"
+
+
+async def test_a_flood_of_unknown_kids_costs_one_key_fetch_per_interval(
+    service: tuple[Notes, Any], fake_authority: tuple[FakeAuthority, str], clock: ManualClock
+) -> None:
+    notes, _ = service
+    authority, _ = fake_authority
+    before = authority.publish_calls
+    forgers = [Signer() for _ in range(20)]
+    statuses = await asyncio.gather(*(notes.status("WhoAmI", f.mint()) for f in forgers))
+    assert set(statuses) == {grpc.StatusCode.UNAUTHENTICATED}
+    assert authority.publish_calls - before <= 1
+    clock.advance(11)  # past the minimum interval: one more fetch is allowed
+    await notes.status("WhoAmI", forgers[0].mint())
+    assert authority.publish_calls - before <= 2
+
+
+async def test_an_unknown_kid_that_authsvc_now_publishes_is_fetched_and_accepted(
+    service: tuple[Notes, Any], fake_authority: tuple[FakeAuthority, str], clock: ManualClock
+) -> None:
+    notes, _ = service
+    authority, _ = fake_authority
+    newcomer = Signer()
+    authority.signers.append(newcomer)  # published without telling the stream
+    clock.advance(11)
+    assert await notes.status("WhoAmI", newcomer.mint()) == grpc.StatusCode.OK
+
+
+async def test_a_key_change_event_refreshes_the_keys(
+    service: tuple[Notes, Any], fake_authority: tuple[FakeAuthority, str]
+) -> None:
+    notes, auth = service
+    authority, _ = fake_authority
+    successor = Signer()
+    authority.signers.append(successor)
+    await authority.publish(
+        expires_at=timestamp(NOW + 600), key_changed={"kid": successor.kid, "state": "pending"}
+    )
+    await wait_for(lambda: successor.kid in auth.verifier.keys.keys)
+    assert await notes.status("WhoAmI", successor.mint()) == grpc.StatusCode.OK
+
+
+async def test_a_purged_key_stops_verifying_at_once_even_from_the_cache(
+    service: tuple[Notes, Any], fake_authority: tuple[FakeAuthority, str], signer: Signer
+) -> None:
+    notes, auth = service
+    authority, _ = fake_authority
+    token = signer.mint()
+    assert await notes.status("WhoAmI", token) == grpc.StatusCode.OK
+    authority.signers.clear()
+    await authority.publish(
+        expires_at=timestamp(NOW + 600), key_changed={"kid": signer.kid, "state": "purged"}
+    )
+    await wait_for(lambda: signer.kid not in auth.verifier.keys.keys)
+    assert await notes.status("WhoAmI", token) == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize(
+    ("event", "token_claims"),
+    [
+        pytest.param({"family_revoked": "family-1"}, {"sid": "family-1"}, id="family"),
+        pytest.param({"jti_revoked": "jti-1"}, {"jti": "jti-1"}, id="jti"),
+        pytest.param(
+            {"subject_revoked": {"subject": "alice", "not_before": NOW + 1}}, {}, id="subject"
+        ),
+        pytest.param(
+            {"client_revoked": {"client_id": "web", "not_before": NOW + 1}}, {}, id="client"
+        ),
+    ],
+)
+async def test_a_revocation_event_rejects_a_cached_token(
+    service: tuple[Notes, Any],
+    fake_authority: tuple[FakeAuthority, str],
+    signer: Signer,
+    event: dict[str, Any],
+    token_claims: dict[str, Any],
+) -> None:
+    notes, _ = service
+    authority, _ = fake_authority
+    token = signer.mint(**token_claims)
+    bystander = signer.mint(sub="bob", client_id="cli", sid="family-2")
+    assert await notes.status("WhoAmI", token) == grpc.StatusCode.OK  # now cached
+    await authority.publish(expires_at=timestamp(NOW + 600), **event)
+
+    async def rejected() -> bool:
+        return await notes.status("WhoAmI", token) == grpc.StatusCode.UNAUTHENTICATED
+
+    for _ in range(500):
+        if await rejected():
+            break
+    else:
+        raise AssertionError("revocation never reached the interceptor")
+    error = await notes.call("WhoAmI", token)
+    assert trailers(error)["oauth-error"] == "invalid_token"
+    assert await notes.status("WhoAmI", bystander) == grpc.StatusCode.OK
+
+
+async def test_the_stream_reconnects_and_resumes_from_its_cursor(
+    service: tuple[Notes, Any], fake_authority: tuple[FakeAuthority, str], signer: Signer
+) -> None:
+    notes, auth = service
+    authority, _ = fake_authority
+    await authority.publish(expires_at=timestamp(NOW + 600), jti_revoked="first")
+    await authority.publish(expires_at=timestamp(NOW + 600), jti_revoked="second")
+    await wait_for(lambda: auth.verifier.revocations.cursor == 2)
+    await authority.end_streams()
+    await wait_for(lambda: len(authority.requested_cursors) == 2)
+    assert authority.requested_cursors == [0, 2]
+    await authority.publish(expires_at=timestamp(NOW + 600), family_revoked="family-1")
+    await wait_for(lambda: auth.verifier.revocations.cursor == 3)
+    assert await notes.status("WhoAmI", signer.mint()) == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_keys_are_refreshed_when_the_servers_max_age_has_passed(
+    service: tuple[Notes, Any], fake_authority: tuple[FakeAuthority, str], clock: ManualClock
+) -> None:
+    authority, _ = fake_authority
+    before = authority.publish_calls
+    clock.advance(authority.max_age)
+    await wait_for(lambda: authority.publish_calls > before)  # the schedule looks once a second
+
+
+async def test_a_stale_stream_rejects_by_default(
+    service: tuple[Notes, Any],
+    fake_authority: tuple[FakeAuthority, str],
+    signer: Signer,
+    clock: ManualClock,
+) -> None:
+    notes, _ = service
+    token = signer.mint(exp=NOW + 3600)
+    assert await notes.status("WhoAmI", token) == grpc.StatusCode.OK
+    clock.advance(61)  # nothing heard for longer than the 60 s bound
+    error = await notes.call("WhoAmI", token)
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert trailers(error)["oauth-error"] == "temporarily_unavailable"
+
+
+@pytest.mark.parametrize(
+    "service", [{"when_stale": WhenStale.ACCEPT, "staleness_bound": 5}], indirect=True
+)
+async def test_a_stale_stream_keeps_accepting_when_so_configured(
+    service: tuple[Notes, Any], signer: Signer, clock: ManualClock
+) -> None:
+    notes, _ = service
+    token = signer.mint(exp=NOW + 3600)
+    clock.advance(6)
+    assert await notes.status("WhoAmI", token) == grpc.StatusCode.OK
+
+
+class SyncNotes(notes_pb2_grpc.NotesServicer):
+    def WhoAmI(self, request: Any, context: Any) -> Any:
+        claims = current_claims()
+        return notes_pb2.WhoAmIResponse(subject=claims.sub, scope=sorted(claims.scope))
+
+    def ListNotes(self, request: Any, context: Any) -> Iterator[Any]:
+        for i in range(3):
+            yield notes_pb2.Note(id=str(i), owner=current_claims().sub)
+
+
+async def test_the_sync_interceptor_protects_a_sync_server(
+    fake_authority: tuple[FakeAuthority, str], signer: Signer, clock: ManualClock
+) -> None:
+    _, address = fake_authority
+    auth = AuthInterceptor(address, issuer=ISSUER, audience="notes", clock=clock)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=[auth])
+    notes_pb2_grpc.add_NotesServicer_to_server(SyncNotes(), server)
+    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await asyncio.to_thread(auth.start)
+    server.start()
+
+    def calls() -> dict[str, Any]:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = notes_pb2_grpc.NotesStub(channel)
+            good = (("authorization", f"Bearer {signer.mint(scope='notes:read')}"),)
+            outcome: dict[str, Any] = {"who": stub.WhoAmI(notes_pb2.WhoAmIRequest(), metadata=good)}
+            outcome["listed"] = list(stub.ListNotes(notes_pb2.ListNotesRequest(), metadata=good))
+            check = health_pb2_grpc.HealthStub(channel).Check
+            outcome["health"] = check(health_pb2.HealthCheckRequest())
+            for name, token in (("missing", None), ("foreign", Signer().mint())):
+                metadata = (("authorization", f"Bearer {token}"),) if token else ()
+                try:
+                    stub.WhoAmI(notes_pb2.WhoAmIRequest(), metadata=metadata)
+                except grpc.RpcError as exc:
+                    outcome[name] = (exc.code(), dict(exc.trailing_metadata()))
+            try:
+                no_read = (("authorization", f"Bearer {signer.mint(scope='')}"),)
+                list(stub.ListNotes(notes_pb2.ListNotesRequest(), metadata=no_read))
+            except grpc.RpcError as exc:
+                outcome["scope"] = exc.code()
+            return outcome
+
+    try:
+        outcome = await asyncio.to_thread(calls)
+    finally:
+        server.stop(None)
+        await asyncio.to_thread(auth.close)
+    assert outcome["who"].subject == "alice"
+    assert [n.owner for n in outcome["listed"]] == ["alice"] * 3
+    assert outcome["health"].status == health_pb2.HealthCheckResponse.SERVING
+    assert outcome["missing"][0] == grpc.StatusCode.UNAUTHENTICATED
+    assert outcome["foreign"][1]["oauth-error"] == "invalid_token"
+    assert outcome["scope"] == grpc.StatusCode.PERMISSION_DENIED

@@ -1,0 +1,82 @@
+"""MethodScopes: scopes from a mapping and from the authsvc.v1.required_scopes proto option."""
+
+from __future__ import annotations
+
+import notes_pb2  # noqa: F401 - registers notes.v1 (and its options) in the default pool
+import pytest
+from authsvc_client import DEFAULT_PUBLIC_SERVICES, MethodScopes
+
+READ = "/notes.v1.Notes/ReadNote"
+DELETE = "/notes.v1.Notes/DeleteNote"
+
+
+def test_the_proto_option_is_read_from_the_registered_descriptors() -> None:
+    scopes = MethodScopes()
+    assert scopes.required_for(READ) == {"notes:read"}
+    assert scopes.required_for("/notes.v1.Notes/WriteNote") == {"notes:write"}
+    assert scopes.required_for(DELETE) == set()
+
+
+def test_authsvcs_own_api_declares_its_scopes_the_same_way() -> None:
+    scopes = MethodScopes()
+    assert scopes.required_for("/authsvc.v1.TokenService/RevokeFamily") == {"authsvc:revoke"}
+
+
+def test_the_mapping_adds_to_the_option() -> None:
+    scopes = MethodScopes({READ: ["notes:audit"], DELETE: ["notes:write"]})
+    assert scopes.required_for(READ) == {"notes:read", "notes:audit"}
+    assert scopes.required_for(DELETE) == {"notes:write"}
+
+
+def test_a_service_wildcard_applies_to_every_method() -> None:
+    scopes = MethodScopes({"/notes.v1.Notes/*": ["notes:any"]}, read_proto_options=False)
+    assert scopes.required_for(READ) == {"notes:any"}
+    assert scopes.required_for("/other.v1.Other/Call") == set()
+
+
+def test_options_can_be_ignored() -> None:
+    assert MethodScopes(read_proto_options=False).required_for(READ) == set()
+
+
+def test_health_and_reflection_are_public_by_default() -> None:
+    scopes = MethodScopes()
+    assert len(DEFAULT_PUBLIC_SERVICES) == 3
+    assert scopes.is_public("/grpc.health.v1.Health/Check")
+    assert scopes.is_public("/grpc.health.v1.Health/Watch")
+    assert scopes.is_public("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+    assert not scopes.is_public(READ)
+
+
+def test_listed_methods_and_services_are_public() -> None:
+    scopes = MethodScopes(public=["/notes.v1.Notes/Ping", "/status.v1.Status/*"])
+    assert scopes.is_public("/notes.v1.Notes/Ping")
+    assert scopes.is_public("/status.v1.Status/Get")
+    assert not scopes.is_public("/notes.v1.Notes/WhoAmI")
+
+
+def test_made_up_method_names_are_not_remembered() -> None:
+    scopes = MethodScopes()
+    for i in range(100):
+        assert scopes.required_for(f"/attacker.v1.X/M{i}") == set()
+    assert scopes.required_for(READ) == {"notes:read"}
+    assert list(scopes._from_options) == [READ]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "notes.v1.Notes/ReadNote",
+        "/notes.v1.Notes",
+        "/notes.v1.Notes/",
+        "//ReadNote",
+        "/notes.v1.Notes/Read/Note",
+    ],
+)
+def test_a_path_that_is_not_a_grpc_method_is_refused(path: str) -> None:
+    with pytest.raises(ValueError, match="gRPC method path"):
+        MethodScopes({path: ["x"]})
+
+
+def test_a_method_cannot_be_both_public_and_scoped() -> None:
+    with pytest.raises(ValueError, match="both public and scoped"):
+        MethodScopes({"/notes.v1.Notes/Ping": ["x"]}, public=["/notes.v1.Notes/Ping"])
