@@ -77,8 +77,11 @@ class RevocationFeed:
 
     async def _tail(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
+            # arrives in the loop iteration where the wake-up completes, and stop() never returns.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+                async with asyncio.timeout(self._poll_interval):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.catch_up()
@@ -134,7 +137,8 @@ class RevocationFeed:
             yield None  # caught up: the subscriber now holds every revocation in force
             while True:
                 try:
-                    item = await asyncio.wait_for(queue.get(), heartbeat)
+                    async with asyncio.timeout(heartbeat):  # not wait_for: see _tail
+                        item = await queue.get()
                 except TimeoutError:
                     yield None
                     continue
