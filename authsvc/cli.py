@@ -267,10 +267,21 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return await serve(settings)
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """A (sub)command's parser: it takes --json too, so `authsvc clients list --json` works as
+    well as `authsvc --json clients list`. SUPPRESS keeps a --json given before the command."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_argument(
+            "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+        )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="authsvc", description=__doc__)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
 
     serve = commands.add_parser("serve", help="run the gRPC server (and the gateway in dev)")
     serve.add_argument("--dev", action="store_true", help="dev mode: generate a KEK, bootstrap")
