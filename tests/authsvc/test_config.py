@@ -151,3 +151,10 @@ def test_repr_hides_secrets() -> None:
     )
     assert "S3CRET-KEK-TEXT" not in repr(settings)
     assert "pa55word" not in repr(settings)
+
+
+def test_an_empty_metrics_address_disables_metrics() -> None:
+    # The README's promise: AUTHSVC_METRICS_ADDRESS= (empty) disables /metrics. Other empty
+    # variables still mean "unset".
+    assert Settings.from_env({"AUTHSVC_METRICS_ADDRESS": ""}).metrics_address == ""
+    assert Settings.from_env({}).metrics_address == "127.0.0.1:9464"
