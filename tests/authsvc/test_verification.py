@@ -10,13 +10,15 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+import pytest_asyncio
 from authsvc_client.v1 import authsvc_pb2 as pb
 from authsvc_client.v1 import authsvc_pb2_grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -254,22 +256,40 @@ FORGERIES = [
 ]
 
 
+@dataclass
+class Target:
+    """One authority the forgeries are tried against: Verify changes nothing, so they share it."""
+
+    running: RunningAuthority
+    tokens: authsvc_pb2_grpc.TokenServiceStub
+    admin: Metadata
+    user_token: str
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def target(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Target]:
+    async with start_authority(tmp_path_factory.mktemp("forgeries")) as running:
+        app = await running.create_client("app", grant_types=["refresh_token"], audiences=["api"])
+        pair = await running.authority.issue_token_pair(subject="alice", client_id=app.client_id)
+        async with grpc.aio.insecure_channel(running.address) as channel:
+            tokens = authsvc_pb2_grpc.TokenServiceStub(channel)
+            yield Target(running, tokens, bearer(await running.admin_token()), pair.access.token)
+
+
 @pytest.mark.parametrize(("forge", "reason"), FORGERIES)
-async def test_verify_refuses(
-    running: RunningAuthority, tokens, admin, pair: pb.TokenPair, forge: Forgery, reason: str
-) -> None:
-    signer = running.authority.ctx.key_ring.signer
-    token = forge(running, signer, payload_of(pair.access_token))
-    assert await refused(verify(tokens, admin, token)) == (*INVALID_TOKEN, reason)
+@pytest.mark.asyncio(loop_scope="module")
+async def test_verify_refuses(target: Target, forge: Forgery, reason: str) -> None:
+    signer = target.running.authority.ctx.key_ring.signer
+    token = forge(target.running, signer, payload_of(target.user_token))
+    assert await refused(verify(target.tokens, target.admin, token)) == (*INVALID_TOKEN, reason)
 
 
-async def test_crafting_with_our_own_key_works(
-    running: RunningAuthority, tokens, admin, pair: pb.TokenPair
-) -> None:
+@pytest.mark.asyncio(loop_scope="module")
+async def test_crafting_with_our_own_key_works(target: Target) -> None:
     # The forgeries above are refused for their one flaw, not because crafting is broken.
-    signer = running.authority.ctx.key_ring.signer
-    token = craft(header_for(signer), payload_of(pair.access_token), with_key(signer))
-    assert (await verify(tokens, admin, token)).sub == "alice"
+    signer = target.running.authority.ctx.key_ring.signer
+    token = craft(header_for(signer), payload_of(target.user_token), with_key(signer))
+    assert (await verify(target.tokens, target.admin, token)).sub == "alice"
 
 
 async def test_verify_refuses_a_refresh_token(tokens, admin, pair: pb.TokenPair) -> None:
