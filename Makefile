@@ -36,7 +36,7 @@ typecheck: $(STAMP)
 
 ## bench: every figure as a ratio against a baseline measured in the same run (see bench/README.md).
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info clients/*.egg-info

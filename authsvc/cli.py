@@ -8,7 +8,6 @@ so it is usable before a server runs; a running server learns of changes through
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import json
 import sys
@@ -21,10 +20,10 @@ from authsvc.client_registry import ADMIN_SCOPES, GRANT_TYPES
 from authsvc.config import ConfigError, Settings
 from authsvc.errors import AuthError
 from authsvc.keys.sealing import new_kek_text
+from authsvc.serve import gateway_config, read_dev_credentials, run_event_loop
 from authsvc.storage import migrate
 from authsvc.storage.engine import create_engine
 
-DEV_CREDENTIALS = "dev-credentials.json"
 Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
 
@@ -213,22 +212,10 @@ async def cmd_users_create(args: argparse.Namespace, settings: Settings) -> int:
 # token and demo
 
 
-def _dev_credentials(settings: Settings) -> dict[str, Any]:
-    path = settings.data_dir / DEV_CREDENTIALS
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{path} does not exist: run `make run` once (dev mode creates it), or pass "
-            "--client-id and --client-secret"
-        ) from None
-    return data
-
-
 async def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     client_id, secret = args.client_id, args.client_secret
     if not client_id:
-        demo = _dev_credentials(settings)["demo"]
+        demo = read_dev_credentials(settings)["demo"]
         client_id, secret = demo["client_id"], demo["client_secret"]
     elif secret is None:
         secret = sys.stdin.readline().strip()
@@ -253,7 +240,7 @@ async def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from authsvc.demo import run_demo
 
-    return await run_demo(settings, _dev_credentials(settings))
+    return await run_demo(settings, read_dev_credentials(settings))
 
 
 async def cmd_kek(args: argparse.Namespace, settings: Settings) -> int:
@@ -265,6 +252,14 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from authsvc.serve import serve
 
     return await serve(settings)
+
+
+async def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
+    """The OAuth 2.1 HTTP gateway, in front of an authsvc reached over gRPC."""
+    from authsvc_gateway.server import serve as serve_gateway
+
+    await serve_gateway(gateway_config(settings))
+    return 0
 
 
 class _CommandParser(argparse.ArgumentParser):
@@ -286,6 +281,9 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the gRPC server (and the gateway in dev)")
     serve.add_argument("--dev", action="store_true", help="dev mode: generate a KEK, bootstrap")
     serve.set_defaults(handler=cmd_serve)
+    commands.add_parser(
+        "gateway", help="run the OAuth 2.1 HTTP gateway in front of a running authsvc"
+    ).set_defaults(handler=cmd_gateway)
     commands.add_parser("migrate", help="bring the schema to head").set_defaults(
         handler=cmd_migrate
     )
@@ -344,11 +342,13 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        overrides: dict[str, Any] = {"dev": True} if getattr(args, "dev", False) else {}
+        overrides: dict[str, Any] = {}
+        if getattr(args, "dev", False):
+            overrides = {"dev": True, "gateway_embedded": True}
         settings = Settings.from_env(**overrides)
         log.configure(settings.log_level)
         handler: Handler = args.handler
-        return asyncio.run(handler(args, settings))
+        return run_event_loop(handler(args, settings))
     except ConfigError as exc:
         print(f"authsvc: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -32,6 +32,7 @@ class Settings:
     grpc_address: str = "127.0.0.1:50051"
     gateway_address: str = "127.0.0.1:8080"
     metrics_address: str = "127.0.0.1:9464"  # empty disables /metrics
+    gateway_embedded: bool = False  # serve the HTTP gateway in this process (on in dev)
     access_token_ttl: int = 600
     refresh_idle_ttl: int = 14 * 86400
     refresh_absolute_ttl: int = 30 * 86400
@@ -117,7 +118,7 @@ _EMPTY_MEANS_OFF = {"metrics_address"}
 _PATH_FIELDS = {"data_dir", "kek_file", "tls_cert_file", "tls_key_file", "tls_client_ca_file"}
 _INT_FIELDS = {"db_pool_size", "db_statement_timeout_ms"}
 _FLOAT_FIELDS = {"revocation_poll_interval", "heartbeat_interval", "shutdown_grace"}
-_BOOL_FIELDS = {"allow_anonymous_verify", "dev"}
+_BOOL_FIELDS = {"allow_anonymous_verify", "dev", "gateway_embedded"}
 
 
 def _parser_for(name: str, default: Any) -> Callable[[str], Any]:

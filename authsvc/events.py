@@ -51,7 +51,7 @@ class RevocationFeed:
 
     async def start(self) -> None:
         """Load every revocation still in force, then tail from there."""
-        async with self._store.transaction(readonly=True) as tx:
+        async with self._store.transaction(readonly=True, bulk=True) as tx:
             in_force = await tx.events_in_force(self._clock.now())
             self.cursor = await tx.last_event_cursor()
         for event in in_force:
@@ -126,7 +126,7 @@ class RevocationFeed:
         self._subscribers.add(queue)
         try:
             last = cursor
-            async with self._store.transaction(readonly=True) as tx:
+            async with self._store.transaction(readonly=True, bulk=True) as tx:
                 if cursor == 0:
                     backlog = await tx.events_in_force(self._clock.now())
                 else:

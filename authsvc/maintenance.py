@@ -31,7 +31,7 @@ async def run_once(ctx: AuthorityContext) -> MaintenanceReport:
     now = ctx.clock.now()
     rotation = await rotate_keys(ctx, wait=False)
     purged: dict[str, int] = {}
-    async with ctx.store.transaction() as tx:
+    async with ctx.store.transaction(bulk=True) as tx:
         if await tx.try_lock(MAINTENANCE_LOCK):
             purged = await tx.purge_expired(now, AUDIT_RETENTION)
     pruned = ctx.revocations.prune(now)

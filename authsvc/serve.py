@@ -9,18 +9,25 @@ AUTHSVC_SHUTDOWN_GRACE seconds, stop background work, close the database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
-from typing import Any
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from authsvc.authority import Authority, open_authority
 from authsvc.client_registry import ADMIN_SCOPES
-from authsvc.config import Settings
+from authsvc.config import ConfigError, Settings
 from authsvc.rpc.server import start_server, stop_server
 
+if TYPE_CHECKING:
+    from authsvc_gateway.config import GatewayConfig
+
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 DEV_CREDENTIALS = "dev-credentials.json"
 GATEWAY_SCOPES = ("authsvc:gateway", "authsvc:introspect", "authsvc:revoke")
@@ -67,11 +74,58 @@ async def bootstrap_dev(authority: Authority) -> dict[str, Any] | None:
     return credentials
 
 
-def _banner(settings: Settings, grpc_port: int, created: dict[str, Any] | None) -> str:
-    lines = [
-        "",
-        f"authsvc is serving gRPC on 127.0.0.1:{grpc_port}  (data: {settings.data_dir})",
-    ]
+def read_dev_credentials(settings: Settings) -> dict[str, Any]:
+    """The credentials the first `serve --dev` wrote, or a ConfigError saying how to get them."""
+    path = settings.data_dir / DEV_CREDENTIALS
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path} does not exist: run `make run` once (dev mode creates it), or pass "
+            "--client-id and --client-secret"
+        ) from None
+    return data
+
+
+def gateway_config(settings: Settings) -> GatewayConfig:
+    """The gateway's settings from the same AUTHSVC_* environment; in dev, its own client comes
+    from the credentials the first `serve --dev` wrote."""
+    from authsvc_gateway.config import ConfigError as GatewayConfigError
+    from authsvc_gateway.config import GatewayConfig
+
+    env = dict(os.environ)
+    if not env.get("AUTHSVC_GATEWAY_CLIENT_ID"):
+        own = read_dev_credentials(settings)["gateway"]
+        env["AUTHSVC_GATEWAY_CLIENT_ID"] = own["client_id"]
+        env["AUTHSVC_GATEWAY_CLIENT_SECRET"] = own["client_secret"]
+    env.setdefault("AUTHSVC_ISSUER", settings.issuer)
+    env.setdefault("AUTHSVC_GATEWAY_ADDRESS", settings.gateway_address)
+    env.setdefault("AUTHSVC_AUDIENCE", settings.audience)
+    try:
+        return GatewayConfig.from_env(env)
+    except GatewayConfigError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+async def _embedded_gateway(authority: Authority, config: GatewayConfig) -> None:
+    from authsvc_gateway.in_process import InProcessBackend
+    from authsvc_gateway.server import serve as serve_gateway
+
+    await serve_gateway(config, backend=InProcessBackend(authority))
+
+
+def _banner(
+    settings: Settings,
+    grpc_port: int,
+    gateway: GatewayConfig | None,
+    created: dict[str, Any] | None,
+) -> str:
+    lines = ["", f"authsvc is serving gRPC on 127.0.0.1:{grpc_port}  (data: {settings.data_dir})"]
+    if gateway is not None:
+        lines.append(
+            f"OAuth 2.1 gateway on {gateway.public_url}  (metadata: "
+            f"{gateway.public_url}/.well-known/oauth-authorization-server)"
+        )
     if created is not None:
         lines += [
             "First run: dev credentials created (shown once; also in "
@@ -85,6 +139,16 @@ def _banner(settings: Settings, grpc_port: int, created: dict[str, Any] | None) 
         "",
     ]
     return "\n".join(lines)
+
+
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run `main` on the event loop every authsvc process uses (the benchmarks too): uvloop
+    where it is installed (it is a dependency on POSIX), asyncio's own loop otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 async def serve(settings: Settings) -> int:
@@ -105,8 +169,20 @@ async def serve(settings: Settings) -> int:
             "serving",
             extra={"grpc_port": running.port, "metrics_port": metrics_port, "dev": settings.dev},
         )
-        print(_banner(settings, running.port, created), flush=True)
+        gateway = gateway_config(settings) if settings.gateway_embedded else None
+        gateway_task = (
+            asyncio.create_task(_embedded_gateway(authority, gateway), name="gateway")
+            if gateway is not None
+            else None
+        )
+        if gateway_task is not None:
+            gateway_task.add_done_callback(lambda _: stop.set())  # a dead gateway stops us
+        print(_banner(settings, running.port, gateway, created), flush=True)
         await stop.wait()
+        if gateway_task is not None:
+            gateway_task.cancel()  # uvicorn finishes requests in flight first
+            with contextlib.suppress(asyncio.CancelledError):
+                await gateway_task
         log.info("shutting down", extra={"grace_seconds": settings.shutdown_grace})
         await stop_server(running, settings.shutdown_grace)
     finally:

@@ -128,7 +128,42 @@ class CallerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-ar
         policy = self._policies.get(handler_call_details.method)
         if handler is None or policy is None:
             return handler
-        admit = self._admit
+        token = bearer_token(dict(handler_call_details.invocation_metadata or ()))
+        if token is None and self._certificate is not None:
+            # The client certificate is only in the servicer context: decide inside the handler.
+            return self._deciding_in_handler(handler, policy)
+        refusal = self._admit(policy, self._bearer_caller(policy, token))
+        if refusal is None:
+            # Most calls end here: the handler runs as registered, with no wrapper around it.
+            return handler
+        return _refusing(handler, refusal)
+
+    def _bearer_caller(self, policy: MethodPolicy, token: str | None) -> Caller | AuthError | None:
+        """The caller a bearer token proves, None without one, or the error a bad one earns."""
+        if token is None:
+            return None
+        try:
+            return self._bearer(token)
+        except AuthError as exc:
+            # An anonymous method ignores a stale credential, so a caller can always fetch a
+            # fresh token; any other method refuses it.
+            if policy.anonymous:
+                return None
+            return Unauthenticated(f"caller credential rejected: {exc.description}")
+
+    def _admit(self, policy: MethodPolicy, found: Caller | AuthError | None) -> AuthError | None:
+        """Apply `decide`; on success the caller is set for the servicer (same task)."""
+        if isinstance(found, AuthError):
+            return found
+        refusal = decide(policy, found)
+        if refusal is None:
+            current_caller.set(found)
+        return refusal
+
+    def _deciding_in_handler(
+        self, handler: grpc.RpcMethodHandler[Any, Any], policy: MethodPolicy
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        admit = self._admit_in_handler
 
         def unary(behaviour: UnaryBehaviour) -> UnaryBehaviour:
             async def admitted(request: Any, context: Context) -> Any:
@@ -148,25 +183,19 @@ class CallerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-ar
 
         return wrap_handler(handler, unary, stream)
 
-    async def _admit(self, policy: MethodPolicy, context: Context) -> bool:
-        caller: Caller | None = None
-        refusal: AuthError | None = None
-        token = bearer_token(dict(context.invocation_metadata() or ()))
+    async def _admit_in_handler(self, policy: MethodPolicy, context: Context) -> bool:
         try:
-            if token is not None:
-                caller = self._bearer(token)
-            elif self._certificate is not None:
-                caller = await self._certificate_caller(context)
+            found: Caller | AuthError | None = await self._certificate_caller(context)
         except AuthError as exc:
-            # An anonymous method ignores a stale credential, so a caller can always fetch a
-            # fresh token; any other method refuses it.
-            if not policy.anonymous:
-                refusal = Unauthenticated(f"caller credential rejected: {exc.description}")
-        refusal = refusal or decide(policy, caller)
+            found = (
+                None
+                if policy.anonymous
+                else Unauthenticated(f"caller credential rejected: {exc.description}")
+            )
+        refusal = self._admit(policy, found)
         if refusal is not None:
             await abort(context, refusal)
             return False
-        current_caller.set(caller)
         return True
 
     async def _certificate_caller(self, context: Context) -> Caller | None:
@@ -175,3 +204,24 @@ class CallerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-ar
         if not names:
             return None
         return await self._certificate(names[0].decode())
+
+
+def _refusing(
+    handler: grpc.RpcMethodHandler[Any, Any], refusal: AuthError
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """A handler of the same shape that answers `refusal` and runs nothing else."""
+
+    def unary(_behaviour: UnaryBehaviour) -> UnaryBehaviour:
+        async def refuse(_request: Any, context: Context) -> Any:
+            await abort(context, refusal)
+
+        return refuse
+
+    def stream(_behaviour: StreamBehaviour) -> StreamBehaviour:
+        async def refuse(_request: Any, context: Context) -> AsyncIterator[Any]:
+            await abort(context, refusal)
+            yield  # unreachable: abort raises; the yield makes this an async generator
+
+        return refuse
+
+    return wrap_handler(handler, unary, stream)

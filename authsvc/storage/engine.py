@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Engine, event
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from authsvc.config import Settings
 
@@ -37,17 +39,7 @@ def _sqlite_engine(url: URL, settings: Settings) -> AsyncEngine:
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(url, pool_size=settings.db_pool_size, max_overflow=0)
 
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy's "begin" event decide how each transaction starts (pysqlite's own
-        # implicit BEGIN would otherwise defer the write lock).
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.close()
+    event.listen(engine.sync_engine, "connect", _configure_sqlite)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
@@ -55,6 +47,30 @@ def _sqlite_engine(url: URL, settings: Settings) -> AsyncEngine:
         connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    # Transactions are started explicitly (BEGIN IMMEDIATE for writes): pysqlite's own implicit
+    # BEGIN would otherwise defer the write lock.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+def inline_sqlite_engine(engine: AsyncEngine) -> Engine | None:
+    """A synchronous engine on the same SQLite file, with the same pragmas, for the transactions
+    that run on the event loop (see `authsvc.storage.group_commit`); None for other databases and
+    for in-memory SQLite, which a second connection would not share."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    sync = create_sync_engine(url.set(drivername="sqlite"), poolclass=NullPool)
+    event.listen(sync, "connect", _configure_sqlite)
+    return sync
 
 
 def _postgres_engine(url: URL, settings: Settings) -> AsyncEngine:

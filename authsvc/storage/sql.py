@@ -14,13 +14,14 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import Engine, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from authsvc.errors import TemporarilyUnavailable
 from authsvc.storage import schema as t
-from authsvc.storage.engine import is_sqlite
+from authsvc.storage.engine import inline_sqlite_engine, is_sqlite
+from authsvc.storage.group_commit import UNAVAILABLE, GroupCommit, InlineConnection
 from authsvc.storage.records import (
     AuthorizationCodeRecord,
     ClientRecord,
@@ -39,6 +40,36 @@ log = logging.getLogger(__name__)
 EVENT_APPEND_LOCK = 0x61757468_0001
 KEY_ROTATION_LOCK = 0x61757468_0002
 MAINTENANCE_LOCK = 0x61757468_0003
+
+
+# The statements of the hot paths (issuance, rotation, client authentication), built once: building
+# a Core statement and its cache key cost about ten times more than executing it. Parameters whose
+# names differ from the columns they set are bound explicitly (`b_` names).
+_SELECT_CLIENT = select(t.clients).where(t.clients.c.client_id == bindparam("b_client_id"))
+_INSERT_FAMILY = insert(t.families)
+_INSERT_REFRESH_TOKEN = insert(t.refresh_tokens)
+_INSERT_AUDIT = insert(t.audit_events)
+_SELECT_REFRESH_TOKEN_WITH_FAMILY = (
+    select(
+        t.refresh_tokens.c.issued_at,
+        t.refresh_tokens.c.used_at,
+        t.refresh_tokens.c.expires_at.label("token_expires_at"),
+        t.families,
+    )
+    .join(t.families, t.families.c.family_id == t.refresh_tokens.c.family_id)
+    .where(t.refresh_tokens.c.token_digest == bindparam("b_digest"))
+)
+_MARK_REFRESH_TOKEN_USED = (
+    update(t.refresh_tokens)
+    .where(t.refresh_tokens.c.token_digest == bindparam("b_digest"))
+    .where(t.refresh_tokens.c.used_at.is_(None))
+    .values(used_at=bindparam("b_at"))
+)
+_TOUCH_FAMILY = (
+    update(t.families)
+    .where(t.families.c.family_id == bindparam("b_family_id"))
+    .values(last_used_at=bindparam("b_at"), idle_expires_at=bindparam("b_idle_expires_at"))
+)
 
 
 def _words(value: str) -> tuple[str, ...]:
@@ -112,10 +143,25 @@ class SqlStore:
         # SQLite has one writer at a time; queueing writers here is cheaper than letting them
         # spin on SQLITE_BUSY inside the driver.
         self._writer = asyncio.Lock() if self.sqlite else None
+        inline = inline_sqlite_engine(engine) if self._writer is not None else None
+        self._inline = GroupCommit(inline, self._writer) if inline and self._writer else None
 
     @asynccontextmanager
-    async def transaction(self, *, readonly: bool = False) -> AsyncIterator[Tx]:
-        """One transaction; committed when the block exits normally, rolled back otherwise."""
+    async def transaction(self, *, readonly: bool = False, bulk: bool = False) -> AsyncIterator[Tx]:
+        """One transaction; committed when the block exits normally, rolled back otherwise.
+
+        On SQLite a short transaction runs on the event loop and writes share commits (see
+        `authsvc.storage.group_commit`); `bulk=True` marks a long one (a purge, a backlog), which
+        runs in the driver's thread instead so it never stalls the loop.
+        """
+        if self._inline is not None and not bulk:
+            context = self._inline.read() if readonly else self._inline.write()
+            try:
+                async with context as conn:
+                    yield Tx(conn, sqlite=True)
+            except UNAVAILABLE as exc:
+                raise TemporarilyUnavailable("the database is unavailable, retry later") from exc
+            return
         if self._writer is not None and not readonly:
             async with self._writer, self._begin(readonly) as tx:
                 yield tx
@@ -138,19 +184,28 @@ class SqlStore:
                 raise TemporarilyUnavailable("the database connection was lost") from exc
             raise
 
+    @property
+    def engines(self) -> tuple[Engine, ...]:
+        """Every engine that runs this store's statements (for instrumentation: the SQLite
+        transactions that run on the event loop use a second, synchronous engine)."""
+        inline = (self._inline.engine,) if self._inline is not None else ()
+        return (self.engine.sync_engine, *inline)
+
     async def close(self) -> None:
+        if self._inline is not None:
+            await self._inline.close()
         await self.engine.dispose()
 
 
 class Tx:
     """The statements of one transaction."""
 
-    def __init__(self, conn: AsyncConnection, *, sqlite: bool) -> None:
+    def __init__(self, conn: AsyncConnection | InlineConnection, *, sqlite: bool) -> None:
         self.conn = conn
         self.sqlite = sqlite
 
-    async def _exec(self, statement: Any) -> Any:
-        return await self.conn.execute(statement)
+    async def _exec(self, statement: Any, parameters: Any = None) -> Any:
+        return await self.conn.execute(statement, parameters)
 
     async def lock(self, lock_id: int) -> None:
         """Take a transaction-scoped exclusive lock (PostgreSQL advisory; SQLite holds one
@@ -185,7 +240,7 @@ class Tx:
         )
 
     async def get_client(self, client_id: str) -> ClientRecord | None:
-        result = await self._exec(select(t.clients).where(t.clients.c.client_id == client_id))
+        result = await self._exec(_SELECT_CLIENT, {"b_client_id": client_id})
         row = result.first()
         return _client(row) if row else None
 
@@ -237,18 +292,19 @@ class Tx:
 
     async def insert_family(self, family: FamilyRecord) -> None:
         await self._exec(
-            insert(t.families).values(
-                family_id=family.family_id,
-                subject=family.subject,
-                client_id=family.client_id,
-                device_id=family.device_id,
-                scope=" ".join(family.scope),
-                audience=" ".join(family.audience),
-                created_at=family.created_at,
-                last_used_at=family.last_used_at,
-                expires_at=family.expires_at,
-                idle_expires_at=family.idle_expires_at,
-            )
+            _INSERT_FAMILY,
+            {
+                "family_id": family.family_id,
+                "subject": family.subject,
+                "client_id": family.client_id,
+                "device_id": family.device_id,
+                "scope": " ".join(family.scope),
+                "audience": " ".join(family.audience),
+                "created_at": family.created_at,
+                "last_used_at": family.last_used_at,
+                "expires_at": family.expires_at,
+                "idle_expires_at": family.idle_expires_at,
+            },
         )
 
     async def get_family(self, family_id: str) -> FamilyRecord | None:
@@ -258,9 +314,8 @@ class Tx:
 
     async def touch_family(self, family_id: str, at: float, idle_expires_at: float) -> None:
         await self._exec(
-            update(t.families)
-            .where(t.families.c.family_id == family_id)
-            .values(last_used_at=at, idle_expires_at=idle_expires_at)
+            _TOUCH_FAMILY,
+            {"b_family_id": family_id, "b_at": at, "b_idle_expires_at": idle_expires_at},
         )
 
     async def revoke_family(self, family_id: str, at: float, reason: str) -> bool:
@@ -301,29 +356,20 @@ class Tx:
 
     async def insert_refresh_token(self, token: RefreshTokenRecord) -> None:
         await self._exec(
-            insert(t.refresh_tokens).values(
-                token_digest=token.token_digest,
-                family_id=token.family_id,
-                issued_at=token.issued_at,
-                used_at=token.used_at,
-                expires_at=token.expires_at,
-            )
+            _INSERT_REFRESH_TOKEN,
+            {
+                "token_digest": token.token_digest,
+                "family_id": token.family_id,
+                "issued_at": token.issued_at,
+                "used_at": token.used_at,
+                "expires_at": token.expires_at,
+            },
         )
 
     async def refresh_token_with_family(
         self, token_digest: bytes
     ) -> tuple[RefreshTokenRecord, FamilyRecord] | None:
-        rt, fam = t.refresh_tokens, t.families
-        result = await self._exec(
-            select(
-                rt.c.issued_at,
-                rt.c.used_at,
-                rt.c.expires_at.label("token_expires_at"),
-                fam,
-            )
-            .join(fam, fam.c.family_id == rt.c.family_id)
-            .where(rt.c.token_digest == token_digest)
-        )
+        result = await self._exec(_SELECT_REFRESH_TOKEN_WITH_FAMILY, {"b_digest": token_digest})
         row = result.first()
         if row is None:
             return None
@@ -338,12 +384,7 @@ class Tx:
 
     async def mark_refresh_token_used(self, token_digest: bytes, at: float) -> bool:
         """The rotation compare-and-set: True for exactly one caller per token."""
-        result = await self._exec(
-            update(t.refresh_tokens)
-            .where(t.refresh_tokens.c.token_digest == token_digest)
-            .where(t.refresh_tokens.c.used_at.is_(None))
-            .values(used_at=at)
-        )
+        result = await self._exec(_MARK_REFRESH_TOKEN_USED, {"b_digest": token_digest, "b_at": at})
         return int(result.rowcount) == 1
 
     # authorization codes
@@ -483,14 +524,15 @@ class Tx:
         **detail: Any,
     ) -> None:
         await self._exec(
-            insert(t.audit_events).values(
-                occurred_at=at,
-                kind=kind,
-                subject=subject,
-                client_id=client_id,
-                family_id=family_id,
-                detail=json.dumps(detail, sort_keys=True),
-            )
+            _INSERT_AUDIT,
+            {
+                "occurred_at": at,
+                "kind": kind,
+                "subject": subject,
+                "client_id": client_id,
+                "family_id": family_id,
+                "detail": json.dumps(detail, sort_keys=True),
+            },
         )
 
     async def audit_events(self, kind: str | None = None) -> list[dict[str, Any]]:

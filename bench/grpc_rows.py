@@ -1,0 +1,74 @@
+"""Driving gRPC servers with `bench.grpc_load` in its own process, and pairing subject with baseline."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench.processes import Child, python_module, run_json
+from bench.runner import Run
+
+TOKEN_SERVICE = "/authsvc.v1.TokenService/"
+
+
+@dataclass(frozen=True)
+class Load:
+    """What to send: a method, its serialized requests, call metadata; `chain` follows rotations."""
+
+    method: str
+    requests: Sequence[bytes]
+    metadata: Sequence[tuple[str, str]] = ()
+    chain: bool = False
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+def drive(
+    server: Child,
+    load: Load,
+    run: Run,
+    *,
+    concurrency: int | None = None,
+    duration_s: float | None = None,
+    warmup_s: float | None = None,
+) -> dict[str, Any]:
+    """One closed-loop measurement of `server` by the load generator; its JSON result."""
+    duration = run.duration_s if duration_s is None else duration_s
+    plan = {
+        "target": f"127.0.0.1:{server.ready['port']}",
+        "method": load.method,
+        "requests": [base64.b64encode(r).decode() for r in load.requests],
+        "metadata": [list(m) for m in load.metadata],
+        "chain": load.chain,
+        "concurrency": concurrency or run.concurrency,
+        "duration_s": duration,
+        "warmup_s": run.warmup_s if warmup_s is None else warmup_s,
+        "server_pid": server.pid,
+    }
+    result = run_json(python_module("bench.grpc_load", "-"), stdin=json.dumps(plan), timeout=120)
+    if result["ok"] == 0:
+        raise RuntimeError(f"no call succeeded against {server.name}: {result['first_error']}")
+    return result
+
+
+def best_of(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the highest throughput: noise on a shared machine only ever slows a run."""
+    return max(results, key=lambda r: r["rps"])
+
+
+def alternate(
+    run: Run, baseline: Any, subject: Any
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Measure baseline and subject in alternation, `run.rounds` times each; the best of each
+    and every round, for the JSON."""
+    base_results, subject_results = [], []
+    for _ in range(run.rounds):
+        base_results.append(baseline())
+        subject_results.append(subject())
+    rounds = {"baseline_rounds": base_results, "subject_rounds": subject_results}
+    return best_of(base_results), best_of(subject_results), rounds

@@ -1,0 +1,200 @@
+"""`IssueTokenPair` and `Rotate`, durable against power loss, against the bare driver running the
+same SQL transactions with the same durability (`bench.raw_sql`).
+
+The subject is the RPC as a caller sees it, over gRPC at concurrency 16 from the load generator
+(caller authentication, the transaction, the signed access token, the reply after the commit).
+The baseline is the bare driver alone, without gRPC, signing or authentication: SQLite runs its
+transactions back to back on one connection, which is the fastest it goes (one writer at a time);
+PostgreSQL runs 16 concurrent transactions over a pool the size of authsvc's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+from authsvc_client.v1 import authsvc_pb2 as pb
+
+from bench.grpc_rows import TOKEN_SERVICE, Load, alternate, bearer, drive
+from bench.processes import Child, Processes, python_module, run_json
+from bench.runner import Figure, Run, Skip
+
+TARGET = 0.5
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _issue_load(facts: dict[str, Any]) -> Load:
+    request = pb.IssueTokenPairRequest(
+        subject="bench-user", client_id=facts["app_id"], audience=[facts["app_audience"]]
+    )
+    return Load(
+        TOKEN_SERVICE + "IssueTokenPair",
+        [request.SerializeToString()],
+        bearer(facts["caller_token"]),
+    )
+
+
+class _RotationSeeds:
+    """Hands each measurement round its own fresh refresh tokens (a used one would be reuse)."""
+
+    def __init__(self, facts: dict[str, Any], per_round: int) -> None:
+        self._seeds = list(facts["refresh_seeds"])
+        self._per_round = per_round
+        self._metadata = bearer(facts["caller_token"])
+
+    def load(self) -> Load:
+        seeds, self._seeds = self._seeds[: self._per_round], self._seeds[self._per_round :]
+        if len(seeds) < self._per_round:
+            raise RuntimeError("out of refresh-token seeds")
+        requests = [pb.RotateRequest(refresh_token=s).SerializeToString() for s in seeds]
+        return Load(TOKEN_SERVICE + "Rotate", requests, self._metadata, chain=True)
+
+
+async def create_schema(database_url: str, workdir: Path) -> None:
+    from authsvc.storage import migrate
+    from authsvc.storage.engine import create_engine
+    from authsvc.testing import throwaway_settings
+
+    engine = create_engine(throwaway_settings(workdir, database_url=database_url))
+    try:
+        await migrate.upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+def _pair(
+    run: Run,
+    server: Child,
+    raw: list[str],
+    *,
+    database: str,
+) -> list[Figure]:
+    seeds = _RotationSeeds(server.ready, run.concurrency)
+    figures = []
+    for op, rpc in (("issue", "IssueTokenPair"), ("rotate", "Rotate")):
+        base, subject, rounds = alternate(
+            run,
+            lambda op=op: run_json(
+                [*raw, op, "--duration", str(run.duration_s), "--warmup", str(run.warmup_s)],
+                timeout=120,
+            ),
+            lambda op=op: drive(
+                server, _issue_load(server.ready) if op == "issue" else seeds.load(), run
+            ),
+        )
+        durability = {"authsvc": server.ready["durability"], "raw": base.get("durability")}
+        figures.append(
+            Figure(
+                f"{rpc} on {database}, C={run.concurrency}",
+                subject["rps"],
+                base["rps"],
+                "rps",
+                target=TARGET,
+                note=f"durability {durability}; p99 {subject['p99_ms']} ms vs {base['p99_ms']} ms",
+                detail={"baseline": base, "subject": subject, **rounds},
+            )
+        )
+    return figures
+
+
+def measure_sqlite(run: Run) -> list[Figure]:
+    raw_db = run.workdir / "raw-sqlite" / "raw.db"
+    raw_db.parent.mkdir()
+    asyncio.run(create_schema(f"sqlite+aiosqlite:///{raw_db}", raw_db.parent))
+    with Processes(run.workdir) as processes:
+        server = processes.start(
+            "sqlite-authsvc",
+            python_module(
+                "bench.serve",
+                "authsvc",
+                "--data-dir",
+                str(run.workdir / "sqlite"),
+                "--refresh-seeds",
+                str(run.concurrency * run.rounds),
+            ),
+        )
+        return _pair(
+            run,
+            server,
+            python_module("bench.raw_sql", "sqlite", "--db", str(raw_db)),
+            database="SQLite",
+        )
+
+
+def measure_postgres(run: Run) -> list[Figure]:
+    admin_dsn = os.environ.get("AUTHSVC_BENCH_POSTGRES_URL") or DEFAULT_POSTGRES
+    admin_dsn = admin_dsn.replace("postgresql+asyncpg://", "postgresql://")
+    databases = ("authsvc_bench_subject", "authsvc_bench_raw")
+    try:
+        asyncio.run(_recreate(admin_dsn, databases))
+    except (OSError, ImportError) as exc:
+        raise Skip(
+            f"no PostgreSQL at {_redact(admin_dsn)} ({exc}); set AUTHSVC_BENCH_POSTGRES_URL"
+        ) from exc
+    except Exception as exc:
+        raise Skip(f"PostgreSQL at {_redact(admin_dsn)} refused: {exc}") from exc
+    try:
+        subject_dsn, raw_dsn = (_with_database(admin_dsn, name) for name in databases)
+        try:
+            asyncio.run(create_schema(_sqlalchemy(raw_dsn), run.workdir))
+        except Exception as exc:
+            raise Skip(f"authsvc's migrations do not run on PostgreSQL here: {exc}") from exc
+        with Processes(run.workdir) as processes:
+            server = processes.start(
+                "postgres-authsvc",
+                python_module(
+                    "bench.serve",
+                    "authsvc",
+                    "--data-dir",
+                    str(run.workdir / "postgres"),
+                    "--database-url",
+                    _sqlalchemy(subject_dsn),
+                    "--refresh-seeds",
+                    str(run.concurrency * run.rounds),
+                ),
+            )
+            raw = python_module(
+                "bench.raw_sql", "postgres", "--dsn", raw_dsn, "--concurrency", str(run.concurrency)
+            )
+            return _pair(run, server, raw, database="PostgreSQL")
+    finally:
+        asyncio.run(_drop(admin_dsn, databases))
+
+
+async def _recreate(admin_dsn: str, databases: tuple[str, ...]) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_dsn, timeout=5)
+    try:
+        for name in databases:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def _drop(admin_dsn: str, databases: tuple[str, ...]) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_dsn, timeout=5)
+    try:
+        for name in databases:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def _with_database(dsn: str, name: str) -> str:
+    return dsn.rsplit("/", 1)[0] + "/" + name
+
+
+def _sqlalchemy(dsn: str) -> str:
+    return dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+def _redact(dsn: str) -> str:
+    scheme, _, rest = dsn.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    return f"{scheme}://{userinfo.split(':')[0]}{'@' if at else ''}{host}"

@@ -1,0 +1,93 @@
+"""`create_app`: the gateway's ASGI application over any `AuthorityBackend`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from authsvc_gateway import paths
+from authsvc_gateway.backend import AuthorityBackend
+from authsvc_gateway.config import GatewayConfig
+from authsvc_gateway.cors import PathCors
+from authsvc_gateway.errors import InvalidRequest, ServerError, error_response
+from authsvc_gateway.key_set import KeySetCache
+from authsvc_gateway.metadata import metadata_paths, server_metadata
+from authsvc_gateway.openapi import openapi_document
+from authsvc_gateway.routes.authorize import AuthorizationEndpoints, LoginLimits
+from authsvc_gateway.routes.discovery import DiscoveryEndpoints
+from authsvc_gateway.routes.introspect import IntrospectionEndpoint
+from authsvc_gateway.routes.revoke import RevocationEndpoint
+from authsvc_gateway.routes.token import TokenEndpoint
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    config: GatewayConfig,
+    backend: AuthorityBackend,
+    *,
+    clock: Callable[[], float] = time.time,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> Starlette:
+    """The gateway app. `clock` (wall time) dates consent tickets; `monotonic` drives the login
+    rate limits and the JWK Set cache. The backend's lifetime is the caller's."""
+    authorization = AuthorizationEndpoints(
+        backend, config, limits=LoginLimits.from_config(config, monotonic), clock=clock
+    )
+    discovery = DiscoveryEndpoints(
+        KeySetCache(backend, clock=monotonic),
+        server_metadata(config),
+        openapi_document(config),
+    )
+    routes = [
+        Route(paths.AUTHORIZE, authorization.authorize, methods=["GET"]),
+        Route(paths.LOGIN, authorization.login, methods=["POST"]),
+        Route(paths.CONSENT, authorization.consent, methods=["POST"]),
+        Route(paths.TOKEN, TokenEndpoint(backend).handle, methods=["POST"]),
+        Route(paths.REVOKE, RevocationEndpoint(backend).handle, methods=["POST"]),
+        Route(paths.INTROSPECT, IntrospectionEndpoint(backend).handle, methods=["POST"]),
+        Route(paths.JWKS, discovery.jwks, methods=["GET"]),
+        Route(paths.OPENAPI, discovery.openapi, methods=["GET"]),
+        *(
+            Route(path, discovery.metadata, methods=["GET"])
+            for path in metadata_paths(config.issuer)
+        ),
+    ]
+    middleware = []
+    if config.cors_origins:
+        cors_paths = {*paths.CORS, *metadata_paths(config.issuer)}
+        middleware.append(Middleware(PathCors, paths=cors_paths, origins=config.cors_origins))
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={405: _wrong_method, Exception: _unexpected},
+    )
+
+
+#: Endpoints whose callers are programs and read RFC 6749 §5.2 JSON errors.
+_JSON_PATHS = frozenset({paths.TOKEN, paths.REVOKE, paths.INTROSPECT})
+
+
+async def _wrong_method(request: Request, exc: Exception) -> Response:
+    # `GET /oauth/token` is a common first try; say what to do in the caller's vocabulary.
+    allowed = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
+    if request.url.path not in _JSON_PATHS:
+        return Response("Method Not Allowed", status_code=405, headers=allowed)
+    reply = error_response(InvalidRequest(f"use POST with a form body on {request.url.path}"))
+    reply.status_code = 405
+    reply.headers.update(allowed)
+    return reply
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # A bug, not an input: every input is refused before it gets this far. Starlette logs the
+    # traceback after this reply; the caller learns nothing more than server_error.
+    return error_response(ServerError("unexpected error"))

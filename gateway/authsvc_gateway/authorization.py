@@ -1,0 +1,175 @@
+"""The authorization request (RFC 6749 §4.1.1 with RFC 7636 PKCE), decided by pure functions.
+
+`decide` turns the parameters of `GET /oauth/authorize` and the client's registration into one of
+three outcomes: a valid `AuthorizationRequest`, an `ErrorRedirect` back to the client, or an
+`ErrorPage`. Errors go back to the client only through a redirect URI that was sent exactly once
+and is registered for the client character for character (RFC 9700 §4.1.3, OAuth 2.1 §4.1.2.1);
+anything else is an error page, so the endpoint is never an open redirect.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+
+from authsvc_client.v1 import authsvc_pb2 as pb
+
+from authsvc_gateway.errors import (
+    InvalidRequest,
+    InvalidScope,
+    OAuthError,
+    UnauthorizedClient,
+    UnsupportedResponseType,
+)
+from authsvc_gateway.forms import Params
+
+S256: Final = "S256"
+# RFC 7636 §4.2: BASE64URL(SHA256(verifier)) without padding is always 43 characters.
+_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
+# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+
+
+@dataclass(frozen=True)
+class AuthorizationRequest:
+    """A request that may proceed to login: every parameter checked against the client."""
+
+    client_id: str
+    redirect_uri: str
+    scope: tuple[str, ...]
+    state: str | None
+    code_challenge: str
+
+    def fields(self) -> dict[str, str]:
+        """The parameters to carry through the login form, as `decide` reads them back."""
+        carried = {
+            "client_id": self.client_id,
+            "redirect_uri": self.redirect_uri,
+            "response_type": "code",
+            "code_challenge": self.code_challenge,
+            "code_challenge_method": S256,
+            "scope": " ".join(self.scope),
+        }
+        if self.state is not None:
+            carried["state"] = self.state
+        return carried
+
+
+@dataclass(frozen=True)
+class ErrorRedirect:
+    """Send `error` back to the client's (verified) redirect URI, with its `state`."""
+
+    redirect_uri: str
+    error: OAuthError
+    state: str | None
+
+
+@dataclass(frozen=True)
+class ErrorPage:
+    """Show `error` to the user: there is no redirect URI it may safely go to."""
+
+    error: OAuthError
+
+
+Decision = AuthorizationRequest | ErrorRedirect | ErrorPage
+
+
+def verified_redirect_uri(client: pb.Client, params: Params) -> str | None:
+    """The redirect URI the response may go to, or None when there is none.
+
+    It must be sent exactly once and equal a URI registered for the client exactly: no prefix,
+    wildcard, case or port leniency (OAuth 2.1 §2.3.1, RFC 9700 §4.1.3).
+    """
+    if params.count("redirect_uri") != 1:
+        return None
+    uri = params.single("redirect_uri")
+    return uri if uri is not None and uri in client.redirect_uris else None
+
+
+def decide(params: Params, client: pb.Client) -> Decision:
+    """What to do with an authorization request from `client` (RFC 6749 §4.1.1, §4.1.2.1)."""
+    if params.count("client_id") != 1 or params.single("client_id") != client.client_id:
+        return ErrorPage(InvalidRequest("client_id is missing, repeated or unknown"))
+    redirect_uri = verified_redirect_uri(client, params)
+    if redirect_uri is None:
+        return ErrorPage(
+            InvalidRequest("redirect_uri is missing, repeated or not registered for this client")
+        )
+    states = params.values.get("state", ())
+    state = states[0] if len(states) == 1 and states[0] else None
+    try:
+        request = _checked(params, client, redirect_uri, state)
+    except OAuthError as error:
+        return ErrorRedirect(redirect_uri, error, state)
+    return request
+
+
+def parse_scope(raw: str | None) -> tuple[str, ...]:
+    """The scope tokens of a `scope` parameter (RFC 6749 §3.3), without duplicates."""
+    scope = tuple(dict.fromkeys(token for token in (raw or "").split(" ") if token))
+    for token in scope:
+        if not _SCOPE_TOKEN.fullmatch(token):
+            raise InvalidScope("scope is malformed")
+    return scope
+
+
+def requested_scope(raw: str | None, client: pb.Client) -> tuple[str, ...]:
+    """The scopes asked for, each one the client is registered for."""
+    scope = parse_scope(raw)
+    for token in scope:
+        if token not in client.scopes:
+            raise InvalidScope(f"scope {token} is not allowed for this client")
+    return scope
+
+
+def response_url(redirect_uri: str, parameters: Mapping[str, str]) -> str:
+    """`redirect_uri` with `parameters` added to its query, keeping its own (RFC 6749 §3.1.2)."""
+    parts = urlsplit(redirect_uri)
+    added = urlencode(parameters, quote_via=quote)
+    query = f"{parts.query}&{added}" if parts.query else added
+    return urlunsplit(parts._replace(query=query))
+
+
+def error_response_url(redirect: ErrorRedirect, issuer: str) -> str:
+    """Where an authorization error goes: RFC 6749 §4.1.2.1 plus `iss` (RFC 9207)."""
+    parameters = {"error": redirect.error.error}
+    if redirect.error.description:
+        parameters["error_description"] = redirect.error.description
+    if redirect.state is not None:
+        parameters["state"] = redirect.state
+    parameters["iss"] = issuer
+    return response_url(redirect.redirect_uri, parameters)
+
+
+def _checked(
+    params: Params, client: pb.Client, redirect_uri: str, state: str | None
+) -> AuthorizationRequest:
+    repeated = params.repeated()
+    if repeated:
+        raise InvalidRequest(f"parameter {repeated[0]} is repeated")
+    response_type = params.single("response_type")
+    if response_type is None:
+        raise InvalidRequest("response_type is required")
+    if response_type != "code":
+        raise UnsupportedResponseType("only response_type=code is supported")
+    if "authorization_code" not in client.grant_types:
+        raise UnauthorizedClient("this client may not use the authorization code flow")
+    challenge = params.single("code_challenge")
+    if challenge is None:
+        raise InvalidRequest("code_challenge is required (PKCE, RFC 7636)")
+    # RFC 7636 §4.3: a missing method means "plain", which OAuth 2.1 §7.5.2 lets us refuse.
+    if params.single("code_challenge_method") != S256:
+        raise InvalidRequest("code_challenge_method must be S256")
+    if not _CHALLENGE.fullmatch(challenge):
+        raise InvalidRequest("code_challenge must be 43 base64url characters (RFC 7636 §4.2)")
+    scope = requested_scope(params.single("scope"), client)
+    return AuthorizationRequest(
+        client_id=client.client_id,
+        redirect_uri=redirect_uri,
+        scope=scope,
+        state=state,
+        code_challenge=challenge,
+    )

@@ -1,0 +1,183 @@
+"""The gateway's settings, read from `AUTHSVC_*` environment variables.
+
+Every setting has a default that works for `make run` on one machine; production deployments set at
+least the issuer, the public URL, the gateway's own client credentials and a session key shared by
+every gateway replica.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+# The same defaults as authsvc's own settings (a test keeps them equal), so that one set of
+# AUTHSVC_* variables configures both processes.
+DEFAULT_ISSUER = "http://127.0.0.1:8080"
+DEFAULT_ADDRESS = "127.0.0.1:8080"
+DEFAULT_UPSTREAM = "127.0.0.1:50051"
+DEFAULT_AUDIENCE = "authsvc"
+
+#: The scopes the gateway's own client must be registered with, and no more: it authenticates
+#: clients and users and mints codes (gateway), answers RFC 7662 (introspect) and RFC 7009 (revoke).
+GATEWAY_SCOPES = ("authsvc:gateway", "authsvc:introspect", "authsvc:revoke")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class LoginPolicy:
+    """How many failed logins are allowed within `window_seconds`, per account and per IP."""
+
+    max_failures_per_account: int = 5
+    max_failures_per_ip: int = 20
+    window_seconds: float = 900.0
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Everything the gateway needs to run; build it with `from_env()` or directly in tests."""
+
+    #: The gateway's own OAuth client at authsvc, registered with GATEWAY_SCOPES.
+    client_id: str
+    client_secret: str = field(repr=False)
+    #: RFC 8414 `issuer`: must equal authsvc's own issuer (the `iss` of its tokens) exactly.
+    issuer: str = DEFAULT_ISSUER
+    #: The gRPC target of authsvc, e.g. "127.0.0.1:50051".
+    upstream: str = DEFAULT_UPSTREAM
+    #: Where the gateway listens.
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: The URL external clients use to reach the gateway; endpoints are advertised under it.
+    public_url: str = "http://127.0.0.1:8080"
+    #: The audience authsvc expects on the gateway's bearer token.
+    audience: str = DEFAULT_AUDIENCE
+    #: Browser origins allowed to call the token, revoke, JWKS and metadata endpoints.
+    cors_origins: tuple[str, ...] = ()
+    #: First-party clients skip the consent page when this is on.
+    first_party_skip_consent: bool = True
+    #: Signs the CSRF tokens and consent tickets; every gateway replica must share it.
+    session_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    login_policy: LoginPolicy = LoginPolicy()
+    #: IPs of reverse proxies whose X-Forwarded-For is believed; empty trusts none.
+    trusted_proxies: tuple[str, ...] = ()
+    #: Seconds before a call to authsvc is abandoned.
+    upstream_timeout: float = 10.0
+    #: TLS to authsvc: the CA that signed its certificate (TLS is off without it), and for mutual
+    #: TLS the gateway's own certificate and key (the certificate's CN is the gateway's client id).
+    upstream_ca_file: Path | None = None
+    upstream_cert_file: Path | None = None
+    upstream_key_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        pair = (self.upstream_cert_file, self.upstream_key_file)
+        if any(pair) and not all(pair):
+            raise ConfigError(
+                "set both AUTHSVC_GATEWAY_UPSTREAM_CERT_FILE and AUTHSVC_GATEWAY_UPSTREAM_KEY_FILE"
+            )
+        if any(pair) and self.upstream_ca_file is None:
+            raise ConfigError("a client certificate needs AUTHSVC_GATEWAY_UPSTREAM_CA_FILE too")
+
+    def endpoint(self, path: str) -> str:
+        """The public URL of one of the gateway's paths."""
+        return self.public_url.rstrip("/") + path
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Cookies carry `Secure` when clients reach the gateway over HTTPS."""
+        return urlsplit(self.public_url).scheme == "https"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
+        """Read the settings from `AUTHSVC_*` variables (see gateway/README.md)."""
+        env = os.environ if env is None else env
+        host, port = _address(env.get("AUTHSVC_GATEWAY_ADDRESS", DEFAULT_ADDRESS))
+        public_url = env.get("AUTHSVC_GATEWAY_PUBLIC_URL") or f"http://{host}:{port}"
+        client_id = env.get("AUTHSVC_GATEWAY_CLIENT_ID", "")
+        client_secret = env.get("AUTHSVC_GATEWAY_CLIENT_SECRET", "")
+        if not client_id or not client_secret:
+            raise ConfigError(
+                "AUTHSVC_GATEWAY_CLIENT_ID and AUTHSVC_GATEWAY_CLIENT_SECRET must name the "
+                "gateway's own client (see gateway/README.md)"
+            )
+        policy = LoginPolicy(
+            max_failures_per_account=_positive_int(env, "AUTHSVC_LOGIN_MAX_FAILURES_ACCOUNT", 5),
+            max_failures_per_ip=_positive_int(env, "AUTHSVC_LOGIN_MAX_FAILURES_IP", 20),
+            window_seconds=float(_positive_int(env, "AUTHSVC_LOGIN_FAILURE_WINDOW", 900)),
+        )
+        session_key = env.get("AUTHSVC_GATEWAY_SESSION_KEY")
+        return cls(
+            issuer=env.get("AUTHSVC_ISSUER") or DEFAULT_ISSUER,
+            upstream=(
+                env.get("AUTHSVC_GATEWAY_UPSTREAM")
+                or env.get("AUTHSVC_GRPC_ADDRESS")
+                or DEFAULT_UPSTREAM
+            ),
+            client_id=client_id,
+            client_secret=client_secret,
+            host=host,
+            port=port,
+            public_url=public_url,
+            audience=env.get("AUTHSVC_AUDIENCE") or DEFAULT_AUDIENCE,
+            cors_origins=_words(env.get("AUTHSVC_CORS_ORIGINS", "")),
+            first_party_skip_consent=_flag(env, "AUTHSVC_FIRST_PARTY_SKIP_CONSENT", default=True),
+            session_key=_key(session_key) if session_key else secrets.token_bytes(32),
+            login_policy=policy,
+            trusted_proxies=_words(env.get("AUTHSVC_GATEWAY_TRUSTED_PROXIES", "")),
+            upstream_ca_file=_path(env, "AUTHSVC_GATEWAY_UPSTREAM_CA_FILE"),
+            upstream_cert_file=_path(env, "AUTHSVC_GATEWAY_UPSTREAM_CERT_FILE"),
+            upstream_key_file=_path(env, "AUTHSVC_GATEWAY_UPSTREAM_KEY_FILE"),
+        )
+
+
+def _address(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"AUTHSVC_GATEWAY_ADDRESS must be host:port, not {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def _words(value: str) -> tuple[str, ...]:
+    return tuple(word for word in value.replace(",", " ").split() if word)
+
+
+def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    value = env.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false, not {value!r}")
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"{name} must be a positive integer, not {value!r}")
+    return int(value)
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    value = env.get(name, "").strip()
+    return Path(value) if value else None
+
+
+def _key(value: str) -> bytes:
+    try:
+        key = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise ConfigError("AUTHSVC_GATEWAY_SESSION_KEY must be base64url") from exc
+    if len(key) < 32:
+        raise ConfigError("AUTHSVC_GATEWAY_SESSION_KEY must hold at least 32 bytes")
+    return key

@@ -1,0 +1,1 @@
+"""The HTTP endpoints: thin edges that parse, call authsvc through the backend, and answer."""

@@ -1,0 +1,358 @@
+"""The browser side of the code flow: GET /oauth/authorize shows the sign-in page, POST
+/oauth/login checks the user, POST /oauth/consent records the user's decision, and each ends in a
+redirect to the client with `code`, `state` and `iss` (RFC 6749 §4.1.2, RFC 9207).
+
+Every decision here is made by a pure function elsewhere (`authorization.decide`, `check_csrf`,
+the login limiter, `needs_consent`); these handlers only apply them.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from authsvc_client.v1 import authsvc_pb2 as pb
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from authsvc_gateway.authorization import (
+    S256,
+    AuthorizationRequest,
+    Decision,
+    ErrorPage,
+    ErrorRedirect,
+    decide,
+    error_response_url,
+    response_url,
+)
+from authsvc_gateway.backend import AuthorityBackend
+from authsvc_gateway.config import GatewayConfig
+from authsvc_gateway.consent import (
+    CONSENT_TICKET_LIFETIME,
+    needs_consent,
+    open_ticket,
+    seal_ticket,
+)
+from authsvc_gateway.csrf import CSRF_COOKIE, CSRF_FIELD, CsrfVerdict, check_csrf, issue_csrf
+from authsvc_gateway.errors import (
+    AccessDenied,
+    InvalidGrant,
+    InvalidRequest,
+    OAuthError,
+    TemporarilyUnavailable,
+)
+from authsvc_gateway.forms import Params, parse_query, read_form
+from authsvc_gateway.login_limits import Allowed, Blocked, FailureLimiter, FailurePolicy
+from authsvc_gateway.pages import (
+    INVALID_CREDENTIALS,
+    TOO_MANY_ATTEMPTS,
+    consent_page,
+    error_page,
+    login_page,
+)
+
+log = logging.getLogger(__name__)
+
+#: Longest username and password passed on to authsvc; longer ones are simply wrong, and a
+#: megabyte password must not cost a megabyte of argon2 input.
+MAX_USERNAME_CHARS: Final = 256
+MAX_PASSWORD_CHARS: Final = 1024
+TICKET_FIELD: Final = "ticket"
+_REDIRECT_HEADERS: Final = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+
+@dataclass(frozen=True)
+class LoginLimits:
+    """Failed logins counted per account and per client IP."""
+
+    per_account: FailureLimiter
+    per_ip: FailureLimiter
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig, clock: Callable[[], float]) -> LoginLimits:
+        """Limiters with the configured policy, reading time from `clock` (monotonic)."""
+        policy = config.login_policy
+        return cls(
+            per_account=FailureLimiter(
+                FailurePolicy(policy.max_failures_per_account, policy.window_seconds), clock=clock
+            ),
+            per_ip=FailureLimiter(
+                FailurePolicy(policy.max_failures_per_ip, policy.window_seconds), clock=clock
+            ),
+        )
+
+    def verdict(self, account: str, ip: str) -> Allowed | Blocked:
+        """Blocked when either the account or the IP is, for the longer of the two waits."""
+        waits = [
+            verdict.retry_after
+            for verdict in (self.per_account.verdict(account), self.per_ip.verdict(ip))
+            if isinstance(verdict, Blocked)
+        ]
+        return Blocked(max(waits)) if waits else Allowed()
+
+    def failed(self, account: str, ip: str) -> None:
+        """Count a failed login against both."""
+        self.per_account.record_failure(account)
+        self.per_ip.record_failure(ip)
+
+    def succeeded(self, account: str) -> None:
+        """A correct password clears the account's failures (not the IP's)."""
+        self.per_account.forget(account)
+
+
+class AuthorizationEndpoints:
+    """GET /oauth/authorize, POST /oauth/login and POST /oauth/consent."""
+
+    def __init__(
+        self,
+        backend: AuthorityBackend,
+        config: GatewayConfig,
+        *,
+        limits: LoginLimits,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._backend = backend
+        self._config = config
+        self._limits = limits
+        self._clock = clock
+
+    async def authorize(self, request: Request) -> Response:
+        """Check the authorization request and show the sign-in page (RFC 6749 §4.1.1)."""
+        try:
+            params = parse_query(request)
+        except InvalidRequest as error:
+            return error_page(error)
+        return await self._decided(request, params, self._show_login)
+
+    async def login(self, request: Request) -> Response:
+        """Check the CSRF token, the rate limits and the password, then consent or a code."""
+        form_or_page = await self._checked_form(request)
+        if isinstance(form_or_page, Response):
+            return form_or_page
+        return await self._decided(request, form_or_page, self._sign_in)
+
+    async def consent(self, request: Request) -> Response:
+        """Apply the user's Allow or Deny to the request sealed in the consent ticket."""
+        form_or_page = await self._checked_form(request)
+        if isinstance(form_or_page, Response):
+            return form_or_page
+        payload = open_ticket(
+            self._config.session_key,
+            form_or_page.single(TICKET_FIELD) or "",
+            now=int(self._clock()),
+        )
+        sealed = _request_from_ticket(payload) if payload is not None else None
+        if sealed is None:
+            return error_page(
+                InvalidRequest("This consent request has expired. Start again from the app.")
+            )
+        subject, authorization = sealed
+        if form_or_page.single("decision") != "allow":
+            denied = ErrorRedirect(
+                authorization.redirect_uri,
+                AccessDenied("the user denied the request"),
+                authorization.state,
+            )
+            return self._redirect(error_response_url(denied, self._config.issuer))
+        return await self._issue_code(authorization, subject)
+
+    async def _checked_form(self, request: Request) -> Params | Response:
+        try:
+            form = await read_form(request)
+        except InvalidRequest as error:
+            return error_page(error)
+        verdict = check_csrf(
+            self._config.session_key,
+            request.cookies.get(CSRF_COOKIE),
+            form.single(CSRF_FIELD),
+        )
+        if verdict is not CsrfVerdict.PASSED:
+            log.info("login form refused: %s", verdict.value)
+            return error_page(
+                InvalidRequest("Your session has expired. Go back to the app and try again."),
+                status=403,
+            )
+        return form
+
+    async def _decided(
+        self,
+        request: Request,
+        params: Params,
+        proceed: Callable[[Request, Params, AuthorizationRequest, pb.Client], Awaitable[Response]],
+    ) -> Response:
+        client_id = params.single("client_id") if params.count("client_id") == 1 else None
+        if client_id is None:
+            return error_page(InvalidRequest("client_id is missing or repeated"))
+        try:
+            client = await self._backend.get_client(pb.GetClientRequest(client_id=client_id))
+        except TemporarilyUnavailable as error:
+            return error_page(error)
+        except OAuthError:
+            return error_page(InvalidRequest("The application is not registered."))
+        decision: Decision = decide(params, client)
+        if isinstance(decision, ErrorPage):
+            return error_page(decision.error)
+        if isinstance(decision, ErrorRedirect):
+            return self._redirect(error_response_url(decision, self._config.issuer))
+        return await proceed(request, params, decision, client)
+
+    async def _show_login(
+        self,
+        request: Request,
+        params: Params,
+        authorization: AuthorizationRequest,
+        client: pb.Client,
+        *,
+        username: str = "",
+        message: str = "",
+        status: int = 200,
+        retry_after: int | None = None,
+    ) -> Response:
+        csrf = issue_csrf(self._config.session_key, request.cookies.get(CSRF_COOKIE))
+        response = login_page(
+            client_name=client.name or client.client_id,
+            fields={**authorization.fields(), CSRF_FIELD: csrf.token},
+            username=username,
+            message=message,
+            status=status,
+        )
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after)
+        self._set_csrf_cookie(response, csrf.cookie)
+        return response
+
+    async def _sign_in(
+        self,
+        request: Request,
+        params: Params,
+        authorization: AuthorizationRequest,
+        client: pb.Client,
+    ) -> Response:
+        username = params.single("username") or ""
+        password = params.single("password") or ""
+        account = username.strip().casefold()
+        ip = request.client.host if request.client else "unknown"
+        verdict = self._limits.verdict(account, ip)
+        if isinstance(verdict, Blocked):
+            return await self._show_login(
+                request,
+                params,
+                authorization,
+                client,
+                username=username,
+                message=TOO_MANY_ATTEMPTS,
+                status=429,
+                retry_after=verdict.retry_after,
+            )
+        try:
+            subject = await self._authenticate_user(username, password)
+        except InvalidGrant:
+            self._limits.failed(account, ip)
+            return await self._show_login(
+                request,
+                params,
+                authorization,
+                client,
+                username=username,
+                message=INVALID_CREDENTIALS,
+            )
+        except OAuthError as error:
+            return error_page(error)
+        self._limits.succeeded(account)
+        if needs_consent(client, first_party_skip_consent=self._config.first_party_skip_consent):
+            return self._show_consent(request, authorization, client, subject)
+        return await self._issue_code(authorization, subject)
+
+    async def _authenticate_user(self, username: str, password: str) -> str:
+        if not username or not password:
+            raise InvalidGrant("invalid credentials")
+        if len(username) > MAX_USERNAME_CHARS or len(password) > MAX_PASSWORD_CHARS:
+            raise InvalidGrant("invalid credentials")
+        reply = await self._backend.authenticate_user(
+            pb.AuthenticateUserRequest(username=username, password=password)
+        )
+        return reply.subject
+
+    def _show_consent(
+        self,
+        request: Request,
+        authorization: AuthorizationRequest,
+        client: pb.Client,
+        subject: str,
+    ) -> Response:
+        ticket = seal_ticket(
+            self._config.session_key,
+            {"sub": subject, **authorization.fields()},
+            now=int(self._clock()),
+            lifetime=CONSENT_TICKET_LIFETIME,
+        )
+        csrf = issue_csrf(self._config.session_key, request.cookies.get(CSRF_COOKIE))
+        response = consent_page(
+            client_name=client.name or client.client_id,
+            scopes=authorization.scope or tuple(client.scopes),
+            fields={TICKET_FIELD: ticket, CSRF_FIELD: csrf.token},
+        )
+        self._set_csrf_cookie(response, csrf.cookie)
+        return response
+
+    async def _issue_code(self, authorization: AuthorizationRequest, subject: str) -> Response:
+        try:
+            code = await self._backend.create_authorization_code(
+                pb.CreateAuthorizationCodeRequest(
+                    client_id=authorization.client_id,
+                    redirect_uri=authorization.redirect_uri,
+                    subject=subject,
+                    scope=list(authorization.scope),
+                    code_challenge=authorization.code_challenge,
+                    code_challenge_method=S256,
+                    # Each authorization starts its own family: one login, one device.
+                    device_id=f"web-{secrets.token_hex(8)}",
+                )
+            )
+        except OAuthError as error:
+            refused = ErrorRedirect(authorization.redirect_uri, error, authorization.state)
+            return self._redirect(error_response_url(refused, self._config.issuer))
+        parameters = {"code": code.code}
+        if authorization.state is not None:
+            parameters["state"] = authorization.state
+        parameters["iss"] = self._config.issuer
+        return self._redirect(response_url(authorization.redirect_uri, parameters))
+
+    def _redirect(self, url: str) -> Response:
+        # 303 after a form post, so the browser follows with GET; harmless after a GET.
+        return RedirectResponse(url, status_code=303, headers=_REDIRECT_HEADERS)
+
+    def _set_csrf_cookie(self, response: Response, value: str) -> None:
+        response.set_cookie(
+            CSRF_COOKIE,
+            value,
+            path="/oauth",
+            httponly=True,
+            samesite="strict",
+            secure=self._config.secure_cookies,
+        )
+
+
+def _request_from_ticket(payload: Mapping[str, object]) -> tuple[str, AuthorizationRequest] | None:
+    """The subject and request a ticket carries, as `_show_consent` sealed them."""
+    fields = {
+        name: payload.get(name)
+        for name in ("sub", "client_id", "redirect_uri", "code_challenge", "scope")
+    }
+    state = payload.get("state")
+    if not all(isinstance(value, str) for value in fields.values()):
+        return None
+    if state is not None and not isinstance(state, str):
+        return None
+    values = {name: str(value) for name, value in fields.items()}
+    return values["sub"], AuthorizationRequest(
+        client_id=values["client_id"],
+        redirect_uri=values["redirect_uri"],
+        scope=tuple(values["scope"].split()),
+        state=state,
+        code_challenge=values["code_challenge"],
+    )

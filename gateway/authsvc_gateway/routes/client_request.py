@@ -1,0 +1,35 @@
+"""The envelope shared by the endpoints where a client authenticates (token, revoke, introspect):
+a strict form, the client's credentials by exactly one method, and every failure answered as an
+RFC 6749 §5.2 JSON error."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from authsvc_gateway.client_auth import ClientCredentials, challenge_for, client_credentials_from
+from authsvc_gateway.errors import NO_STORE, OAuthError, error_response
+from authsvc_gateway.forms import NO_PARAMS, Params, read_form
+
+Respond = Callable[[Params, ClientCredentials], Awaitable[Response]]
+
+
+async def answer_client_request(request: Request, respond: Respond) -> Response:
+    """Parse the form and the client credentials, then `respond`; errors become JSON replies."""
+    authorization = request.headers.get("authorization")
+    form = NO_PARAMS
+    try:
+        form = await read_form(request)
+        return await respond(form, client_credentials_from(authorization, form))
+    except OAuthError as error:
+        challenge = challenge_for(authorization, form) if error.error == "invalid_client" else None
+        return error_response(error, www_authenticate=challenge)
+
+
+def json_reply(body: dict[str, Any]) -> Response:
+    """A 200 JSON reply that no cache keeps (RFC 6749 §5.1)."""
+    return Response(json.dumps(body), media_type="application/json", headers=dict(NO_STORE))

@@ -1,0 +1,133 @@
+"""Running the gateway under uvicorn: `serve` for the CLI, `start_gateway` for tests and benches."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import uvicorn
+from authsvc_client.v1 import authsvc_pb2 as pb
+from starlette.applications import Starlette
+
+from authsvc_gateway.app import create_app
+from authsvc_gateway.backend import AuthorityBackend, GrpcBackend
+from authsvc_gateway.config import ConfigError, GatewayConfig
+
+log = logging.getLogger(__name__)
+
+#: How long in-flight requests get to finish on shutdown before their connections are closed.
+GRACEFUL_SHUTDOWN_SECONDS = 5
+
+
+async def confirm_issuer(backend: AuthorityBackend, config: GatewayConfig) -> None:
+    """Refuse to start when the metadata would name another issuer than authsvc's tokens carry.
+
+    A client that checks `iss` against the metadata (RFC 8414 §3.3, RFC 9207) would reject every
+    token, so the gateway asks authsvc for a token of its own and compares.
+    """
+    token = await backend.client_credentials(
+        pb.ClientCredentialsRequest(
+            client_id=config.client_id,
+            client_secret=config.client_secret,
+            audience=[config.audience],
+        )
+    )
+    found = await backend.introspect(pb.IntrospectRequest(token=token.access_token))
+    if found.iss != config.issuer:
+        raise ConfigError(
+            f"AUTHSVC_ISSUER is {config.issuer!r} for the gateway but authsvc issues tokens "
+            f"as {found.iss!r}; set the same value for both"
+        )
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket already listening on host:port (0 picks a free port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # The protocol must be named: asyncio sets TCP_NODELAY only on connections accepted from a
+    # socket whose proto is IPPROTO_TCP, and without it every reply waits ~40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(socket.SOMAXCONN)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def uvicorn_server(app: Starlette, config: GatewayConfig) -> uvicorn.Server:
+    """A uvicorn server for `app` that leaves the process's logging configuration alone."""
+    return uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=config.host,
+            port=config.port,
+            log_config=None,
+            server_header=False,
+            # X-Forwarded-For is believed only from configured proxies; otherwise anyone could
+            # pick the IP the login rate limit counts against.
+            proxy_headers=bool(config.trusted_proxies),
+            forwarded_allow_ips=list(config.trusted_proxies) or None,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        )
+    )
+
+
+async def serve(
+    config: GatewayConfig,
+    *,
+    backend: AuthorityBackend | None = None,
+    sock: socket.socket | None = None,
+) -> None:
+    """Serve the gateway until cancelled (or SIGINT/SIGTERM when run as the main program).
+
+    Without a `backend`, connects to authsvc at `config.upstream` over gRPC.
+    """
+    if backend is None:
+        async with GrpcBackend.connect(config) as grpc_backend:
+            await serve(config, backend=grpc_backend, sock=sock)
+        return
+    await confirm_issuer(backend, config)
+    server = uvicorn_server(create_app(config, backend), config)
+    task = asyncio.create_task(server.serve(sockets=[sock] if sock is not None else None))
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        # Cancelled by our caller: let uvicorn finish in-flight requests before returning.
+        server.should_exit = True
+        await task
+        raise
+
+
+@dataclass(frozen=True)
+class RunningGateway:
+    """A gateway serving in the background: its base URL and its app."""
+
+    url: str
+    app: Starlette
+
+
+@contextlib.asynccontextmanager
+async def start_gateway(
+    config: GatewayConfig, backend: AuthorityBackend, sock: socket.socket
+) -> AsyncIterator[RunningGateway]:
+    """Serve `config` on the already-listening `sock` until the block exits.
+
+    The socket listens before uvicorn starts, so clients may connect at once: the kernel queues
+    them until uvicorn accepts. `config.public_url` should name the socket's port.
+    """
+    app = create_app(config, backend)
+    server = uvicorn_server(app, config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    host, port = sock.getsockname()[:2]
+    try:
+        yield RunningGateway(url=f"http://{host}:{port}", app=app)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=GRACEFUL_SHUTDOWN_SECONDS + 5)

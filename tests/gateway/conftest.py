@@ -1,0 +1,152 @@
+"""Gateway fixtures: a real authsvc and a real uvicorn, both on port 0, wired as in production."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from authsvc_gateway.backend import GrpcBackend
+from authsvc_gateway.config import GATEWAY_SCOPES, GatewayConfig
+from authsvc_gateway.server import RunningGateway, listening_socket, start_gateway
+
+from authsvc.testing import RunningAuthority, start_authority
+
+REDIRECT_URI = "http://127.0.0.1:9999/callback"
+USERNAME = "alice"
+PASSWORD = "correct horse battery staple"
+
+
+@dataclass
+class Deployment:
+    """authsvc and the gateway in front of it, plus a user and a browser app registered."""
+
+    authority: RunningAuthority
+    gateway: RunningGateway
+    config: GatewayConfig
+    subject: str
+
+    @property
+    def url(self) -> str:
+        return self.gateway.url
+
+    def endpoint(self, path: str) -> str:
+        return self.gateway.url + path
+
+
+@asynccontextmanager
+async def deploy(tmp_path: Any, **config: Any) -> AsyncIterator[Deployment]:
+    """Start authsvc with the gateway's URL as issuer, register the gateway's own client, start
+    the gateway on a socket bound beforehand (so its URL is known before anything starts)."""
+    sock: socket.socket = listening_socket("127.0.0.1", 0)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        async with start_authority(tmp_path, issuer=url) as authority:
+            own = await authority.create_client(
+                "gateway",
+                grant_types=["client_credentials"],
+                scopes=GATEWAY_SCOPES,
+                audiences=[authority.settings.audience],
+            )
+            settings = GatewayConfig(
+                client_id=own.client_id,
+                client_secret=own.client_secret,
+                issuer=url,
+                upstream=authority.address,
+                port=sock.getsockname()[1],
+                public_url=url,
+            )
+            settings = replace(settings, **config)
+            subject = await authority.create_user(USERNAME, PASSWORD)
+            async with (
+                GrpcBackend.connect(settings) as backend,
+                start_gateway(settings, backend, sock) as gateway,
+            ):
+                yield Deployment(authority, gateway, settings, subject)
+    finally:
+        sock.close()
+
+
+@pytest.fixture
+async def deployment(tmp_path: Any) -> AsyncIterator[Deployment]:
+    async with deploy(tmp_path) as deployment:
+        yield deployment
+
+
+@pytest.fixture
+async def http(deployment: Deployment) -> AsyncIterator[httpx.AsyncClient]:
+    """A browser-like client: keeps cookies, does not follow redirects (tests read them)."""
+    async with httpx.AsyncClient(base_url=deployment.url, follow_redirects=False) as client:
+        yield client
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def shared_deployment(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Deployment]:
+    """One deployment for a whole module whose tests neither move clocks nor share state
+    (each registers its own clients). Such a module marks itself
+    `pytest.mark.asyncio(loop_scope="module")` and aliases `deployment` and `http` to these."""
+    async with deploy(tmp_path_factory.mktemp("authsvc")) as deployment:
+        yield deployment
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def shared_http(shared_deployment: Deployment) -> AsyncIterator[httpx.AsyncClient]:
+    """A fresh browser (empty cookie jar) on the shared deployment."""
+    async with httpx.AsyncClient(base_url=shared_deployment.url, follow_redirects=False) as client:
+        yield client
+
+
+def pkce_pair() -> tuple[str, str]:
+    """A fresh code verifier and its S256 challenge (RFC 7636 §4.1, §4.2)."""
+    verifier = secrets.token_urlsafe(48)
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+async def register_app(
+    deployment: Deployment,
+    *,
+    public: bool = True,
+    first_party: bool = True,
+    grant_types: tuple[str, ...] = ("authorization_code", "refresh_token"),
+) -> tuple[str, str]:
+    """A browser or server app using the code flow: (client_id, client_secret or "")."""
+    client = await deployment.authority.create_client(
+        "Photo Printer" if not first_party else "Our App",
+        grant_types=grant_types,
+        scopes=["profile", "photos:read"],
+        audiences=["photos-api"],
+        redirect_uris=[REDIRECT_URI, "com.example.app:/oauth2redirect"],
+        public=public,
+        first_party=first_party,
+    )
+    return client.client_id, client.client_secret
+
+
+def authorize_url(deployment: Deployment, client_id: str, challenge: str, **params: str) -> str:
+    """An authorization request URL with sensible defaults; `params` override or add."""
+    query = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": REDIRECT_URI,
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        "state": "af0ifjsldkj",
+        **params,
+    }
+    return str(httpx.URL(deployment.url + "/oauth/authorize", params=query))
+
+
+def redirect_params(response: httpx.Response) -> dict[str, str]:
+    """The query parameters of a redirect back to the client."""
+    assert response.status_code in {302, 303}, (response.status_code, response.text[:300])
+    location = httpx.URL(response.headers["location"])
+    return dict(location.params)

@@ -1,0 +1,150 @@
+"""`authorization.decide`: each way it says no, and where the answer may go."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+import pytest
+from authsvc_client.v1 import authsvc_pb2 as pb
+from authsvc_gateway.authorization import (
+    AuthorizationRequest,
+    ErrorPage,
+    ErrorRedirect,
+    decide,
+    error_response_url,
+    parse_scope,
+    response_url,
+    verified_redirect_uri,
+)
+from authsvc_gateway.errors import AccessDenied, InvalidScope
+from authsvc_gateway.forms import parse_params
+
+CALLBACK = "https://app.example/cb"
+CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+CLIENT = pb.Client(
+    client_id="app",
+    grant_types=["authorization_code", "refresh_token"],
+    redirect_uris=[CALLBACK, "com.example.app:/cb"],
+    scopes=["read", "write"],
+)
+GOOD = {
+    "response_type": "code",
+    "client_id": "app",
+    "redirect_uri": CALLBACK,
+    "code_challenge": CHALLENGE,
+    "code_challenge_method": "S256",
+    "state": "s1",
+}
+
+
+def _decide(extra: str = "", client: pb.Client = CLIENT, **changes: str | None) -> object:
+    params = {key: value for key, value in {**GOOD, **changes}.items() if value is not None}
+    query = urlencode(params) + extra
+    return decide(parse_params(query), client)
+
+
+def test_a_valid_request() -> None:
+    assert _decide(scope="read write read") == AuthorizationRequest(
+        client_id="app",
+        redirect_uri=CALLBACK,
+        scope=("read", "write"),
+        state="s1",
+        code_challenge=CHALLENGE,
+    )
+
+
+def test_the_request_survives_the_login_form() -> None:
+    request = _decide(scope="read")
+    assert isinstance(request, AuthorizationRequest)
+    assert decide(parse_params(urlencode(request.fields())), CLIENT) == request
+
+
+def test_unknown_parameters_are_ignored() -> None:
+    assert isinstance(_decide("&prompt=login&nonce=n"), AuthorizationRequest)
+
+
+@pytest.mark.parametrize(
+    ("changes", "extra"),
+    [
+        pytest.param({"redirect_uri": None}, "", id="missing"),
+        pytest.param({"redirect_uri": "https://evil.example/cb"}, "", id="foreign"),
+        pytest.param({"redirect_uri": CALLBACK + "/"}, "", id="trailing-slash"),
+        pytest.param({"redirect_uri": "HTTPS://app.example/cb"}, "", id="scheme-case"),
+        pytest.param({}, "&redirect_uri=" + CALLBACK, id="repeated-same"),
+        pytest.param({"client_id": "other"}, "", id="other-client"),
+        pytest.param({}, "&client_id=app", id="client-repeated"),
+    ],
+)
+def test_an_untrusted_redirect_uri_means_an_error_page(
+    changes: dict[str, str | None], extra: str
+) -> None:
+    assert isinstance(_decide(extra, **changes), ErrorPage)
+
+
+@pytest.mark.parametrize(
+    ("changes", "extra", "error"),
+    [
+        pytest.param({"response_type": None}, "", "invalid_request", id="no-response-type"),
+        pytest.param({"response_type": "token"}, "", "unsupported_response_type", id="implicit"),
+        pytest.param({"code_challenge": None}, "", "invalid_request", id="no-challenge"),
+        pytest.param({"code_challenge_method": None}, "", "invalid_request", id="no-method"),
+        pytest.param({"code_challenge_method": "plain"}, "", "invalid_request", id="plain"),
+        pytest.param({"code_challenge_method": "s256"}, "", "invalid_request", id="lowercase"),
+        pytest.param({"code_challenge": CHALLENGE[:-1]}, "", "invalid_request", id="42-chars"),
+        pytest.param({"code_challenge": CHALLENGE[:-1] + "="}, "", "invalid_request", id="padded"),
+        pytest.param({"scope": "admin"}, "", "invalid_scope", id="scope"),
+        pytest.param({"scope": 'read "x"'}, "", "invalid_scope", id="scope-syntax"),
+        pytest.param({}, "&scope=read&scope=write", "invalid_request", id="repeated"),
+    ],
+)
+def test_other_refusals_go_back_with_the_state(
+    changes: dict[str, str | None], extra: str, error: str
+) -> None:
+    decision = _decide(extra, **changes)
+    assert isinstance(decision, ErrorRedirect)
+    assert decision.redirect_uri == CALLBACK
+    assert decision.error.error == error
+    assert decision.state == "s1"
+
+
+def test_a_client_without_the_code_grant_is_unauthorized() -> None:
+    client = pb.Client(
+        client_id="app", grant_types=["client_credentials"], redirect_uris=[CALLBACK]
+    )
+    decision = _decide(client=client)
+    assert isinstance(decision, ErrorRedirect)
+    assert decision.error.error == "unauthorized_client"
+
+
+def test_a_repeated_state_is_not_echoed() -> None:
+    decision = _decide("&state=s2")
+    assert isinstance(decision, ErrorRedirect)
+    assert decision.state is None
+
+
+def test_verified_redirect_uri_accepts_a_custom_scheme_exactly() -> None:
+    params = parse_params(urlencode({"redirect_uri": "com.example.app:/cb"}))
+    assert verified_redirect_uri(CLIENT, params) == "com.example.app:/cb"
+
+
+def test_response_url_keeps_the_registered_query() -> None:
+    assert response_url("https://a.example/cb?x=1", {"code": "c", "state": "a b&c"}) == (
+        "https://a.example/cb?x=1&code=c&state=a%20b%26c"
+    )
+
+
+def test_error_response_url_carries_error_state_and_issuer() -> None:
+    url = error_response_url(
+        ErrorRedirect(CALLBACK, AccessDenied("no"), "s"), "https://issuer.example"
+    )
+    assert url == (
+        CALLBACK + "?error=access_denied&error_description=no&state=s"
+        "&iss=https%3A%2F%2Fissuer.example"
+    )
+
+
+def test_parse_scope_drops_duplicates_and_checks_syntax() -> None:
+    assert parse_scope("a  b a") == ("a", "b")
+    assert parse_scope(None) == ()
+    with pytest.raises(InvalidScope):
+        parse_scope("a\\b")

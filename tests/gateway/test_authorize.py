@@ -1,0 +1,474 @@
+"""GET /oauth/authorize, the sign-in page and consent, against real servers."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from authsvc_gateway import paths
+from authsvc_gateway.csrf import CSRF_COOKIE, CSRF_FIELD
+from authsvc_gateway.pages import INVALID_CREDENTIALS
+
+from tests.gateway.browser import decide, read_form, sign_in
+from tests.gateway.conftest import (
+    PASSWORD,
+    REDIRECT_URI,
+    USERNAME,
+    Deployment,
+    authorize_url,
+    deploy,
+    pkce_pair,
+    redirect_params,
+    register_app,
+)
+
+# Tests here register their own clients and move no clock, so they share one deployment.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest.fixture
+def deployment(shared_deployment: Deployment) -> Deployment:
+    return shared_deployment
+
+
+@pytest.fixture
+def http(shared_http: httpx.AsyncClient) -> httpx.AsyncClient:
+    return shared_http
+
+
+async def _token_request(http: httpx.AsyncClient, **form: str) -> httpx.Response:
+    return await http.post(paths.TOKEN, data={"grant_type": "authorization_code", **form})
+
+
+async def test_state_comes_back_unchanged(deployment: Deployment, http: httpx.AsyncClient) -> None:
+    client_id, _ = await register_app(deployment)
+    _, challenge = pkce_pair()
+    state = "a b+c/d?e=f&g=h%20i~é<script>"
+    url = authorize_url(deployment, client_id, challenge, state=state)
+    answer = redirect_params(await sign_in(http, url, USERNAME, PASSWORD))
+    assert answer["state"] == state
+    assert answer["code"].startswith("asac_")
+    assert answer["iss"] == deployment.config.issuer
+
+
+async def test_the_redirect_uri_keeps_its_own_query(
+    deployment: Deployment, http: httpx.AsyncClient
+) -> None:
+    with_query = "http://127.0.0.1:9999/cb?tenant=7"
+    client = await deployment.authority.create_client(
+        "app",
+        grant_types=["authorization_code"],
+        redirect_uris=[with_query],
+        public=True,
+        first_party=True,
+    )
+    _, challenge = pkce_pair()
+    url = authorize_url(deployment, client.client_id, challenge, redirect_uri=with_query)
+    redirected = await sign_in(http, url, USERNAME, PASSWORD)
+    assert redirected.headers["location"].startswith(with_query + "&code=")
+
+
+@pytest.mark.parametrize(
+    ("params", "error"),
+    [
+        pytest.param({"code_challenge": ""}, "invalid_request", id="missing-challenge"),
+        pytest.param({"code_challenge_method": "plain"}, "invalid_request", id="plain-challenge"),
+        pytest.param({"code_challenge_method": ""}, "invalid_request", id="method-defaults-plain"),
+        pytest.param({"code_challenge": "short"}, "invalid_request", id="malformed-challenge"),
+        pytest.param({"response_type": "token"}, "unsupported_response_type", id="implicit"),
+        pytest.param({"response_type": "code id_token"}, "unsupported_response_type", id="hybrid"),
+        pytest.param({"response_type": ""}, "invalid_request", id="no-response-type"),
+        pytest.param({"scope": "profile admin"}, "invalid_scope", id="scope-not-allowed"),
+    ],
+)
+async def test_refusals_go_back_to_a_registered_redirect_uri(
+    deployment: Deployment, http: httpx.AsyncClient, params: dict[str, str], error: str
+) -> None:
+    client_id, _ = await register_app(deployment)
+    _, challenge = pkce_pair()
+    refused = await http.get(authorize_url(deployment, client_id, challenge, **params))
+    assert refused.headers["location"].startswith(REDIRECT_URI + "?")
+    answer = redirect_params(refused)
+    assert answer["error"] == error
+    assert answer["state"] == "af0ifjsldkj"
+    assert answer["iss"] == deployment.config.issuer
+    assert "code" not in answer
+
+
+async def test_repeated_parameters_are_refused(
+    deployment: Deployment, http: httpx.AsyncClient
+) -> None:
+    client_id, _ = await register_app(deployment)
+    _, challenge = pkce_pair()
+    url = authorize_url(deployment, client_id, challenge) + "&scope=profile&scope=photos:read"
+    assert redirect_params(await http.get(url))["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize(
+    "redirect_uri",
+    [
+        pytest.param("https://evil.example/callback", id="foreign"),
+        pytest.param(REDIRECT_URI + "/../evil", id="path-suffix"),
+        pytest.param(REDIRECT_URI + "x", id="prefix-match"),
+        pytest.param(REDIRECT_URI.replace("9999", "9998"), id="other-port"),
+        pytest.param(REDIRECT_URI.replace("callback", "CALLBACK"), id="case"),
+        pytest.param(REDIRECT_URI + "?next=https://evil.example", id="added-query"),
+        pytest.param(REDIRECT_URI + "#frag", id="fragment"),
+        pytest.param("", id="missing"),
+    ],
+)
+async def test_a_redirect_uri_mismatch_shows_an_error_page_never_a_redirect(
+    deployment: Deployment, http: httpx.AsyncClient, redirect_uri: str
+) -> None:
+    client_id, _ = await register_app(deployment)
+    _, challenge = pkce_pair()
+    # Even with every other parameter wrong too, nothing may be sent to an unverified URI.
+    url = authorize_url(
+        deployment, client_id, challenge, redirect_uri=redirect_uri, response_type="token"
+    )
+    page = await http.get(url)
+    assert page.status_code == 400
+    assert "location" not in page.headers
+    assert page.headers["content-type"].startswith("text/html")
+    assert "invalid_request" in page.text
+
+
+async def test_a_repeated_redirect_uri_is_not_trusted(
+    deployment: Deployment, http: httpx.AsyncClient
+) -> None:
+    client_id, _ = await register_app(deployment)
+    _, challenge = pkce_pair()
+    url = authorize_url(deployment, client_id, challenge) + "&redirect_uri=https%3A%2F%2Fevil"
+    page = await http.get(url)
+    assert page.status_code == 400
+    assert "location" not in page.headers
+
+
+@pytest.mark.parametrize(
+    "client_id",
+    [pytest.param("no-such-client", id="unknown"), pytest.param("", id="missing")],
+)
+async def test_an_unknown_client_shows_an_error_page(
+    deployment: Deployment, http: httpx.AsyncClient, client_id: str
+) -> None:
+    _, challenge = pkce_pair()
+    page = await http.get(authorize_url(deployment, client_id, challenge))
+    assert page.status_code == 400
+    assert "location" not in page.headers
+
+
+async def test_error_pages_escape_what_they_echo(
+    deployment: Deployment, http: httpx.AsyncClient
+) -> None:
+    client_id, _ = await register_app(deployment)
+    _, challenge = pkce_pair()
+    page = await http.get(
+        authorize_url(deployment, client_id, challenge, redirect_uri="<script>alert(1)</script>")
+    )
+    assert "<script>" not in page.text
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+
+
+async def test_the_sign_in_page_carries_a_csrf_token_and_a_strict_cookie(
+    deployment: Deployment, http: httpx.AsyncClient
+) -> None:
+    client_id, _ = await register_app(deployment)
+    _, challenge = pkce_pair()
+    page = await http.get(authorize_url(deployment, client_id, challenge))
+    assert page.status_code == 200
+    assert read_form(page).fields[CSRF_FIELD]
+    cookie = page.headers["set-cookie"]
+    assert cookie.startswith(CSRF_COOKIE + "=")
+    assert "HttpOnly" in cookie
+    assert "SameSite=strict" in cookie
+    assert page.headers["cache-control"] == "no-store"
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        pytest.param("drop-cookie", id="no-cookie"),
+        pytest.param("drop-token", id="no-token"),
+        pytest.param("wrong-token", id="wrong-token"),
+        pytest.param("other-cookie", id="cookie-from-another-browser"),
+    ],
+)
+async def test_a_login_without_the_csrf_pair_is_refused(
+    deployment: Deployment, http: httpx.AsyncClient, tamper: str
+) -> None:
+    client_id, _ = await register_app(deployment)
+    _, challenge = pkce_pair()
+    page = await http.get(authorize_url(deployment, client_id, challenge))
+    form = read_form(page)
+    fields = {**form.fields, "username": USERNAME, "password": PASSWORD}
+    if tamper == "drop-cookie":
+        http.cookies.clear()
+    elif tamper == "drop-token":
+        del fields[CSRF_FIELD]
+    elif tamper == "wrong-token":
+        fields[CSRF_FIELD] = "A" * 43
+    else:
+        http.cookies.clear()
+        http.cookies.set(CSRF_COOKIE, "B" * 43, path="/oauth")
+    refused = await http.post(form.action, data=fields)
+    assert refused.status_code == 403
+    assert "location" not in refused.headers
+    # No password was checked: the attempt cannot feed a guessing attack.
+    assert "code=" not in refused.text
+
+
+@pytest.mark.parametrize(
+    ("username", "password"),
+    [
+        pytest.param(USERNAME, "wrong password", id="wrong-password"),
+        pytest.param("mallory", PASSWORD, id="unknown-user"),
+        pytest.param(USERNAME, "", id="empty-password"),
+    ],
+)
+async def test_failed_logins_say_only_invalid_credentials(
+    deployment: Deployment, http: httpx.AsyncClient, username: str, password: str
+) -> None:
+    client_id, _ = await register_app(deployment)
+    _, challenge = pkce_pair()
+    page = await sign_in(http, authorize_url(deployment, client_id, challenge), username, password)
+    assert page.status_code == 200
+    assert INVALID_CREDENTIALS in page.text
+    assert "location" not in page.headers
+    # The page can be submitted again: it carries a fresh form.
+    assert read_form(page).fields[CSRF_FIELD]
+
+
+async def test_failed_logins_are_rate_limited_per_account(tmp_path) -> None:
+    async with (
+        deploy(tmp_path) as deployment,
+        httpx.AsyncClient(base_url=deployment.url) as http,
+    ):
+        client_id, _ = await register_app(deployment)
+        _, challenge = pkce_pair()
+        url = authorize_url(deployment, client_id, challenge)
+        limit = deployment.config.login_policy.max_failures_per_account
+        for _ in range(limit):
+            assert INVALID_CREDENTIALS in (await sign_in(http, url, USERNAME, "nope")).text
+        blocked = await sign_in(http, url, USERNAME, PASSWORD)  # even the right password
+        assert blocked.status_code == 429
+        assert int(blocked.headers["retry-after"]) > 0
+        assert "location" not in blocked.headers
+        # The same limit holds for the account whatever its spelling.
+        assert (await sign_in(http, url, USERNAME.upper(), PASSWORD)).status_code == 429
+
+
+async def test_failed_logins_are_rate_limited_per_ip(tmp_path) -> None:
+    from authsvc_gateway.config import LoginPolicy
+
+    policy = LoginPolicy(max_failures_per_account=100, max_failures_per_ip=3)
+    async with (
+        deploy(tmp_path, login_policy=policy) as deployment,
+        httpx.AsyncClient(base_url=deployment.url) as http,
+    ):
+        client_id, _ = await register_app(deployment)
+        _, challenge = pkce_pair()
+        url = authorize_url(deployment, client_id, challenge)
+        for name in ("a", "b", "c"):
+            assert INVALID_CREDENTIALS in (await sign_in(http, url, name, "nope")).text
+        blocked = await sign_in(http, url, USERNAME, PASSWORD)
+        assert blocked.status_code == 429
+        assert int(blocked.headers["retry-after"]) > 0
+        # A forged X-Forwarded-For does not buy a fresh budget.
+        forged = await http.get(url, headers={"x-forwarded-for": "203.0.113.9"})
+        form = read_form(forged)
+        again = await http.post(
+            form.action,
+            data={**form.fields, "username": USERNAME, "password": PASSWORD},
+            headers={"x-forwarded-for": "203.0.113.9"},
+        )
+        assert again.status_code == 429
+
+
+async def test_first_party_clients_skip_consent(
+    deployment: Deployment, http: httpx.AsyncClient
+) -> None:
+    client_id, _ = await register_app(deployment, first_party=True)
+    _, challenge = pkce_pair()
+    answer = redirect_params(
+        await sign_in(http, authorize_url(deployment, client_id, challenge), USERNAME, PASSWORD)
+    )
+    assert "code" in answer
+
+
+async def test_first_party_clients_see_consent_when_configured(tmp_path) -> None:
+    async with (
+        deploy(tmp_path, first_party_skip_consent=False) as deployment,
+        httpx.AsyncClient(base_url=deployment.url) as http,
+    ):
+        client_id, _ = await register_app(deployment, first_party=True)
+        _, challenge = pkce_pair()
+        url = authorize_url(deployment, client_id, challenge)
+        consent = await sign_in(http, url, USERNAME, PASSWORD)
+        assert consent.status_code == 200
+        assert "Allow access?" in consent.text
+
+
+async def test_third_party_clients_ask_for_consent_then_issue_a_code(
+    deployment: Deployment, http: httpx.AsyncClient
+) -> None:
+    client_id, secret = await register_app(deployment, public=False, first_party=False)
+    verifier, challenge = pkce_pair()
+    url = authorize_url(deployment, client_id, challenge, scope="photos:read")
+    consent = await sign_in(http, url, USERNAME, PASSWORD)
+    assert consent.status_code == 200
+    assert "Photo Printer" in consent.text
+    assert "photos:read" in consent.text
+    assert consent.headers["x-frame-options"] == "DENY"
+    answer = redirect_params(await decide(http, consent, "allow"))
+    assert answer["state"] == "af0ifjsldkj"
+    tokens = await _token_request(
+        http,
+        code=answer["code"],
+        redirect_uri=REDIRECT_URI,
+        code_verifier=verifier,
+        client_id=client_id,
+        client_secret=secret,
+    )
+    assert tokens.status_code == 200, tokens.text
+    assert tokens.json()["scope"] == "photos:read"
+
+
+async def test_denied_consent_answers_access_denied(
+    deployment: Deployment, http: httpx.AsyncClient
+) -> None:
+    client_id, _ = await register_app(deployment, first_party=False)
+    _, challenge = pkce_pair()
+    consent = await sign_in(
+        http, authorize_url(deployment, client_id, challenge), USERNAME, PASSWORD
+    )
+    answer = redirect_params(await decide(http, consent, "deny"))
+    assert answer == {
+        "error": "access_denied",
+        "error_description": "the user denied the request",
+        "state": "af0ifjsldkj",
+        "iss": deployment.config.issuer,
+    }
+
+
+async def test_a_tampered_consent_ticket_is_refused(
+    deployment: Deployment, http: httpx.AsyncClient
+) -> None:
+    client_id, _ = await register_app(deployment, first_party=False)
+    _, challenge = pkce_pair()
+    consent = await sign_in(
+        http, authorize_url(deployment, client_id, challenge), USERNAME, PASSWORD
+    )
+    form = read_form(consent)
+    body, _, signature = form.fields["ticket"].partition(".")
+    forged = {**form.fields, "ticket": body[:-2] + "AA." + signature, "decision": "allow"}
+    refused = await http.post(form.action, data=forged)
+    assert refused.status_code == 400
+    assert "location" not in refused.headers
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        pytest.param({"code_verifier": "wrong" * 10}, "invalid_grant", id="wrong-verifier"),
+        pytest.param({"code_verifier": ""}, "invalid_request", id="missing-verifier"),
+        pytest.param(
+            {"redirect_uri": "com.example.app:/oauth2redirect"}, "invalid_grant", id="other-uri"
+        ),
+        pytest.param({"code": "asac_" + "A" * 43}, "invalid_grant", id="unknown-code"),
+    ],
+)
+async def test_the_code_exchange_refuses(
+    deployment: Deployment, http: httpx.AsyncClient, change: dict[str, str], error: str
+) -> None:
+    client_id, _ = await register_app(deployment)
+    verifier, challenge = pkce_pair()
+    answer = redirect_params(
+        await sign_in(http, authorize_url(deployment, client_id, challenge), USERNAME, PASSWORD)
+    )
+    form = {
+        "client_id": client_id,
+        "code": answer["code"],
+        "redirect_uri": REDIRECT_URI,
+        "code_verifier": verifier,
+        **change,
+    }
+    refused = await _token_request(http, **form)
+    assert refused.status_code == 400
+    assert refused.json()["error"] == error
+    assert refused.headers["cache-control"] == "no-store"
+
+
+async def test_a_code_used_twice_fails_and_revokes_what_it_issued(
+    deployment: Deployment, http: httpx.AsyncClient
+) -> None:
+    client_id, _ = await register_app(deployment)
+    verifier, challenge = pkce_pair()
+    answer = redirect_params(
+        await sign_in(http, authorize_url(deployment, client_id, challenge), USERNAME, PASSWORD)
+    )
+    form = {
+        "client_id": client_id,
+        "code": answer["code"],
+        "redirect_uri": REDIRECT_URI,
+        "code_verifier": verifier,
+    }
+    first = await _token_request(http, **form)
+    assert first.status_code == 200
+    second = await _token_request(http, **form)
+    assert second.status_code == 400
+    assert second.json()["error"] == "invalid_grant"
+    refresh = await http.post(
+        paths.TOKEN,
+        data={
+            "grant_type": "refresh_token",
+            "client_id": client_id,
+            "refresh_token": first.json()["refresh_token"],
+        },
+    )
+    assert refresh.json()["error"] == "invalid_grant"
+    verified = await deployment.authority.authority.introspect(first.json()["access_token"])
+    assert not verified.active
+
+
+async def test_a_code_expires_after_sixty_seconds(tmp_path) -> None:
+    async with (
+        deploy(tmp_path) as deployment,
+        httpx.AsyncClient(base_url=deployment.url) as http,
+    ):
+        await _expired_code_is_refused(deployment, http)
+
+
+async def _expired_code_is_refused(deployment: Deployment, http: httpx.AsyncClient) -> None:
+    client_id, _ = await register_app(deployment)
+    verifier, challenge = pkce_pair()
+    answer = redirect_params(
+        await sign_in(http, authorize_url(deployment, client_id, challenge), USERNAME, PASSWORD)
+    )
+    deployment.authority.clock.advance(61)
+    refused = await _token_request(
+        http,
+        client_id=client_id,
+        code=answer["code"],
+        redirect_uri=REDIRECT_URI,
+        code_verifier=verifier,
+    )
+    assert refused.json()["error"] == "invalid_grant"
+
+
+async def test_codes_are_bound_to_their_client(
+    deployment: Deployment, http: httpx.AsyncClient
+) -> None:
+    client_id, _ = await register_app(deployment)
+    other_id, _ = await register_app(deployment)
+    verifier, challenge = pkce_pair()
+    answer = redirect_params(
+        await sign_in(http, authorize_url(deployment, client_id, challenge), USERNAME, PASSWORD)
+    )
+    stolen = await _token_request(
+        http,
+        client_id=other_id,
+        code=answer["code"],
+        redirect_uri=REDIRECT_URI,
+        code_verifier=verifier,
+    )
+    assert stolen.json()["error"] == "invalid_grant"

@@ -1,0 +1,50 @@
+"""Who sees consent, and the signed ticket that carries a login to the consent form."""
+
+from __future__ import annotations
+
+import pytest
+from authsvc_client.v1 import authsvc_pb2 as pb
+from authsvc_gateway.consent import needs_consent, open_ticket, seal_ticket
+
+KEY = b"k" * 32
+
+
+@pytest.mark.parametrize(
+    ("first_party", "skip", "expected"),
+    [
+        pytest.param(False, True, True, id="third-party"),
+        pytest.param(False, False, True, id="third-party-no-skip"),
+        pytest.param(True, True, False, id="first-party-skips"),
+        pytest.param(True, False, True, id="first-party-configured-to-ask"),
+    ],
+)
+def test_needs_consent(first_party: bool, skip: bool, expected: bool) -> None:
+    client = pb.Client(client_id="c", first_party=first_party)
+    assert needs_consent(client, first_party_skip_consent=skip) is expected
+
+
+def test_a_ticket_round_trips_until_it_expires() -> None:
+    ticket = seal_ticket(KEY, {"sub": "u1"}, now=100, lifetime=10)
+    assert open_ticket(KEY, ticket, now=109) == {"sub": "u1", "exp": 110}
+    assert open_ticket(KEY, ticket, now=110) is None
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        pytest.param(lambda t: t.replace(".", ".A", 1), id="signature"),
+        pytest.param(lambda t: "A" + t, id="body"),
+        pytest.param(lambda t: t.split(".")[0], id="unsigned"),
+        pytest.param(lambda t: "", id="empty"),
+        pytest.param(lambda t: "é.é", id="not-ascii"),
+        pytest.param(lambda t: "!!!.!!!", id="not-base64"),
+    ],
+)
+def test_a_tampered_ticket_opens_to_nothing(tamper) -> None:
+    ticket = seal_ticket(KEY, {"sub": "u1"}, now=100, lifetime=10)
+    assert open_ticket(KEY, tamper(ticket), now=100) is None
+
+
+def test_another_key_cannot_open_it() -> None:
+    ticket = seal_ticket(KEY, {"sub": "u1"}, now=100, lifetime=10)
+    assert open_ticket(b"x" * 32, ticket, now=100) is None

@@ -1,0 +1,66 @@
+"""The channel to authsvc over TLS and mutual TLS, against a real authsvc serving TLS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from authsvc_client.v1 import authsvc_pb2 as pb
+from authsvc_gateway.backend import GrpcBackend
+from authsvc_gateway.config import GATEWAY_SCOPES, ConfigError, GatewayConfig
+from authsvc_gateway.errors import TemporarilyUnavailable
+
+from authsvc.testing import start_authority
+from tests.gateway.certificates import CertificateAuthority
+
+
+@pytest.mark.parametrize("mutual", [pytest.param(False, id="tls"), pytest.param(True, id="mtls")])
+async def test_the_gateway_reaches_authsvc_over_tls(tmp_path: Path, mutual: bool) -> None:
+    (tmp_path / "pki").mkdir()
+    ca = CertificateAuthority(tmp_path / "pki")
+    server_cert, server_key = ca.issue("authsvc", server=True)
+    tls = {"tls_cert_file": server_cert, "tls_key_file": server_key}
+    if mutual:
+        tls["tls_client_ca_file"] = ca.ca_file
+    async with start_authority(tmp_path, **tls) as running:
+        own = await running.create_client(
+            "gateway",
+            grant_types=["client_credentials"],
+            scopes=GATEWAY_SCOPES,
+            audiences=[running.settings.audience],
+        )
+        cert_file, key_file = ca.issue(own.client_id, server=False) if mutual else (None, None)
+        config = GatewayConfig(
+            client_id=own.client_id,
+            client_secret=own.client_secret,
+            upstream=running.address,
+            upstream_ca_file=ca.ca_file,
+            upstream_cert_file=cert_file,
+            upstream_key_file=key_file,
+            upstream_timeout=5.0,
+        )
+        async with GrpcBackend.connect(config) as backend:
+            found = await backend.get_client(pb.GetClientRequest(client_id=own.client_id))
+            assert found.client_id == own.client_id
+
+        plaintext = GatewayConfig(
+            client_id=own.client_id,
+            client_secret=own.client_secret,
+            upstream=running.address,
+            upstream_timeout=2.0,
+        )
+        async with GrpcBackend.connect(plaintext) as backend:
+            with pytest.raises(TemporarilyUnavailable):
+                await backend.get_client(pb.GetClientRequest(client_id=own.client_id))
+
+
+def test_a_client_certificate_needs_its_key_and_a_ca(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="KEY_FILE"):
+        GatewayConfig(client_id="g", client_secret="s", upstream_cert_file=tmp_path / "c.pem")
+    with pytest.raises(ConfigError, match="CA_FILE"):
+        GatewayConfig(
+            client_id="g",
+            client_secret="s",
+            upstream_cert_file=tmp_path / "c.pem",
+            upstream_key_file=tmp_path / "c.key",
+        )
