@@ -4,15 +4,12 @@ under SIGTERM as a real subprocess)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import socket
-import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -20,7 +17,6 @@ from authsvc_client.v1 import authsvc_pb2 as pb
 from authsvc_client.v1 import authsvc_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from sqlalchemy import event
 
 from authsvc.keys.sealing import new_kek_text
 from authsvc.rpc.server import stop_server
@@ -65,52 +61,34 @@ async def test_oversized_request_is_refused_by_the_transport(tokens) -> None:
     assert (await refused(tokens.Verify(request)))[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-@contextlib.contextmanager
-def write_lock_held(database: Path) -> Any:
-    """Another process-like writer holds SQLite's write lock until the block ends."""
-    holder = sqlite3.connect(database, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    finally:
-        holder.execute("COMMIT")
-        holder.close()
-
-
-async def test_graceful_stop_finishes_calls_in_flight_and_refuses_new_ones(
+async def test_graceful_stop_serves_calls_in_flight_and_refuses_new_ones(
     running: RunningAuthority, tokens, admin, pair: pb.TokenPair
 ) -> None:
-    engine = running.authority.ctx.store.engine.sync_engine
-    writing = asyncio.Event()
-
-    def on_statement(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.startswith("BEGIN IMMEDIATE"):
-            writing.set()
-
+    latest = running.authority.ctx.feed.cursor
     async with grpc.aio.insecure_channel(running.address) as side:
-        watch = health_pb2_grpc.HealthStub(side).Watch(health_pb2.HealthCheckRequest(service=""))
-        assert (await asyncio.wait_for(watch.read(), BOUND)).status == SERVING
-        event.listen(engine, "before_cursor_execute", on_statement)
-        try:
-            with write_lock_held(running.settings.data_dir / "authsvc.db"):
-                rotating = asyncio.ensure_future(
-                    tokens.Rotate(
-                        pb.RotateRequest(refresh_token=pair.refresh_token), metadata=admin
-                    )
-                )
-                # The call is in flight: its transaction is waiting for the write lock.
-                await asyncio.wait_for(writing.wait(), BOUND)
-                stopping = asyncio.ensure_future(stop_server(running.server, grace=BOUND))
-                assert (await asyncio.wait_for(watch.read(), BOUND)).status == NOT_SERVING
-                watch.cancel()
-                await _until_refused(running.address)
-                assert not rotating.done()
-            # The lock is released: the call in flight completes, then the server stops.
-            rotated = await asyncio.wait_for(rotating, BOUND)
-            assert rotated.family_id == pair.family_id
-            await asyncio.wait_for(stopping, BOUND)
-        finally:
-            event.remove(engine, "before_cursor_execute", on_statement)
+        health = health_pb2_grpc.HealthStub(side).Watch(health_pb2.HealthCheckRequest(service=""))
+        assert (await asyncio.wait_for(health.read(), BOUND)).status == SERVING
+        # The call in flight: a revocation stream, caught up (its first heartbeat).
+        stream = tokens.WatchRevocations(pb.WatchRevocationsRequest(cursor=latest), metadata=admin)
+        assert (await asyncio.wait_for(stream.read(), BOUND)).WhichOneof("event") == "heartbeat"
+
+        stopping = asyncio.ensure_future(stop_server(running.server, grace=BOUND))
+        assert (await asyncio.wait_for(health.read(), BOUND)).status == NOT_SERVING
+        health.cancel()
+        await _until_refused(running.address)
+
+        # Within the grace period the call in flight is still served: a revocation made now
+        # (through the domain, as no new call gets in) reaches it.
+        await running.authority.revoke_family(pair.family_id)
+        while True:
+            event = await asyncio.wait_for(stream.read(), BOUND)
+            if event.WhichOneof("event") == "family_revoked":
+                break
+        assert event.family_revoked == pair.family_id
+        assert not stopping.done()
+        # The last call ends: the stop completes without waiting out the grace period.
+        stream.cancel()
+        await asyncio.wait_for(stopping, BOUND)
 
 
 async def _until_refused(address: str) -> None:

@@ -360,12 +360,14 @@ def counting_statements(running: RunningAuthority) -> Iterator[list[str]]:
     def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         statements.append(statement)
 
-    engine = running.authority.ctx.store.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", count)
+    engines = running.authority.ctx.store.engines  # every engine that runs the store's SQL
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", count)
     try:
         yield statements
     finally:
-        event.remove(engine, "before_cursor_execute", count)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", count)
 
 
 async def test_verify_of_a_live_token_never_queries_the_database(tmp_path: Path) -> None:
