@@ -19,7 +19,7 @@ from authsvc.authority import Authority, open_authority
 from authsvc.client_registry import ADMIN_SCOPES, GRANT_TYPES
 from authsvc.config import ConfigError, Settings
 from authsvc.errors import AuthError
-from authsvc.keys.sealing import new_kek_text
+from authsvc.keys.sealing import UnsealError, new_kek_text
 from authsvc.serve import gateway_config, read_dev_credentials, run_event_loop
 from authsvc.storage import migrate
 from authsvc.storage.engine import create_engine
@@ -349,7 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.configure(settings.log_level)
         handler: Handler = args.handler
         return run_event_loop(handler(args, settings))
-    except ConfigError as exc:
+    except (ConfigError, UnsealError) as exc:
+        # A key that will not unseal is almost always the wrong AUTHSVC_KEK: the message says so.
         print(f"authsvc: configuration error: {exc}", file=sys.stderr)
         return 2
     except AuthError as exc:
