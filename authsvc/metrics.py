@@ -1,5 +1,8 @@
 """Prometheus metrics for operators: calls by method and status, latency, and the state gauges.
 
+Calls are recorded where they already pass through one place: the servicers' error edge
+(`authsvc.rpc.servicer`) and, for calls refused before any handler, caller authorization. An
+interceptor of its own would cost every call another trip through grpc.aio's interceptor chain.
 The state gauges (revocation entries, feed cursor, keys by state) are read at scrape time, so
 they cost the request path nothing. Each server has its own registry, so tests and several
 authorities in one process do not share counters.
@@ -7,17 +10,14 @@ authorities in one process do not share counters.
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from authsvc.authority import Authority
-from authsvc.rpc.handlers import Context, StreamBehaviour, UnaryBehaviour, wrap_handler
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 
@@ -66,51 +66,33 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(AuthorityCollector(authority))
+        # Label lookups hash and lock; the request path reuses each child once made.
+        self._call_children: dict[tuple[str, str], Any] = {}
+        self._latency_children: dict[str, Any] = {}
+
+    def observe(self, method: str, code: str, seconds: float) -> None:
+        """One handled call: counted by method and status, timed by method."""
+        self._children(method, code).inc()
+        self._latency(method).observe(seconds)
+
+    def refused(self, method: str, code: str) -> None:
+        """One call refused before any handler ran (caller authorization)."""
+        self._children(method, code).inc()
+
+    def _children(self, method: str, code: str) -> Any:
+        child = self._call_children.get((method, code))
+        if child is None:
+            child = self._call_children[(method, code)] = self.calls.labels(method, code)
+        return child
+
+    def _latency(self, method: str) -> Any:
+        child = self._latency_children.get(method)
+        if child is None:
+            child = self._latency_children[method] = self.latency.labels(method)
+        return child
 
     def serve(self, address: str) -> int:
         """Expose /metrics over HTTP on `address` (host:port; port 0 picks one). The port."""
         host, _, port = address.rpartition(":")
         server, _thread = start_http_server(int(port), addr=host, registry=self.registry)
         return int(server.server_port)
-
-
-class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Counts and times every call, whatever its outcome."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
-
-    async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method.rsplit("/", 1)[-1]
-        calls, latency = self._metrics.calls, self._metrics.latency.labels(method)
-
-        def record(context: Context, started: float) -> None:
-            code = context.code() or grpc.StatusCode.OK
-            calls.labels(method, getattr(code, "name", str(code))).inc()
-            latency.observe(time.perf_counter() - started)
-
-        def unary(behaviour: UnaryBehaviour) -> UnaryBehaviour:
-            async def timed(request: Any, context: Context) -> Any:
-                started = time.perf_counter()
-                try:
-                    return await behaviour(request, context)
-                finally:
-                    record(context, started)
-
-            return timed
-
-        def stream(behaviour: StreamBehaviour) -> StreamBehaviour:
-            async def timed(request: Any, context: Context) -> AsyncIterator[Any]:
-                started = time.perf_counter()
-                try:
-                    async for item in behaviour(request, context):
-                        yield item
-                finally:
-                    record(context, started)
-
-            return timed
-
-        return wrap_handler(handler, unary, stream)

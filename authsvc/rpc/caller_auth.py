@@ -112,10 +112,12 @@ class CallerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-ar
         policies: Mapping[str, MethodPolicy],
         authenticate_bearer: BearerAuthenticator,
         authenticate_certificate: CertificateAuthenticator | None = None,
+        on_refusal: Callable[[str, AuthError], None] | None = None,
     ) -> None:
         self._policies = policies
         self._bearer = authenticate_bearer
         self._certificate = authenticate_certificate
+        self._on_refusal = on_refusal
 
     async def intercept_service(
         self,
@@ -136,6 +138,8 @@ class CallerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-ar
         if refusal is None:
             # Most calls end here: the handler runs as registered, with no wrapper around it.
             return handler
+        if self._on_refusal is not None:
+            self._on_refusal(handler_call_details.method, refusal)
         return _refusing(handler, refusal)
 
     def _bearer_caller(self, policy: MethodPolicy, token: str | None) -> Caller | AuthError | None:

@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from authsvc.authority import Authority
 from authsvc.config import Settings
 from authsvc.errors import AuthError
-from authsvc.metrics import Metrics, MetricsInterceptor
+from authsvc.metrics import Metrics
 from authsvc.rpc.caller_auth import (
     BearerAuthenticator,
     Caller,
@@ -27,6 +27,7 @@ from authsvc.rpc.caller_auth import (
     method_policies,
 )
 from authsvc.rpc.servicer import AuthorizationService, TokenService
+from authsvc.rpc.status import status_for
 
 SERVICE_NAMES = tuple(
     service.full_name for service in authsvc_pb2.DESCRIPTOR.services_by_name.values()
@@ -85,20 +86,22 @@ async def start_server(authority: Authority, address: str | None = None) -> Runn
     """Build, bind and start the server; `address` defaults to settings.grpc_address."""
     settings = authority.settings
     credentials = _credentials(settings)
+    metrics = Metrics(authority)
     interceptor = CallerAuthInterceptor(
         method_policies(allow_anonymous_verify=settings.allow_anonymous_verify),
         _caller_from_bearer(authority),
         _caller_from_certificate(authority) if settings.tls_client_ca_file else None,
+        on_refusal=lambda method, error: metrics.refused(
+            method.rsplit("/", 1)[-1], status_for(error).name
+        ),
     )
-    metrics = Metrics(authority)
     server = grpc.aio.server(
-        # Metrics first, so refused calls are counted too.
-        interceptors=[MetricsInterceptor(metrics), interceptor],
+        interceptors=[interceptor],
         options=SERVER_OPTIONS,
     )
-    authsvc_pb2_grpc.add_TokenServiceServicer_to_server(TokenService(authority), server)
+    authsvc_pb2_grpc.add_TokenServiceServicer_to_server(TokenService(authority, metrics), server)
     authsvc_pb2_grpc.add_AuthorizationServiceServicer_to_server(
-        AuthorizationService(authority), server
+        AuthorizationService(authority, metrics), server
     )
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -22,7 +23,8 @@ from authsvc.errors import AuthError, InvalidRequest, ServerError
 from authsvc.events import SubscriberTooSlow
 from authsvc.introspection import Introspection
 from authsvc.issuance import IssuedTokenPair
-from authsvc.rpc.status import abort
+from authsvc.metrics import Metrics
+from authsvc.rpc.status import abort, status_for
 from authsvc.storage.records import ClientRecord, FamilyRecord, RevocationEventRecord
 from authsvc.tokens.access import AccessClaims
 
@@ -37,15 +39,24 @@ MAX_FIELD = 8192
 def _edge(
     method: Callable[[Any, Request, Context], Awaitable[Response]],
 ) -> Callable[[Any, Request, Context], Awaitable[Response]]:
+    name = method.__name__
+
     @functools.wraps(method)
     async def handle(self: Any, request: Request, context: Context) -> Response:
+        started = time.perf_counter()
+        code = "OK"
         try:
             return await method(self, request, context)
         except AuthError as exc:
+            code = status_for(exc).name
             await abort(context, exc)
         except Exception:
-            log.exception("unexpected failure in %s", method.__name__)
+            code = "INTERNAL"
+            log.exception("unexpected failure in %s", name)
             await abort(context, ServerError())
+        finally:
+            if self.metrics is not None:
+                self.metrics.observe(name, code, time.perf_counter() - started)
         raise AssertionError("unreachable: abort raises")
 
     return handle
@@ -180,8 +191,9 @@ def publish_keys_message(authority: Authority) -> pb.PublishKeysResponse:
 class TokenService(pb_grpc.TokenServiceServicer):
     """authsvc.v1.TokenService over the domain."""
 
-    def __init__(self, authority: Authority) -> None:
+    def __init__(self, authority: Authority, metrics: Metrics | None = None) -> None:
         self._authority = authority
+        self.metrics = metrics
 
     @_edge
     async def IssueTokenPair(
@@ -314,8 +326,9 @@ class TokenService(pb_grpc.TokenServiceServicer):
 class AuthorizationService(pb_grpc.AuthorizationServiceServicer):
     """authsvc.v1.AuthorizationService: what the gateway needs for OAuth 2.1 flows."""
 
-    def __init__(self, authority: Authority) -> None:
+    def __init__(self, authority: Authority, metrics: Metrics | None = None) -> None:
         self._authority = authority
+        self.metrics = metrics
 
     @_edge
     async def AuthenticateClient(

@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 from authsvc_gateway.backend import GrpcBackend
 from authsvc_gateway.config import GATEWAY_SCOPES, GatewayConfig
+from authsvc_gateway.in_process import InProcessBackend
 from authsvc_gateway.server import RunningGateway, listening_socket, start_gateway
 
 from authsvc.testing import RunningAuthority, start_authority
@@ -43,9 +44,28 @@ class Deployment:
 
 
 @asynccontextmanager
-async def deploy(tmp_path: Any, **config: Any) -> AsyncIterator[Deployment]:
+async def _grpc_backend(settings: GatewayConfig, authority: RunningAuthority) -> AsyncIterator[Any]:
+    async with GrpcBackend.connect(settings) as backend:
+        yield backend
+
+
+@asynccontextmanager
+async def _in_process_backend(
+    settings: GatewayConfig, authority: RunningAuthority
+) -> AsyncIterator[Any]:
+    yield InProcessBackend(authority.authority)
+
+
+BACKENDS = {"grpc": _grpc_backend, "in_process": _in_process_backend}
+
+
+@asynccontextmanager
+async def deploy(tmp_path: Any, backend: str = "grpc", **config: Any) -> AsyncIterator[Deployment]:
     """Start authsvc with the gateway's URL as issuer, register the gateway's own client, start
-    the gateway on a socket bound beforehand (so its URL is known before anything starts)."""
+    the gateway on a socket bound beforehand (so its URL is known before anything starts).
+
+    `backend` is how the gateway reaches authsvc: "grpc" as a standalone gateway does, or
+    "in_process" as the gateway embedded in `authsvc serve` does."""
     sock: socket.socket = listening_socket("127.0.0.1", 0)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     try:
@@ -67,8 +87,8 @@ async def deploy(tmp_path: Any, **config: Any) -> AsyncIterator[Deployment]:
             settings = replace(settings, **config)
             subject = await authority.create_user(USERNAME, PASSWORD)
             async with (
-                GrpcBackend.connect(settings) as backend,
-                start_gateway(settings, backend, sock) as gateway,
+                BACKENDS[backend](settings, authority) as reach,
+                start_gateway(settings, reach, sock) as gateway,
             ):
                 yield Deployment(authority, gateway, settings, subject)
     finally:

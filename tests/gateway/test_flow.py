@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import warnings
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -24,7 +25,7 @@ with warnings.catch_warnings():
 from authsvc_gateway import paths
 
 from tests.gateway.browser import sign_in
-from tests.gateway.conftest import PASSWORD, REDIRECT_URI, USERNAME, Deployment
+from tests.gateway.conftest import BACKENDS, PASSWORD, REDIRECT_URI, USERNAME, Deployment, deploy
 
 APPENDIX_B = json.loads(
     (Path(__file__).parent / "fixtures" / "rfc7636_appendix_b.json").read_text()
@@ -49,6 +50,14 @@ async def _resource_server(deployment: Deployment) -> tuple[str, str]:
         "orders-api", grant_types=["client_credentials"], scopes=["authsvc:introspect"]
     )
     return api.client_id, api.client_secret
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+async def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Deployment]:
+    """Every flow here runs once per way the gateway reaches authsvc: over gRPC (a standalone
+    gateway) and in process (the gateway embedded in `authsvc serve`)."""
+    async with deploy(tmp_path, backend=request.param) as deployment:
+        yield deployment
 
 
 def _query(location: str) -> dict[str, str]:
