@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from joserfc.errors import InvalidKeyTypeError
 from joserfc.jwk import ECKey, OKPKey
 
 SigningKey = OKPKey | ECKey
@@ -48,7 +49,8 @@ def load_private(pem: bytes) -> SigningKey:
         return ECKey.import_key(pem)
     try:
         return OKPKey.import_key(pem)
-    except ValueError:
+    except (ValueError, InvalidKeyTypeError):
+        # A PKCS#8 "PRIVATE KEY" PEM does not say its type; joserfc tells us it is not OKP.
         return ECKey.import_key(pem)
 
 

@@ -108,7 +108,8 @@ def read_header(token: str) -> dict[str, Any]:
 def check_header(header: Mapping[str, Any], keys: Mapping[str, PublishedKey]) -> PublishedKey:
     """Pinned algorithm, typ, kid and forbidden headers (RFC 8725 §3.1, §3.11; RFC 9068 §4)."""
     alg = header.get("alg")
-    if alg not in ALLOWED_ALGORITHMS:
+    # isinstance first: the header is attacker-controlled JSON, and a list or object is unhashable.
+    if not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
         raise InvalidToken("token algorithm not accepted")
     if FORBIDDEN_HEADERS.intersection(header):
         raise InvalidToken("token header not accepted")
