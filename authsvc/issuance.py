@@ -43,15 +43,23 @@ def mint_access_token(
     audience: Sequence[str],
     family_id: str = "",
 ) -> IssuedAccessToken:
-    """Sign an RFC 9068 access token with the active key. No I/O."""
+    """Sign an RFC 9068 access token with the active key. No I/O.
+
+    `iat` is whole seconds (RFC 7519 NumericDate, as every verifier expects) while a subject or
+    client revocation covers `iat <= not_before`. A token minted in the same second as such a
+    revocation, but after it, therefore starts at the next second: otherwise it would be born
+    revoked. Strict verifiers with no leeway may see it as not yet valid for under a second.
+    """
     now = int(ctx.clock.now())
+    floor = ctx.revocations.issued_after(subject, client_id)
+    issued_at = max(now, floor) if floor is not None else now
     ttl = ctx.settings.access_token_ttl
     claims = access.AccessClaims(
         iss=ctx.settings.issuer,
         sub=subject,
         aud=tuple(audience),
-        exp=now + ttl,
-        iat=now,
+        exp=issued_at + ttl,
+        iat=issued_at,
         jti=new_id(),
         client_id=client_id,
         scope=tuple(scope),

@@ -328,20 +328,18 @@ async def test_list_sessions_needs_a_subject(tokens, admin) -> None:
     assert (await refused(tokens.ListSessions(request, metadata=admin)))[:2] == INVALID_REQUEST
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "known limitation: iat has whole-second precision and a subject/client revocation covers "
-        "iat <= not_before, so a token minted later in the same second as the revocation is "
-        "refused for its whole life; fixing it needs sub-second iat or a per-token watermark"
-    ),
-)
 async def test_a_token_issued_after_revoke_client_in_the_same_second_verifies(
     running: RunningAuthority, tokens
 ) -> None:
     running.clock.set(int(running.clock.now()) + 1.25)
     admin = bearer(await running.admin_token())
     service = await running.create_client("svc", audiences=["api"])
+    minted_before = await running.access_token(service)
     await tokens.RevokeClient(pb.RevokeClientRequest(client_id=service.client_id), metadata=admin)
     running.clock.advance(0.5)  # later, in the same second
+
     await verify(tokens, admin, await running.access_token(service))
+    assert await refused(verify(tokens, admin, minted_before)) == (
+        *INVALID_TOKEN,
+        "token revoked (client revoked)",
+    )

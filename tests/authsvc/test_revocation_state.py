@@ -119,3 +119,40 @@ def test_prune_forgets_entries_whose_tokens_have_expired() -> None:
     assert len(state) == 1
     assert state.revoked(CLAIMS) is None
     assert state.revoked(replace(CLAIMS, jti="long")) == "token revoked"
+
+
+@pytest.mark.parametrize(
+    ("events", "expected"),
+    [
+        pytest.param([], None, id="nothing-revoked"),
+        pytest.param([event("subject", "ann", not_before=T + 0.25)], int(T) + 1, id="subject"),
+        pytest.param([event("client", "svc", not_before=T + 0.75)], int(T) + 1, id="client"),
+        pytest.param(
+            [
+                event("subject", "ann", not_before=T + 0.25),
+                event("client", "svc", cursor=2, not_before=T + 5.5),
+            ],
+            int(T) + 6,
+            id="the-later-of-both",
+        ),
+        pytest.param([event("subject", "bob", not_before=T)], None, id="another-subject"),
+        pytest.param([event("family", "f1")], None, id="a-family-is-no-watermark"),
+    ],
+)
+def test_issued_after_is_the_first_second_no_revocation_covers(
+    events: list[RevocationEventRecord], expected: int | None
+) -> None:
+    state = RevocationState()
+    for revocation in events:
+        state.apply(revocation)
+
+    issued_after = state.issued_after("ann", "svc")
+
+    assert issued_after == expected
+    if issued_after is not None:
+        fresh = AccessClaims(
+            "iss", "ann", ("api",), issued_after + 600, issued_after, "j", "svc", ()
+        )
+        assert state.revoked(fresh) is None
+        stale = replace(fresh, iat=issued_after - 1)
+        assert state.revoked(stale) is not None
