@@ -31,6 +31,8 @@ class IssuedTokenPair:
 
     @property
     def refresh_expires_in(self) -> int:
+        if not self.refresh_token:
+            return 0
         return max(0, int(self.family.expires_at - self.access.claims.iat))
 
 
@@ -86,7 +88,12 @@ async def start_family(
     audience: Sequence[str],
     device_id: str,
 ) -> tuple[FamilyRecord, str]:
-    """Insert a new family with its first refresh token; the family and the token."""
+    """Insert a new family with its first refresh token; the family and the token.
+
+    A client not registered for the refresh_token grant gets a family (its session, which
+    revocation and ListSessions see) but no refresh token: "" is returned and nothing is stored.
+    Refresh tokens exist only for clients allowed to use them, so `rotate` need not ask again.
+    """
     now = ctx.clock.now()
     s = ctx.settings
     family = FamilyRecord(
@@ -103,8 +110,10 @@ async def start_family(
         revoked_at=None,
         revoke_reason=None,
     )
-    refresh_token = opaque.new_secret(opaque.Kind.REFRESH_TOKEN)
     await tx.insert_family(family)
+    if "refresh_token" not in client.grant_types:
+        return family, ""
+    refresh_token = opaque.new_secret(opaque.Kind.REFRESH_TOKEN)
     await tx.insert_refresh_token(
         RefreshTokenRecord(
             family_id=family.family_id,

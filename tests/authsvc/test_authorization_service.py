@@ -313,6 +313,32 @@ async def test_exchange_with_the_rfc7636_appendix_b_verifier(
     await tokens.Rotate(pb.RotateRequest(refresh_token=pair.refresh_token), metadata=admin)
 
 
+async def test_a_client_without_the_refresh_grant_gets_no_refresh_token(
+    running: RunningAuthority, tokens, authorization, admin
+) -> None:
+    """RFC 6749 §1.5: refresh tokens go only to clients allowed to use them; the session (family)
+    still exists, so it can be listed and revoked."""
+    code_only = await running.create_client(
+        "code-only",
+        grant_types=["authorization_code"],
+        scopes=["read"],
+        audiences=["api"],
+        redirect_uris=[APP_REDIRECT_URI],
+    )
+    issued = await authorization.CreateAuthorizationCode(code_request(code_only), metadata=admin)
+
+    pair = await authorization.ExchangeAuthorizationCode(
+        exchange_request(code_only, issued.code), metadata=admin
+    )
+
+    assert (pair.refresh_token, pair.refresh_expires_in) == ("", 0)
+    assert pair.access_token
+    assert pair.family_id
+    assert (await database_rows(running))["refresh_tokens"] == []
+    sessions = await tokens.ListSessions(pb.ListSessionsRequest(subject="alice"), metadata=admin)
+    assert [s.family_id for s in sessions.sessions] == [pair.family_id]
+
+
 async def test_wrong_verifier_burns_the_code(
     authorization, admin, app: RegisteredClient, code: str
 ) -> None:
