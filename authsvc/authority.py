@@ -30,6 +30,7 @@ from authsvc import (
     rotation,
     users,
 )
+from authsvc.authenticated_clients import AuthenticatedClients
 from authsvc.clock import Clock, SystemClock
 from authsvc.config import ConfigError, Settings
 from authsvc.context import AuthorityContext
@@ -206,8 +207,7 @@ class Authority:
 
     @_unit_of_work
     async def authenticate_client(self, client_id: str, client_secret: str) -> ClientRecord:
-        async with self.ctx.store.transaction(readonly=True) as tx:
-            return await client_registry.authenticate_client(tx, client_id, client_secret)
+        return await client_registry.authenticate(self.ctx, client_id, client_secret)
 
     @_unit_of_work
     async def get_client(self, client_id: str) -> ClientRecord:
@@ -326,6 +326,7 @@ async def open_authority(
         async def on_key_change() -> None:
             await reload_keys(ctx_holder[0])
 
+        authenticated_clients = AuthenticatedClients(clock)
         feed = RevocationFeed(
             store,
             state,
@@ -333,6 +334,7 @@ async def open_authority(
             poll_interval=settings.revocation_poll_interval,
             on_key_change=on_key_change,
             notifications=None if store.sqlite else EventNotifications(store.engine, settings),
+            listeners=[authenticated_clients.forget],
         )
         ctx = AuthorityContext(
             settings=settings,
@@ -343,6 +345,7 @@ async def open_authority(
             revocations=state,
             feed=feed,
             passwords=Passwords(password_parameters),
+            authenticated_clients=authenticated_clients,
             grace_key=_grace_key(kek),
         )
         ctx_holder.append(ctx)

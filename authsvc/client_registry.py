@@ -135,13 +135,37 @@ async def list_clients(ctx: AuthorityContext) -> list[ClientRecord]:
         return await tx.list_clients()
 
 
+async def authenticate(ctx: AuthorityContext, client_id: str, client_secret: str) -> ClientRecord:
+    """`authenticate_client` through the cache of recent successful authentications
+    (`authsvc.authenticated_clients` says why an entry never outlives a change to its client)."""
+    remembered = ctx.authenticated_clients
+    secret_digest = opaque.digest(client_secret)
+    client = remembered.get(client_id, secret_digest)
+    if client is not None:
+        return client
+    generation, read_at = remembered.generation, ctx.clock.now()
+    async with ctx.store.transaction(readonly=True) as tx:
+        client = await authenticate_client(tx, client_id, client_secret)
+    remembered.remember(client, secret_digest, generation=generation, read_at=read_at)
+    return client
+
+
 async def rotate_secret(ctx: AuthorityContext, client_id: str) -> RegisteredClient:
-    """A new secret for a confidential client; the old one stops working at once."""
+    """A new secret for a confidential client; the old one stops working at once, here and (within
+    the revocation feed's delay) on every replica: the `client_secret` event drops what their
+    caches of authenticated clients remember."""
     secret = opaque.new_secret(opaque.Kind.CLIENT_SECRET)
+    now = ctx.clock.now()
     async with ctx.store.transaction() as tx:
         if not await tx.set_client_secret(client_id, opaque.digest(secret)):
             raise NotFound("unknown client, or a public client (which has no secret)")
-        await tx.append_audit("client_secret_rotated", ctx.clock.now(), client_id=client_id)
+        # Kept as long as a cache entry may live, so a replica starting meanwhile replays it.
+        event = ctx.revocation_event(
+            "client_secret", client_id, now, expires_at=now + ctx.authenticated_clients.max_age
+        )
+        events = await append_events(tx, [event])
+        await tx.append_audit("client_secret_rotated", now, client_id=client_id)
+    ctx.feed.published(events)
     return RegisteredClient(client_id, secret)
 
 

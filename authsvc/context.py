@@ -6,6 +6,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+from authsvc.authenticated_clients import AuthenticatedClients
 from authsvc.clock import Clock
 from authsvc.config import Settings
 from authsvc.events import RevocationFeed
@@ -27,6 +28,7 @@ class AuthorityContext:
     revocations: RevocationState
     feed: RevocationFeed
     passwords: Passwords
+    authenticated_clients: AuthenticatedClients
     grace_key: bytes = field(repr=False)
     key_purge_listeners: list[Callable[[], None]] = field(default_factory=list)
 

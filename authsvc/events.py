@@ -33,7 +33,8 @@ class SubscriberTooSlow(Exception):
 
 
 class RevocationFeed:
-    """Tails `revocation_events` and fans out to the revocation state and subscribers."""
+    """Tails `revocation_events` and fans out to the revocation state, the `listeners` (each
+    called with every new event, local or not) and subscribers."""
 
     def __init__(
         self,
@@ -44,12 +45,14 @@ class RevocationFeed:
         poll_interval: float,
         on_key_change: Callable[[], Awaitable[None]],
         notifications: EventNotifications | None = None,
+        listeners: Sequence[Callable[[RevocationEventRecord], None]] = (),
     ) -> None:
         self._store = store
         self._state = state
         self._clock = clock
         self._poll_interval = poll_interval
         self._on_key_change = on_key_change
+        self._listeners = tuple(listeners)
         self._wake = asyncio.Event()
         self._subscribers: set[asyncio.Queue[RevocationEventRecord | None]] = set()
         self._task: asyncio.Task[None] | None = None
@@ -82,8 +85,13 @@ class RevocationFeed:
     def published(self, events: Sequence[RevocationEventRecord]) -> None:
         """This replica committed `events`: apply them now and wake the tailer to fan them out."""
         for event in events:
-            self._state.apply(event)
+            self._apply(event)
         self._wake.set()
+
+    def _apply(self, event: RevocationEventRecord) -> None:
+        self._state.apply(event)
+        for listener in self._listeners:
+            listener(event)
 
     def poke(self) -> None:
         self._wake.set()
@@ -112,7 +120,7 @@ class RevocationFeed:
                 return
             keys_changed = False
             for event in batch:
-                self._state.apply(event)
+                self._apply(event)
                 keys_changed |= event.kind == "key"
                 for queue in list(self._subscribers):
                     self._offer(queue, event)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from authsvc.client_registry import authenticate_client, require_grant
+from authsvc.client_registry import authenticate, require_grant
 from authsvc.context import AuthorityContext, new_id
 from authsvc.errors import InvalidClient, InvalidRequest
 from authsvc.scopes import grant
@@ -67,8 +67,7 @@ def mint_access_token(
         scope=tuple(scope),
         sid=family_id,
     )
-    signer = ctx.key_ring.signer
-    return IssuedAccessToken(access.sign(claims, signer.kid, signer.alg, signer.key), claims, ttl)
+    return IssuedAccessToken(ctx.key_ring.signer.access_tokens.sign(claims), claims, ttl)
 
 
 def check_subject(subject: str, device_id: str) -> None:
@@ -180,8 +179,7 @@ async def client_credentials(
     audience: Sequence[str],
 ) -> IssuedAccessToken:
     """RFC 6749 §4.4: a confidential client trades its credentials for an access token only."""
-    async with ctx.store.transaction(readonly=True) as tx:
-        client = await authenticate_client(tx, client_id, client_secret)
+    client = await authenticate(ctx, client_id, client_secret)
     if client.public:
         raise InvalidClient("public clients cannot use client credentials")
     require_grant(client, "client_credentials")

@@ -10,16 +10,18 @@ authorities in one process do not share counters.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from authsvc.authority import Authority
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
+_BUCKET_NAMES = (*(repr(bound) for bound in _LATENCY_BUCKETS), "+Inf")
 
 
 class AuthorityCollector(Collector):
@@ -47,49 +49,74 @@ class AuthorityCollector(Collector):
         yield keys
 
 
+class CallCollector(Collector):
+    """Calls by method and status, and their latency by method, counted in plain Python numbers.
+
+    prometheus_client's Counter and Histogram take a lock per increment and walk the buckets in
+    Python: 3 µs per call on this machine, a tenth of what authsvc adds to a Verify over an
+    empty gRPC handler. Every call is recorded on the event loop's thread, so plain integers
+    suffice; a scrape (on the exporter's thread) reads copies made in single C-level steps.
+    """
+
+    def __init__(self) -> None:
+        self._calls: dict[tuple[str, str], int] = {}
+        self._latency: dict[str, _Latency] = {}
+
+    def call(self, method: str, code: str) -> None:
+        key = (method, code)
+        self._calls[key] = self._calls.get(key, 0) + 1
+
+    def latency(self, method: str, seconds: float) -> None:
+        latency = self._latency.get(method)
+        if latency is None:
+            latency = self._latency[method] = _Latency()
+        latency.buckets[bisect.bisect_left(_LATENCY_BUCKETS, seconds)] += 1
+        latency.total += seconds
+
+    def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
+        calls = CounterMetricFamily(
+            "authsvc_rpc_calls",
+            "RPCs handled, by method and status code",
+            labels=["method", "code"],
+        )
+        for (method, code), count in sorted(list(self._calls.items())):
+            calls.add_metric([method, code], count)
+        yield calls
+        latency = HistogramMetricFamily(
+            "authsvc_rpc_duration_seconds", "RPC handling time, by method", labels=["method"]
+        )
+        for method, recorded in sorted(list(self._latency.items())):
+            cumulative, buckets = 0, []
+            for bound, count in zip(_BUCKET_NAMES, list(recorded.buckets), strict=True):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            latency.add_metric([method], buckets, recorded.total)
+        yield latency
+
+
+@dataclass(eq=False)
+class _Latency:
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(_LATENCY_BUCKETS) + 1))
+    total: float = 0.0
+
+
 class Metrics:
     """The registry and the RPC instruments of one server."""
 
     def __init__(self, authority: Authority) -> None:
         self.registry = CollectorRegistry()
-        self.calls = Counter(
-            "authsvc_rpc_calls",
-            "RPCs handled, by method and status code",
-            ["method", "code"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "authsvc_rpc_duration_seconds",
-            "RPC handling time, by method",
-            ["method"],
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
-        )
+        self._calls = CallCollector()
+        self.registry.register(self._calls)
         self.registry.register(AuthorityCollector(authority))
-        # Label lookups hash and lock; the request path reuses each child once made.
-        self._call_children: dict[tuple[str, str], Any] = {}
-        self._latency_children: dict[str, Any] = {}
 
     def observe(self, method: str, code: str, seconds: float) -> None:
         """One handled call: counted by method and status, timed by method."""
-        self._children(method, code).inc()
-        self._latency(method).observe(seconds)
+        self._calls.call(method, code)
+        self._calls.latency(method, seconds)
 
     def refused(self, method: str, code: str) -> None:
         """One call refused before any handler ran (caller authorization)."""
-        self._children(method, code).inc()
-
-    def _children(self, method: str, code: str) -> Any:
-        child = self._call_children.get((method, code))
-        if child is None:
-            child = self._call_children[(method, code)] = self.calls.labels(method, code)
-        return child
-
-    def _latency(self, method: str) -> Any:
-        child = self._latency_children.get(method)
-        if child is None:
-            child = self._latency_children[method] = self.latency.labels(method)
-        return child
+        self._calls.call(method, code)
 
     def serve(self, address: str) -> int:
         """Expose /metrics over HTTP on `address` (host:port; port 0 picks one). The port."""

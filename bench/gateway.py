@@ -5,6 +5,11 @@ The peer issues EdDSA JWTs for client credentials and introspects its own opaque
 (it does not introspect its JWTs); the gateway introspects the JWT it issued. Skipped, with the
 reason, where the gateway, the peers folder or Node is missing. Nothing of the peer is copied: it
 runs from a copy of its folder with `npm ci` when it has no node_modules.
+
+The rows against the peer measure the default deployment: the gateway embedded in the authsvc
+process (`make run`), calling the domain in-process. Two more rows put the standalone gateway
+(`authsvc gateway` in its own process, over loopback gRPC) beside it: the network hop issue 3
+asks to be measured. The three are measured in alternation, best round of each.
 """
 
 from __future__ import annotations
@@ -19,10 +24,13 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
+from bench.machine import cpu_seconds
 from bench.processes import Child, Processes, python_module
 from bench.runner import REPO, Figure, Run, Skip
 
 TARGET = 1.0
+#: At least this much warm-up before each measurement: Node's JIT needs it more than CPython.
+WARMUP_S = 2.0
 PEERS = REPO.parent / "shared" / "peers"
 PEER_URL = "http://127.0.0.1:4010"
 PEER_CACHE = REPO / "var" / "bench" / "oidc-provider"  # var/ is ignored by git
@@ -72,21 +80,37 @@ def _peer_folder() -> Path:
     return PEER_CACHE
 
 
-def _load(url: str, run: Run, server_pid: int, *extra: str) -> dict[str, dict[str, Any]]:
-    argv = [
-        "python3",
-        str(PEERS / "load.py"),
-        url,
-        "-d",
-        str(run.duration_s),
-        "-c",
-        str(run.concurrency),
-        "--warmup",
-        str(run.warmup_s),
-        "--server-pid",
-        str(server_pid),
-        *extra,
-    ]
+def _load(
+    url: str, run: Run, server_pid: int, *extra: str, also_pid: int | None = None
+) -> dict[str, dict[str, Any]]:
+    """Both measurements of load.py, each after a warm-up run of its own; `also_pid` is a second
+    server process (authsvc behind a standalone gateway) whose CPU seconds are added to them."""
+    results = {}
+    for job, name in (("cc", "client_credentials"), ("introspect", "introspection")):
+        argv = [
+            "python3",
+            str(PEERS / "load.py"),
+            url,
+            "-c",
+            str(run.concurrency),
+            "--warmup",
+            "0",
+            "--server-pid",
+            str(server_pid),
+            "--only",
+            job,
+            *extra,
+        ]
+        _run_load([*argv, "-d", str(max(run.warmup_s, WARMUP_S))])
+        before = cpu_seconds(also_pid)
+        result = _run_load([*argv, "-d", str(run.duration_s)])[name]
+        if also_pid is not None:
+            result["authsvc_cpu_s"] = round(cpu_seconds(also_pid) - before, 2)
+        results[name] = result
+    return results
+
+
+def _run_load(argv: list[str]) -> dict[str, dict[str, Any]]:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"load.py failed: {done.stderr[-800:]}")
@@ -94,7 +118,54 @@ def _load(url: str, run: Run, server_pid: int, *extra: str) -> dict[str, dict[st
     return {r["measurement"]: r for r in results}
 
 
-def _measure_gateway(processes: Processes, run: Run) -> dict[str, dict[str, Any]]:
+def _gateway_load(
+    url: str, run: Run, server_pid: int, facts: dict[str, Any], also_pid: int | None = None
+) -> dict[str, dict[str, Any]]:
+    return _load(
+        url,
+        run,
+        server_pid,
+        "--token-path",
+        "/oauth/token",
+        "--introspect-path",
+        "/oauth/introspect",
+        "--client-id",
+        facts["app_id"],
+        "--client-secret",
+        facts["app_secret"],
+        "--scope",
+        "api:read",
+        "--cc-param",
+        f"audience={facts['app_audience']}",
+        "--introspect-token-param",
+        f"audience={facts['app_audience']}",
+        also_pid=also_pid,
+    )
+
+
+def _measure_embedded(processes: Processes, run: Run) -> dict[str, dict[str, Any]]:
+    """The default deployment (`make run`, AUTHSVC_GATEWAY_EMBEDDED): the gateway inside the
+    authsvc process, calling the domain directly."""
+    port = _free_port()
+    authority = processes.start(
+        "gateway-embedded",
+        python_module(
+            "bench.serve",
+            "authsvc",
+            "--data-dir",
+            str(run.workdir / "gateway-embedded"),
+            "--gateway-port",
+            str(port),
+        ),
+    )
+    url = f"http://127.0.0.1:{port}"
+    _wait_http(url + "/.well-known/oauth-authorization-server", authority)
+    return _gateway_load(url, run, authority.pid, authority.ready)
+
+
+def _measure_standalone(processes: Processes, run: Run) -> dict[str, dict[str, Any]]:
+    """`authsvc gateway` in a process of its own, calling authsvc over loopback gRPC. The CPU
+    figure counts both processes."""
     authority = processes.start(
         "gateway-authsvc",
         python_module("bench.serve", "authsvc", "--data-dir", str(run.workdir / "gateway")),
@@ -116,25 +187,7 @@ def _measure_gateway(processes: Processes, run: Run) -> dict[str, dict[str, Any]
     )
     url = f"http://127.0.0.1:{port}"
     _wait_http(url + "/.well-known/oauth-authorization-server", gateway)
-    return _load(
-        url,
-        run,
-        gateway.pid,
-        "--token-path",
-        "/oauth/token",
-        "--introspect-path",
-        "/oauth/introspect",
-        "--client-id",
-        facts["app_id"],
-        "--client-secret",
-        facts["app_secret"],
-        "--scope",
-        "api:read",
-        "--cc-param",
-        f"audience={facts['app_audience']}",
-        "--introspect-token-param",
-        f"audience={facts['app_audience']}",
-    )
+    return _gateway_load(url, run, gateway.pid, facts, also_pid=authority.pid)
 
 
 def _measure_peer(processes: Processes, run: Run) -> dict[str, dict[str, Any]]:
@@ -149,6 +202,21 @@ def _measure_peer(processes: Processes, run: Run) -> dict[str, dict[str, Any]]:
     )
 
 
+def _best(rounds: list[dict[str, dict[str, Any]]], name: str) -> dict[str, Any]:
+    return max((r[name] for r in rounds), key=lambda r: r["rps"])
+
+
+def _cpu_us(result: dict[str, Any]) -> float:
+    cpu = (result.get("server_cpu_s") or 0.0) + result.get("authsvc_cpu_s", 0.0)
+    return 1e6 * cpu / result["ok"] if result["ok"] else 0.0
+
+
+def _once(run: Run, measure: Any) -> dict[str, dict[str, Any]]:
+    with Processes(run.workdir) as processes:
+        result: dict[str, dict[str, Any]] = measure(processes, run)
+    return result
+
+
 def measure(run: Run) -> list[Figure]:
     if find_spec("authsvc_gateway") is None:
         raise Skip("the HTTP gateway (authsvc_gateway) is not installed in this tree yet")
@@ -156,25 +224,56 @@ def measure(run: Run) -> list[Figure]:
         raise Skip(f"no peers folder at {PEERS}")
     if shutil.which("node") is None or shutil.which("npm") is None:
         raise Skip("Node.js is not installed")
-    with Processes(run.workdir) as processes:
-        peer = _measure_peer(processes, run)
-    with Processes(run.workdir) as processes:
-        ours = _measure_gateway(processes, run)
+    peer_rounds, embedded_rounds, standalone_rounds = [], [], []
+    for _ in range(run.rounds):  # in alternation: noise on a shared machine hits all three
+        peer_rounds.append(_once(run, _measure_peer))
+        embedded_rounds.append(_once(run, _measure_embedded))
+        standalone_rounds.append(_once(run, _measure_standalone))
     figures = []
     for name, label in (
         ("client_credentials", "client-credentials grants"),
         ("introspection", "introspections"),
     ):
+        peer = _best(peer_rounds, name)
+        ours = _best(embedded_rounds, name)
         figures.append(
             Figure(
                 f"gateway {label}/s vs node-oidc-provider, C={run.concurrency}",
-                ours[name]["rps"],
-                peer[name]["rps"],
+                ours["rps"],
+                peer["rps"],
                 "rps",
                 target=TARGET,
-                note=f"p99 {ours[name]['p99_ms']} ms vs {peer[name]['p99_ms']} ms; "
-                f"errors {ours[name]['errors']} vs {peer[name]['errors']}",
-                detail={"baseline": peer[name], "subject": ours[name]},
+                note=f"embedded gateway (the default); p99 {ours['p99_ms']} ms vs "
+                f"{peer['p99_ms']} ms; server CPU {_cpu_us(ours):.0f} vs {_cpu_us(peer):.0f} "
+                f"µs/request; errors {ours['errors']} vs {peer['errors']}",
+                detail={
+                    "baseline": peer,
+                    "subject": ours,
+                    "baseline_rounds": [r[name] for r in peer_rounds],
+                    "subject_rounds": [r[name] for r in embedded_rounds],
+                },
+            )
+        )
+    for name, label in (
+        ("client_credentials", "client-credentials grants"),
+        ("introspection", "introspections"),
+    ):
+        embedded = _best(embedded_rounds, name)
+        standalone = _best(standalone_rounds, name)
+        figures.append(
+            Figure(
+                f"standalone gateway over gRPC vs embedded: {label}/s, C={run.concurrency}",
+                standalone["rps"],
+                embedded["rps"],
+                "rps",
+                better="none",
+                note=f"the gRPC hop (issue 3); server CPU {_cpu_us(standalone):.0f} vs "
+                f"{_cpu_us(embedded):.0f} µs/request, both processes counted",
+                detail={
+                    "baseline": embedded,
+                    "subject": standalone,
+                    "subject_rounds": [r[name] for r in standalone_rounds],
+                },
             )
         )
     return figures

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import os
 import signal
@@ -151,12 +152,42 @@ async def serve_authsvc(args: argparse.Namespace) -> None:
         running = await start_server(authority)
         authority.start_background()
         facts["port"] = running.port
+        gateway = (
+            asyncio.create_task(_embedded_gateway(authority, caller, args.gateway_port))
+            if args.gateway_port
+            else None
+        )
+        if gateway is not None:
+            facts["gateway_port"] = args.gateway_port
         facts["rss_serving"] = _rss()
         write_ready(args.ready, facts)
         await _until_terminated()
+        if gateway is not None:
+            gateway.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await gateway
         await stop_server(running, grace=1.0)
     finally:
         await authority.close()
+
+
+async def _embedded_gateway(authority: Any, caller: Any, port: int) -> None:
+    """The HTTP gateway in this process over the in-process backend, as `authsvc serve` embeds
+    it (`AUTHSVC_GATEWAY_EMBEDDED`, the default of `make run`)."""
+    from authsvc_gateway.config import GatewayConfig
+    from authsvc_gateway.in_process import InProcessBackend
+    from authsvc_gateway.server import serve as serve_gateway
+
+    settings = authority.settings
+    config = GatewayConfig(
+        client_id=caller.client_id,
+        client_secret=caller.client_secret,
+        issuer=settings.issuer,
+        audience=settings.audience,
+        port=port,
+        public_url=f"http://127.0.0.1:{port}",
+    )
+    await serve_gateway(config, backend=InProcessBackend(authority))
 
 
 # empty and protected services
@@ -262,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
         "--warm-families", type=int, default=0, help="verify a token of each stored family first"
     )
     auth.add_argument("--refresh-seeds", type=int, default=0, help="refresh tokens to start from")
+    auth.add_argument(
+        "--gateway-port", type=int, default=0, help="also serve the embedded HTTP gateway here"
+    )
     kinds.add_parser("empty")
     protected = kinds.add_parser("protected")
     protected.add_argument("--no-interceptor", action="store_true")

@@ -1,11 +1,13 @@
 """`IssueTokenPair` and `Rotate`, durable against power loss, against the bare driver running the
 same SQL transactions with the same durability (`bench.raw_sql`).
 
-The subject is the RPC as a caller sees it, over gRPC at concurrency 16 from the load generator
-(caller authentication, the transaction, the signed access token, the reply after the commit).
-The baseline is the bare driver alone, without gRPC, signing or authentication: SQLite runs its
-transactions back to back on one connection, which is the fastest it goes (one writer at a time);
-PostgreSQL runs 16 concurrent transactions over a pool the size of authsvc's.
+Two subjects against one baseline. Over gRPC: the RPC as a caller sees it, at concurrency 16 from
+the load generator (caller authentication, the transaction, the signed access token, the reply
+after the commit). In-process (`bench.domain_load`): the same domain call without a transport, 16
+concurrent callers, which is what the baseline is too. The baseline is the bare driver alone,
+without signing or authentication: SQLite runs its transactions back to back on one connection,
+which is the fastest it goes (one writer at a time); PostgreSQL runs 16 concurrent transactions
+over a pool the size of authsvc's.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from authsvc_client.v1 import authsvc_pb2 as pb
 
-from bench.grpc_rows import TOKEN_SERVICE, Load, alternate, bearer, drive
+from bench.grpc_rows import TOKEN_SERVICE, Load, bearer, best_of, drive
 from bench.processes import Child, Processes, python_module, run_json
 from bench.runner import Figure, Run, Skip
 
@@ -68,34 +70,51 @@ def _pair(
     run: Run,
     server: Child,
     raw: list[str],
+    domain: list[str],
     *,
     database: str,
 ) -> list[Figure]:
+    """Per operation: the raw driver, the RPC over gRPC and the domain in-process, in alternation
+    (best round of each); two rows against the same raw figure."""
     seeds = _RotationSeeds(server.ready, run.concurrency)
+    timing = ["--duration", str(run.duration_s), "--warmup", str(run.warmup_s)]
     figures = []
     for op, rpc in (("issue", "IssueTokenPair"), ("rotate", "Rotate")):
-        base, subject, rounds = alternate(
-            run,
-            lambda op=op: run_json(
-                [*raw, op, "--duration", str(run.duration_s), "--warmup", str(run.warmup_s)],
-                timeout=120,
-            ),
-            lambda op=op: drive(
-                server, _issue_load(server.ready) if op == "issue" else seeds.load(), run
-            ),
-        )
+        raws, remote, local = [], [], []
+        for _ in range(run.rounds):
+            raws.append(run_json([*raw, op, *timing], timeout=120))
+            remote.append(
+                drive(server, _issue_load(server.ready) if op == "issue" else seeds.load(), run)
+            )
+            local.append(run_json([*domain, op, *timing], timeout=120))
+        base, subject, in_process = best_of(raws), best_of(remote), best_of(local)
         durability = {"authsvc": server.ready["durability"], "raw": base.get("durability")}
-        figures.append(
+        figures += [
             Figure(
-                f"{rpc} on {database}, C={run.concurrency}",
+                f"{rpc} on {database} over gRPC, C={run.concurrency}",
                 subject["rps"],
                 base["rps"],
                 "rps",
                 target=TARGET,
                 note=f"durability {durability}; p99 {subject['p99_ms']} ms vs {base['p99_ms']} ms",
-                detail={"baseline": base, "subject": subject, **rounds},
-            )
-        )
+                detail={
+                    "baseline": base,
+                    "subject": subject,
+                    "baseline_rounds": raws,
+                    "subject_rounds": remote,
+                },
+            ),
+            Figure(
+                f"{rpc} on {database} in-process (no gRPC), C={run.concurrency}",
+                in_process["rps"],
+                base["rps"],
+                "rps",
+                target=TARGET,
+                note=f"the domain call without transport, like the raw loop; p99 "
+                f"{in_process['p99_ms']} ms vs {base['p99_ms']} ms",
+                detail={"baseline": base, "subject": in_process, "subject_rounds": local},
+            ),
+        ]
     return figures
 
 
@@ -119,6 +138,7 @@ def measure_sqlite(run: Run) -> list[Figure]:
             run,
             server,
             python_module("bench.raw_sql", "sqlite", "--db", str(raw_db)),
+            python_module("bench.domain_load", "--data-dir", str(run.workdir / "sqlite-domain")),
             database="SQLite",
         )
 
@@ -126,7 +146,7 @@ def measure_sqlite(run: Run) -> list[Figure]:
 def measure_postgres(run: Run) -> list[Figure]:
     admin_dsn = os.environ.get("AUTHSVC_BENCH_POSTGRES_URL") or DEFAULT_POSTGRES
     admin_dsn = admin_dsn.replace("postgresql+asyncpg://", "postgresql://")
-    databases = ("authsvc_bench_subject", "authsvc_bench_raw")
+    databases = ("authsvc_bench_subject", "authsvc_bench_raw", "authsvc_bench_domain")
     try:
         asyncio.run(_recreate(admin_dsn, databases))
     except (OSError, ImportError) as exc:
@@ -136,7 +156,7 @@ def measure_postgres(run: Run) -> list[Figure]:
     except Exception as exc:
         raise Skip(f"PostgreSQL at {_redact(admin_dsn)} refused: {exc}") from exc
     try:
-        subject_dsn, raw_dsn = (_with_database(admin_dsn, name) for name in databases)
+        subject_dsn, raw_dsn, domain_dsn = (_with_database(admin_dsn, name) for name in databases)
         try:
             asyncio.run(create_schema(_sqlalchemy(raw_dsn), run.workdir))
         except Exception as exc:
@@ -158,7 +178,14 @@ def measure_postgres(run: Run) -> list[Figure]:
             raw = python_module(
                 "bench.raw_sql", "postgres", "--dsn", raw_dsn, "--concurrency", str(run.concurrency)
             )
-            return _pair(run, server, raw, database="PostgreSQL")
+            domain = python_module(
+                "bench.domain_load",
+                "--data-dir",
+                str(run.workdir / "postgres-domain"),
+                "--database-url",
+                _sqlalchemy(domain_dsn),
+            )
+            return _pair(run, server, raw, domain, database="PostgreSQL")
     finally:
         asyncio.run(_drop(admin_dsn, databases))
 

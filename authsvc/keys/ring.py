@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from authsvc.keys.material import SigningKey, load_private, load_public
 from authsvc.keys.sealing import Sealer
 from authsvc.storage.records import KeyRecord
-from authsvc.tokens.access import PublishedKey
+from authsvc.tokens.access import AccessTokenSigner, PublishedKey
 
 PENDING, ACTIVE, RETIRED, PURGED = "pending", "active", "retired", "purged"
 
@@ -91,9 +91,15 @@ def plan_rotation(
 
 @dataclass(frozen=True)
 class Signer:
+    """The active key, and the access-token signer built on it once."""
+
     kid: str
     alg: str
     key: SigningKey = field(repr=False)
+    access_tokens: AccessTokenSigner = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "access_tokens", AccessTokenSigner(self.kid, self.alg, self.key))
 
 
 class KeyRing:

@@ -309,7 +309,9 @@ class TokenService(pb_grpc.TokenServiceServicer):
                     yield pb.RevocationEvent(cursor=last, heartbeat=pb.Heartbeat())
                     continue
                 last = event.cursor
-                yield event_message(event)
+                message = event_message(event)
+                if message.WhichOneof("event") is not None:  # not this service's own events
+                    yield message
         except SubscriberTooSlow:
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED, "fell behind; resume from cursor"

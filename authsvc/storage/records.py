@@ -94,7 +94,7 @@ class RevocationEventRecord:
     cursor: int
     occurred_at: float
     expires_at: float
-    kind: str  # family, subject, jti, client, key
+    kind: str  # family, subject, jti, client, key; client_secret (for authsvc itself only)
     value: str
     not_before: float | None = None
     state: str | None = None

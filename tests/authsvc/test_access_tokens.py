@@ -14,16 +14,22 @@ from authsvc.keys import material
 from authsvc.tokens.access import (
     MAX_TOKEN_BYTES,
     AccessClaims,
+    AccessTokenSigner,
     PublishedKey,
     check_access_token,
     check_header,
     check_times,
     parse_claims,
     read_header,
-    sign,
 )
 
 ISSUER = "https://auth.example.com"
+
+
+def sign(claims: AccessClaims, kid: str, alg: str, key: Any) -> str:
+    return AccessTokenSigner(kid, alg, key).sign(claims)
+
+
 NOW = 1_800_000_000
 
 

@@ -11,7 +11,7 @@ import grpc
 import notes_pb2
 import notes_pb2_grpc
 import pytest
-from authsvc_client import AuthInterceptor, WhenStale, current_claims
+from authsvc_client import AsyncAuthInterceptor, AuthInterceptor, WhenStale, current_claims
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from protected_service import serve
 
@@ -78,6 +78,41 @@ async def test_claims_reach_a_streaming_handler(service: tuple[Notes, Any], sign
         )
     ]
     assert [(n.id, n.owner) for n in listed] == [("n1", "carol")]
+
+
+async def test_concurrent_calls_each_see_their_own_claims(
+    service: tuple[Notes, Any], signer: Signer
+) -> None:
+    notes, _ = service
+    subjects = [f"user-{i}" for i in range(20)]
+    answers = await asyncio.gather(*(notes.call("WhoAmI", signer.mint(sub=s)) for s in subjects))
+    assert [answer.subject for answer in answers] == subjects
+
+
+async def test_the_async_interceptor_hands_claims_to_sync_handlers_too(
+    fake_authority: tuple[FakeAuthority, str], signer: Signer, clock: ManualClock
+) -> None:
+    """grpc.aio runs sync handlers in a thread pool, where a contextvar set by the interceptor
+    does not reach: those handlers are wrapped instead."""
+    _, address = fake_authority
+    auth = AsyncAuthInterceptor(address, issuer=ISSUER, audience="notes", clock=clock)
+    server = grpc.aio.server(futures.ThreadPoolExecutor(max_workers=2), interceptors=[auth])
+    notes_pb2_grpc.add_NotesServicer_to_server(SyncNotes(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    async with auth:
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = notes_pb2_grpc.NotesStub(channel)
+                good = (("authorization", f"Bearer {signer.mint(sub='dora')}"),)
+                who = await stub.WhoAmI(notes_pb2.WhoAmIRequest(), metadata=good)
+                listed = [
+                    n async for n in stub.ListNotes(notes_pb2.ListNotesRequest(), metadata=good)
+                ]
+        finally:
+            await server.stop(None)
+    assert who.subject == "dora"
+    assert [n.owner for n in listed] == ["dora"] * 3
 
 
 async def test_a_missing_token_is_unauthenticated_with_a_bare_challenge(
