@@ -10,9 +10,6 @@ from joserfc.jwk import ECKey, OKPKey
 
 SigningKey = OKPKey | ECKey
 
-# The pinned algorithm list (RFC 8725 §3.1): these and nothing else are ever accepted.
-ALLOWED_ALGORITHMS = frozenset({"EdDSA", "Ed25519", "ES256"})
-
 
 @dataclass(frozen=True)
 class GeneratedKey:
