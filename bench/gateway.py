@@ -18,6 +18,7 @@ import json
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 from importlib.util import find_spec
@@ -153,7 +154,7 @@ def _measure_embedded(processes: Processes, run: Run) -> dict[str, dict[str, Any
             "bench.serve",
             "authsvc",
             "--data-dir",
-            str(run.workdir / "gateway-embedded"),
+            tempfile.mkdtemp(prefix="gateway-embedded-", dir=run.workdir),
             "--gateway-port",
             str(port),
         ),
@@ -168,7 +169,12 @@ def _measure_standalone(processes: Processes, run: Run) -> dict[str, dict[str, A
     figure counts both processes."""
     authority = processes.start(
         "gateway-authsvc",
-        python_module("bench.serve", "authsvc", "--data-dir", str(run.workdir / "gateway")),
+        python_module(
+            "bench.serve",
+            "authsvc",
+            "--data-dir",
+            tempfile.mkdtemp(prefix="gateway-standalone-", dir=run.workdir),
+        ),
     )
     facts = authority.ready
     port = _free_port()

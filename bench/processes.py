@@ -76,6 +76,8 @@ class Processes:
         the last argument) and return it in `child.ready`."""
         log_path = self.workdir / f"{name}.log"
         ready_path = self.workdir / f"{name}.ready.json"
+        # A child of the same name may have run before (another round): its facts are stale.
+        ready_path.unlink(missing_ok=True)
         args = [*argv, str(ready_path)] if ready_file else list(argv)
         with open(log_path, "wb") as log:
             process = subprocess.Popen(

@@ -197,12 +197,31 @@ def publish_keys_message(authority: Authority) -> pb.PublishKeysResponse:
     return pb.PublishKeysResponse(keys=keys, jwks_json=ring.jwks_json, max_age_seconds=ring.max_age)
 
 
+class VerifyResponses:
+    """The Verify reply of each token seen recently, built once: the same claims always make
+    the same reply, and building the message (ten fields, two repeated) cost about as much as
+    verifying a cached token (docs/performance.md). Bounded; dropped whole when full."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self._capacity = capacity
+        self._replies: dict[AccessClaims, pb.VerifyResponse] = {}
+
+    def reply(self, claims: AccessClaims) -> pb.VerifyResponse:
+        reply = self._replies.get(claims)
+        if reply is None:
+            if len(self._replies) >= self._capacity:
+                self._replies.clear()
+            reply = self._replies[claims] = pb.VerifyResponse(claims=claims_message(claims))
+        return reply
+
+
 class TokenService(pb_grpc.TokenServiceServicer):
     """authsvc.v1.TokenService over the domain."""
 
     def __init__(self, authority: Authority, metrics: Metrics | None = None) -> None:
         self._authority = authority
         self.metrics = metrics
+        self._verify_responses = VerifyResponses()
 
     @_edge
     async def IssueTokenPair(
@@ -232,7 +251,7 @@ class TokenService(pb_grpc.TokenServiceServicer):
         claims = self._authority.verify(
             request.token, audience=request.audience, required_scopes=request.required_scopes
         )
-        return pb.VerifyResponse(claims=claims_message(claims))
+        return self._verify_responses.reply(claims)
 
     @_edge
     async def Introspect(

@@ -38,6 +38,10 @@ class InlineConnection:
 
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
+        raw = connection.connection.dbapi_connection
+        assert isinstance(raw, sqlite3.Connection)
+        #: The sqlite3 connection itself, for the hot statements (`authsvc.storage.sql.Tx`).
+        self.raw: sqlite3.Connection = raw
 
     async def execute(self, statement: Any, parameters: Any = None) -> Any:
         return self._connection.execute(statement, parameters)

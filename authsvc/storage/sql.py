@@ -13,14 +13,19 @@ else (a constraint violated, a bad statement) is a bug and propagates as it is.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
+from collections import namedtuple
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Engine, Insert, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
+from sqlalchemy.dialects.sqlite import pysqlite as sqlite_dialect
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -82,10 +87,8 @@ def sqlstate_of(exc: DBAPIError) -> str | None:
     return code if isinstance(code, str) else None
 
 
-def classify(exc: DBAPIError) -> Exception:
-    """What a database error means for the caller: a conflict to retry, a temporary outage, or
-    (returned unchanged) a bug."""
-    code = sqlstate_of(exc)
+def _sqlstate_meaning(code: str | None) -> Exception | None:
+    """A conflict to retry or a temporary outage, by SQLSTATE; None when it is neither."""
     if code in CONFLICT_SQLSTATES:
         return TransactionConflict(code)
     if code is not None and (
@@ -94,6 +97,15 @@ def classify(exc: DBAPIError) -> Exception:
         if code == "57014":  # query_canceled: our statement_timeout fired
             return TemporarilyUnavailable("the database did not answer in time, retry later")
         return TemporarilyUnavailable("the database is unavailable, retry later")
+    return None
+
+
+def classify(exc: DBAPIError) -> Exception:
+    """What a database error means for the caller: a conflict to retry, a temporary outage, or
+    (returned unchanged) a bug."""
+    meaning = _sqlstate_meaning(sqlstate_of(exc))
+    if meaning is not None:
+        return meaning
     if exc.connection_invalidated:
         return TemporarilyUnavailable("the database connection was lost, retry later")
     if isinstance(exc, (OperationalError, InterfaceError)):
@@ -116,6 +128,24 @@ async def database_errors() -> AsyncIterator[None]:
         raise TemporarilyUnavailable("every database connection is busy, retry later") from exc
     except OSError as exc:  # connection refused or reset, connect timeout (TimeoutError)
         raise TemporarilyUnavailable("the database is unreachable, retry later") from exc
+
+
+@asynccontextmanager
+async def driver_errors() -> AsyncIterator[None]:
+    """`database_errors` for statements run on the bare asyncpg connection (`Tx` hot paths):
+    asyncpg's own exceptions, sorted by the same SQLSTATE table."""
+    import asyncpg
+
+    try:
+        yield
+    except asyncpg.PostgresError as exc:
+        meaning = _sqlstate_meaning(exc.sqlstate)
+        if meaning is None:
+            raise
+        raise meaning from exc
+    except (asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        # The connection is gone, or the client-side timeout fired on a silent network.
+        raise TemporarilyUnavailable("the database connection was lost, retry later") from exc
 
 
 async def retry_conflicts(
@@ -166,6 +196,33 @@ _TOUCH_FAMILY = (
     .where(t.families.c.family_id == bindparam("b_family_id"))
     .values(last_used_at=bindparam("b_at"), idle_expires_at=bindparam("b_idle_expires_at"))
 )
+
+
+@dataclass(frozen=True)
+class DriverStatement:
+    """A hot statement as the bare driver runs it: SQL text, bind names in order, row shape."""
+
+    sql: str
+    names: tuple[str, ...]
+    row: Any  # a namedtuple class of the selected columns, for SELECTs
+
+    @classmethod
+    @functools.cache
+    def of(cls, statement: Any, dialect_name: str, column_keys: tuple[str, ...]) -> DriverStatement:
+        dialect = _DIALECTS[dialect_name]
+        compiled = statement.compile(dialect=dialect, column_keys=list(column_keys) or None)
+        selected = getattr(statement, "selected_columns", None)
+        row = namedtuple("Row", [c.key for c in selected]) if selected is not None else None
+        return cls(str(compiled), tuple(compiled.positiontup or ()), row)
+
+    def arguments(self, parameters: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(parameters[name] for name in self.names)
+
+
+_DIALECTS = {
+    "sqlite": sqlite_dialect.dialect(),
+    "postgresql": asyncpg_dialect.dialect(),  # type: ignore[no-untyped-call]
+}
 
 
 def _words(value: str) -> tuple[str, ...]:
@@ -267,11 +324,36 @@ class SqlStore:
 
     @asynccontextmanager
     async def _begin(self, readonly: bool) -> AsyncIterator[Tx]:
+        if self.sqlite:
+            async with database_errors(), self.engine.connect() as conn:
+                if readonly:
+                    conn = await conn.execution_options(readonly=True)
+                async with conn.begin():
+                    yield Tx(conn, sqlite=True)
+            return
+        # PostgreSQL: the transaction is asyncpg's own, and SQLAlchemy runs in autocommit inside
+        # it, so the hot statements can run on the bare connection in the same transaction
+        # (`Tx`). SQLAlchemy's asyncpg adapter would begin only at its own first statement.
         async with database_errors(), self.engine.connect() as conn:
-            if readonly:
-                conn = await conn.execution_options(readonly=True)
-            async with conn.begin():
-                yield Tx(conn, sqlite=self.sqlite)
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            driver: Any = (await conn.get_raw_connection()).driver_connection
+            transaction = driver.transaction()
+            async with driver_errors():
+                await transaction.start()
+            try:
+                yield Tx(conn, sqlite=False, driver=driver)
+            except asyncio.CancelledError:
+                # A statement may be in flight: asyncpg cannot roll back until it answers, and
+                # an error from trying would replace the cancellation. Closing the connection
+                # rolls the transaction back on the server.
+                await conn.invalidate()
+                raise
+            except BaseException:
+                async with driver_errors():
+                    await transaction.rollback()
+                raise
+            async with driver_errors():
+                await transaction.commit()
 
     @property
     def engines(self) -> tuple[Engine, ...]:
@@ -287,14 +369,50 @@ class SqlStore:
 
 
 class Tx:
-    """The statements of one transaction."""
+    """The statements of one transaction.
 
-    def __init__(self, conn: AsyncConnection | InlineConnection, *, sqlite: bool) -> None:
+    The statements of the hot paths (client lookup, issuance, rotation) run on the bare driver
+    connection of the transaction, compiled once by SQLAlchemy (`DriverStatement`): SQLAlchemy's
+    execution layer (execution context, result wrapping, and on PostgreSQL a greenlet switch per
+    statement) cost more than the statement itself, 30-60 µs a statement (docs/performance.md).
+    The rest go through SQLAlchemy as usual.
+    """
+
+    def __init__(
+        self, conn: AsyncConnection | InlineConnection, *, sqlite: bool, driver: Any = None
+    ) -> None:
         self.conn = conn
         self.sqlite = sqlite
+        self._asyncpg = driver  # the asyncpg connection whose transaction this is (PostgreSQL)
 
     async def _exec(self, statement: Any, parameters: Any = None) -> Any:
         return await self.conn.execute(statement, parameters)
+
+    async def _driver_rows(self, statement: Any, parameters: dict[str, Any]) -> list[Any]:
+        """The rows of a hot SELECT, as namedtuples of its selected columns."""
+        if isinstance(self.conn, InlineConnection):
+            driver = DriverStatement.of(statement, "sqlite", ())
+            cursor = self.conn.raw.execute(driver.sql, driver.arguments(parameters))
+            return [driver.row._make(r) for r in cursor.fetchall()]
+        if self.sqlite:  # a bulk transaction on the driver's thread: SQLAlchemy as usual
+            return list(await self._exec(statement, parameters))
+        driver = DriverStatement.of(statement, "postgresql", ())
+        async with driver_errors():
+            records = await self._asyncpg.fetch(driver.sql, *driver.arguments(parameters))
+        return [driver.row._make(r.values()) for r in records]
+
+    async def _driver_write(self, statement: Any, parameters: dict[str, Any]) -> int:
+        """Run a hot INSERT or UPDATE; the number of rows it changed."""
+        keys = tuple(parameters) if isinstance(statement, Insert) else ()
+        if isinstance(self.conn, InlineConnection):
+            driver = DriverStatement.of(statement, "sqlite", keys)
+            return int(self.conn.raw.execute(driver.sql, driver.arguments(parameters)).rowcount)
+        if self.sqlite:
+            return int((await self._exec(statement, parameters)).rowcount)
+        driver = DriverStatement.of(statement, "postgresql", keys)
+        async with driver_errors():
+            status = await self._asyncpg.execute(driver.sql, *driver.arguments(parameters))
+        return int(status.rsplit(" ", 1)[-1])  # "UPDATE 1", "INSERT 0 1"
 
     async def lock(self, lock_id: int) -> None:
         """Take a transaction-scoped exclusive lock (PostgreSQL advisory; SQLite holds one
@@ -329,9 +447,8 @@ class Tx:
         )
 
     async def get_client(self, client_id: str) -> ClientRecord | None:
-        result = await self._exec(_SELECT_CLIENT, {"b_client_id": client_id})
-        row = result.first()
-        return _client(row) if row else None
+        rows = await self._driver_rows(_SELECT_CLIENT, {"b_client_id": client_id})
+        return _client(rows[0]) if rows else None
 
     async def list_clients(self) -> list[ClientRecord]:
         result = await self._exec(select(t.clients).order_by(t.clients.c.created_at))
@@ -380,7 +497,7 @@ class Tx:
     # families and refresh tokens
 
     async def insert_family(self, family: FamilyRecord) -> None:
-        await self._exec(
+        await self._driver_write(
             _INSERT_FAMILY,
             {
                 "family_id": family.family_id,
@@ -402,7 +519,7 @@ class Tx:
         return _family(row) if row else None
 
     async def touch_family(self, family_id: str, at: float, idle_expires_at: float) -> None:
-        await self._exec(
+        await self._driver_write(
             _TOUCH_FAMILY,
             {"b_family_id": family_id, "b_at": at, "b_idle_expires_at": idle_expires_at},
         )
@@ -444,7 +561,7 @@ class Tx:
         return [_family(row) for row in result]
 
     async def insert_refresh_token(self, token: RefreshTokenRecord) -> None:
-        await self._exec(
+        await self._driver_write(
             _INSERT_REFRESH_TOKEN,
             {
                 "token_digest": token.token_digest,
@@ -458,10 +575,12 @@ class Tx:
     async def refresh_token_with_family(
         self, token_digest: bytes
     ) -> tuple[RefreshTokenRecord, FamilyRecord] | None:
-        result = await self._exec(_SELECT_REFRESH_TOKEN_WITH_FAMILY, {"b_digest": token_digest})
-        row = result.first()
-        if row is None:
+        rows = await self._driver_rows(
+            _SELECT_REFRESH_TOKEN_WITH_FAMILY, {"b_digest": token_digest}
+        )
+        if not rows:
             return None
+        row = rows[0]
         token = RefreshTokenRecord(
             family_id=row.family_id,
             issued_at=row.issued_at,
@@ -473,8 +592,10 @@ class Tx:
 
     async def mark_refresh_token_used(self, token_digest: bytes, at: float) -> bool:
         """The rotation compare-and-set: True for exactly one caller per token."""
-        result = await self._exec(_MARK_REFRESH_TOKEN_USED, {"b_digest": token_digest, "b_at": at})
-        return int(result.rowcount) == 1
+        changed = await self._driver_write(
+            _MARK_REFRESH_TOKEN_USED, {"b_digest": token_digest, "b_at": at}
+        )
+        return changed == 1
 
     # authorization codes
 
@@ -618,7 +739,7 @@ class Tx:
         family_id: str | None = None,
         **detail: Any,
     ) -> None:
-        await self._exec(
+        await self._driver_write(
             _INSERT_AUDIT,
             {
                 "occurred_at": at,

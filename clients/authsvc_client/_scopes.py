@@ -52,7 +52,21 @@ class MethodScopes:
             raise ValueError(f"methods both public and scoped: {', '.join(clash)}")
         self._pool = (pool or descriptor_pool.Default()) if read_proto_options else None
         self._from_options: dict[str, frozenset[str]] = {}
+        self._rules: dict[str, tuple[bool, frozenset[str]]] = {}
         self._lock = threading.Lock()
+
+    def rule(self, method: str) -> tuple[bool, frozenset[str]]:
+        """`is_public(method)` and `required_for(method)` at once, remembered per method once
+        the method is known (to the descriptor pool, or always without proto options): made-up
+        names are not kept, and a method whose proto is imported later is read then."""
+        rule = self._rules.get(method)
+        if rule is not None:
+            return rule
+        rule = (self.is_public(method), self.required_for(method))
+        if self._pool is None or method in self._from_options:
+            with self._lock:
+                self._rules[method] = rule
+        return rule
 
     def is_public(self, method: str) -> bool:
         """Whether `method` may be called without a token."""

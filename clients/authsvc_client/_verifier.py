@@ -51,9 +51,9 @@ class LocalVerifier:
 
     def check(self, method: str, metadata: Iterable[tuple[str, str | bytes]]) -> Verdict:
         """The verdict on a call to `method` carrying `metadata`."""
-        if self.scopes.is_public(method):
+        public, required = self.scopes.rule(method)
+        if public:
             return self._decide(CallFacts(public=True))
-        required = self.scopes.required_for(method)
         try:
             token = bearer_token(metadata)
         except InvalidToken as exc:

@@ -63,6 +63,34 @@ def test_made_up_method_names_are_not_remembered() -> None:
 
 
 @pytest.mark.parametrize(
+    "method",
+    [
+        pytest.param(READ, id="option"),
+        pytest.param(DELETE, id="mapping"),
+        pytest.param("/notes.v1.Notes/Ping", id="public"),
+        pytest.param("/grpc.health.v1.Health/Check", id="health"),
+        pytest.param("/status.v1.Status/Get", id="wildcard"),
+        pytest.param("/attacker.v1.X/M", id="made-up"),
+    ],
+)
+def test_a_methods_rule_is_its_publicity_and_its_scopes(method: str) -> None:
+    scopes = MethodScopes(
+        {DELETE: ["notes:write"], "/status.v1.Status/*": ["status:read"]},
+        public=["/notes.v1.Notes/Ping"],
+    )
+    for _ in range(2):  # computed, then remembered
+        assert scopes.rule(method) == (scopes.is_public(method), scopes.required_for(method))
+
+
+def test_made_up_method_names_get_no_remembered_rule() -> None:
+    scopes = MethodScopes()
+    for i in range(100):
+        assert scopes.rule(f"/attacker.v1.X/M{i}") == (False, set())
+    assert scopes.rule(READ) == (False, {"notes:read"})
+    assert list(scopes._rules) == [READ]
+
+
+@pytest.mark.parametrize(
     "path",
     [
         "notes.v1.Notes/ReadNote",
