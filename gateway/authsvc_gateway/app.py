@@ -47,13 +47,15 @@ def create_app(
         server_metadata(config),
         openapi_document(config),
     )
+    # Starlette tries the routes in order, a regular expression each: the endpoints programs call
+    # all the time come first.
     routes = [
+        Route(paths.TOKEN, TokenEndpoint(backend).handle, methods=["POST"]),
+        Route(paths.INTROSPECT, IntrospectionEndpoint(backend).handle, methods=["POST"]),
+        Route(paths.REVOKE, RevocationEndpoint(backend).handle, methods=["POST"]),
         Route(paths.AUTHORIZE, authorization.authorize, methods=["GET"]),
         Route(paths.LOGIN, authorization.login, methods=["POST"]),
         Route(paths.CONSENT, authorization.consent, methods=["POST"]),
-        Route(paths.TOKEN, TokenEndpoint(backend).handle, methods=["POST"]),
-        Route(paths.REVOKE, RevocationEndpoint(backend).handle, methods=["POST"]),
-        Route(paths.INTROSPECT, IntrospectionEndpoint(backend).handle, methods=["POST"]),
         Route(paths.JWKS, discovery.jwks, methods=["GET"]),
         Route(paths.OPENAPI, discovery.openapi, methods=["GET"]),
         *(

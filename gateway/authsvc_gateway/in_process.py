@@ -22,9 +22,11 @@ from authsvc.rpc.servicer import (
     publish_keys_message,
     token_pair_message,
 )
+from authsvc.storage.records import ClientRecord
 from authsvc_gateway.errors import error_from_code
 
 Result = TypeVar("Result")
+MAX_CLIENT_MESSAGES = 10_000
 
 
 async def _translated(call: Awaitable[Result]) -> Result:
@@ -40,12 +42,22 @@ class InProcessBackend:
 
     def __init__(self, authority: Authority) -> None:
         self._authority = authority
+        # The message of each client's current record: authsvc hands back the same record object
+        # while it remembers the client's authentication, so the message is built once per record.
+        self._client_messages: dict[str, tuple[ClientRecord, pb.Client]] = {}
 
     async def authenticate_client(self, request: pb.AuthenticateClientRequest, /) -> pb.Client:
         client = await _translated(
             self._authority.authenticate_client(request.client_id, request.client_secret)
         )
-        return client_message(client)
+        known = self._client_messages.get(client.client_id)
+        if known is not None and known[0] is client:
+            return known[1]
+        if len(self._client_messages) >= MAX_CLIENT_MESSAGES:
+            self._client_messages.clear()
+        message = client_message(client)
+        self._client_messages[client.client_id] = (client, message)
+        return message
 
     async def get_client(self, request: pb.GetClientRequest, /) -> pb.Client:
         return client_message(await _translated(self._authority.get_client(request.client_id)))

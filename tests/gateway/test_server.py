@@ -11,6 +11,7 @@ import httpx
 import pytest
 from authsvc_gateway.backend import GrpcBackend
 from authsvc_gateway.config import GATEWAY_SCOPES, ConfigError, GatewayConfig
+from authsvc_gateway.http_protocol import CoalescedWrites, CoalescingHttpToolsProtocol
 from authsvc_gateway.server import listening_socket, serve, uvicorn_server
 from starlette.applications import Starlette
 
@@ -78,4 +79,68 @@ def test_requests_are_parsed_by_httptools() -> None:
     config = GatewayConfig(client_id="gateway", client_secret="secret")
     server = uvicorn_server(Starlette(), config)
     server.config.load()
-    assert server.config.http_protocol_class is HttpToolsProtocol
+    assert issubclass(server.config.http_protocol_class, HttpToolsProtocol)
+    assert server.config.http_protocol_class is CoalescingHttpToolsProtocol
+
+
+class RecordingTransport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str) -> str:
+        return f"extra {name}"
+
+
+async def test_the_writes_of_one_loop_pass_leave_as_one() -> None:
+    transport = RecordingTransport()
+    coalesced = CoalescedWrites(transport, asyncio.get_running_loop())  # type: ignore[arg-type]
+    coalesced.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    coalesced.write(b"")
+    coalesced.write(b"{}")
+    assert transport.writes == []
+    await asyncio.sleep(0)  # the loop pass ends
+    assert transport.writes == [b"HTTP/1.1 200 OK\r\n\r\n{}"]
+    coalesced.write(b"next")
+    await asyncio.sleep(0)
+    assert transport.writes[-1] == b"next"
+    assert coalesced.get_extra_info("peername") == "extra peername"
+
+
+async def test_closing_sends_what_is_pending_first() -> None:
+    transport = RecordingTransport()
+    coalesced = CoalescedWrites(transport, asyncio.get_running_loop())  # type: ignore[arg-type]
+    coalesced.write(b"last reply")
+    coalesced.close()
+    assert transport.writes == [b"last reply"]
+    assert transport.closed
+    await asyncio.sleep(0)  # the scheduled flush finds nothing left
+    assert transport.writes == [b"last reply"]
+
+
+async def test_replies_arrive_whole_over_a_real_connection(running: RunningAuthority) -> None:
+    sock = listening_socket("127.0.0.1", 0)
+    config = await _config(running, sock.getsockname()[1])
+    task = asyncio.create_task(serve(config, sock=sock))
+    try:
+        async with httpx.AsyncClient(base_url=config.public_url) as http:
+            for _ in range(3):  # keep-alive: several replies on one connection
+                reply = await http.get("/.well-known/oauth-authorization-server")
+                assert reply.json()["issuer"] == running.settings.issuer
+                reply = await http.post("/oauth/token", data={"grant_type": "client_credentials"})
+                assert reply.status_code == 401
+                assert reply.json()["error"] == "invalid_client"
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
