@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml clients/pyproject.toml
 run: $(STAMP)
 	$(BIN)/authsvc serve --dev
 
-## test: the whole suite. PostgreSQL tests run when AUTHSVC_TEST_POSTGRES_URL is set (.ci/run sets it).
-test: $(STAMP)
+## test: lint, types, then the whole suite. PostgreSQL tests run when AUTHSVC_TEST_POSTGRES_URL is
+## set (.ci/run sets it).
+test: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest
 
 ## protos: regenerate clients/authsvc_client/v1 from protos/ (a test fails if they drift apart).

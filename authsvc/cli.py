@@ -19,7 +19,7 @@ from authsvc.authority import Authority, open_authority
 from authsvc.client_registry import ADMIN_SCOPES, GRANT_TYPES
 from authsvc.config import ConfigError, Settings
 from authsvc.errors import AuthError
-from authsvc.keys.sealing import new_kek_text
+from authsvc.keys.sealing import UnsealError, new_kek_text
 from authsvc.serve import gateway_config, read_dev_credentials, run_event_loop
 from authsvc.storage import migrate
 from authsvc.storage.engine import create_engine
@@ -264,10 +264,21 @@ async def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """A (sub)command's parser: it takes --json too, so `authsvc clients list --json` works as
+    well as `authsvc --json clients list`. SUPPRESS keeps a --json given before the command."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_argument(
+            "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+        )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="authsvc", description=__doc__)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
 
     serve = commands.add_parser("serve", help="run the gRPC server (and the gateway in dev)")
     serve.add_argument("--dev", action="store_true", help="dev mode: generate a KEK, bootstrap")
@@ -340,7 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.configure(settings.log_level)
         handler: Handler = args.handler
         return run_event_loop(handler(args, settings))
-    except ConfigError as exc:
+    except (ConfigError, UnsealError) as exc:
+        # A key that will not unseal is almost always the wrong AUTHSVC_KEK: the message says so.
         print(f"authsvc: configuration error: {exc}", file=sys.stderr)
         return 2
     except AuthError as exc:

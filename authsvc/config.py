@@ -77,7 +77,7 @@ class Settings:
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             name = f"AUTHSVC_{f.name.upper()}"
-            if name in env and env[name] != "":
+            if name in env and (env[name] != "" or f.name in _EMPTY_MEANS_OFF):
                 values[f.name] = _parse(name, env[name], _PARSERS[f.name])
         values.update(overrides)
         return cls(**values)
@@ -114,6 +114,8 @@ def _number(raw: str) -> float:
     return float(raw)
 
 
+# An empty variable normally means "unset"; for these it means "off" (the README says so).
+_EMPTY_MEANS_OFF = {"metrics_address"}
 _PATH_FIELDS = {"data_dir", "kek_file", "tls_cert_file", "tls_key_file", "tls_client_ca_file"}
 _INT_FIELDS = {"db_pool_size", "db_statement_timeout_ms"}
 _FLOAT_FIELDS = {

@@ -31,6 +31,8 @@ class IssuedTokenPair:
 
     @property
     def refresh_expires_in(self) -> int:
+        if not self.refresh_token:
+            return 0
         return max(0, int(self.family.expires_at - self.access.claims.iat))
 
 
@@ -43,15 +45,23 @@ def mint_access_token(
     audience: Sequence[str],
     family_id: str = "",
 ) -> IssuedAccessToken:
-    """Sign an RFC 9068 access token with the active key. No I/O."""
+    """Sign an RFC 9068 access token with the active key. No I/O.
+
+    `iat` is whole seconds (RFC 7519 NumericDate, as every verifier expects) while a subject or
+    client revocation covers `iat <= not_before`. A token minted in the same second as such a
+    revocation, but after it, therefore starts at the next second: otherwise it would be born
+    revoked. Strict verifiers with no leeway may see it as not yet valid for under a second.
+    """
     now = int(ctx.clock.now())
+    floor = ctx.revocations.issued_after(subject, client_id)
+    issued_at = max(now, floor) if floor is not None else now
     ttl = ctx.settings.access_token_ttl
     claims = access.AccessClaims(
         iss=ctx.settings.issuer,
         sub=subject,
         aud=tuple(audience),
-        exp=now + ttl,
-        iat=now,
+        exp=issued_at + ttl,
+        iat=issued_at,
         jti=new_id(),
         client_id=client_id,
         scope=tuple(scope),
@@ -77,7 +87,12 @@ async def start_family(
     audience: Sequence[str],
     device_id: str,
 ) -> tuple[FamilyRecord, str]:
-    """Insert a new family with its first refresh token; the family and the token."""
+    """Insert a new family with its first refresh token; the family and the token.
+
+    A client not registered for the refresh_token grant gets a family (its session, which
+    revocation and ListSessions see) but no refresh token: "" is returned and nothing is stored.
+    Refresh tokens exist only for clients allowed to use them, so `rotate` need not ask again.
+    """
     now = ctx.clock.now()
     s = ctx.settings
     family = FamilyRecord(
@@ -94,8 +109,10 @@ async def start_family(
         revoked_at=None,
         revoke_reason=None,
     )
-    refresh_token = opaque.new_secret(opaque.Kind.REFRESH_TOKEN)
     await tx.insert_family(family)
+    if "refresh_token" not in client.grant_types:
+        return family, ""
+    refresh_token = opaque.new_secret(opaque.Kind.REFRESH_TOKEN)
     await tx.insert_refresh_token(
         RefreshTokenRecord(
             family_id=family.family_id,

@@ -8,7 +8,7 @@ usernames exist. A hash made with weaker parameters is upgraded on the next succ
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -28,7 +28,8 @@ class Argon2Parameters:
 @dataclass(frozen=True)
 class PasswordCheck:
     ok: bool
-    new_hash: str | None = None  # set when the stored hash should be replaced
+    # Set when the stored hash should be replaced. A password hash is a secret: no repr.
+    new_hash: str | None = field(default=None, repr=False)
 
 
 class Passwords:

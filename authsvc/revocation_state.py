@@ -63,6 +63,16 @@ class RevocationState:
             return "client revoked"
         return None
 
+    def issued_after(self, subject: str, client_id: str) -> int | None:
+        """The earliest whole-second `iat` that no subject or client revocation covers, when one
+        covers the present second; None when no revocation of either is held."""
+        marks = [
+            entry.not_before
+            for entry in (self._subjects.get(subject), self._clients.get(client_id))
+            if entry is not None
+        ]
+        return int(max(marks)) + 1 if marks else None
+
     def prune(self, now: float) -> int:
         """Forget entries whose tokens have all expired; how many were dropped."""
         dropped = 0

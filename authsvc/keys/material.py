@@ -10,9 +10,6 @@ from joserfc.jwk import ECKey, OKPKey
 
 SigningKey = OKPKey | ECKey
 
-# The pinned algorithm list (RFC 8725 §3.1): these and nothing else are ever accepted.
-ALLOWED_ALGORITHMS = frozenset({"EdDSA", "Ed25519", "ES256"})
-
 
 @dataclass(frozen=True)
 class GeneratedKey:
@@ -49,7 +46,8 @@ def load_private(pem: bytes) -> SigningKey:
         return ECKey.import_key(pem)
     try:
         return OKPKey.import_key(pem)
-    except (ValueError, InvalidKeyTypeError):  # a PKCS#8 P-256 key is refused as not OKP
+    except (ValueError, InvalidKeyTypeError):
+        # A PKCS#8 "PRIVATE KEY" PEM does not say its type; joserfc tells us it is not OKP.
         return ECKey.import_key(pem)
 
 

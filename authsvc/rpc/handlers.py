@@ -7,6 +7,7 @@ the one place that rebuilds a handler around its behaviour.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -33,6 +34,15 @@ def wrap_handler(
             handler.response_serializer,
         )
     if behaviours.unary_stream is not None:
+        # A streaming behaviour is an async generator, or a coroutine that sends with
+        # context.write() (grpc_health's Watch). grpc tells them apart by the kind of function,
+        # so a coroutine keeps a coroutine wrapper: an `async for` over it would fail.
+        if inspect.iscoroutinefunction(behaviours.unary_stream):
+            return grpc.unary_stream_rpc_method_handler(
+                unary(behaviours.unary_stream),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
         return grpc.unary_stream_rpc_method_handler(
             stream(behaviours.unary_stream),
             handler.request_deserializer,

@@ -33,11 +33,22 @@ from ._jwks import KeyCache, PublishedKey, parse_jwks
 from ._policy import WhenStale
 from ._revocations import RevocationSet
 from ._scopes import DEFAULT_PUBLIC_SERVICES, MethodScopes
-from ._verification import PINNED_ALGORITHMS, Claims, VerifiedToken, verify_access_token
+from ._verification import (
+    ACCESS_TOKEN_TYPES,
+    FORBIDDEN_HEADERS,
+    MAX_TOKEN_BYTES,
+    PINNED_ALGORITHMS,
+    Claims,
+    VerifiedToken,
+    verify_access_token,
+)
 from ._verifier import LocalVerifier
 
 __all__ = [
+    "ACCESS_TOKEN_TYPES",
     "DEFAULT_PUBLIC_SERVICES",
+    "FORBIDDEN_HEADERS",
+    "MAX_TOKEN_BYTES",
     "PINNED_ALGORITHMS",
     "AccessDenied",
     "AsyncAuthClient",

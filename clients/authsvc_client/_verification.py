@@ -26,6 +26,8 @@ from ._errors import InvalidToken, UnknownSigningKey
 from ._jwks import PublishedKey
 
 __all__ = [
+    "ACCESS_TOKEN_TYPES",
+    "FORBIDDEN_HEADERS",
     "MAX_TOKEN_BYTES",
     "PINNED_ALGORITHMS",
     "Claims",
@@ -40,12 +42,13 @@ PINNED_ALGORITHMS = frozenset({"EdDSA", "Ed25519", "ES256"})
 #: Tokens longer than this are refused before any parsing; ours are well under 2 KiB.
 MAX_TOKEN_BYTES = 8192
 
-# Header parameters that would let the token choose its own key or demand extensions we do not
-# implement (RFC 8725 §3.10, RFC 7515 §4.1.11). Refused outright, never followed.
-_FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "x5t", "x5t#S256", "crit", "b64"})
+#: Header parameters that would let the token choose its own key or demand extensions we do not
+#: implement (RFC 8725 §3.10, RFC 7515 §4.1.11). Refused outright, never followed. authsvc's own
+#: verification uses this same set: the rule is written once, here.
+FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "x5t", "x5t#S256", "crit", "b64"})
 
-# RFC 9068 §4: the `typ` header of an access token.
-_ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
+#: RFC 9068 §4: the `typ` header of an access token.
+ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 
 # joserfc's RFC 9864 deprecation warning for `EdDSA` changes the process-wide warning filters
 # while it is silenced; this lock keeps two verifying threads from restoring each other's state.
@@ -121,12 +124,12 @@ def _header(token: str) -> dict[str, Any]:
     header = _json_segment(parts[0])
     if not isinstance(header, dict):
         raise InvalidToken("malformed token")
-    forbidden = _FORBIDDEN_HEADERS.intersection(header)
+    forbidden = FORBIDDEN_HEADERS.intersection(header)
     if forbidden:
         raise InvalidToken(f"header parameter not allowed: {sorted(forbidden)[0]}")
     if header.get("alg") not in PINNED_ALGORITHMS:
         raise InvalidToken("algorithm not allowed")
-    if header.get("typ") not in _ACCESS_TOKEN_TYPES:
+    if header.get("typ") not in ACCESS_TOKEN_TYPES:
         raise InvalidToken("not an access token (typ)")
     if not isinstance(header.get("kid"), str) or not header["kid"]:
         raise InvalidToken("missing kid")

@@ -12,7 +12,10 @@ from authsvc_client._context import CURRENT_CLAIMS
 from .conftest import AUDIENCE, ISSUER, NOW, Signer
 
 EXPORTED = {
+    "ACCESS_TOKEN_TYPES",
     "DEFAULT_PUBLIC_SERVICES",
+    "FORBIDDEN_HEADERS",
+    "MAX_TOKEN_BYTES",
     "PINNED_ALGORITHMS",
     "AccessDenied",
     "AsyncAuthClient",

@@ -1,0 +1,68 @@
+"""What the authsvc tests need to call the service over gRPC and read how it says no."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Any, NamedTuple
+
+import grpc
+import pytest
+from sqlalchemy import select
+
+from authsvc.storage.schema import metadata
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+def bearer(token: str) -> Metadata:
+    """Call metadata presenting `token` as the caller's credential (RFC 6750 §2.1)."""
+    return (("authorization", f"Bearer {token}"),)
+
+
+class Refusal(NamedTuple):
+    """A failed call as the caller sees it: gRPC status, OAuth error code, description."""
+
+    status: grpc.StatusCode
+    oauth_error: str | None
+    description: str | None
+
+
+def refusal_of(error: grpc.aio.AioRpcError) -> Refusal:
+    trailers = dict(error.trailing_metadata() or ())
+    return Refusal(
+        error.code(), trailers.get("oauth-error"), trailers.get("oauth-error-description")
+    )
+
+
+async def refused(call: Awaitable[Any]) -> Refusal:
+    """Await `call`, which must fail, and say how it failed."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    return refusal_of(caught.value)
+
+
+INVALID_TOKEN = (grpc.StatusCode.FAILED_PRECONDITION, "invalid_token")
+INVALID_GRANT = (grpc.StatusCode.FAILED_PRECONDITION, "invalid_grant")
+INVALID_CLIENT = (grpc.StatusCode.UNAUTHENTICATED, "invalid_client")
+INVALID_SCOPE = (grpc.StatusCode.INVALID_ARGUMENT, "invalid_scope")
+INVALID_REQUEST = (grpc.StatusCode.INVALID_ARGUMENT, "invalid_request")
+UNAUTHENTICATED = (grpc.StatusCode.UNAUTHENTICATED, "invalid_token")
+INSUFFICIENT_SCOPE = (grpc.StatusCode.PERMISSION_DENIED, "insufficient_scope")
+UNAUTHORIZED_CLIENT = (grpc.StatusCode.PERMISSION_DENIED, "unauthorized_client")
+
+
+async def database_rows(running: Any) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, sorted: compare two of these to prove a call changed nothing."""
+    rows = {}
+    async with running.authority.ctx.store.transaction(readonly=True) as tx:
+        for table in metadata.sorted_tables:
+            result = await tx.conn.execute(select(table))
+            rows[table.name] = sorted(tuple(row) for row in result)
+    return rows
+
+
+async def audit_events(running: Any, kind: str) -> list[dict[str, Any]]:
+    """The audit events of one kind, oldest first."""
+    async with running.authority.ctx.store.transaction(readonly=True) as tx:
+        events: list[dict[str, Any]] = await tx.audit_events(kind)
+    return events

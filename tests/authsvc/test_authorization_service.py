@@ -1,0 +1,454 @@
+"""AuthorizationService over gRPC: what the gateway calls for the code flow with PKCE."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from authsvc_client.v1 import authsvc_pb2 as pb
+from sqlalchemy import select
+
+from authsvc import pkce
+from authsvc.client_registry import RegisteredClient
+from authsvc.errors import InvalidRequest
+from authsvc.passwords import Argon2Parameters, Passwords
+from authsvc.storage.schema import users
+from authsvc.testing import RunningAuthority
+from tests.authsvc.calls import (
+    INVALID_CLIENT,
+    INVALID_GRANT,
+    INVALID_REQUEST,
+    INVALID_SCOPE,
+    INVALID_TOKEN,
+    UNAUTHORIZED_CLIENT,
+    audit_events,
+    bearer,
+    database_rows,
+    refused,
+)
+from tests.authsvc.conftest import APP_REDIRECT_URI
+
+VECTOR = json.loads(
+    (Path(__file__).parents[1] / "fixtures" / "rfc7636_appendix_b.json").read_text()
+)
+PASSWORD = "correct horse battery staple"
+
+
+# AuthenticateClient and GetClient
+
+
+async def test_authenticate_confidential_client(
+    authorization, admin, app: RegisteredClient
+) -> None:
+    client = await authorization.AuthenticateClient(
+        pb.AuthenticateClientRequest(client_id=app.client_id, client_secret=app.client_secret),
+        metadata=admin,
+    )
+    assert client == pb.Client(
+        client_id=app.client_id,
+        name="app",
+        public=False,
+        first_party=True,
+        grant_types=["authorization_code", "refresh_token"],
+        redirect_uris=[APP_REDIRECT_URI],
+        scopes=["read", "write", "profile"],
+        audiences=["api", "other-api"],
+    )
+
+
+@pytest.fixture
+async def spa(running: RunningAuthority) -> RegisteredClient:
+    """A public client: no secret, PKCE only."""
+    return await running.create_client(
+        "spa",
+        grant_types=["authorization_code", "refresh_token"],
+        scopes=["read"],
+        audiences=["api"],
+        redirect_uris=["http://127.0.0.1:9000/cb"],
+        public=True,
+    )
+
+
+async def test_authenticate_public_client_without_secret(
+    authorization, admin, spa: RegisteredClient
+) -> None:
+    assert spa.client_secret == ""
+    client = await authorization.AuthenticateClient(
+        pb.AuthenticateClientRequest(client_id=spa.client_id), metadata=admin
+    )
+    assert client.public
+
+
+@pytest.mark.parametrize(
+    ("who", "secret"),
+    [
+        pytest.param("app", "asc_" + "A" * 43, id="wrong-secret"),
+        pytest.param("app", "", id="no-secret"),
+        pytest.param("nobody", "asc_" + "A" * 43, id="unknown-client"),
+        pytest.param("", "", id="no-client"),
+        pytest.param("spa", "asc_" + "A" * 43, id="public-client-with-a-secret"),
+        pytest.param("disabled", None, id="disabled-client"),
+    ],
+)
+async def test_authenticate_client_refuses(
+    running: RunningAuthority,
+    authorization,
+    admin,
+    app: RegisteredClient,
+    spa: RegisteredClient,
+    who: str,
+    secret: str | None,
+) -> None:
+    client_id = {"app": app.client_id, "spa": spa.client_id}.get(who, who)
+    if who == "disabled":
+        client_id, secret = app.client_id, app.client_secret
+        await running.authority.revoke_client(app.client_id, disable=True)
+    request = pb.AuthenticateClientRequest(client_id=client_id, client_secret=secret)
+    assert await refused(authorization.AuthenticateClient(request, metadata=admin)) == (
+        *INVALID_CLIENT,
+        "client authentication failed",
+    )
+
+
+async def test_get_client(running: RunningAuthority, authorization, admin, app) -> None:
+    client = await authorization.GetClient(
+        pb.GetClientRequest(client_id=app.client_id), metadata=admin
+    )
+    assert (client.client_id, list(client.redirect_uris)) == (app.client_id, [APP_REDIRECT_URI])
+    for unknown in ("nobody", ""):
+        get = authorization.GetClient(pb.GetClientRequest(client_id=unknown), metadata=admin)
+        assert (await refused(get))[0] == grpc.StatusCode.NOT_FOUND
+
+
+# AuthenticateUser
+
+
+@pytest.fixture
+async def alice(running: RunningAuthority) -> str:
+    return await running.create_user("alice", PASSWORD)
+
+
+async def test_authenticate_user(authorization, admin, alice: str) -> None:
+    response = await authorization.AuthenticateUser(
+        pb.AuthenticateUserRequest(username="alice", password=PASSWORD), metadata=admin
+    )
+    assert response.subject == alice
+
+
+@pytest.mark.parametrize(
+    ("username", "password"),
+    [
+        pytest.param("alice", PASSWORD + "!", id="wrong-password"),
+        pytest.param("alice", "", id="no-password"),
+        pytest.param("Alice", PASSWORD, id="username-case"),
+        pytest.param("mallory", PASSWORD, id="unknown-user"),
+        pytest.param("alice", "x" * 1025, id="oversized-password"),
+    ],
+)
+async def test_authenticate_user_refuses_with_one_generic_answer(
+    authorization, admin, alice: str, username: str, password: str
+) -> None:
+    request = pb.AuthenticateUserRequest(username=username, password=password)
+    assert await refused(authorization.AuthenticateUser(request, metadata=admin)) == (
+        *INVALID_GRANT,
+        "invalid credentials",
+    )
+
+
+async def _stored_hash(running: RunningAuthority) -> str:
+    async with running.authority.ctx.store.transaction(readonly=True) as tx:
+        result = await tx.conn.execute(select(users.c.password_hash))
+        return str(result.scalar_one())
+
+
+async def test_a_hash_from_weaker_parameters_is_upgraded_on_login(
+    running: RunningAuthority, authorization, admin, alice: str
+) -> None:
+    old = await _stored_hash(running)
+    assert "$m=19456,t=2,p=1$" in old
+    running.authority.ctx.passwords = Passwords(Argon2Parameters(time_cost=3))
+    request = pb.AuthenticateUserRequest(username="alice", password=PASSWORD)
+    await authorization.AuthenticateUser(request, metadata=admin)
+    new = await _stored_hash(running)
+    assert "$m=19456,t=3,p=1$" in new
+    await authorization.AuthenticateUser(request, metadata=admin)  # the new hash checks out
+    assert await _stored_hash(running) == new
+
+
+def test_argon2_parameters_below_owasp_are_refused() -> None:
+    for weak in (Argon2Parameters(memory_kib=19 * 1024 - 1), Argon2Parameters(time_cost=1)):
+        with pytest.raises(ValueError, match="OWASP"):
+            Passwords(weak)
+
+
+@pytest.mark.parametrize(
+    ("username", "password"),
+    [
+        pytest.param("bob", "short", id="password-too-short"),
+        pytest.param("bob", "x" * 1025, id="password-too-long"),
+        pytest.param("", PASSWORD, id="no-username"),
+        pytest.param("alice", PASSWORD, id="username-taken"),
+    ],
+)
+async def test_create_user_refuses(
+    running: RunningAuthority, alice: str, username: str, password: str
+) -> None:
+    with pytest.raises(InvalidRequest):
+        await running.create_user(username, password)
+
+
+# CreateAuthorizationCode
+
+
+def code_request(client: RegisteredClient, **fields: Any) -> pb.CreateAuthorizationCodeRequest:
+    values: dict[str, Any] = {
+        "client_id": client.client_id,
+        "redirect_uri": APP_REDIRECT_URI,
+        "subject": "alice",
+        "scope": ["read"],
+        "audience": ["api"],
+        "code_challenge": VECTOR["code_challenge"],
+        "code_challenge_method": "S256",
+        "device_id": "browser",
+    }
+    values.update(fields)
+    return pb.CreateAuthorizationCodeRequest(**values)
+
+
+async def test_create_authorization_code(
+    running: RunningAuthority, authorization, admin, app: RegisteredClient
+) -> None:
+    code = await authorization.CreateAuthorizationCode(code_request(app), metadata=admin)
+    assert code.code.startswith("asac_")
+    assert code.expires_in == 60 == running.settings.authorization_code_ttl
+
+
+@pytest.mark.parametrize(
+    ("fields", "refusal"),
+    [
+        pytest.param({"code_challenge_method": "plain"}, INVALID_REQUEST, id="plain-method"),
+        pytest.param({"code_challenge_method": ""}, INVALID_REQUEST, id="no-method"),
+        pytest.param({"code_challenge_method": "s256"}, INVALID_REQUEST, id="method-case"),
+        pytest.param({"code_challenge": ""}, INVALID_REQUEST, id="no-challenge"),
+        pytest.param(
+            {"code_challenge": VECTOR["code_verifier"] + "=="}, INVALID_REQUEST, id="bad-challenge"
+        ),
+        pytest.param(
+            {"redirect_uri": APP_REDIRECT_URI + "/"}, INVALID_REQUEST, id="redirect-slash"
+        ),
+        pytest.param(
+            {"redirect_uri": "https://evil.example/callback"}, INVALID_REQUEST, id="redirect-other"
+        ),
+        pytest.param({"redirect_uri": ""}, INVALID_REQUEST, id="no-redirect"),
+        pytest.param({"subject": ""}, INVALID_REQUEST, id="no-subject"),
+        pytest.param({"scope": ["admin"]}, INVALID_SCOPE, id="scope-not-allowed"),
+        pytest.param({"audience": ["payments"]}, INVALID_SCOPE, id="audience-not-allowed"),
+        pytest.param({"client_id": "nobody"}, INVALID_CLIENT, id="unknown-client"),
+    ],
+)
+async def test_create_authorization_code_refuses(
+    running: RunningAuthority,
+    authorization,
+    admin,
+    app: RegisteredClient,
+    fields: dict[str, Any],
+    refusal: tuple[object, str],
+) -> None:
+    before = await database_rows(running)
+    creating = authorization.CreateAuthorizationCode(code_request(app, **fields), metadata=admin)
+    assert (await refused(creating))[:2] == refusal
+    assert await database_rows(running) == before
+
+
+async def test_create_authorization_code_needs_the_grant(
+    running: RunningAuthority, authorization, admin
+) -> None:
+    service = await running.create_client("svc", grant_types=["client_credentials"])
+    creating = authorization.CreateAuthorizationCode(code_request(service), metadata=admin)
+    assert (await refused(creating))[:2] == UNAUTHORIZED_CLIENT
+
+
+# ExchangeAuthorizationCode
+
+
+def exchange_request(
+    client: RegisteredClient, code: str, **fields: Any
+) -> pb.ExchangeAuthorizationCodeRequest:
+    values: dict[str, Any] = {
+        "client_id": client.client_id,
+        "code": code,
+        "redirect_uri": APP_REDIRECT_URI,
+        "code_verifier": VECTOR["code_verifier"],
+    }
+    values.update(fields)
+    return pb.ExchangeAuthorizationCodeRequest(**values)
+
+
+@pytest.fixture
+async def code(authorization, admin, app: RegisteredClient) -> str:
+    """A code whose challenge is the RFC 7636 Appendix B one."""
+    issued = await authorization.CreateAuthorizationCode(code_request(app), metadata=admin)
+    return str(issued.code)
+
+
+async def test_exchange_with_the_rfc7636_appendix_b_verifier(
+    running: RunningAuthority, tokens, authorization, admin, app: RegisteredClient, code: str
+) -> None:
+    assert pkce.s256(VECTOR["code_verifier"]) == VECTOR["code_challenge"]
+    pair = await authorization.ExchangeAuthorizationCode(
+        exchange_request(app, code), metadata=admin
+    )
+    assert list(pair.scope) == ["read"]
+    claims = (
+        await tokens.Verify(
+            pb.VerifyRequest(token=pair.access_token, audience="api"), metadata=admin
+        )
+    ).claims
+    assert (claims.sub, claims.client_id, claims.sid) == ("alice", app.client_id, pair.family_id)
+    sessions = await tokens.ListSessions(pb.ListSessionsRequest(subject="alice"), metadata=admin)
+    assert [(s.family_id, s.device_id) for s in sessions.sessions] == [(pair.family_id, "browser")]
+    await tokens.Rotate(pb.RotateRequest(refresh_token=pair.refresh_token), metadata=admin)
+
+
+async def test_a_client_without_the_refresh_grant_gets_no_refresh_token(
+    running: RunningAuthority, tokens, authorization, admin
+) -> None:
+    """RFC 6749 §1.5: refresh tokens go only to clients allowed to use them; the session (family)
+    still exists, so it can be listed and revoked."""
+    code_only = await running.create_client(
+        "code-only",
+        grant_types=["authorization_code"],
+        scopes=["read"],
+        audiences=["api"],
+        redirect_uris=[APP_REDIRECT_URI],
+    )
+    issued = await authorization.CreateAuthorizationCode(code_request(code_only), metadata=admin)
+
+    pair = await authorization.ExchangeAuthorizationCode(
+        exchange_request(code_only, issued.code), metadata=admin
+    )
+
+    assert (pair.refresh_token, pair.refresh_expires_in) == ("", 0)
+    assert pair.access_token
+    assert pair.family_id
+    assert (await database_rows(running))["refresh_tokens"] == []
+    sessions = await tokens.ListSessions(pb.ListSessionsRequest(subject="alice"), metadata=admin)
+    assert [s.family_id for s in sessions.sessions] == [pair.family_id]
+
+
+async def test_wrong_verifier_burns_the_code(
+    authorization, admin, app: RegisteredClient, code: str
+) -> None:
+    wrong = exchange_request(app, code, code_verifier=VECTOR["code_verifier"][:-1] + "A")
+    assert await refused(authorization.ExchangeAuthorizationCode(wrong, metadata=admin)) == (
+        *INVALID_GRANT,
+        "code_verifier does not match the code challenge",
+    )
+    # No second guess: the right verifier now finds the code used.
+    right = exchange_request(app, code)
+    assert (await refused(authorization.ExchangeAuthorizationCode(right, metadata=admin)))[
+        :2
+    ] == INVALID_GRANT
+
+
+async def test_code_reuse_revokes_the_family_issued_from_it(
+    running: RunningAuthority, tokens, authorization, admin, app: RegisteredClient, code: str
+) -> None:
+    request = exchange_request(app, code)
+    pair = await authorization.ExchangeAuthorizationCode(request, metadata=admin)
+    assert await refused(authorization.ExchangeAuthorizationCode(request, metadata=admin)) == (
+        *INVALID_GRANT,
+        "authorization code already used; tokens issued from it were revoked",
+    )
+    verifying = tokens.Verify(
+        pb.VerifyRequest(token=pair.access_token, audience="api"), metadata=admin
+    )
+    assert (await refused(verifying))[:2] == INVALID_TOKEN
+    rotating = tokens.Rotate(pb.RotateRequest(refresh_token=pair.refresh_token), metadata=admin)
+    assert (await refused(rotating))[:2] == INVALID_GRANT
+    [event] = await audit_events(running, "authorization_code_reuse_detected")
+    assert event["family_id"] == pair.family_id
+
+
+async def test_code_expires_at_sixty_seconds(
+    running: RunningAuthority, authorization, app: RegisteredClient, admin
+) -> None:
+    first = await authorization.CreateAuthorizationCode(code_request(app), metadata=admin)
+    second = await authorization.CreateAuthorizationCode(code_request(app), metadata=admin)
+    running.clock.advance(59.9)
+    await authorization.ExchangeAuthorizationCode(exchange_request(app, first.code), metadata=admin)
+    running.clock.advance(0.1)
+    expired = exchange_request(app, second.code)
+    assert await refused(authorization.ExchangeAuthorizationCode(expired, metadata=admin)) == (
+        *INVALID_GRANT,
+        "authorization code expired",
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "refusal", "burns"),
+    [
+        pytest.param({"redirect_uri": APP_REDIRECT_URI + "/"}, INVALID_GRANT, False, id="redirect"),
+        pytest.param({"client_id": "other"}, INVALID_GRANT, False, id="another-client"),
+        pytest.param({"code_verifier": ""}, INVALID_REQUEST, False, id="no-verifier"),
+        pytest.param({"code_verifier": "short"}, INVALID_GRANT, True, id="malformed-verifier"),
+        pytest.param({"code": "asac_" + "A" * 43}, INVALID_GRANT, False, id="unknown-code"),
+        pytest.param({"code": "garbage"}, INVALID_GRANT, False, id="garbage-code"),
+    ],
+)
+async def test_exchange_refuses(
+    running: RunningAuthority,
+    authorization,
+    admin,
+    app: RegisteredClient,
+    code: str,
+    fields: dict[str, Any],
+    refusal: tuple[object, str],
+    burns: bool,
+) -> None:
+    if fields.get("client_id") == "other":
+        other = await running.create_client(
+            "other", grant_types=["authorization_code"], redirect_uris=[APP_REDIRECT_URI]
+        )
+        fields = {"client_id": other.client_id}
+    fields = dict(fields)
+    bad = exchange_request(app, fields.pop("code", code), **fields)
+    assert (await refused(authorization.ExchangeAuthorizationCode(bad, metadata=admin)))[
+        :2
+    ] == refusal
+    exchanging = authorization.ExchangeAuthorizationCode(
+        exchange_request(app, code), metadata=admin
+    )
+    if burns:
+        assert (await refused(exchanging))[:2] == INVALID_GRANT
+    else:  # a mistake that proves nothing about the verifier leaves the code usable
+        await exchanging
+
+
+async def test_public_client_code_flow(
+    running: RunningAuthority, authorization, admin, spa: RegisteredClient
+) -> None:
+    verifier = "public-client-verifier-" + "x" * 40
+    issued = await authorization.CreateAuthorizationCode(
+        pb.CreateAuthorizationCodeRequest(
+            client_id=spa.client_id,
+            redirect_uri="http://127.0.0.1:9000/cb",
+            subject="alice",
+            code_challenge=pkce.s256(verifier),
+            code_challenge_method="S256",
+        ),
+        metadata=admin,
+    )
+    pair = await authorization.ExchangeAuthorizationCode(
+        pb.ExchangeAuthorizationCodeRequest(
+            client_id=spa.client_id,
+            code=issued.code,
+            redirect_uri="http://127.0.0.1:9000/cb",
+            code_verifier=verifier,
+        ),
+        metadata=bearer(await running.admin_token()),
+    )
+    assert pair.refresh_token.startswith("asrt_")

@@ -1,0 +1,223 @@
+"""The `authsvc` command, run in process: clients, keys, users, token, migrate, kek."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from authsvc.cli import main
+from authsvc.keys.sealing import new_kek_text
+from authsvc.tokens import opaque
+from authsvc.tokens.access import read_header
+
+
+@pytest.fixture(autouse=True)
+def environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """AUTHSVC_* for a throwaway data directory; the root logger restored afterwards."""
+    for name in [n for n in os.environ if n.startswith("AUTHSVC_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AUTHSVC_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("AUTHSVC_KEK", new_kek_text())
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield tmp_path
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str, code: int = 0) -> str:
+    assert main(list(argv)) == code
+    return capsys.readouterr().out
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
+    return json.loads(run(capsys, *argv))
+
+
+def payload_of(token: str) -> dict[str, Any]:
+    body = token.split(".")[1]
+    result: dict[str, Any] = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    return result
+
+
+def test_clients_create_prints_id_and_secret_then_token_works(capsys) -> None:
+    created = run_json(
+        capsys,
+        "clients", "create", "--name", "orders", "--grant", "client_credentials",
+        "--scope", "orders:read", "--audience", "orders-api", "--json",
+    )  # fmt: skip
+    assert set(created) == {"client_id", "client_secret"}
+    assert opaque.looks_like(opaque.Kind.CLIENT_SECRET, created["client_secret"])
+
+    issued = run_json(
+        capsys,
+        "--json", "token", "--client-id", created["client_id"],
+        "--client-secret", created["client_secret"],
+    )  # fmt: skip
+    assert issued["expires_in"] == 600
+    claims = payload_of(issued["access_token"])
+    assert (claims["client_id"], claims["scope"], claims["aud"]) == (
+        created["client_id"],
+        "orders:read",
+        ["orders-api"],
+    )
+
+
+def test_json_flag_works_before_the_command_too(capsys) -> None:
+    created = run_json(capsys, "--json", "clients", "create", "--name", "svc")
+    assert created["client_secret"]
+
+
+def test_clients_create_without_json_shows_the_secret_once(capsys) -> None:
+    out = run(capsys, "clients", "create", "--name", "svc", "--scope", "a b")
+    assert "client_secret: asc_" in out
+    assert "shown once" in out
+
+
+def test_clients_list_disable_and_rotate_secret(capsys) -> None:
+    created = run_json(capsys, "clients", "create", "--name", "svc", "--scope", "read", "--json")
+    client_id, secret = created["client_id"], created["client_secret"]
+    [listed] = run_json(capsys, "clients", "list", "--json")
+    assert listed == {
+        "client_id": client_id,
+        "name": "svc",
+        "public": False,
+        "grant_types": ["client_credentials"],
+        "scopes": ["read"],
+        "audiences": [],
+        "redirect_uris": [],
+        "disabled": False,
+    }
+    assert secret not in json.dumps(listed)
+    assert client_id in run(capsys, "clients", "list")
+
+    rotated = run_json(capsys, "clients", "rotate-secret", client_id, "--json")
+    assert rotated["client_id"] == client_id
+    assert rotated["client_secret"] != secret
+    # The old secret is dead, the new one works.
+    assert main(["token", "--client-id", client_id, "--client-secret", secret]) == 1
+    assert "invalid_client" in capsys.readouterr().err
+    run(capsys, "token", "--client-id", client_id, "--client-secret", rotated["client_secret"])
+
+    disabled = run_json(capsys, "clients", "disable", client_id, "--json")
+    assert disabled == {"client_id": client_id, "families_revoked": 0}
+    [listed] = run_json(capsys, "clients", "list", "--json")
+    assert listed["disabled"]
+    run(
+        capsys,
+        "token",
+        "--client-id",
+        client_id,
+        "--client-secret",
+        rotated["client_secret"],
+        code=1,
+    )
+
+
+def test_token_failure_is_reported_without_the_secret(capsys) -> None:
+    created = run_json(capsys, "clients", "create", "--name", "svc", "--json")
+    wrong = opaque.new_secret(opaque.Kind.CLIENT_SECRET)
+    assert main(["token", "--client-id", created["client_id"], "--client-secret", wrong]) == 1
+    captured = capsys.readouterr()
+    assert "authsvc: invalid_client: client authentication failed" in captured.err
+    assert wrong not in captured.err + captured.out
+
+
+def test_clients_create_admin(capsys) -> None:
+    created = run_json(capsys, "clients", "create", "--name", "ops", "--admin", "--json")
+    token = run(capsys, "token", "--client-id", created["client_id"], "--client-secret",
+                created["client_secret"], "--audience", "authsvc").strip()  # fmt: skip
+    claims = payload_of(token)
+    assert claims["aud"] == ["authsvc"]
+    assert set(claims["scope"].split()) >= {"authsvc:admin", "authsvc:revoke", "authsvc:issue"}
+
+
+def test_clients_create_refuses_bad_input(capsys) -> None:
+    assert main(["clients", "create", "--name", "x", "--grant", "password"]) == 1
+    assert "invalid_request" in capsys.readouterr().err
+
+
+def test_keys_list_and_rotate(capsys) -> None:
+    keys = run_json(capsys, "keys", "list", "--json")
+    assert sorted(k["state"] for k in keys) == ["active", "pending"]
+    [active] = [k["kid"] for k in keys if k["state"] == "active"]
+    [pending] = [k["kid"] for k in keys if k["state"] == "pending"]
+
+    unchanged = run(capsys, "keys", "rotate")
+    assert f"active key unchanged ({active})" in unchanged
+
+    rotated = run_json(capsys, "keys", "rotate", "--immediate", "--json")
+    assert rotated["active_kid"] == pending
+    states = {k["kid"]: k["state"] for k in run_json(capsys, "keys", "list", "--json")}
+    assert states[active] == "retired"
+    assert states[pending] == "active"
+    assert states[rotated["next_kid"]] == "pending"
+    # Tokens are now signed with the new key.
+    created = run_json(capsys, "clients", "create", "--name", "svc", "--json")
+    token = run(capsys, "token", "--client-id", created["client_id"], "--client-secret",
+                created["client_secret"]).strip()  # fmt: skip
+    assert read_header(token)["kid"] == pending
+
+
+def test_users_create_with_password_on_stdin(capsys, monkeypatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("correct horse battery staple\n"))
+    created = run_json(
+        capsys, "users", "create", "--username", "alice", "--password-stdin", "--json"
+    )
+    assert created["username"] == "alice"
+    assert created["subject"]
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert main(["users", "create", "--username", "bob", "--password-stdin"]) == 1
+    assert "password must be 8" in capsys.readouterr().err
+
+
+def test_users_create_without_a_terminal_needs_password_stdin(capsys, monkeypatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert main(["users", "create", "--username", "alice"]) == 2
+    assert "--password-stdin" in capsys.readouterr().err
+
+
+def test_migrate(capsys, environment: Path) -> None:
+    first = run_json(capsys, "migrate", "--json")
+    assert first == {"from": None, "to": "0001"}
+    again = run_json(capsys, "migrate", "--json")
+    assert again == {"from": "0001", "to": "0001"}
+    assert (environment / "authsvc.db").exists()
+
+
+def test_kek_prints_a_usable_key(capsys, monkeypatch) -> None:
+    kek = run(capsys, "kek").strip()
+    monkeypatch.setenv("AUTHSVC_KEK", kek)
+    run(capsys, "keys", "list")
+
+
+def test_a_configuration_error_exits_2_and_names_the_variable(capsys, monkeypatch) -> None:
+    monkeypatch.setenv("AUTHSVC_ACCESS_TOKEN_TTL", "forever")
+    assert main(["keys", "list"]) == 2
+    assert "AUTHSVC_ACCESS_TOKEN_TTL='forever' is not valid" in capsys.readouterr().err
+
+
+def test_a_missing_kek_exits_2(capsys, monkeypatch) -> None:
+    monkeypatch.delenv("AUTHSVC_KEK")
+    assert main(["keys", "list"]) == 2
+    assert "AUTHSVC_KEK" in capsys.readouterr().err
+
+
+def test_the_wrong_kek_is_a_configuration_error(capsys, monkeypatch) -> None:
+    run(capsys, "keys", "list")
+    monkeypatch.setenv("AUTHSVC_KEK", new_kek_text())
+    assert main(["keys", "list"]) == 2
+    err = capsys.readouterr().err
+    assert "authsvc: configuration error:" in err
+    assert "sealed with another key-encryption key" in err
+    assert "Traceback" not in err

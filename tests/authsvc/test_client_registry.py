@@ -1,0 +1,150 @@
+"""Client registration: what is refused, how secrets are kept; the dev bootstrap."""
+
+from __future__ import annotations
+
+import json
+import stat
+from typing import Any
+
+import pytest
+
+from authsvc.authority import open_authority
+from authsvc.errors import InvalidRequest, NotFound
+from authsvc.serve import DEV_CREDENTIALS, bootstrap_dev
+from authsvc.testing import RunningAuthority, throwaway_settings
+from authsvc.tokens import opaque
+from tests.authsvc.calls import database_rows
+
+
+@pytest.mark.parametrize(
+    ("registration", "message"),
+    [
+        pytest.param({"grant_types": []}, "grant types must be among", id="no-grant"),
+        pytest.param({"grant_types": ["password"]}, "grant types must be among", id="password"),
+        pytest.param({"grant_types": ["implicit"]}, "grant types must be among", id="implicit"),
+        pytest.param(
+            {"grant_types": ["client_credentials"], "public": True},
+            "public client cannot use client credentials",
+            id="public-client-credentials",
+        ),
+        pytest.param(
+            {"grant_types": ["authorization_code"]},
+            "needs at least one redirect URI",
+            id="code-without-redirect",
+        ),
+    ]
+    + [
+        pytest.param(
+            {"grant_types": ["authorization_code"], "redirect_uris": [uri]},
+            "redirect URI",
+            id=f"redirect-{name}",
+        )
+        for name, uri in [
+            ("http-remote", "http://app.example/cb"),
+            ("fragment", "https://app.example/cb#x"),
+            ("empty-fragment", "https://app.example/cb#"),
+            ("relative", "/cb"),
+            ("javascript", "javascript:alert(1)"),
+            ("javascript-case", "JavaScript:alert(1)"),
+            ("data", "data:text/html,hi"),
+            ("file", "file:///etc/passwd"),
+        ]
+    ],
+)
+async def test_registration_refuses(
+    running: RunningAuthority, registration: dict[str, Any], message: str
+) -> None:
+    before = await database_rows(running)
+    with pytest.raises(InvalidRequest, match=message):
+        await running.authority.create_client("bad", **registration)
+    assert await database_rows(running) == before
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        pytest.param("https://app.example/callback?x=1", id="https-with-query"),
+        pytest.param("http://127.0.0.1:9000/cb", id="loopback-ipv4"),
+        pytest.param("http://localhost/cb", id="localhost"),
+        pytest.param("http://[::1]:8080/cb", id="loopback-ipv6"),
+        pytest.param("com.example.app:/oauth2redirect", id="native-private-use-scheme"),
+    ],
+)
+async def test_registration_accepts_redirect_uri(running: RunningAuthority, uri: str) -> None:
+    created = await running.authority.create_client(
+        "app", grant_types=["authorization_code"], redirect_uris=[uri]
+    )
+    assert (await running.authority.get_client(created.client_id)).redirect_uris == (uri,)
+
+
+async def test_a_client_id_is_registered_once(running: RunningAuthority) -> None:
+    await running.authority.create_client("a", grant_types=["client_credentials"], client_id="svc")
+    with pytest.raises(InvalidRequest, match="already exists"):
+        await running.authority.create_client(
+            "b", grant_types=["client_credentials"], client_id="svc"
+        )
+
+
+async def test_secrets_are_stored_only_as_digests(running: RunningAuthority) -> None:
+    created = await running.authority.create_client("svc", grant_types=["client_credentials"])
+    assert opaque.looks_like(opaque.Kind.CLIENT_SECRET, created.client_secret)
+    rows = json.dumps(await database_rows(running), default=repr)
+    assert created.client_secret not in rows
+    record = await running.authority.get_client(created.client_id)
+    assert record.secret_digest == opaque.digest(created.client_secret)
+
+
+async def test_a_public_client_has_no_secret(running: RunningAuthority) -> None:
+    created = await running.authority.create_client(
+        "spa",
+        grant_types=["authorization_code"],
+        redirect_uris=["https://spa.example/cb"],
+        public=True,
+    )
+    assert created.client_secret == ""
+    assert (await running.authority.get_client(created.client_id)).secret_digest is None
+    with pytest.raises(NotFound):
+        await running.authority.rotate_client_secret(created.client_id)
+
+
+async def test_registration_normalises_scopes_and_grants(running: RunningAuthority) -> None:
+    created = await running.authority.create_client(
+        "svc",
+        grant_types=["client_credentials", "client_credentials"],
+        scopes=["read write", "read"],
+        audiences=["api other", "api"],
+    )
+    record = await running.authority.get_client(created.client_id)
+    assert record.grant_types == ("client_credentials",)
+    assert record.scopes == ("read", "write")
+    assert record.audiences == ("api", "other")
+
+
+async def test_dev_bootstrap_leaves_a_registry_with_clients_alone(
+    running: RunningAuthority,
+) -> None:
+    # The harness already registered an admin client.
+    before = await database_rows(running)
+    assert await bootstrap_dev(running.authority) is None
+    assert await database_rows(running) == before
+
+
+async def test_dev_bootstrap_on_an_empty_registry(tmp_path) -> None:
+    authority = await open_authority(throwaway_settings(tmp_path))
+    try:
+        created = await bootstrap_dev(authority)
+        assert created is not None
+        assert set(created) == {"admin", "gateway", "demo", "web"}
+        path = tmp_path / DEV_CREDENTIALS
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert json.loads(path.read_text()) == created
+        demo = created["demo"]
+        issued = await authority.client_credentials(
+            client_id=demo["client_id"], client_secret=demo["client_secret"], audience=["demo-api"]
+        )
+        assert issued.claims.aud == ("demo-api",)
+        web = await authority.get_client(created["web"]["client_id"])
+        assert web.public
+        assert await bootstrap_dev(authority) is None  # a second run changes nothing
+    finally:
+        await authority.close()

@@ -1,0 +1,160 @@
+"""Settings: parsing AUTHSVC_* variables, and a ConfigError naming the variable for each bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from authsvc.config import ConfigError, Settings
+
+
+def test_defaults_are_valid() -> None:
+    settings = Settings()
+    assert settings.access_token_ttl == 600
+    assert settings.refresh_grace_seconds == 0  # the grace window is off by default
+    assert settings.signing_algorithm == "EdDSA"
+    assert settings.database_url.startswith("sqlite+aiosqlite:///")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "variable"),
+    [
+        pytest.param(
+            {"database_url": "mysql://db/authsvc"}, "AUTHSVC_DATABASE_URL", id="db-scheme"
+        ),
+        pytest.param({"issuer": "auth.example.com"}, "AUTHSVC_ISSUER", id="issuer-not-url"),
+        pytest.param({"issuer": "ftp://auth.example.com"}, "AUTHSVC_ISSUER", id="issuer-scheme"),
+        pytest.param(
+            {"issuer": "http://auth.example.com"}, "AUTHSVC_ISSUER", id="issuer-http-remote"
+        ),
+        pytest.param({"issuer": "https://a.example/?x=1"}, "AUTHSVC_ISSUER", id="issuer-query"),
+        pytest.param({"issuer": "https://a.example/#f"}, "AUTHSVC_ISSUER", id="issuer-fragment"),
+        pytest.param({"grpc_address": "50051"}, "AUTHSVC_GRPC_ADDRESS", id="grpc-no-host"),
+        pytest.param({"grpc_address": "host:port"}, "AUTHSVC_GRPC_ADDRESS", id="grpc-port-word"),
+        pytest.param({"gateway_address": ":8080"}, "AUTHSVC_GATEWAY_ADDRESS", id="gateway-no-host"),
+        pytest.param({"audience": "  "}, "AUTHSVC_AUDIENCE", id="audience-blank"),
+        pytest.param({"access_token_ttl": 59}, "AUTHSVC_ACCESS_TOKEN_TTL", id="access-ttl-short"),
+        pytest.param({"access_token_ttl": 86401}, "AUTHSVC_ACCESS_TOKEN_TTL", id="access-ttl-long"),
+        pytest.param({"refresh_idle_ttl": 300}, "AUTHSVC_REFRESH_IDLE_TTL", id="idle-below-access"),
+        pytest.param(
+            {"refresh_idle_ttl": 40 * 86400}, "AUTHSVC_REFRESH_IDLE_TTL", id="idle-above-absolute"
+        ),
+        pytest.param(
+            {"refresh_grace_seconds": 61}, "AUTHSVC_REFRESH_GRACE_SECONDS", id="grace-long"
+        ),
+        pytest.param(
+            {"refresh_grace_seconds": -1}, "AUTHSVC_REFRESH_GRACE_SECONDS", id="grace-neg"
+        ),
+        pytest.param(
+            {"authorization_code_ttl": 61}, "AUTHSVC_AUTHORIZATION_CODE_TTL", id="code-ttl"
+        ),
+        pytest.param(
+            {"authorization_code_ttl": 0}, "AUTHSVC_AUTHORIZATION_CODE_TTL", id="code-ttl-0"
+        ),
+        pytest.param({"leeway": 301}, "AUTHSVC_LEEWAY", id="leeway-long"),
+        pytest.param({"leeway": -1}, "AUTHSVC_LEEWAY", id="leeway-negative"),
+        pytest.param({"signing_algorithm": "HS256"}, "AUTHSVC_SIGNING_ALGORITHM", id="alg-hmac"),
+        pytest.param({"signing_algorithm": "none"}, "AUTHSVC_SIGNING_ALGORITHM", id="alg-none"),
+        pytest.param(
+            {"key_rotation_interval": 1000},
+            "AUTHSVC_KEY_ROTATION_INTERVAL",
+            id="rotation-too-often",
+        ),
+        pytest.param({"jwks_max_age": 29}, "AUTHSVC_JWKS_MAX_AGE", id="jwks-age-short"),
+        pytest.param({"jwks_max_age": 86401}, "AUTHSVC_JWKS_MAX_AGE", id="jwks-age-long"),
+        pytest.param(
+            {"tls_cert_file": Path("c.pem")}, "AUTHSVC_TLS_CERT_FILE", id="tls-cert-alone"
+        ),
+        pytest.param({"tls_key_file": Path("k.pem")}, "AUTHSVC_TLS_CERT_FILE", id="tls-key-alone"),
+        pytest.param(
+            {"tls_client_ca_file": Path("ca.pem")}, "AUTHSVC_TLS_CLIENT_CA_FILE", id="mtls-no-cert"
+        ),
+        pytest.param({"db_pool_size": 0}, "AUTHSVC_DB_POOL_SIZE", id="pool-empty"),
+        pytest.param({"shutdown_grace": -1.0}, "AUTHSVC_SHUTDOWN_GRACE", id="grace-negative"),
+        pytest.param({"log_level": "LOUD"}, "AUTHSVC_LOG_LEVEL", id="log-level"),
+    ],
+)
+def test_each_bad_value_names_its_variable(overrides: dict[str, Any], variable: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings(**overrides)
+    assert str(caught.value).startswith(f"{variable}:")
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw", "field", "value"),
+    [
+        pytest.param("AUTHSVC_ACCESS_TOKEN_TTL", "900", "access_token_ttl", 900, id="seconds"),
+        pytest.param("AUTHSVC_ACCESS_TOKEN_TTL", "90s", "access_token_ttl", 90, id="seconds-unit"),
+        pytest.param("AUTHSVC_ACCESS_TOKEN_TTL", "10m", "access_token_ttl", 600, id="minutes"),
+        pytest.param("AUTHSVC_ACCESS_TOKEN_TTL", "1H", "access_token_ttl", 3600, id="hours-upper"),
+        pytest.param("AUTHSVC_REFRESH_IDLE_TTL", "7d", "refresh_idle_ttl", 7 * 86400, id="days"),
+        pytest.param(
+            "AUTHSVC_ALLOW_ANONYMOUS_VERIFY", "yes", "allow_anonymous_verify", True, id="yes"
+        ),
+        pytest.param("AUTHSVC_DEV", "0", "dev", False, id="bool-0"),
+        pytest.param("AUTHSVC_HEARTBEAT_INTERVAL", "0.5", "heartbeat_interval", 0.5, id="float"),
+        pytest.param("AUTHSVC_DB_POOL_SIZE", "3", "db_pool_size", 3, id="int"),
+        pytest.param(
+            "AUTHSVC_DATA_DIR", "/srv/authsvc", "data_dir", Path("/srv/authsvc"), id="path"
+        ),
+        pytest.param(
+            "AUTHSVC_ISSUER",
+            "https://auth.example.com",
+            "issuer",
+            "https://auth.example.com",
+            id="str",
+        ),
+    ],
+)
+def test_from_env_parses(variable: str, raw: str, field: str, value: Any) -> None:
+    assert getattr(Settings.from_env({variable: raw}), field) == value
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw"),
+    [
+        pytest.param("AUTHSVC_ACCESS_TOKEN_TTL", "ten", id="seconds-word"),
+        pytest.param("AUTHSVC_ACCESS_TOKEN_TTL", "10w", id="seconds-unknown-unit"),
+        pytest.param("AUTHSVC_ACCESS_TOKEN_TTL", "-60", id="seconds-negative"),
+        pytest.param("AUTHSVC_ACCESS_TOKEN_TTL", "1.5m", id="seconds-fraction"),
+        pytest.param("AUTHSVC_DEV", "maybe", id="bool"),
+        pytest.param("AUTHSVC_HEARTBEAT_INTERVAL", "soon", id="float"),
+        pytest.param("AUTHSVC_DB_POOL_SIZE", "ten", id="int"),
+    ],
+)
+def test_from_env_unparsable_value_names_its_variable(variable: str, raw: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({variable: raw})
+    assert str(caught.value).startswith(f"{variable}=")
+
+
+def test_from_env_ignores_empty_values_and_other_variables() -> None:
+    settings = Settings.from_env({"AUTHSVC_ACCESS_TOKEN_TTL": "", "HOME": "/root", "TTL": "x"})
+    assert settings.access_token_ttl == 600
+
+
+def test_keyword_overrides_win_over_environment() -> None:
+    env = {"AUTHSVC_AUDIENCE": "from-env"}
+    assert Settings.from_env(env, audience="from-code").audience == "from-code"
+
+
+def test_loopback_issuer_may_use_http() -> None:
+    for host in ("127.0.0.1", "localhost", "[::1]"):
+        Settings(issuer=f"http://{host}:8080")
+
+
+def test_repr_hides_secrets() -> None:
+    settings = Settings(
+        kek="S3CRET-KEK-TEXT", database_url="postgresql+asyncpg://authsvc:pa55word@db/authsvc"
+    )
+    assert "S3CRET-KEK-TEXT" not in repr(settings)
+    assert "pa55word" not in repr(settings)
+
+
+def test_an_empty_metrics_address_disables_metrics() -> None:
+    # The README's promise: AUTHSVC_METRICS_ADDRESS= (empty) disables /metrics. Other empty
+    # variables still mean "unset".
+    assert Settings.from_env({"AUTHSVC_METRICS_ADDRESS": ""}).metrics_address == ""
+    assert Settings.from_env({}).metrics_address == "127.0.0.1:9464"

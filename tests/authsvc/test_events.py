@@ -1,0 +1,69 @@
+"""The revocation feed itself: it stops when told to, whatever it was doing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from authsvc.authority import Authority, open_authority
+from authsvc.clock import ManualClock
+from authsvc.storage.records import RevocationEventRecord
+from authsvc.testing import throwaway_settings
+
+BOUND = 5.0
+
+
+async def _rotate_keys(authority: Authority) -> None:
+    await authority.rotate_keys(immediate=True)
+
+
+async def _revoke_subject(authority: Authority) -> None:
+    await authority.revoke_subject("alice")
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        pytest.param(_rotate_keys, id="after-key-rotation"),
+        pytest.param(_revoke_subject, id="after-revocation"),
+    ],
+)
+async def test_close_right_after_a_local_write_does_not_hang(
+    tmp_path: Path, write: Callable[[Authority], Awaitable[None]]
+) -> None:
+    # A write wakes the tailer (`published`) and the caller (the CLI, a shutdown) closes at once,
+    # in the same task: the wake-up and the cancellation land in one loop iteration, and the
+    # cancellation must not be lost. (Closing from another task would hide the race.)
+    authority = await open_authority(throwaway_settings(tmp_path), ManualClock())
+
+    async def write_then_close() -> None:
+        await write(authority)
+        await authority.close()
+
+    closing = asyncio.ensure_future(write_then_close())
+    done, _ = await asyncio.wait([closing], timeout=BOUND)
+    if not done:  # leave nothing running behind a failure
+        closing.cancel()
+        await authority.close()
+        pytest.fail("Authority.close() hung: the revocation feed ignored its cancellation")
+    closing.result()
+
+
+async def test_a_subscriber_cancelled_as_an_event_arrives_stops(tmp_path: Path) -> None:
+    authority = await open_authority(throwaway_settings(tmp_path), ManualClock())
+    try:
+        stream = authority.subscribe(authority.ctx.feed.cursor, heartbeat=3600)
+        assert await anext(stream) is None  # caught up
+        waiting = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0)  # the subscriber now waits on its queue
+        event = RevocationEventRecord(10**9, 0.0, 1.0, "jti", "x")
+        for queue in list(authority.ctx.feed._subscribers):
+            queue.put_nowait(event)  # an event arrives...
+        waiting.cancel()  # ...in the same loop iteration as the cancellation
+        await asyncio.wait([waiting], timeout=BOUND)
+        assert waiting.cancelled(), "the subscriber swallowed its cancellation"
+    finally:
+        await authority.close()

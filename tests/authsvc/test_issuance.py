@@ -1,0 +1,287 @@
+"""Minting over gRPC: IssueTokenPair (user token pairs) and ClientCredentials (RFC 6749 §4.4)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+from authsvc_client.v1 import authsvc_pb2 as pb
+
+from authsvc.client_registry import RegisteredClient
+from authsvc.testing import RunningAuthority
+from authsvc.tokens import opaque
+from tests.authsvc.calls import (
+    INVALID_CLIENT,
+    INVALID_REQUEST,
+    INVALID_SCOPE,
+    UNAUTHORIZED_CLIENT,
+    audit_events,
+    database_rows,
+    refused,
+)
+
+
+def payload_of(token: str) -> dict[str, Any]:
+    body = token.split(".")[1]
+    result: dict[str, Any] = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    return result
+
+
+def header_of(token: str) -> dict[str, Any]:
+    head = token.split(".")[0]
+    result: dict[str, Any] = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    return result
+
+
+# IssueTokenPair
+
+
+async def test_issue_token_pair(
+    running: RunningAuthority, tokens, admin, app: RegisteredClient
+) -> None:
+    pair = await tokens.IssueTokenPair(
+        pb.IssueTokenPairRequest(
+            subject="alice",
+            client_id=app.client_id,
+            scope=["read"],
+            audience=["api"],
+            device_id="laptop",
+        ),
+        metadata=admin,
+    )
+    s = running.settings
+    assert pair.token_type == "Bearer"
+    assert pair.expires_in == s.access_token_ttl
+    assert pair.refresh_expires_in == s.refresh_absolute_ttl
+    assert list(pair.scope) == ["read"]
+    assert opaque.looks_like(opaque.Kind.REFRESH_TOKEN, pair.refresh_token)
+    assert header_of(pair.access_token) == {
+        "alg": "EdDSA",
+        "typ": "at+jwt",
+        "kid": running.authority.ctx.key_ring.signer.kid,
+    }
+    claims = payload_of(pair.access_token)
+    now = int(running.clock.now())
+    assert claims == {
+        "iss": s.issuer,
+        "sub": "alice",
+        "aud": ["api"],
+        "exp": now + s.access_token_ttl,
+        "iat": now,
+        "jti": claims["jti"],
+        "client_id": app.client_id,
+        "scope": "read",
+        "sid": pair.family_id,
+    }
+    [event] = await audit_events(running, "token_pair_issued")
+    assert (event["family_id"], event["subject"]) == (pair.family_id, "alice")
+
+
+async def test_issue_token_pair_defaults_to_the_clients_registration(
+    tokens, admin, app: RegisteredClient
+) -> None:
+    pair = await tokens.IssueTokenPair(
+        pb.IssueTokenPairRequest(subject="alice", client_id=app.client_id), metadata=admin
+    )
+    assert list(pair.scope) == ["read", "write", "profile"]
+    assert payload_of(pair.access_token)["aud"] == ["api", "other-api"]
+
+
+async def test_each_issue_starts_a_new_family_with_unique_tokens(
+    tokens, admin, app: RegisteredClient
+) -> None:
+    request = pb.IssueTokenPairRequest(subject="alice", client_id=app.client_id)
+    pairs = [await tokens.IssueTokenPair(request, metadata=admin) for _ in range(3)]
+    for attribute in ("family_id", "refresh_token", "access_token"):
+        assert len({getattr(p, attribute) for p in pairs}) == 3
+    assert len({payload_of(p.access_token)["jti"] for p in pairs}) == 3
+
+
+@pytest.mark.parametrize(
+    ("fields", "refusal"),
+    [
+        pytest.param({"scope": ["admin"]}, INVALID_SCOPE, id="scope-not-allowed"),
+        pytest.param({"audience": ["payments"]}, INVALID_SCOPE, id="audience-not-allowed"),
+        pytest.param({"scope": ['"quoted"']}, INVALID_REQUEST, id="malformed-scope"),
+        pytest.param({"subject": ""}, INVALID_REQUEST, id="no-subject"),
+        pytest.param({"subject": "s" * 201}, INVALID_REQUEST, id="subject-too-long"),
+        pytest.param({"device_id": "d" * 201}, INVALID_REQUEST, id="device-id-too-long"),
+        pytest.param({"client_id": "nobody"}, INVALID_CLIENT, id="unknown-client"),
+    ],
+)
+async def test_issue_token_pair_refuses(
+    running: RunningAuthority,
+    tokens,
+    admin,
+    app: RegisteredClient,
+    fields: dict[str, Any],
+    refusal: tuple[object, str],
+) -> None:
+    request = {"subject": "alice", "client_id": app.client_id, **fields}
+    before = await database_rows(running)
+    issuing = tokens.IssueTokenPair(pb.IssueTokenPairRequest(**request), metadata=admin)
+    assert (await refused(issuing))[:2] == refusal
+    assert await database_rows(running) == before
+
+
+async def test_issue_token_pair_needs_the_refresh_token_grant(
+    running: RunningAuthority, tokens, admin
+) -> None:
+    service = await running.create_client("svc", grant_types=["client_credentials"])
+    issuing = tokens.IssueTokenPair(
+        pb.IssueTokenPairRequest(subject="alice", client_id=service.client_id), metadata=admin
+    )
+    assert (await refused(issuing))[:2] == UNAUTHORIZED_CLIENT
+
+
+# ClientCredentials
+
+
+@pytest.fixture
+async def service(running: RunningAuthority) -> RegisteredClient:
+    return await running.create_client(
+        "orders", scopes=["orders:read", "orders:write"], audiences=["api", "ledger"]
+    )
+
+
+def credentials(client: RegisteredClient, **fields: Any) -> pb.ClientCredentialsRequest:
+    return pb.ClientCredentialsRequest(
+        client_id=client.client_id, client_secret=client.client_secret, **fields
+    )
+
+
+async def test_client_credentials(
+    running: RunningAuthority, tokens, service: RegisteredClient
+) -> None:
+    issued = await tokens.ClientCredentials(
+        credentials(service, scope=["orders:read"], audience=["ledger"])
+    )
+    assert issued.token_type == "Bearer"
+    assert issued.expires_in == running.settings.access_token_ttl
+    assert list(issued.scope) == ["orders:read"]
+    claims = payload_of(issued.access_token)
+    assert (claims["sub"], claims["client_id"]) == (service.client_id, service.client_id)
+    assert (claims["aud"], claims["scope"]) == (["ledger"], "orders:read")
+    assert "sid" not in claims
+    verified = running.authority.verify(issued.access_token, audience="ledger")
+    assert verified.scope == ("orders:read",)
+
+
+async def test_client_credentials_defaults_to_the_registration(
+    tokens, service: RegisteredClient
+) -> None:
+    issued = await tokens.ClientCredentials(credentials(service))
+    assert list(issued.scope) == ["orders:read", "orders:write"]
+    assert payload_of(issued.access_token)["aud"] == ["api", "ledger"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "description"),
+    [
+        pytest.param(
+            {"scope": ["orders:read", "orders:delete"]},
+            "scope not allowed for this client: orders:delete",
+            id="scope",
+        ),
+        pytest.param(
+            {"audience": ["payments"]},
+            "audience not allowed for this client: payments",
+            id="audience",
+        ),
+        pytest.param(
+            {"audience": ["authsvc"]},
+            "audience not allowed for this client: authsvc",
+            id="authsvc-itself",
+        ),
+    ],
+)
+async def test_client_credentials_refuses_what_the_client_may_not_have(
+    tokens, service: RegisteredClient, fields: dict[str, Any], description: str
+) -> None:
+    assert await refused(tokens.ClientCredentials(credentials(service, **fields))) == (
+        *INVALID_SCOPE,
+        description,
+    )
+
+
+async def _wrong_secret(
+    r: RunningAuthority, client: RegisteredClient
+) -> pb.ClientCredentialsRequest:
+    return pb.ClientCredentialsRequest(
+        client_id=client.client_id, client_secret=opaque.new_secret(opaque.Kind.CLIENT_SECRET)
+    )
+
+
+async def _no_secret(r: RunningAuthority, client: RegisteredClient) -> pb.ClientCredentialsRequest:
+    return pb.ClientCredentialsRequest(client_id=client.client_id)
+
+
+async def _unknown(r: RunningAuthority, client: RegisteredClient) -> pb.ClientCredentialsRequest:
+    return pb.ClientCredentialsRequest(client_id="nobody", client_secret=client.client_secret)
+
+
+async def _another_clients_secret(
+    r: RunningAuthority, client: RegisteredClient
+) -> pb.ClientCredentialsRequest:
+    return pb.ClientCredentialsRequest(
+        client_id=client.client_id, client_secret=r.admin.client_secret
+    )
+
+
+async def _public(r: RunningAuthority, client: RegisteredClient) -> pb.ClientCredentialsRequest:
+    spa = await r.create_client(
+        "spa",
+        grant_types=["authorization_code"],
+        redirect_uris=["https://spa.example/cb"],
+        public=True,
+    )
+    return pb.ClientCredentialsRequest(client_id=spa.client_id)
+
+
+async def _disabled(r: RunningAuthority, client: RegisteredClient) -> pb.ClientCredentialsRequest:
+    await r.authority.revoke_client(client.client_id, disable=True)
+    return credentials(client)
+
+
+async def _rotated_secret(
+    r: RunningAuthority, client: RegisteredClient
+) -> pb.ClientCredentialsRequest:
+    await r.authority.rotate_client_secret(client.client_id)
+    return credentials(client)
+
+
+@pytest.mark.parametrize(
+    "request_for",
+    [
+        pytest.param(_wrong_secret, id="wrong-secret"),
+        pytest.param(_no_secret, id="no-secret"),
+        pytest.param(_another_clients_secret, id="another-clients-secret"),
+        pytest.param(_unknown, id="unknown-client"),
+        pytest.param(_public, id="public-client"),
+        pytest.param(_disabled, id="disabled-client"),
+        pytest.param(_rotated_secret, id="secret-rotated-away"),
+    ],
+)
+async def test_client_credentials_refuses_a_client_that_does_not_authenticate(
+    running: RunningAuthority, tokens, service: RegisteredClient, request_for: Any
+) -> None:
+    request = await request_for(running, service)
+    assert (await refused(tokens.ClientCredentials(request)))[:2] == INVALID_CLIENT
+
+
+async def test_client_credentials_needs_the_grant(running: RunningAuthority, tokens) -> None:
+    app = await running.create_client("app", grant_types=["refresh_token"], scopes=["read"])
+    assert (await refused(tokens.ClientCredentials(credentials(app))))[:2] == UNAUTHORIZED_CLIENT
+
+
+async def test_rotated_secret_works(running: RunningAuthority, tokens, service) -> None:
+    rotated = await running.authority.rotate_client_secret(service.client_id)
+    assert rotated.client_secret != service.client_secret
+    await tokens.ClientCredentials(credentials(rotated))
+
+
+async def test_oversized_secret_is_refused_before_any_work(tokens, service) -> None:
+    request = pb.ClientCredentialsRequest(client_id=service.client_id, client_secret="x" * 9000)
+    assert (await refused(tokens.ClientCredentials(request)))[:2] == INVALID_REQUEST

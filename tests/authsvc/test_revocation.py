@@ -1,0 +1,345 @@
+"""Revocation over gRPC: one family, one token (RFC 7009), a subject, a client; and sessions."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from authsvc_client.v1 import authsvc_pb2 as pb
+from authsvc_client.v1 import authsvc_pb2_grpc
+
+from authsvc.client_registry import RegisteredClient
+from authsvc.testing import RunningAuthority
+from authsvc.tokens import opaque
+from tests.authsvc.calls import (
+    INVALID_CLIENT,
+    INVALID_GRANT,
+    INVALID_REQUEST,
+    INVALID_TOKEN,
+    Metadata,
+    audit_events,
+    bearer,
+    database_rows,
+    refused,
+)
+
+Stub = authsvc_pb2_grpc.TokenServiceStub
+
+
+async def issue(
+    tokens: Stub,
+    admin: Metadata,
+    client: RegisteredClient,
+    subject: str = "alice",
+    device: str = "laptop",
+) -> pb.TokenPair:
+    return await tokens.IssueTokenPair(
+        pb.IssueTokenPairRequest(subject=subject, client_id=client.client_id, device_id=device),
+        metadata=admin,
+    )
+
+
+async def verify(tokens: Stub, admin: Metadata, access_token: str) -> pb.Claims:
+    response = await tokens.Verify(
+        pb.VerifyRequest(token=access_token, audience="api"), metadata=admin
+    )
+    return response.claims
+
+
+async def rotate(tokens: Stub, admin: Metadata, refresh_token: str) -> pb.TokenPair:
+    return await tokens.Rotate(pb.RotateRequest(refresh_token=refresh_token), metadata=admin)
+
+
+async def assert_family_dead(
+    tokens: Stub, admin: Metadata, pair: pb.TokenPair, why: str = "family revoked"
+) -> None:
+    assert await refused(verify(tokens, admin, pair.access_token)) == (
+        *INVALID_TOKEN,
+        f"token revoked ({why})",
+    )
+    assert (await refused(rotate(tokens, admin, pair.refresh_token)))[:2] == INVALID_GRANT
+
+
+async def assert_family_live(tokens: Stub, admin: Metadata, pair: pb.TokenPair) -> pb.TokenPair:
+    await verify(tokens, admin, pair.access_token)
+    return await rotate(tokens, admin, pair.refresh_token)
+
+
+# RevokeFamily
+
+
+async def test_revoke_family(running: RunningAuthority, tokens, admin, pair: pb.TokenPair) -> None:
+    response = await tokens.RevokeFamily(
+        pb.RevokeFamilyRequest(family_id=pair.family_id, reason="lost phone"), metadata=admin
+    )
+    assert response.revoked
+    await assert_family_dead(tokens, admin, pair)
+    [event] = await audit_events(running, "family_revoked")
+    assert (event["family_id"], event["subject"]) == (pair.family_id, "alice")
+    assert '"reason": "lost phone"' in event["detail"]
+
+
+async def test_revoke_family_twice_or_unknown_answers_false(
+    running: RunningAuthority, tokens, admin, pair: pb.TokenPair
+) -> None:
+    request = pb.RevokeFamilyRequest(family_id=pair.family_id)
+    assert (await tokens.RevokeFamily(request, metadata=admin)).revoked
+    before = await database_rows(running)
+    assert not (await tokens.RevokeFamily(request, metadata=admin)).revoked
+    for unknown in ("no-such-family", ""):
+        request = pb.RevokeFamilyRequest(family_id=unknown)
+        assert not (await tokens.RevokeFamily(request, metadata=admin)).revoked
+    assert await database_rows(running) == before
+
+
+async def test_revoke_family_leaves_other_families_alone(
+    tokens, admin, app: RegisteredClient, pair: pb.TokenPair
+) -> None:
+    phone = await issue(tokens, admin, app, device="phone")
+    await tokens.RevokeFamily(pb.RevokeFamilyRequest(family_id=pair.family_id), metadata=admin)
+    await assert_family_live(tokens, admin, phone)
+
+
+async def test_revoke_family_reason_is_bounded(tokens, admin, pair: pb.TokenPair) -> None:
+    request = pb.RevokeFamilyRequest(family_id=pair.family_id, reason="x" * 201)
+    assert (await refused(tokens.RevokeFamily(request, metadata=admin)))[:2] == INVALID_REQUEST
+    await assert_family_live(tokens, admin, pair)
+
+
+# Revoke (RFC 7009)
+
+
+async def test_revoking_a_refresh_token_revokes_its_family(
+    tokens, admin, pair: pb.TokenPair
+) -> None:
+    await tokens.Revoke(
+        pb.RevokeRequest(token=pair.refresh_token, token_type_hint="refresh_token"), metadata=admin
+    )
+    await assert_family_dead(tokens, admin, pair)
+
+
+async def test_revoking_an_access_token_denies_its_jti_only(
+    running: RunningAuthority, tokens, admin, pair: pb.TokenPair
+) -> None:
+    # A wrong hint is only a hint (RFC 7009 §2.1).
+    await tokens.Revoke(
+        pb.RevokeRequest(token=pair.access_token, token_type_hint="refresh_token"), metadata=admin
+    )
+    assert await refused(verify(tokens, admin, pair.access_token)) == (
+        *INVALID_TOKEN,
+        "token revoked (token revoked)",
+    )
+    # The session goes on: the refresh token still rotates, the next access token verifies.
+    rotated = await rotate(tokens, admin, pair.refresh_token)
+    await verify(tokens, admin, rotated.access_token)
+    [event] = await audit_events(running, "access_token_revoked")
+    assert event["subject"] == "alice"
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        pytest.param(opaque.new_secret(opaque.Kind.REFRESH_TOKEN), id="unknown-refresh-token"),
+        pytest.param("garbage", id="garbage"),
+        pytest.param("", id="empty"),
+        pytest.param("eyJhbGciOiJub25lIn0.e30.", id="unsigned-jwt"),
+    ],
+)
+async def test_revoking_an_unknown_token_succeeds_and_changes_nothing(
+    running: RunningAuthority, tokens, admin, pair: pb.TokenPair, token: str
+) -> None:
+    before = await database_rows(running)
+    await tokens.Revoke(pb.RevokeRequest(token=token, token_type_hint="bogus"), metadata=admin)
+    assert await database_rows(running) == before
+
+
+async def test_revoking_an_expired_access_token_succeeds_and_changes_nothing(
+    running: RunningAuthority, tokens, pair: pb.TokenPair
+) -> None:
+    running.clock.advance(running.settings.longest_access_token_life)
+    admin = bearer(await running.admin_token())
+    before = await database_rows(running)
+    await tokens.Revoke(pb.RevokeRequest(token=pair.access_token), metadata=admin)
+    assert await database_rows(running) == before
+
+
+async def test_revoke_leaves_another_clients_tokens_alone(
+    running: RunningAuthority, tokens, admin, pair: pb.TokenPair
+) -> None:
+    other = await running.create_client("other", grant_types=["refresh_token"])
+    before = await database_rows(running)
+    for token in (pair.refresh_token, pair.access_token):
+        await tokens.Revoke(
+            pb.RevokeRequest(token=token, client_id=other.client_id), metadata=admin
+        )
+    assert await database_rows(running) == before
+    await assert_family_live(tokens, admin, pair)
+
+
+async def test_revoke_by_the_owning_client(
+    tokens, admin, app: RegisteredClient, pair: pb.TokenPair
+) -> None:
+    await tokens.Revoke(
+        pb.RevokeRequest(token=pair.refresh_token, client_id=app.client_id), metadata=admin
+    )
+    await assert_family_dead(tokens, admin, pair)
+
+
+# RevokeSubject
+
+
+async def test_revoke_subject_logs_out_everywhere(
+    running: RunningAuthority, tokens, admin, app: RegisteredClient, pair: pb.TokenPair
+) -> None:
+    phone = await issue(tokens, admin, app, device="phone")
+    bob = await issue(tokens, admin, app, subject="bob")
+    response = await tokens.RevokeSubject(
+        pb.RevokeSubjectRequest(subject="alice", reason="password changed"), metadata=admin
+    )
+    assert response.families_revoked == 2
+    await assert_family_dead(tokens, admin, pair, "subject revoked")
+    await assert_family_dead(tokens, admin, phone, "subject revoked")
+    await assert_family_live(tokens, admin, bob)
+    [event] = await audit_events(running, "subject_revoked")
+    assert event["subject"] == "alice"
+
+    # A login after the revocation is not affected by it.
+    running.clock.advance(1)
+    admin = bearer(await running.admin_token())
+    fresh = await issue(tokens, admin, app)
+    await assert_family_live(tokens, admin, fresh)
+
+
+async def test_revoke_subject_covers_access_tokens_outside_families(
+    running: RunningAuthority, tokens, admin
+) -> None:
+    # A client-credentials token's subject is its client id: "log out everywhere" reaches it too.
+    service = await running.create_client("svc", audiences=["api"])
+    token = await running.access_token(service)
+    await tokens.RevokeSubject(pb.RevokeSubjectRequest(subject=service.client_id), metadata=admin)
+    assert await refused(verify(tokens, admin, token)) == (
+        *INVALID_TOKEN,
+        "token revoked (subject revoked)",
+    )
+
+
+async def test_revoke_subject_needs_a_subject(tokens, admin) -> None:
+    request = pb.RevokeSubjectRequest(subject="")
+    assert (await refused(tokens.RevokeSubject(request, metadata=admin)))[:2] == INVALID_REQUEST
+
+
+# RevokeClient
+
+
+async def test_revoke_client_and_disable_it(
+    running: RunningAuthority,
+    tokens,
+    admin,
+    authorization,
+    app: RegisteredClient,
+    pair: pb.TokenPair,
+) -> None:
+    service = await running.create_client("svc", scopes=["read"], audiences=["api"])
+    service_token = await running.access_token(service)
+    for client in (app, service):
+        response = await tokens.RevokeClient(
+            pb.RevokeClientRequest(client_id=client.client_id, reason="compromised", disable=True),
+            metadata=admin,
+        )
+        assert response.families_revoked == (1 if client is app else 0)
+    await assert_family_dead(tokens, admin, pair, "client revoked")
+    assert await refused(verify(tokens, admin, service_token)) == (
+        *INVALID_TOKEN,
+        "token revoked (client revoked)",
+    )
+    # Disabled: no new tokens, no new families, not found by the gateway.
+    running.clock.advance(1)
+    admin = bearer(await running.admin_token())
+    credentials = pb.ClientCredentialsRequest(
+        client_id=service.client_id, client_secret=service.client_secret
+    )
+    assert (await refused(tokens.ClientCredentials(credentials)))[:2] == INVALID_CLIENT
+    assert (await refused(issue(tokens, admin, app)))[:2] == INVALID_CLIENT
+    get = authorization.GetClient(pb.GetClientRequest(client_id=app.client_id), metadata=admin)
+    assert (await refused(get))[0] == grpc.StatusCode.NOT_FOUND
+    assert await audit_events(running, "client_disabled")
+
+
+async def test_revoke_client_without_disabling_it(
+    running: RunningAuthority, tokens, admin, app: RegisteredClient, pair: pb.TokenPair
+) -> None:
+    response = await tokens.RevokeClient(
+        pb.RevokeClientRequest(client_id=app.client_id), metadata=admin
+    )
+    assert response.families_revoked == 1
+    await assert_family_dead(tokens, admin, pair, "client revoked")
+    running.clock.advance(1)
+    admin = bearer(await running.admin_token())
+    await assert_family_live(tokens, admin, await issue(tokens, admin, app))
+
+
+async def test_revoke_unknown_client_is_not_found(running: RunningAuthority, tokens, admin) -> None:
+    before = await database_rows(running)
+    request = pb.RevokeClientRequest(client_id="nobody", disable=True)
+    assert (await refused(tokens.RevokeClient(request, metadata=admin)))[0] == (
+        grpc.StatusCode.NOT_FOUND
+    )
+    assert await database_rows(running) == before
+
+
+# ListSessions
+
+
+async def test_list_sessions_shows_live_families_one_per_device(
+    running: RunningAuthority, tokens, admin, app: RegisteredClient, pair: pb.TokenPair
+) -> None:
+    created = running.clock.now()
+    running.clock.advance(60)
+    phone = await issue(tokens, admin, app, device="phone")
+    revoked = await issue(tokens, admin, app, device="old-tablet")
+    await issue(tokens, admin, app, subject="bob")
+    await tokens.RevokeFamily(pb.RevokeFamilyRequest(family_id=revoked.family_id), metadata=admin)
+    running.clock.advance(60)
+    await rotate(tokens, admin, pair.refresh_token)
+
+    response = await tokens.ListSessions(pb.ListSessionsRequest(subject="alice"), metadata=admin)
+    laptop, second = response.sessions
+    assert (laptop.family_id, laptop.device_id) == (pair.family_id, "laptop")
+    assert (second.family_id, second.device_id) == (phone.family_id, "phone")
+    assert laptop.client_id == app.client_id
+    assert list(laptop.scope) == ["read", "write", "profile"]
+    s = running.settings
+    assert laptop.created_at.ToSeconds() == int(created)
+    assert laptop.last_used_at.ToSeconds() == int(created + 120)
+    assert laptop.expires_at.ToSeconds() == int(created + s.refresh_absolute_ttl)
+    assert laptop.idle_expires_at.ToSeconds() == int(created + 120 + s.refresh_idle_ttl)
+
+
+async def test_list_sessions_drops_idle_expired_families(
+    running: RunningAuthority, tokens, pair: pb.TokenPair
+) -> None:
+    running.clock.advance(running.settings.refresh_idle_ttl)
+    admin = bearer(await running.admin_token())
+    response = await tokens.ListSessions(pb.ListSessionsRequest(subject="alice"), metadata=admin)
+    assert list(response.sessions) == []
+
+
+async def test_list_sessions_needs_a_subject(tokens, admin) -> None:
+    request = pb.ListSessionsRequest(subject="")
+    assert (await refused(tokens.ListSessions(request, metadata=admin)))[:2] == INVALID_REQUEST
+
+
+async def test_a_token_issued_after_revoke_client_in_the_same_second_verifies(
+    running: RunningAuthority, tokens
+) -> None:
+    running.clock.set(int(running.clock.now()) + 1.25)
+    admin = bearer(await running.admin_token())
+    service = await running.create_client("svc", audiences=["api"])
+    minted_before = await running.access_token(service)
+    await tokens.RevokeClient(pb.RevokeClientRequest(client_id=service.client_id), metadata=admin)
+    running.clock.advance(0.5)  # later, in the same second
+
+    await verify(tokens, admin, await running.access_token(service))
+    assert await refused(verify(tokens, admin, minted_before)) == (
+        *INVALID_TOKEN,
+        "token revoked (client revoked)",
+    )

@@ -1,0 +1,158 @@
+"""The in-memory revocation state: what each event revokes, idempotence, and pruning."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from authsvc.revocation_state import RevocationState
+from authsvc.storage.records import RevocationEventRecord
+from authsvc.tokens.access import AccessClaims
+
+T = 1_800_000_000.0
+CLAIMS = AccessClaims(
+    iss="https://auth.example.com",
+    sub="alice",
+    aud=("api",),
+    exp=int(T) + 600,
+    iat=int(T),
+    jti="jti-1",
+    client_id="app",
+    scope=("read",),
+    sid="family-1",
+)
+
+
+def event(
+    kind: str, value: str, *, cursor: int = 1, at: float = T, **extra: float
+) -> RevocationEventRecord:
+    return RevocationEventRecord(
+        cursor=cursor,
+        occurred_at=at,
+        expires_at=extra.get("expires_at", at + 630),
+        kind=kind,
+        value=value,
+        not_before=extra.get("not_before"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("revocation", "claims", "reason"),
+    [
+        pytest.param(event("family", "family-1"), CLAIMS, "family revoked", id="family"),
+        pytest.param(event("family", "family-2"), CLAIMS, None, id="other-family"),
+        pytest.param(event("family", ""), replace(CLAIMS, sid=""), None, id="no-sid-no-family"),
+        pytest.param(event("jti", "jti-1"), CLAIMS, "token revoked", id="jti"),
+        pytest.param(event("jti", "jti-2"), CLAIMS, None, id="other-jti"),
+        pytest.param(
+            event("subject", "alice", not_before=T), CLAIMS, "subject revoked", id="subject"
+        ),
+        pytest.param(
+            event("subject", "alice", not_before=T),
+            replace(CLAIMS, iat=int(T) + 1),
+            None,
+            id="subject-token-issued-after",
+        ),
+        pytest.param(event("subject", "bob", not_before=T), CLAIMS, None, id="other-subject"),
+        pytest.param(event("client", "app", not_before=T), CLAIMS, "client revoked", id="client"),
+        pytest.param(
+            event("client", "app", not_before=T),
+            replace(CLAIMS, iat=int(T) + 1),
+            None,
+            id="client-token-issued-after",
+        ),
+        pytest.param(event("key", "kid-1"), CLAIMS, None, id="key-event-revokes-nothing"),
+    ],
+)
+def test_what_an_event_revokes(
+    revocation: RevocationEventRecord, claims: AccessClaims, reason: str | None
+) -> None:
+    state = RevocationState()
+    state.apply(revocation)
+    assert state.revoked(claims) == reason
+
+
+def test_subject_not_before_falls_back_to_occurred_at() -> None:
+    state = RevocationState()
+    state.apply(event("subject", "alice", at=T + 5))
+    assert state.revoked(replace(CLAIMS, iat=int(T) + 5)) == "subject revoked"
+    assert state.revoked(replace(CLAIMS, iat=int(T) + 6)) is None
+
+
+def test_an_older_subject_revocation_does_not_move_not_before_back() -> None:
+    state = RevocationState()
+    state.apply(event("subject", "alice", cursor=2, not_before=T + 100))
+    state.apply(event("subject", "alice", cursor=1, not_before=T))
+    assert state.revoked(replace(CLAIMS, iat=int(T) + 50)) == "subject revoked"
+
+
+def test_applying_an_event_twice_changes_nothing() -> None:
+    state = RevocationState()
+    revocation = event("family", "family-1", cursor=7)
+    state.apply(revocation)
+    state.apply(revocation)
+    assert len(state) == 1
+    assert state.cursor == 7
+
+
+def test_cursor_never_goes_back() -> None:
+    state = RevocationState()
+    state.apply(event("jti", "a", cursor=9))
+    state.apply(event("jti", "b", cursor=3))
+    assert state.cursor == 9
+
+
+def test_prune_forgets_entries_whose_tokens_have_expired() -> None:
+    state = RevocationState()
+    for kind, value in (
+        ("family", "family-1"),
+        ("jti", "jti-1"),
+        ("subject", "alice"),
+        ("client", "app"),
+    ):
+        state.apply(event(kind, value, expires_at=T + 630, not_before=T))
+    state.apply(event("jti", "long", expires_at=T + 5000))
+    assert state.prune(T + 629) == 0
+    assert len(state) == 5
+    assert state.prune(T + 630) == 4
+    assert len(state) == 1
+    assert state.revoked(CLAIMS) is None
+    assert state.revoked(replace(CLAIMS, jti="long")) == "token revoked"
+
+
+@pytest.mark.parametrize(
+    ("events", "expected"),
+    [
+        pytest.param([], None, id="nothing-revoked"),
+        pytest.param([event("subject", "ann", not_before=T + 0.25)], int(T) + 1, id="subject"),
+        pytest.param([event("client", "svc", not_before=T + 0.75)], int(T) + 1, id="client"),
+        pytest.param(
+            [
+                event("subject", "ann", not_before=T + 0.25),
+                event("client", "svc", cursor=2, not_before=T + 5.5),
+            ],
+            int(T) + 6,
+            id="the-later-of-both",
+        ),
+        pytest.param([event("subject", "bob", not_before=T)], None, id="another-subject"),
+        pytest.param([event("family", "f1")], None, id="a-family-is-no-watermark"),
+    ],
+)
+def test_issued_after_is_the_first_second_no_revocation_covers(
+    events: list[RevocationEventRecord], expected: int | None
+) -> None:
+    state = RevocationState()
+    for revocation in events:
+        state.apply(revocation)
+
+    issued_after = state.issued_after("ann", "svc")
+
+    assert issued_after == expected
+    if issued_after is not None:
+        fresh = AccessClaims(
+            "iss", "ann", ("api",), issued_after + 600, issued_after, "j", "svc", ()
+        )
+        assert state.revoked(fresh) is None
+        stale = replace(fresh, iat=issued_after - 1)
+        assert state.revoked(stale) is not None

@@ -1,0 +1,365 @@
+"""Refresh rotation with reuse detection: classify_refresh verdict by verdict, then Rotate over gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import grpc
+import pytest
+from authsvc_client.v1 import authsvc_pb2 as pb
+from authsvc_client.v1 import authsvc_pb2_grpc
+
+from authsvc.client_registry import RegisteredClient
+from authsvc.rotation import Refresh, classify_refresh
+from authsvc.storage.records import FamilyRecord, RefreshTokenRecord
+from authsvc.testing import RunningAuthority, start_authority
+from authsvc.tokens import opaque
+from tests.authsvc.calls import (
+    INVALID_GRANT,
+    INVALID_REQUEST,
+    INVALID_SCOPE,
+    INVALID_TOKEN,
+    Metadata,
+    audit_events,
+    bearer,
+    database_rows,
+    refused,
+)
+from tests.authsvc.conftest import APP_SCOPES
+
+NOW = 1_800_000_000.0
+FAMILY = FamilyRecord(
+    family_id="f1",
+    subject="alice",
+    client_id="app",
+    device_id="laptop",
+    scope=("read",),
+    audience=("api",),
+    created_at=NOW - 100,
+    last_used_at=NOW - 100,
+    expires_at=NOW + 1000,
+    idle_expires_at=NOW + 500,
+    revoked_at=None,
+    revoke_reason=None,
+)
+TOKEN = RefreshTokenRecord(
+    family_id="f1", issued_at=NOW - 100, used_at=None, expires_at=NOW + 500, token_digest=b"d"
+)
+USED_5S_AGO = replace(TOKEN, used_at=NOW - 5)
+
+
+@pytest.mark.parametrize(
+    ("token", "family", "client_id", "grace", "verdict"),
+    [
+        pytest.param(TOKEN, FAMILY, "", 0, Refresh.ROTATE, id="fresh-rotates"),
+        pytest.param(TOKEN, FAMILY, "app", 0, Refresh.ROTATE, id="fresh-right-client-rotates"),
+        pytest.param(USED_5S_AGO, FAMILY, "", 0, Refresh.REUSE, id="used-is-reuse"),
+        pytest.param(USED_5S_AGO, FAMILY, "", 10, Refresh.GRACE_RETRY, id="used-within-grace"),
+        pytest.param(USED_5S_AGO, FAMILY, "", 5, Refresh.GRACE_RETRY, id="used-at-grace-edge"),
+        pytest.param(USED_5S_AGO, FAMILY, "", 4, Refresh.REUSE, id="used-after-grace"),
+        pytest.param(
+            TOKEN, replace(FAMILY, revoked_at=NOW - 1), "", 0, Refresh.REVOKED, id="family-revoked"
+        ),
+        pytest.param(
+            USED_5S_AGO,
+            replace(FAMILY, revoked_at=NOW - 1),
+            "",
+            0,
+            Refresh.REVOKED,
+            id="revoked-beats-reuse",
+        ),
+        pytest.param(
+            TOKEN, replace(FAMILY, expires_at=NOW), "", 0, Refresh.EXPIRED, id="absolute-expiry"
+        ),
+        pytest.param(
+            TOKEN, replace(FAMILY, idle_expires_at=NOW), "", 0, Refresh.EXPIRED, id="idle-expiry"
+        ),
+        pytest.param(
+            replace(TOKEN, expires_at=NOW), FAMILY, "", 0, Refresh.EXPIRED, id="token-expiry"
+        ),
+        pytest.param(
+            USED_5S_AGO,
+            replace(FAMILY, expires_at=NOW - 1),
+            "",
+            0,
+            Refresh.EXPIRED,
+            id="expired-beats-reuse",
+        ),
+        pytest.param(
+            replace(TOKEN, expires_at=NOW),
+            replace(FAMILY, revoked_at=NOW - 1),
+            "",
+            0,
+            Refresh.REVOKED,
+            id="revoked-beats-expired",
+        ),
+        pytest.param(TOKEN, FAMILY, "other", 0, Refresh.WRONG_CLIENT, id="wrong-client"),
+        pytest.param(
+            USED_5S_AGO, FAMILY, "other", 0, Refresh.WRONG_CLIENT, id="wrong-client-cannot-kill"
+        ),
+        pytest.param(
+            TOKEN,
+            replace(FAMILY, idle_expires_at=NOW - 1),
+            "other",
+            0,
+            Refresh.EXPIRED,
+            id="expired-beats-wrong-client",
+        ),
+    ],
+)
+def test_classify_refresh(
+    token: RefreshTokenRecord, family: FamilyRecord, client_id: str, grace: int, verdict: Refresh
+) -> None:
+    assert (
+        classify_refresh(token, family, now=NOW, client_id=client_id, grace_seconds=grace)
+        is verdict
+    )
+
+
+# Over gRPC
+
+
+async def rotate(
+    tokens: authsvc_pb2_grpc.TokenServiceStub,
+    metadata: Metadata,
+    refresh_token: str,
+    **fields: object,
+) -> pb.TokenPair:
+    return await tokens.Rotate(
+        pb.RotateRequest(refresh_token=refresh_token, **fields), metadata=metadata
+    )
+
+
+async def verify(
+    tokens: authsvc_pb2_grpc.TokenServiceStub, metadata: Metadata, access_token: str
+) -> pb.Claims:
+    response = await tokens.Verify(
+        pb.VerifyRequest(token=access_token, audience="api"), metadata=metadata
+    )
+    return response.claims
+
+
+async def test_rotate_trades_a_refresh_token_for_the_next_pair(
+    running: RunningAuthority, tokens, admin, app: RegisteredClient, pair: pb.TokenPair
+) -> None:
+    running.clock.advance(60)
+    rotated = await rotate(tokens, admin, pair.refresh_token, client_id=app.client_id)
+    assert rotated.family_id == pair.family_id
+    assert rotated.refresh_token != pair.refresh_token
+    assert opaque.looks_like(opaque.Kind.REFRESH_TOKEN, rotated.refresh_token)
+    assert rotated.access_token != pair.access_token
+    assert rotated.token_type == "Bearer"
+    assert rotated.expires_in == running.settings.access_token_ttl
+    assert list(rotated.scope) == list(APP_SCOPES)
+    assert rotated.refresh_expires_in == running.settings.refresh_absolute_ttl - 60
+    claims = await verify(tokens, admin, rotated.access_token)
+    assert (claims.sub, claims.sid, claims.client_id) == ("alice", pair.family_id, app.client_id)
+    # The chain goes on.
+    third = await rotate(tokens, admin, rotated.refresh_token)
+    assert third.family_id == pair.family_id
+    # The earlier access tokens are still valid: rotation is not revocation.
+    await verify(tokens, admin, pair.access_token)
+
+
+async def test_rotation_extends_idle_expiry_but_never_past_absolute_expiry(
+    tmp_path: Path,
+) -> None:
+    async with start_authority(tmp_path, refresh_idle_ttl=1800, refresh_absolute_ttl=3600) as r:
+        app = await r.create_client("app", grant_types=["refresh_token"], audiences=["api"])
+        pair = await r.authority.issue_token_pair(subject="alice", client_id=app.client_id)
+        refresh = pair.refresh_token
+        for _ in range(3):  # t = 1000, 2000, 3000: each within the idle window of the last
+            r.clock.advance(1000)
+            rotated = await r.authority.rotate(refresh)
+            refresh = rotated.refresh_token
+        assert rotated.family.idle_expires_at == pair.family.expires_at
+        r.clock.advance(600)  # t = 3600: the absolute expiry
+        before = await database_rows(r)
+        with pytest.raises(Exception, match="refresh token expired"):
+            await r.authority.rotate(refresh)
+        assert await database_rows(r) == before
+
+
+async def test_replayed_refresh_token_revokes_the_whole_family(
+    running: RunningAuthority, tokens, admin, pair: pb.TokenPair
+) -> None:
+    second = await rotate(tokens, admin, pair.refresh_token)
+    newest = await rotate(tokens, admin, second.refresh_token)
+
+    assert await refused(rotate(tokens, admin, pair.refresh_token)) == (
+        *INVALID_GRANT,
+        "refresh token reused; the session was revoked",
+    )
+
+    # The replayed token, the newest token and every access token of the family are dead.
+    for refresh in (pair.refresh_token, second.refresh_token, newest.refresh_token):
+        assert (await refused(rotate(tokens, admin, refresh)))[:2] == INVALID_GRANT
+    for access in (pair.access_token, second.access_token, newest.access_token):
+        assert await refused(verify(tokens, admin, access)) == (
+            *INVALID_TOKEN,
+            "token revoked (family revoked)",
+        )
+    [event] = await audit_events(running, "refresh_reuse_detected")
+    assert (event["family_id"], event["subject"]) == (pair.family_id, "alice")
+    sessions = await tokens.ListSessions(pb.ListSessionsRequest(subject="alice"), metadata=admin)
+    assert list(sessions.sessions) == []
+
+
+async def test_fifty_concurrent_rotations_of_one_token_give_exactly_one_success(
+    running: RunningAuthority, tokens, admin, pair: pb.TokenPair
+) -> None:
+    results = await asyncio.gather(
+        *(rotate(tokens, admin, pair.refresh_token) for _ in range(50)), return_exceptions=True
+    )
+    successes = [r for r in results if isinstance(r, pb.TokenPair)]
+    failures = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(successes) == 1
+    assert len(failures) == 49
+    assert {(f.code(), dict(f.trailing_metadata())["oauth-error"]) for f in failures} == {
+        INVALID_GRANT
+    }
+    # The losers are indistinguishable from a replay, so the family is revoked (module docstring).
+    assert await audit_events(running, "refresh_reuse_detected")
+    assert (await refused(rotate(tokens, admin, successes[0].refresh_token)))[:2] == INVALID_GRANT
+
+
+async def test_rotate_may_narrow_scope(tokens, admin, pair: pb.TokenPair) -> None:
+    narrowed = await rotate(tokens, admin, pair.refresh_token, scope=["read"])
+    assert list(narrowed.scope) == ["read"]
+    assert list((await verify(tokens, admin, narrowed.access_token)).scope) == ["read"]
+    # RFC 6749 §6: the refresh token keeps the scope originally granted.
+    again = await rotate(tokens, admin, narrowed.refresh_token)
+    assert list(again.scope) == list(APP_SCOPES)
+
+
+async def test_rotate_never_widens_scope_and_changes_nothing(
+    running: RunningAuthority, tokens, admin, pair: pb.TokenPair
+) -> None:
+    before = await database_rows(running)
+    assert (await refused(rotate(tokens, admin, pair.refresh_token, scope=["read", "admin"])))[
+        :2
+    ] == INVALID_SCOPE
+    assert await database_rows(running) == before
+    await rotate(tokens, admin, pair.refresh_token)  # still fresh
+
+
+async def test_rotate_for_another_client_is_refused_without_side_effects(
+    running: RunningAuthority, tokens, admin, app: RegisteredClient, pair: pb.TokenPair
+) -> None:
+    other = await running.create_client("other", grant_types=["refresh_token"])
+    before = await database_rows(running)
+    assert await refused(rotate(tokens, admin, pair.refresh_token, client_id=other.client_id)) == (
+        *INVALID_GRANT,
+        "refresh token was issued to another client",
+    )
+    assert await database_rows(running) == before
+    await rotate(tokens, admin, pair.refresh_token, client_id=app.client_id)
+
+
+async def test_idle_expired_family_is_refused_without_side_effects(
+    running: RunningAuthority, tokens, admin, pair: pb.TokenPair
+) -> None:
+    running.clock.advance(running.settings.refresh_idle_ttl)
+    admin = bearer(await running.admin_token())  # the old one expired with the clock
+    before = await database_rows(running)
+    assert await refused(rotate(tokens, admin, pair.refresh_token)) == (
+        *INVALID_GRANT,
+        "refresh token expired",
+    )
+    assert await database_rows(running) == before
+    # Not a reuse: the family was not revoked, it just ran out.
+    assert not await audit_events(running, "refresh_reuse_detected")
+
+
+async def test_revoked_family_is_refused_without_side_effects(
+    running: RunningAuthority, tokens, admin, pair: pb.TokenPair
+) -> None:
+    await tokens.RevokeFamily(pb.RevokeFamilyRequest(family_id=pair.family_id), metadata=admin)
+    before = await database_rows(running)
+    assert await refused(rotate(tokens, admin, pair.refresh_token)) == (
+        *INVALID_GRANT,
+        "refresh token revoked",
+    )
+    assert await database_rows(running) == before
+
+
+@pytest.mark.parametrize(
+    ("refresh_token", "refusal"),
+    [
+        pytest.param(opaque.new_secret(opaque.Kind.REFRESH_TOKEN), INVALID_GRANT, id="unknown"),
+        pytest.param(opaque.new_secret(opaque.Kind.CLIENT_SECRET), INVALID_GRANT, id="a-secret"),
+        pytest.param("garbage", INVALID_GRANT, id="garbage"),
+        pytest.param("", INVALID_GRANT, id="empty"),
+        pytest.param("asrt_" + "A" * 9000, INVALID_REQUEST, id="oversized"),
+    ],
+)
+async def test_rotate_refuses_what_is_not_a_live_refresh_token(
+    running: RunningAuthority, tokens, admin, refresh_token: str, refusal: tuple[object, str]
+) -> None:
+    before = await database_rows(running)
+    assert (await refused(rotate(tokens, admin, refresh_token)))[:2] == refusal
+    assert await database_rows(running) == before
+
+
+async def test_access_token_is_not_a_refresh_token(tokens, admin, pair: pb.TokenPair) -> None:
+    assert (await refused(rotate(tokens, admin, pair.access_token)))[:2] == INVALID_GRANT
+
+
+# The grace window
+
+
+@pytest.fixture
+async def graceful(tmp_path: Path) -> AsyncIterator[tuple[RunningAuthority, Metadata]]:
+    async with start_authority(tmp_path, refresh_grace_seconds=10) as running:
+        yield running, bearer(await running.admin_token())
+
+
+async def _graceful_pair(
+    running: RunningAuthority, admin: Metadata, tokens: authsvc_pb2_grpc.TokenServiceStub
+) -> pb.TokenPair:
+    app = await running.create_client("app", grant_types=["refresh_token"], audiences=["api"])
+    return await tokens.IssueTokenPair(
+        pb.IssueTokenPairRequest(subject="alice", client_id=app.client_id), metadata=admin
+    )
+
+
+async def test_grace_window_retry_gets_the_same_child(graceful) -> None:
+    running, admin = graceful
+    async with grpc.aio.insecure_channel(running.address) as channel:
+        tokens = authsvc_pb2_grpc.TokenServiceStub(channel)
+        pair = await _graceful_pair(running, admin, tokens)
+        child = await rotate(tokens, admin, pair.refresh_token)
+        running.clock.advance(10)
+        retry = await rotate(tokens, admin, pair.refresh_token)
+        assert retry.refresh_token == child.refresh_token
+        assert retry.family_id == child.family_id
+        await verify(tokens, admin, retry.access_token)
+        # The child is live, and once it is used a retry of the parent is reuse.
+        grandchild = await rotate(tokens, admin, child.refresh_token)
+        assert (await refused(rotate(tokens, admin, pair.refresh_token)))[:2] == INVALID_GRANT
+        assert (await refused(verify(tokens, admin, grandchild.access_token)))[:2] == INVALID_TOKEN
+        assert await audit_events(running, "refresh_reuse_detected")
+
+
+async def test_reuse_after_the_grace_window_kills_the_family(graceful) -> None:
+    running, admin = graceful
+    async with grpc.aio.insecure_channel(running.address) as channel:
+        tokens = authsvc_pb2_grpc.TokenServiceStub(channel)
+        pair = await _graceful_pair(running, admin, tokens)
+        child = await rotate(tokens, admin, pair.refresh_token)
+        running.clock.advance(11)
+        assert (await refused(rotate(tokens, admin, pair.refresh_token)))[:2] == INVALID_GRANT
+        assert (await refused(rotate(tokens, admin, child.refresh_token)))[:2] == INVALID_GRANT
+        assert (await refused(verify(tokens, admin, child.access_token)))[:2] == INVALID_TOKEN
+
+
+async def test_grace_window_is_off_by_default(
+    running: RunningAuthority, tokens, admin, pair: pb.TokenPair
+) -> None:
+    assert running.settings.refresh_grace_seconds == 0
+    child = await rotate(tokens, admin, pair.refresh_token)
+    assert (await refused(rotate(tokens, admin, pair.refresh_token)))[:2] == INVALID_GRANT
+    assert (await refused(rotate(tokens, admin, child.refresh_token)))[:2] == INVALID_GRANT

@@ -1,0 +1,171 @@
+"""The gRPC server: health, reflection, and the graceful stop (in process, and `authsvc serve`
+under SIGTERM as a real subprocess)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from authsvc_client.v1 import authsvc_pb2 as pb
+from authsvc_client.v1 import authsvc_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from authsvc.keys.sealing import new_kek_text
+from authsvc.rpc.server import stop_server
+from authsvc.testing import RunningAuthority
+from tests.authsvc.calls import refused
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVICES = ["authsvc.v1.TokenService", "authsvc.v1.AuthorizationService"]
+BOUND = 20.0  # seconds for anything to happen before a test gives up
+
+
+@pytest.mark.parametrize("service", ["", *SERVICES])
+async def test_health_is_serving(channel: grpc.aio.Channel, service: str) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    response = await health.Check(health_pb2.HealthCheckRequest(service=service))
+    assert response.status == SERVING
+
+
+async def test_health_watch_streams_the_status(channel: grpc.aio.Channel) -> None:
+    # Watch is how grpc's client-side health checking and many balancers follow a server; its
+    # handler writes with context.write() instead of yielding, and must survive our interceptors.
+    watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+    try:
+        assert (await asyncio.wait_for(watch.read(), BOUND)).status == SERVING
+    finally:
+        watch.cancel()
+
+
+async def test_reflection_lists_the_services(channel: grpc.aio.Channel) -> None:
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+    call = reflection.ServerReflectionInfo()
+    await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+    response = await call.read()
+    await call.done_writing()
+    names = {s.name for s in response.list_services_response.service}
+    assert names >= {*SERVICES, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
+
+
+async def test_oversized_request_is_refused_by_the_transport(tokens) -> None:
+    request = pb.VerifyRequest(token="x" * (65 * 1024), audience="api")
+    assert (await refused(tokens.Verify(request)))[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_graceful_stop_serves_calls_in_flight_and_refuses_new_ones(
+    running: RunningAuthority, tokens, admin, pair: pb.TokenPair
+) -> None:
+    latest = running.authority.ctx.feed.cursor
+    async with grpc.aio.insecure_channel(running.address) as side:
+        health = health_pb2_grpc.HealthStub(side).Watch(health_pb2.HealthCheckRequest(service=""))
+        assert (await asyncio.wait_for(health.read(), BOUND)).status == SERVING
+        # The call in flight: a revocation stream, caught up (its first heartbeat).
+        stream = tokens.WatchRevocations(pb.WatchRevocationsRequest(cursor=latest), metadata=admin)
+        assert (await asyncio.wait_for(stream.read(), BOUND)).WhichOneof("event") == "heartbeat"
+
+        stopping = asyncio.ensure_future(stop_server(running.server, grace=BOUND))
+        assert (await asyncio.wait_for(health.read(), BOUND)).status == NOT_SERVING
+        health.cancel()
+        await _until_refused(running.address)
+
+        # Within the grace period the call in flight is still served: a revocation made now
+        # (through the domain, as no new call gets in) reaches it.
+        await running.authority.revoke_family(pair.family_id)
+        while True:
+            event = await asyncio.wait_for(stream.read(), BOUND)
+            if event.WhichOneof("event") == "family_revoked":
+                break
+        assert event.family_revoked == pair.family_id
+        assert not stopping.done()
+        # The last call ends: the stop completes without waiting out the grace period.
+        stream.cancel()
+        await asyncio.wait_for(stopping, BOUND)
+
+
+async def _until_refused(address: str) -> None:
+    """New calls are refused once the server stops accepting them (bounded wait)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + BOUND
+    async with grpc.aio.insecure_channel(address) as fresh:
+        keys = authsvc_pb2_grpc.TokenServiceStub(fresh).PublishKeys
+        while loop.time() < deadline:
+            try:
+                await keys(pb.PublishKeysRequest(), timeout=1)
+            except grpc.aio.AioRpcError as exc:
+                refusal = exc.code()
+                break
+        else:
+            pytest.fail("new calls were still accepted after the graceful stop began")
+    assert refusal == grpc.StatusCode.UNAVAILABLE
+
+
+# `authsvc serve` as a process
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    address = f"127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "AUTHSVC_DATA_DIR": str(tmp_path),
+        "AUTHSVC_KEK": new_kek_text(),
+        "AUTHSVC_GRPC_ADDRESS": address,
+        "AUTHSVC_METRICS_ADDRESS": "127.0.0.1:0",
+        "AUTHSVC_SHUTDOWN_GRACE": "1",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "authsvc",
+        "serve",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        yield process, address
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_sigterm_stops_authsvc_serve_gracefully(served) -> None:
+    process, address = served
+    async with grpc.aio.insecure_channel(address) as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service=""), wait_for_ready=True, timeout=BOUND
+        )
+        status = None
+        while status != SERVING:  # each read waits for the next change, within BOUND
+            status = (await watch.read()).status
+        keys = await authsvc_pb2_grpc.TokenServiceStub(channel).PublishKeys(pb.PublishKeysRequest())
+        assert keys.keys
+
+        process.send_signal(signal.SIGTERM)
+        # The open Watch is a call in flight: it hears NOT_SERVING before the server goes.
+        assert (await watch.read()).status == NOT_SERVING
+        returncode = await asyncio.wait_for(process.wait(), BOUND)
+    _, stderr = await process.communicate()
+    assert returncode == 0, stderr.decode()[-2000:]
+    assert b'"message": "stopped"' in stderr
+    async with grpc.aio.insecure_channel(address) as channel:
+        late = authsvc_pb2_grpc.TokenServiceStub(channel).PublishKeys(
+            pb.PublishKeysRequest(), timeout=2
+        )
+        assert (await refused(late))[0] == grpc.StatusCode.UNAVAILABLE

@@ -1,0 +1,389 @@
+"""Verify over gRPC: a valid token's claims, every forgery and mistake it refuses, and no database.
+
+Forged tokens are crafted here by hand, signed with the authority's own active key where the
+attack needs a valid signature, so each case fails for exactly the reason it names.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import pytest_asyncio
+from authsvc_client.v1 import authsvc_pb2 as pb
+from authsvc_client.v1 import authsvc_pb2_grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import event
+
+from authsvc.keys.ring import Signer
+from authsvc.testing import RunningAuthority, start_authority
+from tests.authsvc.calls import (
+    INSUFFICIENT_SCOPE,
+    INVALID_REQUEST,
+    INVALID_TOKEN,
+    Metadata,
+    bearer,
+    refused,
+)
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unb64(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def segment(value: Any) -> str:
+    return b64(json.dumps(value, separators=(",", ":")).encode())
+
+
+def payload_of(token: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(unb64(token.split(".")[1]))
+    return result
+
+
+def craft(
+    header: dict[str, Any], payload: dict[str, Any], sign: Callable[[bytes], bytes] | None
+) -> str:
+    """A compact JWS with exactly this header and payload, signed by `sign` (none: empty)."""
+    signing_input = f"{segment(header)}.{segment(payload)}"
+    signature = b64(sign(signing_input.encode())) if sign else ""
+    return f"{signing_input}.{signature}"
+
+
+def with_key(signer: Signer) -> Callable[[bytes], bytes]:
+    private: Ed25519PrivateKey = signer.key.private_key  # type: ignore[assignment]
+    return private.sign
+
+
+def header_for(signer: Signer, **changes: Any) -> dict[str, Any]:
+    header = {"alg": signer.alg, "typ": "at+jwt", "kid": signer.kid, **changes}
+    return {k: v for k, v in header.items() if v is not None}
+
+
+async def verify(
+    tokens: authsvc_pb2_grpc.TokenServiceStub,
+    metadata: Metadata,
+    token: str,
+    audience: str = "api",
+    required_scopes: tuple[str, ...] = (),
+) -> pb.Claims:
+    response = await tokens.Verify(
+        pb.VerifyRequest(token=token, audience=audience, required_scopes=required_scopes),
+        metadata=metadata,
+    )
+    return response.claims
+
+
+async def test_verify_answers_the_claims(
+    running: RunningAuthority, tokens, admin, pair: pb.TokenPair
+) -> None:
+    claims = await verify(tokens, admin, pair.access_token)
+    payload = payload_of(pair.access_token)
+    assert claims == pb.Claims(
+        iss=running.settings.issuer,
+        sub="alice",
+        aud=["api", "other-api"],
+        exp=payload["exp"],
+        iat=payload["iat"],
+        jti=payload["jti"],
+        client_id=payload["client_id"],
+        scope=["read", "write", "profile"],
+        sid=pair.family_id,
+    )
+    assert claims.exp - claims.iat == running.settings.access_token_ttl
+
+
+async def test_verify_a_client_credentials_token(running: RunningAuthority, tokens, admin) -> None:
+    service = await running.create_client("svc", scopes=["read"], audiences=["api"])
+    claims = await verify(tokens, admin, await running.access_token(service))
+    assert (claims.sub, claims.client_id, claims.sid) == (service.client_id, service.client_id, "")
+
+
+async def test_verify_checks_required_scopes(tokens, admin, pair: pb.TokenPair) -> None:
+    await verify(tokens, admin, pair.access_token, required_scopes=("read", "write"))
+    assert await refused(verify(tokens, admin, pair.access_token, required_scopes=("admin",))) == (
+        *INSUFFICIENT_SCOPE,
+        "token lacks scope: admin",
+    )
+
+
+async def test_verify_needs_an_audience(tokens, admin, pair: pb.TokenPair) -> None:
+    assert (await refused(verify(tokens, admin, pair.access_token, audience="")))[
+        :2
+    ] == INVALID_REQUEST
+
+
+async def test_verify_needs_a_token(tokens, admin) -> None:
+    assert (await refused(verify(tokens, admin, "")))[:2] == INVALID_REQUEST
+
+
+# Each forgery: (running, signer, a valid token's payload) -> (token, audience)
+Forgery = Callable[[RunningAuthority, Signer, dict[str, Any]], str]
+
+
+def _tamper_signature(r: RunningAuthority, s: Signer, p: dict[str, Any]) -> str:
+    token = craft(header_for(s), p, with_key(s))
+    head, body, signature = token.split(".")
+    raw = bytearray(unb64(signature))
+    raw[0] ^= 0x01
+    return f"{head}.{body}.{b64(bytes(raw))}"
+
+
+def _tamper_payload(r: RunningAuthority, s: Signer, p: dict[str, Any]) -> str:
+    head, _, signature = craft(header_for(s), p, with_key(s)).split(".")
+    return f"{head}.{segment({**p, 'scope': 'read write profile admin'})}.{signature}"
+
+
+def _hs256_with(secret: Callable[[RunningAuthority, Signer], bytes]) -> Forgery:
+    def forge(r: RunningAuthority, s: Signer, p: dict[str, Any]) -> str:
+        key = secret(r, s)
+        return craft(
+            header_for(s, alg="HS256"),
+            p,
+            lambda data: hmac.new(key, data, hashlib.sha256).digest(),
+        )
+
+    return forge
+
+
+def _public_jwk(r: RunningAuthority, s: Signer) -> dict[str, Any]:
+    jwks = json.loads(r.authority.publish_keys().jwks_json)
+    [jwk] = [k for k in jwks["keys"] if k["kid"] == s.kid]
+    return dict(jwk)
+
+
+def _unknown_kid(r: RunningAuthority, s: Signer, p: dict[str, Any]) -> str:
+    stranger = Ed25519PrivateKey.generate()
+    return craft(header_for(s, kid="kid-nobody-published"), p, stranger.sign)
+
+
+def _our_kid_their_key(r: RunningAuthority, s: Signer, p: dict[str, Any]) -> str:
+    return craft(header_for(s), p, Ed25519PrivateKey.generate().sign)
+
+
+def _claims(**changes: Any) -> Forgery:
+    def forge(r: RunningAuthority, s: Signer, p: dict[str, Any]) -> str:
+        now = int(r.clock.now())
+        values = {k: (v(now) if callable(v) else v) for k, v in changes.items()}
+        return craft(header_for(s), {**p, **values}, with_key(s))
+
+    return forge
+
+
+def _header(**changes: Any) -> Forgery:
+    def forge(r: RunningAuthority, s: Signer, p: dict[str, Any]) -> str:
+        return craft(header_for(s, **changes), p, with_key(s))
+
+    return forge
+
+
+def _raw(token: str) -> Forgery:
+    return lambda r, s, p: token
+
+
+FORGERIES = [
+    pytest.param(_tamper_signature, "token signature is invalid", id="tampered-signature"),
+    pytest.param(_tamper_payload, "token signature is invalid", id="tampered-payload"),
+    pytest.param(
+        lambda r, s, p: craft(header_for(s, alg="none"), p, None),
+        "token algorithm not accepted",
+        id="alg-none",
+    ),
+    pytest.param(
+        lambda r, s, p: craft(header_for(s, alg="none"), p, with_key(s)),
+        "token algorithm not accepted",
+        id="alg-none-with-signature",
+    ),
+    pytest.param(
+        _hs256_with(lambda r, s: unb64(_public_jwk(r, s)["x"])),
+        "token algorithm not accepted",
+        id="hs256-keyed-with-public-key-bytes",
+    ),
+    pytest.param(
+        _hs256_with(lambda r, s: s.key.as_pem(private=False)),
+        "token algorithm not accepted",
+        id="hs256-keyed-with-public-pem",
+    ),
+    pytest.param(
+        _hs256_with(lambda r, s: json.dumps(_public_jwk(r, s)).encode()),
+        "token algorithm not accepted",
+        id="hs256-keyed-with-public-jwk-json",
+    ),
+    pytest.param(_unknown_kid, "unknown signing key", id="unknown-kid"),
+    pytest.param(_our_kid_their_key, "token signature is invalid", id="our-kid-their-key"),
+    pytest.param(
+        _claims(nbf=lambda now: now + 3600), "token not yet valid", id="nbf-in-the-future"
+    ),
+    pytest.param(
+        _claims(iat=lambda now: now + 3600, exp=lambda now: now + 7200),
+        "token issued in the future",
+        id="iat-in-the-future",
+    ),
+    pytest.param(
+        _claims(iss="https://evil.example"), "token issuer not accepted", id="wrong-issuer"
+    ),
+    pytest.param(_claims(aud=["other-api"]), "token audience not accepted", id="wrong-audience"),
+    pytest.param(_header(typ="JWT"), "not an access token (typ)", id="typ-jwt"),
+    pytest.param(_header(typ=None), "not an access token (typ)", id="typ-missing"),
+    pytest.param(
+        _header(jku="https://evil.example/jwks.json"), "token header not accepted", id="jku"
+    ),
+    pytest.param(_header(x5u="https://evil.example/cert"), "token header not accepted", id="x5u"),
+    pytest.param(
+        _header(jwk={"kty": "OKP", "crv": "Ed25519", "x": "AAAA"}),
+        "token header not accepted",
+        id="jwk",
+    ),
+    pytest.param(_header(crit=["exp"]), "token header not accepted", id="crit"),
+    pytest.param(_header(alg=["EdDSA"]), "token algorithm not accepted", id="alg-not-a-string"),
+    pytest.param(_claims(pad="x" * 9000), "token too large", id="oversized"),
+    pytest.param(_raw("garbage"), "malformed token", id="garbage"),
+    pytest.param(_raw("a.b.c"), "malformed token header", id="garbage-three-parts"),
+    pytest.param(_raw("..."), "malformed token", id="dots"),
+    pytest.param(_claims(exp="never"), "claim exp missing or malformed", id="exp-not-a-number"),
+]
+
+
+@dataclass
+class Target:
+    """One authority the forgeries are tried against: Verify changes nothing, so they share it."""
+
+    running: RunningAuthority
+    tokens: authsvc_pb2_grpc.TokenServiceStub
+    admin: Metadata
+    user_token: str
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def target(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Target]:
+    async with start_authority(tmp_path_factory.mktemp("forgeries")) as running:
+        app = await running.create_client("app", grant_types=["refresh_token"], audiences=["api"])
+        pair = await running.authority.issue_token_pair(subject="alice", client_id=app.client_id)
+        async with grpc.aio.insecure_channel(running.address) as channel:
+            tokens = authsvc_pb2_grpc.TokenServiceStub(channel)
+            yield Target(running, tokens, bearer(await running.admin_token()), pair.access.token)
+
+
+@pytest.mark.parametrize(("forge", "reason"), FORGERIES)
+@pytest.mark.asyncio(loop_scope="module")
+async def test_verify_refuses(target: Target, forge: Forgery, reason: str) -> None:
+    signer = target.running.authority.ctx.key_ring.signer
+    token = forge(target.running, signer, payload_of(target.user_token))
+    assert await refused(verify(target.tokens, target.admin, token)) == (*INVALID_TOKEN, reason)
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_crafting_with_our_own_key_works(target: Target) -> None:
+    # The forgeries above are refused for their one flaw, not because crafting is broken.
+    signer = target.running.authority.ctx.key_ring.signer
+    token = craft(header_for(signer), payload_of(target.user_token), with_key(signer))
+    assert (await verify(target.tokens, target.admin, token)).sub == "alice"
+
+
+async def test_verify_refuses_a_refresh_token(tokens, admin, pair: pb.TokenPair) -> None:
+    assert (await refused(verify(tokens, admin, pair.refresh_token)))[:2] == INVALID_TOKEN
+
+
+async def test_verify_refuses_for_another_audience(tokens, admin, pair: pb.TokenPair) -> None:
+    assert await refused(verify(tokens, admin, pair.access_token, audience="third-api")) == (
+        *INVALID_TOKEN,
+        "token audience not accepted",
+    )
+
+
+async def test_verify_refuses_an_expired_token(
+    running: RunningAuthority, tokens, pair: pb.TokenPair
+) -> None:
+    running.clock.advance(running.settings.access_token_ttl + running.settings.leeway - 1)
+    admin = bearer(await running.admin_token())
+    await verify(tokens, admin, pair.access_token)  # within the leeway (and now cached)
+    running.clock.advance(1)
+    assert await refused(verify(tokens, admin, pair.access_token)) == (
+        *INVALID_TOKEN,
+        "token expired",
+    )
+
+
+async def test_token_of_a_retired_key_verifies_until_the_key_is_purged(
+    running: RunningAuthority, tokens, pair: pb.TokenPair
+) -> None:
+    settings = running.settings
+    old = running.authority.ctx.key_ring.signer
+    # A long-lived token under the old key isolates the purge from ordinary expiry.
+    long_lived = craft(
+        header_for(old),
+        {**payload_of(pair.access_token), "exp": int(running.clock.now()) + 10 * 86400},
+        with_key(old),
+    )
+    running.clock.advance(settings.jwks_max_age)  # the pending key has been published long enough
+    result = await running.authority.rotate_keys()
+    assert result.active_kid != old.kid
+    states = {k.kid: k.state for k in running.authority.publish_keys().records}
+    assert states[old.kid] == "retired"
+
+    admin = bearer(await running.admin_token())
+    await verify(tokens, admin, pair.access_token)
+    await verify(tokens, admin, long_lived)  # cached from here on
+
+    retire_for = settings.longest_access_token_life + settings.jwks_max_age
+    running.clock.advance(retire_for - 1)
+    await running.authority.run_maintenance()
+    admin = bearer(await running.admin_token())
+    assert old.kid in running.authority.publish_keys().verification_keys
+    await verify(tokens, admin, long_lived)
+
+    running.clock.advance(1)
+    await running.authority.run_maintenance()
+    assert old.kid not in running.authority.publish_keys().verification_keys
+    assert await refused(verify(tokens, admin, long_lived)) == (
+        *INVALID_TOKEN,
+        "unknown signing key",
+    )
+
+
+@contextmanager
+def counting_statements(running: RunningAuthority) -> Iterator[list[str]]:
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    engines = running.authority.ctx.store.engines  # every engine that runs the store's SQL
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", count)
+
+
+async def test_verify_of_a_live_token_never_queries_the_database(tmp_path: Path) -> None:
+    # No polling by the revocation feed during the measurement: only Verify could query.
+    async with start_authority(tmp_path, revocation_poll_interval=3600) as running:
+        app = await running.create_client("app", grant_types=["refresh_token"], audiences=["api"])
+        pair = await running.authority.issue_token_pair(subject="alice", client_id=app.client_id)
+        admin = bearer(await running.admin_token())
+        async with grpc.aio.insecure_channel(running.address) as channel:
+            tokens = authsvc_pb2_grpc.TokenServiceStub(channel)
+            with counting_statements(running) as statements:
+                for _ in range(3):  # uncached, then cached
+                    await verify(tokens, admin, pair.access.token)
+                await refused(verify(tokens, admin, "garbage"))
+            assert statements == []
+            # The probe works: a call that must read the database is seen.
+            with counting_statements(running) as statements:
+                await tokens.ListSessions(pb.ListSessionsRequest(subject="alice"), metadata=admin)
+            assert statements

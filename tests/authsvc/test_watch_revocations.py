@@ -1,0 +1,204 @@
+"""WatchRevocations over gRPC: replay from cursor 0, resume from a cursor, live events, heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from authsvc_client.v1 import authsvc_pb2 as pb
+from authsvc_client.v1 import authsvc_pb2_grpc
+
+from authsvc.client_registry import RegisteredClient
+from authsvc.testing import RunningAuthority, start_authority
+from tests.authsvc.calls import Metadata, bearer
+
+Stub = authsvc_pb2_grpc.TokenServiceStub
+BOUND = 5.0  # seconds: no event takes this long to arrive on a loopback stream
+
+
+async def next_event(
+    call: grpc.aio.UnaryStreamCall, *, heartbeats: bool = False
+) -> pb.RevocationEvent:
+    """The next event on the stream, skipping heartbeats unless asked for them."""
+    while True:
+        event: pb.RevocationEvent = await asyncio.wait_for(call.read(), BOUND)
+        assert event != grpc.aio.EOF
+        if heartbeats or event.WhichOneof("event") != "heartbeat":
+            return event
+
+
+async def events_until(
+    call: grpc.aio.UnaryStreamCall, done: set[tuple[str, str]]
+) -> list[pb.RevocationEvent]:
+    """Read until every (kind, value) in `done` has been seen; every event read, in order."""
+    seen: list[pb.RevocationEvent] = []
+    wanted = set(done)
+    while wanted:
+        event = await next_event(call)
+        seen.append(event)
+        wanted.discard(describe(event))
+    return seen
+
+
+def describe(event: pb.RevocationEvent) -> tuple[str, str]:
+    kind = event.WhichOneof("event")
+    if kind == "subject_revoked":
+        return kind, event.subject_revoked.subject
+    if kind == "client_revoked":
+        return kind, event.client_revoked.client_id
+    if kind == "key_changed":
+        return kind, f"{event.key_changed.kid}:{event.key_changed.state}"
+    if kind == "heartbeat":
+        return kind, ""
+    return kind, getattr(event, kind)
+
+
+async def issue(tokens: Stub, admin: Metadata, app: RegisteredClient, device: str) -> pb.TokenPair:
+    return await tokens.IssueTokenPair(
+        pb.IssueTokenPairRequest(subject="alice", client_id=app.client_id, device_id=device),
+        metadata=admin,
+    )
+
+
+async def test_cursor_zero_replays_every_revocation_in_force(
+    running: RunningAuthority, tokens: Stub, admin, app: RegisteredClient
+) -> None:
+    laptop = await issue(tokens, admin, app, "laptop")
+    phone = await issue(tokens, admin, app, "phone")
+    jti = running.authority.verify(phone.access_token, audience=None).jti
+    await tokens.RevokeFamily(pb.RevokeFamilyRequest(family_id=laptop.family_id), metadata=admin)
+    await tokens.Revoke(pb.RevokeRequest(token=phone.access_token), metadata=admin)
+    await tokens.RevokeSubject(pb.RevokeSubjectRequest(subject="bob"), metadata=admin)
+    await tokens.RevokeClient(pb.RevokeClientRequest(client_id=app.client_id), metadata=admin)
+
+    call = tokens.WatchRevocations(pb.WatchRevocationsRequest(cursor=0), metadata=admin)
+    try:
+        events = await events_until(
+            call,
+            {
+                ("family_revoked", laptop.family_id),
+                ("jti_revoked", jti),
+                ("subject_revoked", "bob"),
+                ("client_revoked", app.client_id),
+            },
+        )
+    finally:
+        call.cancel()
+    cursors = [e.cursor for e in events]
+    assert cursors == sorted(cursors)
+    assert len(set(cursors)) == len(cursors)
+    [subject] = [e for e in events if describe(e) == ("subject_revoked", "bob")]
+    assert subject.subject_revoked.not_before == int(running.clock.now())
+    assert subject.expires_at.ToSeconds() == int(
+        running.clock.now() + running.settings.longest_access_token_life
+    )
+
+
+async def test_cursor_zero_skips_revocations_no_longer_in_force(
+    running: RunningAuthority, tokens: Stub, admin, app: RegisteredClient
+) -> None:
+    old = await issue(tokens, admin, app, "old")
+    await tokens.RevokeFamily(pb.RevokeFamilyRequest(family_id=old.family_id), metadata=admin)
+    running.clock.advance(running.settings.longest_access_token_life)  # every old token expired
+    admin = bearer(await running.admin_token())
+    new = await issue(tokens, admin, app, "new")
+    await tokens.RevokeFamily(pb.RevokeFamilyRequest(family_id=new.family_id), metadata=admin)
+    call = tokens.WatchRevocations(pb.WatchRevocationsRequest(cursor=0), metadata=admin)
+    try:
+        events = await events_until(call, {("family_revoked", new.family_id)})
+    finally:
+        call.cancel()
+    assert ("family_revoked", old.family_id) not in [describe(e) for e in events]
+
+
+async def test_resume_from_a_cursor(
+    running: RunningAuthority, tokens: Stub, admin, app: RegisteredClient
+) -> None:
+    first, second, third = [await issue(tokens, admin, app, d) for d in ("a", "b", "c")]
+    for pair in (first, second):
+        await tokens.RevokeFamily(pb.RevokeFamilyRequest(family_id=pair.family_id), metadata=admin)
+    call = tokens.WatchRevocations(pb.WatchRevocationsRequest(cursor=0), metadata=admin)
+    try:
+        events = await events_until(call, {("family_revoked", first.family_id)})
+    finally:
+        call.cancel()
+    resume_at = events[-1].cursor
+
+    await tokens.RevokeFamily(pb.RevokeFamilyRequest(family_id=third.family_id), metadata=admin)
+    call = tokens.WatchRevocations(pb.WatchRevocationsRequest(cursor=resume_at), metadata=admin)
+    try:
+        resumed = [await next_event(call), await next_event(call)]
+    finally:
+        call.cancel()
+    assert [describe(e) for e in resumed] == [
+        ("family_revoked", second.family_id),
+        ("family_revoked", third.family_id),
+    ]
+    assert all(e.cursor > resume_at for e in resumed)
+
+
+async def test_key_changes_are_streamed(running: RunningAuthority, tokens: Stub, admin) -> None:
+    before = {k.kid: k.state for k in running.authority.publish_keys().records}
+    [pending] = [kid for kid, state in before.items() if state == "pending"]
+    [active] = [kid for kid, state in before.items() if state == "active"]
+    latest = running.authority.ctx.feed.cursor
+    call = tokens.WatchRevocations(pb.WatchRevocationsRequest(cursor=latest), metadata=admin)
+    try:
+        rotated = await tokens.RotateKeys(pb.RotateKeysRequest(immediate=True), metadata=admin)
+        events = await events_until(
+            call,
+            {
+                ("key_changed", f"{rotated.published_kid}:pending"),
+                ("key_changed", f"{pending}:active"),
+                ("key_changed", f"{active}:retired"),
+            },
+        )
+    finally:
+        call.cancel()
+    assert len(events) == 3
+
+
+@pytest.fixture
+async def chatty(tmp_path: Path) -> AsyncIterator[RunningAuthority]:
+    async with start_authority(tmp_path, heartbeat_interval=0.05) as running:
+        yield running
+
+
+async def test_heartbeats_mark_a_quiet_stream(chatty: RunningAuthority) -> None:
+    admin = bearer(await chatty.admin_token())
+    latest = chatty.authority.ctx.feed.cursor
+    async with grpc.aio.insecure_channel(chatty.address) as channel:
+        call = Stub(channel).WatchRevocations(
+            pb.WatchRevocationsRequest(cursor=latest), metadata=admin
+        )
+        try:
+            first = await next_event(call, heartbeats=True)
+            second = await next_event(call, heartbeats=True)
+        finally:
+            call.cancel()
+    for beat in (first, second):
+        assert beat.WhichOneof("event") == "heartbeat"
+        assert beat.cursor == latest  # a heartbeat repeats the last cursor
+
+
+async def test_a_new_revocation_is_streamed_live(chatty: RunningAuthority) -> None:
+    admin = bearer(await chatty.admin_token())
+    app = await chatty.create_client("app", grant_types=["refresh_token"], audiences=["api"])
+    latest = chatty.authority.ctx.feed.cursor
+    async with grpc.aio.insecure_channel(chatty.address) as channel:
+        tokens = Stub(channel)
+        pair = await issue(tokens, admin, app, "laptop")
+        call = tokens.WatchRevocations(pb.WatchRevocationsRequest(cursor=latest), metadata=admin)
+        try:
+            # A heartbeat comes only once the backlog is sent: from here on events are live.
+            assert (await next_event(call, heartbeats=True)).WhichOneof("event") == "heartbeat"
+            request = pb.RevokeFamilyRequest(family_id=pair.family_id)
+            await tokens.RevokeFamily(request, metadata=admin)
+            event = await next_event(call)
+        finally:
+            call.cancel()
+    assert describe(event) == ("family_revoked", pair.family_id)
+    assert event.cursor > latest
