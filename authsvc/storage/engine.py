@@ -120,5 +120,8 @@ def _postgres_engine(url: URL, settings: Settings) -> AsyncEngine:
 
 def _refuse_closed_connection(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
     # DisconnectionError on checkout makes the pool drop this connection and hand out another.
-    if dbapi_connection.driver_connection.is_closed():
+    driver = dbapi_connection.driver_connection
+    if driver.is_closed():
         raise DisconnectionError("the database closed this connection")
+    if driver.is_in_transaction():  # every transaction ends before its connection is returned
+        raise DisconnectionError("this connection came back from the pool inside a transaction")

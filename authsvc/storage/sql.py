@@ -13,6 +13,7 @@ else (a constraint violated, a bad statement) is a bug and propagates as it is.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -143,8 +144,9 @@ async def driver_errors() -> AsyncIterator[None]:
         if meaning is None:
             raise
         raise meaning from exc
-    except (asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-        # The connection is gone, or the client-side timeout fired on a silent network.
+    except (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError) as exc:
+        # The connection is gone, the client-side timeout fired on a silent network, or asyncpg
+        # was left mid-operation by either.
         raise TemporarilyUnavailable("the database connection was lost, retry later") from exc
 
 
@@ -338,22 +340,30 @@ class SqlStore:
             conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
             driver: Any = (await conn.get_raw_connection()).driver_connection
             transaction = driver.transaction()
-            async with driver_errors():
-                await transaction.start()
+            clean = False
             try:
-                yield Tx(conn, sqlite=False, driver=driver)
-            except asyncio.CancelledError:
-                # A statement may be in flight: asyncpg cannot roll back until it answers, and
-                # an error from trying would replace the cancellation. Closing the connection
-                # rolls the transaction back on the server.
-                await conn.invalidate()
-                raise
-            except BaseException:
                 async with driver_errors():
-                    await transaction.rollback()
-                raise
-            async with driver_errors():
-                await transaction.commit()
+                    await transaction.start()
+                try:
+                    yield Tx(conn, sqlite=False, driver=driver)
+                except BaseException as exc:
+                    # Cancelled, a statement may still be in flight: asyncpg cannot roll back
+                    # until it answers, and the error from trying would replace the cancellation.
+                    if not isinstance(exc, asyncio.CancelledError):
+                        async with driver_errors():
+                            await transaction.rollback()
+                        clean = True
+                    raise
+                async with driver_errors():
+                    await transaction.commit()
+                clean = True
+            finally:
+                if not clean:
+                    # BEGIN, COMMIT or ROLLBACK failed, or the call was cancelled: whatever state
+                    # asyncpg is left in, the pool must not hand this connection out again.
+                    # Closing it rolls the transaction back on the server.
+                    with contextlib.suppress(Exception):
+                        await conn.invalidate()
 
     @property
     def engines(self) -> tuple[Engine, ...]:
