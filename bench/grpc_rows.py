@@ -56,6 +56,13 @@ def drive(
     return result
 
 
+def cpu_us_per_call(result: dict[str, Any], side: str = "server") -> float:
+    """CPU microseconds per answered call of the server (`side="server"`) or of the load
+    generator itself (`side="client"`), over the measured window."""
+    calls = result["rps"] * result["duration_s"]
+    return 1e6 * (result[f"{side}_cpu_s"] or 0.0) / calls if calls else 0.0
+
+
 def best_of(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The round with the highest throughput: noise on a shared machine only ever slows a run."""
     return max(results, key=lambda r: r["rps"])

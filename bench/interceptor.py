@@ -9,12 +9,10 @@ interceptor answers from its verification cache after the first one.
 
 from __future__ import annotations
 
-from typing import Any
-
 from authsvc_client.v1 import authsvc_pb2 as pb
 
 from bench.dataset import load_revoked_families, sqlite_with_schema
-from bench.grpc_rows import TOKEN_SERVICE, Load, alternate, bearer, drive
+from bench.grpc_rows import TOKEN_SERVICE, Load, alternate, bearer, cpu_us_per_call, drive
 from bench.processes import Child, Processes, python_module
 from bench.runner import Figure, Run, Skip
 
@@ -51,11 +49,6 @@ def _protected(
     return processes.start(name, python_module("bench.serve", *argv))
 
 
-def _us_per_call(result: dict[str, Any]) -> float:
-    calls = result["rps"] * result["duration_s"]
-    return 1e6 * (result["server_cpu_s"] or 0.0) / calls if calls else 0.0
-
-
 def measure(run: Run) -> list[Figure]:
     _require_interceptor()
     revoked = run.scaled(100_000, 10_000)
@@ -81,7 +74,7 @@ def measure(run: Run) -> list[Figure]:
         crowded = _protected(
             processes, "service-revoked", crowded_authority, interceptor=True, revoked=revoked
         )
-    added_us = _us_per_call(subject) - _us_per_call(base)
+    added_us = cpu_us_per_call(subject) - cpu_us_per_call(base)
     memory = crowded.ready["rss_feed_ready"] - guarded.ready["rss_feed_ready"]
     return [
         Figure(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from authsvc_client.v1 import authsvc_pb2 as pb
 
-from bench.grpc_rows import TOKEN_SERVICE, Load, alternate, bearer, drive
+from bench.grpc_rows import TOKEN_SERVICE, Load, alternate, bearer, cpu_us_per_call, drive
 from bench.processes import Processes, python_module
 from bench.runner import Figure, Run
 
@@ -32,7 +32,7 @@ def measure(run: Run) -> list[Figure]:
             run, lambda: drive(empty, load, run), lambda: drive(authsvc, load, run)
         )
     detail = {"baseline": base, "subject": subject, **rounds}
-    server_us = _server_us_per_call(subject) - _server_us_per_call(base)
+    server_us = cpu_us_per_call(subject) - cpu_us_per_call(base)
     return [
         Figure(
             f"Verify rps, C={run.concurrency}",
@@ -52,8 +52,3 @@ def measure(run: Run) -> list[Figure]:
             note="lower is better; reported",
         ),
     ]
-
-
-def _server_us_per_call(result: dict[str, float]) -> float:
-    calls = result["rps"] * result["duration_s"]
-    return 1e6 * (result["server_cpu_s"] or 0.0) / calls if calls else 0.0
