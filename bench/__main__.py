@@ -18,12 +18,13 @@ import tempfile
 from pathlib import Path
 from types import FrameType
 
-from bench import gateway, interceptor, memory, scaling, storage, verify
+from bench import gateway, interceptor, memory, scaling, storage, transport, verify
 from bench.runner import Measurement, Run, now, report, run_all, save, table
 
 MEASUREMENTS: list[tuple[str, Measurement]] = [
     ("verify", verify.measure),
     ("interceptor", interceptor.measure),
+    ("transport", transport.measure),
     ("storage-sqlite", storage.measure_sqlite),
     ("storage-postgres", storage.measure_postgres),
     ("gateway", gateway.measure),
