@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from authsvc_gateway.client_auth import ClientCredentials, challenge_for, client_credentials_from
 from authsvc_gateway.errors import OAuthError, error_response
-from authsvc_gateway.forms import NO_PARAMS, Params, read_form
+from authsvc_gateway.forms import NO_PARAMS, Params, header, read_form
 from authsvc_gateway.replies import NoStoreReply
 
 Respond = Callable[[Params, ClientCredentials], Awaitable[Response]]
@@ -21,7 +21,7 @@ Respond = Callable[[Params, ClientCredentials], Awaitable[Response]]
 
 async def answer_client_request(request: Request, respond: Respond) -> Response:
     """Parse the form and the client credentials, then `respond`; errors become JSON replies."""
-    authorization = request.headers.get("authorization")
+    authorization = header(request, b"authorization")
     form = NO_PARAMS
     try:
         form = await read_form(request)
