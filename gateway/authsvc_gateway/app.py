@@ -17,6 +17,7 @@ from authsvc_gateway import paths
 from authsvc_gateway.backend import AuthorityBackend
 from authsvc_gateway.config import GatewayConfig
 from authsvc_gateway.cors import PathCors
+from authsvc_gateway.direct_routes import DirectRoutes
 from authsvc_gateway.errors import InvalidRequest, ServerError, error_response
 from authsvc_gateway.key_set import KeySetCache
 from authsvc_gateway.metadata import metadata_paths, server_metadata
@@ -36,7 +37,7 @@ def create_app(
     *,
     clock: Callable[[], float] = time.time,
     monotonic: Callable[[], float] = time.monotonic,
-) -> Starlette:
+) -> DirectRoutes:
     """The gateway app. `clock` (wall time) dates consent tickets; `monotonic` drives the login
     rate limits and the JWK Set cache. The backend's lifetime is the caller's."""
     authorization = AuthorizationEndpoints(
@@ -47,12 +48,15 @@ def create_app(
         server_metadata(config),
         openapi_document(config),
     )
-    # Starlette tries the routes in order, a regular expression each: the endpoints programs call
-    # all the time come first.
+    # The endpoints programs call all the time: served by DirectRoutes, and by Starlette too for
+    # the requests DirectRoutes passes on (first, as Starlette tries a regular expression each).
+    client_endpoints = {
+        paths.TOKEN: TokenEndpoint(backend).handle,
+        paths.INTROSPECT: IntrospectionEndpoint(backend).handle,
+        paths.REVOKE: RevocationEndpoint(backend).handle,
+    }
     routes = [
-        Route(paths.TOKEN, TokenEndpoint(backend).handle, methods=["POST"]),
-        Route(paths.INTROSPECT, IntrospectionEndpoint(backend).handle, methods=["POST"]),
-        Route(paths.REVOKE, RevocationEndpoint(backend).handle, methods=["POST"]),
+        *(Route(path, endpoint, methods=["POST"]) for path, endpoint in client_endpoints.items()),
         Route(paths.AUTHORIZE, authorization.authorize, methods=["GET"]),
         Route(paths.LOGIN, authorization.login, methods=["POST"]),
         Route(paths.CONSENT, authorization.consent, methods=["POST"]),
@@ -67,11 +71,12 @@ def create_app(
     if config.cors_origins:
         cors_paths = {*paths.CORS, *metadata_paths(config.issuer)}
         middleware.append(Middleware(PathCors, paths=cors_paths, origins=config.cors_origins))
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=middleware,
         exception_handlers={405: _wrong_method, Exception: _unexpected},
     )
+    return DirectRoutes(app, client_endpoints, middleware=middleware, unexpected=_unexpected)
 
 
 #: Endpoints whose callers are programs and read RFC 6749 §5.2 JSON errors.

@@ -15,10 +15,7 @@ from typing import ClassVar, Final
 
 from starlette.responses import Response
 
-#: RFC 6749 §5.1: token endpoint replies, success or error, are never cached.
-NO_STORE: Final[Mapping[str, str]] = MappingProxyType(
-    {"Cache-Control": "no-store", "Pragma": "no-cache"}
-)
+from authsvc_gateway.replies import NoStoreReply
 
 # RFC 6749 §5.2: error_description is limited to %x20-21 / %x23-5B / %x5D-7E.
 _NOT_DESCRIPTION_CHARACTER = re.compile(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]")
@@ -165,14 +162,11 @@ def error_response(error: OAuthError, *, www_authenticate: str | None = None) ->
     `www_authenticate` is the challenge for an `invalid_client` when the client tried (or should
     try) HTTP Basic authentication: RFC 6749 §5.2 requires it then.
     """
-    headers = dict(NO_STORE)
+    headers = {}
     if www_authenticate is not None:
         headers["WWW-Authenticate"] = www_authenticate
     if error.error == "temporarily_unavailable":
         headers["Retry-After"] = "5"
-    return Response(
-        json.dumps(error_body(error)),
-        status_code=HTTP_STATUS[error.error],
-        media_type="application/json",
-        headers=headers,
+    return NoStoreReply(
+        json.dumps(error_body(error)).encode(), HTTP_STATUS[error.error], headers=headers
     )

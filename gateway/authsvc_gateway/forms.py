@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import Final
 from urllib.parse import parse_qsl
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 
 from authsvc_gateway.errors import InvalidRequest
 
@@ -68,23 +68,16 @@ NO_PARAMS: Final = Params(MappingProxyType({}))
 
 def parse_params(encoded: bytes | str) -> Params:
     """Decode `application/x-www-form-urlencoded` text strictly: UTF-8 only, at most MAX_FIELDS."""
-    try:
-        text = encoded.decode("utf-8") if isinstance(encoded, bytes) else encoded
-        pairs = parse_qsl(
-            text,
-            keep_blank_values=True,
-            encoding="utf-8",
-            errors="strict",
-            max_num_fields=MAX_FIELDS,
-        )
-    except ValueError as exc:  # UnicodeDecodeError is a ValueError, and so is too many fields
-        raise InvalidRequest("the parameters are not valid form-encoded UTF-8") from exc
-    return _grouped(pairs)
+    return _grouped(_pairs(encoded))
 
 
 def parse_form(encoded: bytes | str) -> Params:
     """Like `parse_params`, then refuse any repeated parameter (RFC 6749 §3.1)."""
-    params = parse_params(encoded)
+    pairs = _pairs(encoded)
+    once = {name: (value,) for name, value in pairs}
+    if len(once) == len(pairs):  # no name twice: the usual request, grouped in one step
+        return Params(MappingProxyType(once))
+    params = _grouped(pairs)
     repeated = params.repeated()
     if repeated:
         raise InvalidRequest(f"parameter {repeated[0]} is repeated")
@@ -101,9 +94,21 @@ def parse_query(request: Request) -> Params:
 
 async def read_form(request: Request) -> Params:
     """The form body of a POST, refused with invalid_request unless it is a small, strict form."""
-    if media_type(request.headers.get("content-type", "")) != FORM_MEDIA_TYPE:
+    content_type = header(request, b"content-type") or ""
+    # The exact media type, as nearly every client sends it, needs no parsing.
+    if content_type != FORM_MEDIA_TYPE and media_type(content_type) != FORM_MEDIA_TYPE:
         raise InvalidRequest(f"the body must be {FORM_MEDIA_TYPE}")
     return parse_form(await read_body(request))
+
+
+def header(request: Request, name: bytes) -> str | None:
+    """The first value of the header `name` (lower case), as `request.headers.get` answers it,
+    without building the request's `Headers`."""
+    for key, value in request.scope["headers"]:
+        if key == name:
+            decoded: str = value.decode("latin-1")
+            return decoded
+    return None
 
 
 def media_type(content_type: str) -> str:
@@ -120,19 +125,40 @@ def media_type(content_type: str) -> str:
 
 
 async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The request body, refused once it grows past `limit` bytes without reading the rest."""
-    declared = request.headers.get("content-length")
+    """The request body, refused once it grows past `limit` bytes without reading the rest.
+
+    Read from the ASGI messages as `Request.stream` reads them, without its async generator
+    (and without marking the request's stream as read: read a body once).
+    """
+    declared = header(request, b"content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise InvalidRequest("the body is too large")
-    body = bytearray()
-    try:
-        async for chunk in request.stream():
+    body = b""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.request":
+            chunk: bytes = message.get("body", b"")
             body += chunk
             if len(body) > limit:
                 raise InvalidRequest("the body is too large")
-    except ClientDisconnect as exc:
-        raise InvalidRequest("the client went away mid-request") from exc
-    return bytes(body)
+            if not message.get("more_body", False):
+                return body
+        elif message["type"] == "http.disconnect":
+            raise InvalidRequest("the client went away mid-request")
+
+
+def _pairs(encoded: bytes | str) -> list[tuple[str, str]]:
+    try:
+        text = encoded.decode("utf-8") if isinstance(encoded, bytes) else encoded
+        return parse_qsl(
+            text,
+            keep_blank_values=True,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=MAX_FIELDS,
+        )
+    except ValueError as exc:  # UnicodeDecodeError is a ValueError, and so is too many fields
+        raise InvalidRequest("the parameters are not valid form-encoded UTF-8") from exc
 
 
 def _grouped(pairs: Iterable[tuple[str, str]]) -> Params:

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 
 import uvicorn
 from authsvc_client.v1 import authsvc_pb2 as pb
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from authsvc_gateway.app import create_app
 from authsvc_gateway.backend import AuthorityBackend, GrpcBackend
 from authsvc_gateway.config import ConfigError, GatewayConfig
+from authsvc_gateway.direct_routes import DirectRoutes
 from authsvc_gateway.http_protocol import CoalescingHttpToolsProtocol
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def uvicorn_server(app: Starlette, config: GatewayConfig) -> uvicorn.Server:
+def uvicorn_server(app: ASGIApp, config: GatewayConfig) -> uvicorn.Server:
     """A uvicorn server for `app` that leaves the process's logging configuration alone."""
     return uvicorn.Server(
         uvicorn.Config(
@@ -115,7 +116,7 @@ class RunningGateway:
     """A gateway serving in the background: its base URL and its app."""
 
     url: str
-    app: Starlette
+    app: DirectRoutes
 
 
 @contextlib.asynccontextmanager

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 from authsvc_gateway.errors import InvalidRequest
-from authsvc_gateway.forms import MAX_FIELDS, media_type, parse_form, parse_params
+from authsvc_gateway.forms import (
+    FORM_MEDIA_TYPE,
+    MAX_FIELDS,
+    header,
+    media_type,
+    parse_form,
+    parse_params,
+    read_body,
+    read_form,
+)
+from starlette.requests import Request
+from starlette.types import Message
 
 
 def test_values_are_decoded() -> None:
@@ -83,3 +96,102 @@ def test_parse_params_keeps_repeats_for_the_caller_to_judge() -> None:
 )
 def test_media_type(header: str, expected: str) -> None:
     assert media_type(header) == expected
+
+
+def _request(headers: list[tuple[bytes, bytes]], messages: Sequence[Message] = ()) -> Request:
+    incoming = list(messages)
+
+    async def receive() -> Message:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    return Request({"type": "http", "headers": headers}, receive)
+
+
+@pytest.mark.parametrize(
+    ("headers", "name"),
+    [
+        pytest.param([(b"content-type", b"a/b")], b"content-type", id="present"),
+        pytest.param([(b"accept", b"*/*")], b"content-type", id="absent"),
+        pytest.param(
+            [(b"authorization", b"x"), (b"authorization", b"y")], b"authorization", id="first"
+        ),
+        pytest.param([(b"authorization", "é".encode())], b"authorization", id="latin1"),
+        pytest.param([(b"Authorization", b"x")], b"authorization", id="names-as-given"),
+    ],
+)
+def test_a_header_is_what_starlette_reads(headers: list[tuple[bytes, bytes]], name: bytes) -> None:
+    request = _request(headers)
+    assert header(request, name) == request.headers.get(name.decode())
+
+
+def _part(body: bytes, more: bool = True) -> Message:
+    return {"type": "http.request", "body": body, "more_body": more}
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        pytest.param([_part(b"a=1", more=False)], id="one"),
+        pytest.param([_part(b"a="), _part(b""), _part(b"1", more=False)], id="several"),
+        pytest.param([_part(b"a=1"), _part(b"", more=False)], id="empty-last"),
+        pytest.param([{"type": "http.request"}], id="no-body"),
+        pytest.param(
+            [_part(b"a="), {"type": "http.other"}, _part(b"1", more=False)], id="other-type"
+        ),
+    ],
+)
+async def test_a_body_is_what_starlette_reads(messages: list[Message]) -> None:
+    assert await read_body(_request([], messages)) == await _request([], messages).body()
+
+
+@pytest.mark.parametrize(
+    ("headers", "messages", "message"),
+    [
+        pytest.param(
+            [(b"content-length", b"17")], [_part(b"x" * 17, more=False)], "too large", id="declared"
+        ),
+        pytest.param(
+            [(b"content-length", b"-1")],
+            [_part(b"", more=False)],
+            "too large",
+            id="malformed-length",
+        ),
+        pytest.param(
+            [], [_part(b"x" * 9), _part(b"x" * 8, more=False)], "too large", id="streamed"
+        ),
+        pytest.param([], [_part(b"x" * 9)], "went away", id="disconnect"),
+    ],
+)
+async def test_a_body_is_refused(
+    headers: list[tuple[bytes, bytes]], messages: list[Message], message: str
+) -> None:
+    with pytest.raises(InvalidRequest, match=message):
+        await read_body(_request(headers, messages), limit=16)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        pytest.param(FORM_MEDIA_TYPE, id="exact"),
+        pytest.param(FORM_MEDIA_TYPE + "; charset=UTF-8", id="charset"),
+        pytest.param("Application/X-WWW-Form-Urlencoded", id="case"),
+    ],
+)
+async def test_a_form_is_read(content_type: str) -> None:
+    request = _request([(b"content-type", content_type.encode())], [_part(b"a=1", more=False)])
+    assert (await read_form(request)).single("a") == "1"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param([(b"content-type", b"application/json")], id="json"),
+        pytest.param(
+            [(b"content-type", FORM_MEDIA_TYPE.encode() + b"; charset=latin1")], id="latin1"
+        ),
+        pytest.param([], id="absent"),
+    ],
+)
+async def test_anything_but_a_form_is_refused(headers: list[tuple[bytes, bytes]]) -> None:
+    with pytest.raises(InvalidRequest, match="must be"):
+        await read_form(_request(headers, [_part(b"a=1", more=False)]))

@@ -19,7 +19,7 @@ def _routes(config: GatewayConfig) -> set[tuple[str, str]]:
     app = create_app(config, FakeBackend())
     return {
         (route.path, method.lower())
-        for route in app.routes
+        for route in app.app.routes
         if isinstance(route, Route)
         for method in (route.methods or set()) - _IMPLICIT_METHODS
     }

@@ -12,15 +12,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from authsvc_gateway.client_auth import ClientCredentials, challenge_for, client_credentials_from
-from authsvc_gateway.errors import NO_STORE, OAuthError, error_response
-from authsvc_gateway.forms import NO_PARAMS, Params, read_form
+from authsvc_gateway.errors import OAuthError, error_response
+from authsvc_gateway.forms import NO_PARAMS, Params, header, read_form
+from authsvc_gateway.replies import NoStoreReply
 
 Respond = Callable[[Params, ClientCredentials], Awaitable[Response]]
 
 
 async def answer_client_request(request: Request, respond: Respond) -> Response:
     """Parse the form and the client credentials, then `respond`; errors become JSON replies."""
-    authorization = request.headers.get("authorization")
+    authorization = header(request, b"authorization")
     form = NO_PARAMS
     try:
         form = await read_form(request)
@@ -32,4 +33,4 @@ async def answer_client_request(request: Request, respond: Respond) -> Response:
 
 def json_reply(body: dict[str, Any]) -> Response:
     """A 200 JSON reply that no cache keeps (RFC 6749 §5.1)."""
-    return Response(json.dumps(body), media_type="application/json", headers=dict(NO_STORE))
+    return NoStoreReply(json.dumps(body).encode())

@@ -11,8 +11,8 @@ from starlette.responses import Response
 
 from authsvc_gateway.backend import AuthorityBackend
 from authsvc_gateway.client_auth import ClientCredentials, authenticate
-from authsvc_gateway.errors import NO_STORE
 from authsvc_gateway.forms import Params
+from authsvc_gateway.replies import NoStoreReply
 from authsvc_gateway.routes.client_request import answer_client_request
 
 #: RFC 7009 §2.1 hints; any other hint is ignored, as the server searches every kind anyway.
@@ -43,4 +43,4 @@ class RevocationEndpoint:
                 token=token, token_type_hint=token_type_hint(form), client_id=client.client_id
             )
         )
-        return Response(status_code=200, headers=dict(NO_STORE))
+        return NoStoreReply(json=False)
