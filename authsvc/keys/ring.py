@@ -11,10 +11,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from authsvc_client import PublishedKey
+
 from authsvc.keys.material import SigningKey, load_private, load_public
 from authsvc.keys.sealing import Sealer
 from authsvc.storage.records import KeyRecord
-from authsvc.tokens.access import AccessTokenSigner, PublishedKey
+from authsvc.tokens.access import AccessTokenSigner
 
 PENDING, ACTIVE, RETIRED, PURGED = "pending", "active", "retired", "purged"
 
@@ -115,7 +117,10 @@ class KeyRing:
 
     def load(self, records: Sequence[KeyRecord]) -> None:
         """Replace the view with `records` (every key not purged)."""
-        published = {r.kid: PublishedKey(r.kid, r.alg, load_public(r.public_jwk)) for r in records}
+        published = {
+            r.kid: PublishedKey(kid=r.kid, key=load_public(r.public_jwk), alg=r.alg)
+            for r in records
+        }
         active = [r for r in records if r.state == ACTIVE]
         signer = None
         if active:

@@ -1,36 +1,24 @@
-"""RFC 9068 JWT access tokens: minting, and the checks every token must pass (RFC 8725).
+"""RFC 9068 JWT access tokens: their claims, and minting them.
 
-`check_access_token` is a pure function of the token, the published keys, and the expected issuer and
-time: no I/O, no globals. Revocation is checked afterwards by the caller against its revocation state.
-
-The rules themselves (pinned algorithms, forbidden headers, the access-token `typ`, the size cap)
-are defined once, in `authsvc_client`, and shared with every service that verifies our tokens.
+Checking them is not here: every rule a token must pass (RFC 8725, RFC 9068 §4) is written once,
+in `authsvc_client.verify_access_token`, which authsvc's Verify runs like every other verifier
+(see `authsvc.verification`). `AccessClaims.from_verified` turns its result into authsvc's claims.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import json
-import warnings
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from authsvc_client import (
-    ACCESS_TOKEN_TYPES,
-    FORBIDDEN_HEADERS,
-    MAX_TOKEN_BYTES,
-    PINNED_ALGORITHMS,
-)
+from authsvc_client import Claims
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from joserfc import jws
-from joserfc.errors import JoseError
 
-from authsvc.errors import InvalidToken
 from authsvc.keys.material import SigningKey
 
 TOKEN_TYPE = "at+jwt"  # noqa: S105 (a media type)
@@ -69,18 +57,22 @@ class AccessClaims:
             payload["nbf"] = self.nbf
         return payload
 
-
-@dataclass(frozen=True)
-class PublishedKey:
-    """A key a token may be verified with: its id, its algorithm, its public half."""
-
-    kid: str
-    alg: str
-    key: SigningKey = field(repr=False)
-
-
-def _same_family(header_alg: str, key_alg: str) -> bool:
-    return header_alg == key_alg or {header_alg, key_alg} <= _OKP_ALGORITHMS
+    @classmethod
+    def from_verified(cls, claims: Claims) -> AccessClaims:
+        """authsvc's claims of a token `authsvc_client.verify_access_token` accepted. Scopes keep
+        the token's order (Verify and introspection answer them in it); no `nbf` is 0."""
+        return cls(
+            iss=claims.iss,
+            sub=claims.sub,
+            aud=claims.aud,
+            exp=claims.exp,
+            iat=claims.iat,
+            jti=claims.jti,
+            client_id=claims.client_id,
+            scope=tuple(claims.raw.get("scope", "").split()),
+            sid=claims.sid,
+            nbf=claims.nbf or 0,
+        )
 
 
 class AccessTokenSigner:
@@ -125,122 +117,3 @@ def _signature_function(alg: str, key: SigningKey) -> Callable[[bytes], bytes]:
         if isinstance(curve, ec.SECP256R1):
             return es256
     raise ValueError(f"a {type(private).__name__} cannot sign {alg}")
-
-
-def _b64decode(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-
-
-def read_header(token: str) -> dict[str, Any]:
-    """The protected header, parsed but not trusted; InvalidToken when malformed."""
-    if len(token) > MAX_TOKEN_BYTES:
-        raise InvalidToken("token too large")
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise InvalidToken("malformed token")
-    try:
-        header = json.loads(_b64decode(parts[0]))
-    except (ValueError, binascii.Error):
-        raise InvalidToken("malformed token header") from None
-    if not isinstance(header, dict):
-        raise InvalidToken("malformed token header")
-    return header
-
-
-def check_header(header: Mapping[str, Any], keys: Mapping[str, PublishedKey]) -> PublishedKey:
-    """Pinned algorithm, typ, kid and forbidden headers (RFC 8725 §3.1, §3.11; RFC 9068 §4)."""
-    alg = header.get("alg")
-    # isinstance first: the header is attacker-controlled JSON, and a list or object is unhashable.
-    if not isinstance(alg, str) or alg not in PINNED_ALGORITHMS:
-        raise InvalidToken("token algorithm not accepted")
-    if FORBIDDEN_HEADERS.intersection(header):
-        raise InvalidToken("token header not accepted")
-    typ = header.get("typ")
-    if not isinstance(typ, str) or typ.lower() not in ACCESS_TOKEN_TYPES:
-        raise InvalidToken("not an access token (typ)")
-    kid = header.get("kid")
-    if not isinstance(kid, str) or kid not in keys:
-        raise InvalidToken("unknown signing key")
-    key = keys[kid]
-    if not _same_family(alg, key.alg):
-        raise InvalidToken("token algorithm does not match its key")
-    return key
-
-
-def check_signature(token: str, key: PublishedKey, alg: str) -> dict[str, Any]:
-    """Verify the signature with exactly `alg` and return the payload as a dict."""
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="EdDSA is deprecated", module="joserfc")
-            verified = jws.deserialize_compact(token, key.key, algorithms=[alg])
-        payload = json.loads(verified.payload)
-    except (JoseError, ValueError, binascii.Error):
-        raise InvalidToken("token signature is invalid") from None
-    if not isinstance(payload, dict):
-        raise InvalidToken("malformed token claims")
-    return payload
-
-
-def _string(payload: Mapping[str, Any], name: str, *, required: bool = True) -> str:
-    value = payload.get(name, "")
-    if not isinstance(value, str) or (required and not value):
-        raise InvalidToken(f"claim {name} missing or malformed")
-    return value
-
-
-def _number(payload: Mapping[str, Any], name: str, *, required: bool = True) -> int:
-    value = payload.get(name, 0 if not required else None)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidToken(f"claim {name} missing or malformed")
-    return int(value)
-
-
-def parse_claims(payload: Mapping[str, Any]) -> AccessClaims:
-    """Typed claims; InvalidToken if a required RFC 9068 §2.2 claim is missing or mistyped."""
-    aud = payload.get("aud")
-    audiences = (aud,) if isinstance(aud, str) else aud
-    if not isinstance(audiences, list | tuple) or not all(isinstance(a, str) for a in audiences):
-        raise InvalidToken("claim aud missing or malformed")
-    return AccessClaims(
-        iss=_string(payload, "iss"),
-        sub=_string(payload, "sub"),
-        aud=tuple(audiences),
-        exp=_number(payload, "exp"),
-        iat=_number(payload, "iat"),
-        nbf=_number(payload, "nbf", required=False),
-        jti=_string(payload, "jti"),
-        client_id=_string(payload, "client_id"),
-        scope=tuple(_string(payload, "scope", required=False).split()),
-        sid=_string(payload, "sid", required=False),
-    )
-
-
-def check_times(claims: AccessClaims, *, now: float, leeway: int) -> None:
-    """exp, nbf and iat, each with `leeway` seconds of clock skew (RFC 7519 §4.1.4-4.1.6)."""
-    if claims.exp + leeway <= now:
-        raise InvalidToken("token expired")
-    if claims.nbf and claims.nbf - leeway > now:
-        raise InvalidToken("token not yet valid")
-    if claims.iat - leeway > now:
-        raise InvalidToken("token issued in the future")
-
-
-def check_access_token(
-    token: str,
-    keys: Mapping[str, PublishedKey],
-    *,
-    issuer: str,
-    now: float,
-    leeway: int,
-    audience: str | None = None,
-) -> AccessClaims:
-    """Every check except revocation, in the order RFC 8725 asks: header, signature, claims."""
-    header = read_header(token)
-    key = check_header(header, keys)
-    claims = parse_claims(check_signature(token, key, header["alg"]))
-    if claims.iss != issuer:
-        raise InvalidToken("token issuer not accepted")
-    check_times(claims, now=now, leeway=leeway)
-    if audience is not None and audience not in claims.aud:
-        raise InvalidToken("token audience not accepted")
-    return claims

@@ -40,6 +40,7 @@ from ._verification import (
     PINNED_ALGORITHMS,
     Claims,
     VerifiedToken,
+    check_claims,
     verify_access_token,
 )
 from ._verifier import LocalVerifier
@@ -83,6 +84,7 @@ __all__ = [
     "VerificationCache",
     "VerifiedToken",
     "WhenStale",
+    "check_claims",
     "current_claims",
     "parse_jwks",
     "verify_access_token",

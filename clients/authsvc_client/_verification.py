@@ -1,26 +1,34 @@
-"""Local verification of an authsvc access token: a pure function of the token, the trusted keys,
-the expected issuer and audience, and the time.
+"""Verification of an authsvc access token: the one implementation of the checks every access
+token must pass, used by the interceptors here and by authsvc's own `Verify`.
 
-Order matters and follows RFC 8725 §3 and RFC 9068 §4: size, then the header (pinned algorithms,
-`typ`, `kid`, no key-carrying or critical headers), then the signature with the one key the `kid`
-names, and only then the claims (`iss`, `aud`, `exp`, `nbf`, `iat` with leeway). Nothing in the
-token ever makes us fetch or trust a key we did not already hold.
+A pure function of the token, the trusted keys, the expected issuer and audience, and the time.
+Order matters and follows RFC 8725 §3 and RFC 9068 §4: size and shape, then the header (pinned
+algorithms, no key-carrying or critical headers, `typ`, `kid`), then the signature with the one
+key the `kid` names, and only then the claims (types, `iss`, `exp`, `nbf`, `iat` with leeway,
+`aud`). Nothing in the token ever makes us fetch or trust a key we did not already hold.
+
+Every refusal's description goes over the wire: fixed short text, never a part of the token.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import json
+import math
 import threading
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from joserfc import jws
-from joserfc.errors import JoseError, SecurityWarning
-from joserfc.jwt import JWTClaimsRegistry
+from joserfc.errors import (
+    DecodeError,
+    InvalidHeaderValueError,
+    JoseError,
+    SecurityWarning,
+    UnsupportedHeaderError,
+)
 
 from ._errors import InvalidToken, UnknownSigningKey
 from ._jwks import PublishedKey
@@ -32,6 +40,7 @@ __all__ = [
     "PINNED_ALGORITHMS",
     "Claims",
     "VerifiedToken",
+    "check_claims",
     "verify_access_token",
 ]
 
@@ -39,16 +48,23 @@ __all__ = [
 #: name, and ES256 for verifiers without EdDSA. Never `none`, never HMAC (RFC 8725 §3.1).
 PINNED_ALGORITHMS = frozenset({"EdDSA", "Ed25519", "ES256"})
 
+# RFC 9864 renamed the Ed25519 use of `EdDSA` to `Ed25519`: one algorithm under two names, so a
+# key published under either verifies a token naming the other (the key type is still checked).
+_ED25519_NAMES = frozenset({"EdDSA", "Ed25519"})
+
 #: Tokens longer than this are refused before any parsing; ours are well under 2 KiB.
 MAX_TOKEN_BYTES = 8192
 
 #: Header parameters that would let the token choose its own key or demand extensions we do not
-#: implement (RFC 8725 §3.10, RFC 7515 §4.1.11). Refused outright, never followed. authsvc's own
-#: verification uses this same set: the rule is written once, here.
+#: implement (RFC 8725 §3.10, RFC 7515 §4.1.11, RFC 7797). Refused outright, never followed.
 FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "x5t", "x5t#S256", "crit", "b64"})
 
-#: RFC 9068 §4: the `typ` header of an access token.
+#: RFC 9068 §4: the `typ` header of an access token, compared case-insensitively (RFC 7515
+#: §4.1.9: media type values are).
 ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
+
+# joserfc is told each token's one algorithm; its registries are built once, not per token.
+_REGISTRIES = {alg: jws.JWSRegistry(algorithms=[alg]) for alg in PINNED_ALGORITHMS}
 
 # joserfc's RFC 9864 deprecation warning for `EdDSA` changes the process-wide warning filters
 # while it is silenced; this lock keeps two verifying threads from restoring each other's state.
@@ -88,133 +104,181 @@ class VerifiedToken:
     kid: str
 
 
+class _CheckableClaims(Protocol):
+    """What `check_claims` reads: a `Claims`, or a caller's own record of verified claims."""
+
+    @property
+    def iss(self) -> str: ...
+    @property
+    def aud(self) -> tuple[str, ...]: ...
+    @property
+    def exp(self) -> int: ...
+    @property
+    def nbf(self) -> int | None: ...
+    @property
+    def iat(self) -> int: ...
+
+
 def verify_access_token(
     token: str,
     *,
     keys: Mapping[str, PublishedKey],
     issuer: str,
-    audience: str,
+    audience: str | None,
     now: float,
     leeway: float = 30.0,
 ) -> VerifiedToken:
     """Verify an access token against trusted `keys` and return its claims.
 
-    Raises `UnknownSigningKey` when the `kid` is not among `keys` (a key refresh may help) and
-    `InvalidToken` for every other failure, with a short description safe to send to the caller.
-    Revocation is not checked here; see `RevocationSet`.
+    `audience=None` skips the audience check, for a caller that checks it later or not at all
+    (authsvc's introspection reports `aud` instead). Raises `UnknownSigningKey` when the `kid`
+    is not among `keys` (a key refresh may help) and `InvalidToken` for every other failure,
+    with a short description safe to send to the caller. Revocation is not checked here; see
+    `RevocationSet`.
     """
+    header = _header(token)
+    key = _signing_key(header, keys)
+    claims = _claims(_signed_payload(token, key, header["alg"]))
+    check_claims(claims, issuer=issuer, audience=audience, now=now, leeway=leeway)
+    return VerifiedToken(claims=claims, kid=key.kid)
+
+
+def check_claims(
+    claims: _CheckableClaims, *, issuer: str, audience: str | None, now: float, leeway: float
+) -> None:
+    """The rules on verified claims that depend on the caller and the time: `iss` (RFC 9068 §4),
+    `exp`, `nbf` and `iat` with `leeway` seconds of clock skew (RFC 7519 §4.1.4-4.1.6), and `aud`
+    unless `audience` is None (RFC 7519 §4.1.3).
+
+    Part of `verify_access_token`; call it alone on claims verified earlier (a cache hit), so a
+    remembered verification never outlives its token. Raises `InvalidToken`.
+    """
+    if claims.iss != issuer:
+        raise InvalidToken("token issuer not accepted")
+    if claims.exp + leeway <= now:
+        raise InvalidToken("token expired")
+    if claims.nbf is not None and claims.nbf - leeway > now:
+        raise InvalidToken("token not yet valid")
+    if claims.iat - leeway > now:
+        raise InvalidToken("token issued in the future")
+    if audience is not None and audience not in claims.aud:
+        raise InvalidToken("token audience not accepted")
+
+
+def _header(token: str) -> dict[str, Any]:
+    """The protected header, refused unless it asks for exactly what we accept (RFC 8725 §3.1,
+    §3.10, §3.11; RFC 9068 §4). Parsed, not trusted: nothing here is signed yet."""
     if len(token) > MAX_TOKEN_BYTES:
         raise InvalidToken("token too large")
-    header = _header(token)
+    parts = token.split(".")
+    if len(parts) != 3 or not all(parts) or not token.isascii():
+        raise InvalidToken("malformed token")
+    head = parts[0]
+    try:
+        # Lenient base64 is enough to decide: joserfc decodes this segment again, strictly,
+        # before it checks the signature over it, so no header it reads otherwise can pass.
+        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)).decode())
+    except (ValueError, RecursionError):  # binascii.Error is a ValueError; deep nesting recurses
+        raise InvalidToken("malformed token header") from None
+    if not isinstance(header, dict):
+        raise InvalidToken("malformed token header")
+    alg = header.get("alg")
+    # isinstance first: the header is attacker-controlled JSON, and a list or object is unhashable.
+    if not isinstance(alg, str) or alg not in PINNED_ALGORITHMS:
+        raise InvalidToken("token algorithm not accepted")
+    forbidden = FORBIDDEN_HEADERS.intersection(header)
+    if forbidden:
+        raise InvalidToken(f"token header not accepted: {min(forbidden)}")
+    typ = header.get("typ")
+    if not isinstance(typ, str) or typ.lower() not in ACCESS_TOKEN_TYPES:
+        raise InvalidToken("not an access token (typ)")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise InvalidToken("token kid missing or malformed")
+    return header
+
+
+def _signing_key(header: Mapping[str, Any], keys: Mapping[str, PublishedKey]) -> PublishedKey:
+    """The one trusted key the `kid` names, if it was published for the token's algorithm (RFC
+    8725 §3.1: a key is used with one algorithm; a key published without one verifies nothing)."""
     key = keys.get(header["kid"])
     if key is None:
         raise UnknownSigningKey("unknown signing key")
     alg = header["alg"]
-    if key.alg and key.alg != alg:
-        raise InvalidToken("algorithm does not match the key")
-    payload = _verify_signature(token, key, alg)
-    claims = _validated_claims(payload, issuer=issuer, audience=audience, now=now, leeway=leeway)
-    return VerifiedToken(claims=claims, kid=key.kid)
+    if alg != key.alg and not {alg, key.alg} <= _ED25519_NAMES:
+        raise InvalidToken("token algorithm does not match its key")
+    return key
 
 
-def _header(token: str) -> dict[str, Any]:
-    parts = token.split(".")
-    if len(parts) != 3 or not all(parts):
-        raise InvalidToken("malformed token")
-    header = _json_segment(parts[0])
-    if not isinstance(header, dict):
-        raise InvalidToken("malformed token")
-    forbidden = FORBIDDEN_HEADERS.intersection(header)
-    if forbidden:
-        raise InvalidToken(f"header parameter not allowed: {sorted(forbidden)[0]}")
-    if header.get("alg") not in PINNED_ALGORITHMS:
-        raise InvalidToken("algorithm not allowed")
-    if header.get("typ") not in ACCESS_TOKEN_TYPES:
-        raise InvalidToken("not an access token (typ)")
-    if not isinstance(header.get("kid"), str) or not header["kid"]:
-        raise InvalidToken("missing kid")
-    return header
-
-
-def _json_segment(segment: str) -> Any:
-    try:
-        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-        return json.loads(raw)
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidToken("malformed token") from exc
-
-
-def _verify_signature(token: str, key: PublishedKey, alg: str) -> bytes:
-    registry = jws.JWSRegistry(algorithms=[alg], strict_check_header=True)
+def _signed_payload(token: str, key: PublishedKey, alg: str) -> bytes:
+    """The payload, once joserfc has verified the signature with exactly `alg` and `key`."""
     try:
         with _WARNINGS_LOCK, warnings.catch_warnings():
             # RFC 9864 deprecates the polymorphic `EdDSA` name; we keep it for interop (DESIGN.md)
             # and our keys pin the curve to Ed25519, so the ambiguity it warns about cannot arise.
             warnings.filterwarnings("ignore", "EdDSA is deprecated", SecurityWarning)
-            signed = jws.deserialize_compact(token, key.key, algorithms=[alg], registry=registry)
-    except JoseError as exc:
-        raise InvalidToken("invalid signature") from exc
-    except (ValueError, TypeError) as exc:
+            signed = jws.deserialize_compact(token, key.key, registry=_REGISTRIES[alg])
+    except DecodeError as exc:
         raise InvalidToken("malformed token") from exc
-    if signed.payload is None:
-        raise InvalidToken("malformed token")
+    except (UnsupportedHeaderError, InvalidHeaderValueError) as exc:
+        # joserfc admits only registered header parameters, each of its registered type.
+        raise InvalidToken("token header not accepted") from exc
+    except JoseError as exc:
+        raise InvalidToken("token signature is invalid") from exc
     return signed.payload
 
 
-def _validated_claims(
-    payload: bytes, *, issuer: str, audience: str, now: float, leeway: float
-) -> Claims:
+def _claims(payload: bytes) -> Claims:
+    """The typed claims; RFC 9068 §2.2: iss, sub, aud, exp, iat, jti and client_id are always
+    present, and every claim present has its registered type (RFC 7519 §4.1)."""
     try:
-        raw = json.loads(payload)
-    except ValueError as exc:
-        raise InvalidToken("malformed claims") from exc
+        raw = json.loads(payload.decode())
+    except (ValueError, RecursionError):
+        raise InvalidToken("malformed token claims") from None
     if not isinstance(raw, dict):
-        raise InvalidToken("malformed claims")
-    # RFC 9068 §2.2: iss, sub, aud, exp, iat, jti and client_id are always present.
-    registry = JWTClaimsRegistry(
-        now=int(now),
-        leeway=int(leeway),
-        iss={"essential": True, "value": issuer},
-        aud={"essential": True, "value": audience},
-        sub={"essential": True},
-        exp={"essential": True},
-        iat={"essential": True},
-        jti={"essential": True},
-        client_id={"essential": True},
-    )
-    try:
-        registry.validate(raw)
-    except JoseError as exc:
-        raise InvalidToken(_claim_failure(exc)) from exc
-    return _claims(raw)
-
-
-def _claim_failure(exc: JoseError) -> str:
-    # joserfc names the claim in `description` (e.g. "Invalid claim: 'aud'"); keep it short.
-    text = getattr(exc, "description", "") or exc.error
-    if exc.error == "expired_token":
-        return "token expired"
-    return f"claims rejected: {text}"
-
-
-def _claims(raw: dict[str, Any]) -> Claims:
-    scope = raw.get("scope", "")
-    sid = raw.get("sid", "")
-    aud = raw["aud"]
-    client_id = raw["client_id"]
-    nbf = raw.get("nbf")
-    if not isinstance(scope, str) or not isinstance(sid, str) or not isinstance(client_id, str):
-        raise InvalidToken("malformed claims")
+        raise InvalidToken("malformed token claims")
     return Claims(
-        iss=raw["iss"],
-        sub=raw["sub"],
-        aud=(aud,) if isinstance(aud, str) else tuple(aud),
-        exp=int(raw["exp"]),
-        iat=int(raw["iat"]),
-        nbf=None if nbf is None else int(nbf),
-        jti=raw["jti"],
-        client_id=client_id,
-        scope=frozenset(scope.split()),
-        sid=sid,
+        iss=_string(raw, "iss"),
+        sub=_string(raw, "sub"),
+        aud=_audiences(raw),
+        exp=_numeric_date(raw, "exp"),
+        iat=_numeric_date(raw, "iat"),
+        nbf=_numeric_date(raw, "nbf") if "nbf" in raw else None,
+        jti=_string(raw, "jti"),
+        client_id=_string(raw, "client_id"),
+        scope=frozenset(_string(raw, "scope", required=False).split()),
+        sid=_string(raw, "sid", required=False),
         raw=raw,
     )
+
+
+def _malformed(name: str) -> InvalidToken:
+    return InvalidToken(f"claim {name} missing or malformed")
+
+
+def _string(raw: Mapping[str, Any], name: str, *, required: bool = True) -> str:
+    """A string claim; a required one must not be empty, an optional one may be absent."""
+    value = raw.get(name, None if required else "")
+    if not isinstance(value, str) or (required and not value):
+        raise _malformed(name)
+    return value
+
+
+def _numeric_date(raw: Mapping[str, Any], name: str) -> int:
+    """RFC 7519 §2 NumericDate: a JSON number. Not a bool (an int in Python), and not NaN or
+    infinity, which never compare as expired. Whole seconds, rounded down."""
+    value = raw.get(name)
+    if isinstance(value, bool) or not (
+        isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+    ):
+        raise _malformed(name)
+    return int(value)
+
+
+def _audiences(raw: Mapping[str, Any]) -> tuple[str, ...]:
+    """RFC 7519 §4.1.3: one string or an array of strings; none of them empty."""
+    aud = raw.get("aud")
+    audiences = (aud,) if isinstance(aud, str) else tuple(aud) if isinstance(aud, list) else ()
+    if not audiences or not all(isinstance(a, str) and a for a in audiences):
+        raise _malformed("aud")
+    return audiences

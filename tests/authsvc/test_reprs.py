@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from authsvc_client import PublishedKey
 
 from authsvc.authorization_codes import IssuedCode
 from authsvc.client_registry import RegisteredClient
@@ -22,7 +23,7 @@ from authsvc.storage.records import (
 )
 from authsvc.testing import RunningAuthority
 from authsvc.tokens import opaque
-from authsvc.tokens.access import AccessClaims, PublishedKey
+from authsvc.tokens.access import AccessClaims
 
 REFRESH = opaque.new_secret(opaque.Kind.REFRESH_TOKEN)
 SECRET = opaque.new_secret(opaque.Kind.CLIENT_SECRET)
@@ -59,7 +60,9 @@ FAMILY = FamilyRecord(
         pytest.param(GENERATED, [GENERATED.private_pem.decode()], id="GeneratedKey"),
         pytest.param(Signer("kid", "EdDSA", PRIVATE), ["PRIVATE", "OKPKey"], id="Signer"),
         pytest.param(
-            PublishedKey("kid", "EdDSA", PRIVATE), ["PRIVATE", "OKPKey"], id="PublishedKey"
+            PublishedKey(kid="kid", key=PRIVATE, alg="EdDSA"),
+            ["PRIVATE", "OKPKey"],
+            id="PublishedKey",
         ),
         pytest.param(
             KeyRecord("kid", "EdDSA", "active", "{}", 1, 1, None, b"sealed-bytes"),

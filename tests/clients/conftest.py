@@ -95,10 +95,14 @@ class Signer:
     def forge(self, header: dict[str, Any], claims: dict[str, Any]) -> str:
         """A JWS signed by this (Ed25519) key with any header at all, bypassing joserfc's
         checks, to test headers a library would refuse to produce."""
-        signing_input = f"{b64(header)}.{b64(claims)}".encode()
-        signature = self.key.private_key.sign(signing_input)  # type: ignore[union-attr]
+        return self.sign_segments(b64(header), b64(claims))
+
+    def sign_segments(self, header: str, payload: str) -> str:
+        """A JWS of exactly these two segments, however malformed, with a valid Ed25519
+        signature over them: what fails is then the segment, never the signature."""
+        signature = self.key.private_key.sign(f"{header}.{payload}".encode())  # type: ignore[union-attr]
         encoded = base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
-        return f"{signing_input.decode()}.{encoded}"
+        return f"{header}.{payload}.{encoded}"
 
     def mint(self, header: dict[str, Any] | None = None, **overrides: Any) -> str:
         head = {"alg": self.alg, "typ": "at+jwt", "kid": self.kid, **(header or {})}

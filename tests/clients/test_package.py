@@ -50,6 +50,7 @@ EXPORTED = {
     "VerificationCache",
     "VerifiedToken",
     "WhenStale",
+    "check_claims",
     "current_claims",
     "parse_jwks",
     "verify_access_token",
