@@ -318,7 +318,19 @@ def _runs_in_this_task(handler: _Handler) -> bool:
     """Whether grpc.aio awaits this handler in the task that ran the interceptors. Sync handlers
     run in its thread pool, where contextvars set here do not reach (grpc issue 37881)."""
     behavior = getattr(handler, _kind(handler))
-    return inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)
+    known = _IN_THIS_TASK.get(behavior)
+    if known is None:
+        known = inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)
+        if len(_IN_THIS_TASK) >= _IN_THIS_TASK_ENTRIES:
+            _IN_THIS_TASK.clear()
+        _IN_THIS_TASK[behavior] = known
+    return known
+
+
+# The answer per handler function, asked on every call: a server registers its handlers once, so
+# this stays as small as its method table (bounded all the same, for handlers built per call).
+_IN_THIS_TASK: dict[Callable[..., Any], bool] = {}
+_IN_THIS_TASK_ENTRIES = 4096
 
 
 def _kind(handler: _Handler) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ._errors import AuthError, InsufficientScope, InvalidToken, TemporarilyUnavailable
 from ._verification import Claims, VerifiedToken
@@ -31,9 +32,9 @@ class WhenStale(enum.Enum):
     ACCEPT = "accept"
 
 
-@dataclass(frozen=True)
-class Allow:
-    """The call may proceed; `claims` is None for a public method."""
+class Allow(NamedTuple):
+    """The call may proceed; `claims` is None for a public method. (A named tuple, like
+    `CallFacts`: one is built for every call that passes.)"""
 
     claims: Claims | None
 
@@ -50,9 +51,14 @@ class Deny:
 Verdict = Allow | Deny
 
 
-@dataclass(frozen=True)
-class CallFacts:
-    """What the verifier established about one call, in the order it established it."""
+class CallFacts(NamedTuple):
+    """What the verifier established about one call, in the order it established it.
+
+    A named tuple rather than a frozen dataclass: one is built for every call, and a frozen
+    dataclass sets each field through `object.__setattr__` (0.98 against 0.35 µs, timed alone).
+    In situ every microsecond of the interceptor costs about three of server CPU per call
+    (docs/performance.md), so the call path builds nothing it can avoid.
+    """
 
     public: bool
     verification: VerifiedToken | InvalidToken | None = None
