@@ -158,6 +158,7 @@ class AsyncAuthInterceptor(_AsyncServerInterceptor):
         self._channel: grpc.aio.Channel | None = None
         self._feed: AsyncAuthorityFeed | None = None
         self._start_lock = asyncio.Lock()
+        self._handler_kinds = _HandlerKinds()
 
     async def start(self, ready_timeout: float = 5.0) -> None:
         """Load the keys and open the revocation stream (waits at most `ready_timeout`)."""
@@ -206,7 +207,7 @@ class AsyncAuthInterceptor(_AsyncServerInterceptor):
             verdict = self.verifier.check(method, metadata)
         if isinstance(verdict, Deny):
             return _async_rejection(handler, verdict, self.verifier.audience)
-        if _runs_in_this_task(handler):
+        if self._handler_kinds.runs_in_this_task(handler):
             # grpc.aio runs the interceptors and an async handler in one task per call, so the
             # claims set here are that handler's and no other call's (grpc's own example of
             # passing context from interceptor to handler). A wrapping handler built per call
@@ -314,23 +315,26 @@ def _unknown_key(verdict: Verdict) -> bool:
     return isinstance(verdict, Deny) and isinstance(verdict.error, UnknownSigningKey)
 
 
-def _runs_in_this_task(handler: _Handler) -> bool:
-    """Whether grpc.aio awaits this handler in the task that ran the interceptors. Sync handlers
-    run in its thread pool, where contextvars set here do not reach (grpc issue 37881)."""
-    behavior = getattr(handler, _kind(handler))
-    known = _IN_THIS_TASK.get(behavior)
-    if known is None:
-        known = inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)
-        if len(_IN_THIS_TASK) >= _IN_THIS_TASK_ENTRIES:
-            _IN_THIS_TASK.clear()
-        _IN_THIS_TASK[behavior] = known
-    return known
+class _HandlerKinds:
+    """Whether grpc.aio awaits a handler in the task that ran the interceptors, remembered per
+    handler function. Sync handlers run in its thread pool, where contextvars set here do not
+    reach (grpc issue 37881). Asked on every call; a server registers its handlers once, so this
+    stays as small as its method table (bounded all the same, for handlers built per call)."""
 
+    MAX_ENTRIES = 4096
 
-# The answer per handler function, asked on every call: a server registers its handlers once, so
-# this stays as small as its method table (bounded all the same, for handlers built per call).
-_IN_THIS_TASK: dict[Callable[..., Any], bool] = {}
-_IN_THIS_TASK_ENTRIES = 4096
+    def __init__(self) -> None:
+        self._known: dict[Callable[..., Any], bool] = {}
+
+    def runs_in_this_task(self, handler: _Handler) -> bool:
+        behavior = getattr(handler, _kind(handler))
+        known = self._known.get(behavior)
+        if known is None:
+            known = inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)
+            if len(self._known) >= self.MAX_ENTRIES:
+                self._known.clear()
+            self._known[behavior] = known
+        return known
 
 
 def _kind(handler: _Handler) -> str:
