@@ -14,14 +14,13 @@ what lets group commit share a commit, as they would over gRPC. It prints one JS
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from bench.machine import percentile
+from bench.raw_sql import closed_loop
 from bench.serve import APP_AUDIENCE, APP_SCOPES
 
 
@@ -56,8 +55,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 heads[i] = (await authority.rotate(heads[i])).refresh_token
 
-        await _gather(work, args.concurrency, args.warmup)
-        latencies, elapsed = await _gather(work, args.concurrency, args.duration)
+        await closed_loop(work, args.concurrency, args.warmup)
+        latencies, elapsed = await closed_loop(work, args.concurrency, args.duration)
     finally:
         await authority.close()
     latencies.sort()
@@ -71,22 +70,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "p99_ms": round(percentile(latencies, 99) * 1000, 3),
         "concurrency": args.concurrency,
     }
-
-
-async def _gather(work: Any, concurrency: int, seconds: float) -> tuple[list[float], float]:
-    clock = time.perf_counter
-    latencies: list[float] = []
-    started = time.monotonic()
-    deadline = started + seconds
-
-    async def worker(i: int) -> None:
-        while time.monotonic() < deadline:
-            t0 = clock()
-            await work(i)
-            latencies.append(clock() - t0)
-
-    await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    return latencies, time.monotonic() - started
 
 
 def _kek(data_dir: Path) -> str:

@@ -21,7 +21,7 @@ import secrets
 import sqlite3
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bench.machine import percentile
@@ -201,8 +201,8 @@ async def run_postgres(
             await conn.execute(_postgres(INSERT_CLIENT), CLIENT_ID, b"\0" * 32, time.time())
         work = _postgres_issue(pool) if mode == "issue" else await _postgres_rotate(pool)
         heads = [await _postgres_seed(pool) for _ in range(concurrency)]
-        await _gather(work, heads, warmup)
-        latencies, elapsed = await _gather(work, heads, duration)
+        await closed_loop(lambda i: work(heads, i), len(heads), warmup)
+        latencies, elapsed = await closed_loop(lambda i: work(heads, i), len(heads), duration)
         async with pool.acquire() as conn:
             durability = {
                 "fsync": await conn.fetchval("SHOW fsync"),
@@ -269,9 +269,11 @@ async def _postgres_rotate(pool: Any) -> Callable[[list[bytes], int], Any]:
     return rotate
 
 
-async def _gather(
-    work: Callable[[list[bytes], int], Any], heads: list[bytes], seconds: float
+async def closed_loop(
+    work: Callable[[int], Awaitable[Any]], concurrency: int, seconds: float
 ) -> tuple[list[float], float]:
+    """`concurrency` workers each await `work(i)` back to back for `seconds`; every call's
+    latency and the elapsed time. The in-process subject (`bench.domain_load`) runs the same loop."""
     clock = time.perf_counter
     latencies: list[float] = []
     started = time.monotonic()
@@ -280,10 +282,10 @@ async def _gather(
     async def worker(i: int) -> None:
         while time.monotonic() < deadline:
             t0 = clock()
-            await work(heads, i)
+            await work(i)
             latencies.append(clock() - t0)
 
-    await asyncio.gather(*(worker(i) for i in range(len(heads))))
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
     return latencies, time.monotonic() - started
 
 
