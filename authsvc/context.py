@@ -79,6 +79,7 @@ def new_id() -> str:
 async def append_events(
     tx: Tx, events: Sequence[RevocationEventRecord]
 ) -> list[RevocationEventRecord]:
-    """Append `events` in `tx`; the same events with their cursors, for `feed.published` after commit."""
+    """Append `events` in `tx`; those appended, with their cursors, for `feed.published` after
+    commit. A `jti` event whose jti the log already holds is not appended (nor returned)."""
     cursors = await tx.append_events(events)
-    return [replace(e, cursor=c) for c, e in zip(cursors, events, strict=True)]
+    return [replace(e, cursor=c) for c, e in zip(cursors, events, strict=True) if c is not None]

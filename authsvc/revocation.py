@@ -1,7 +1,8 @@
 """Revocation: one family, one token (RFC 7009), every family of a subject.
 
 Each writes a revocation event in the same transaction as the change, then applies it to this
-replica's state before returning, so a `Verify` right after the reply already says revoked.
+replica's state before returning, so a `Verify` right after the reply already says revoked. Revoking
+a family or a token that is revoked already writes nothing: no second event, no second audit row.
 """
 
 from __future__ import annotations
@@ -97,18 +98,23 @@ async def revoke_token(
     if client_id and claims.client_id != client_id:
         return
     expires_at = claims.exp + ctx.settings.leeway
+    event = ctx.revocation_event("jti", claims.jti, now, expires_at=expires_at)
     async with ctx.store.transaction() as tx:
-        events = await append_events(
-            tx, [ctx.revocation_event("jti", claims.jti, now, expires_at=expires_at)]
-        )
-        await tx.append_audit(
-            "access_token_revoked",
-            now,
-            subject=claims.sub,
-            client_id=claims.client_id,
-            jti=claims.jti,
-        )
-    ctx.feed.published(events)
+        events = await append_events(tx, [event])
+        if events:
+            await tx.append_audit(
+                "access_token_revoked",
+                now,
+                subject=claims.sub,
+                client_id=claims.client_id,
+                jti=claims.jti,
+            )
+    if events:
+        ctx.feed.published(events)
+    else:
+        # Revoked already: the same answer (§2.2), and nothing new to stream or audit. Perhaps on
+        # another replica, whose event this one's feed may not have read yet: learn it now.
+        ctx.revocations.apply(event)
 
 
 async def list_sessions(ctx: AuthorityContext, subject: str) -> list[FamilyRecord]:

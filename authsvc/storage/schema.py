@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    literal_column,
 )
 
 NAMING = {
@@ -130,6 +131,18 @@ revocation_events = Table(
     Column("not_before", Double, nullable=True),  # subject and client revocations
     Column("state", String(16), nullable=True),  # key events
     Index(None, "expires_at"),
+)
+# One event per revoked access token, however often or concurrently it is revoked (RFC 7009 §2.2:
+# revoking it again succeeds and changes nothing). Every other kind may repeat: a subject, a
+# client or a key has several events over time, each saying something new. The predicate is a
+# literal, not a bound parameter, so that an ON CONFLICT clause repeating it names this index.
+JTI_EVENTS = revocation_events.c.kind == literal_column("'jti'")
+Index(
+    "uq_revocation_events_jti",
+    revocation_events.c.value,
+    unique=True,
+    sqlite_where=JTI_EVENTS,
+    postgresql_where=JTI_EVENTS,
 )
 
 audit_events = Table(

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, Insert, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.dialects.sqlite import pysqlite as sqlite_dialect
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -198,6 +199,23 @@ _TOUCH_FAMILY = (
     .where(t.families.c.family_id == bindparam("b_family_id"))
     .values(last_used_at=bindparam("b_at"), idle_expires_at=bindparam("b_idle_expires_at"))
 )
+
+
+def _append_event(dialect_insert: Any) -> Any:
+    """Insert one event, unless it revokes a jti that already has one (`uq_revocation_events_jti`:
+    the database keeps the first, and RETURNING then yields no cursor)."""
+    e = t.revocation_events
+    return (
+        dialect_insert(e)
+        .on_conflict_do_nothing(index_elements=[e.c.value], index_where=t.JTI_EVENTS)
+        .returning(e.c.cursor)
+    )
+
+
+_APPEND_EVENT = {
+    "sqlite": _append_event(sqlite.insert),
+    "postgresql": _append_event(postgresql.insert),
+}
 
 
 @dataclass(frozen=True)
@@ -694,30 +712,33 @@ class Tx:
 
     # revocation events and audit
 
-    async def append_events(self, events: Iterable[RevocationEventRecord]) -> list[int]:
-        """Append events (their `cursor` is ignored and assigned here); the new cursors.
+    async def append_events(self, events: Iterable[RevocationEventRecord]) -> list[int | None]:
+        """Append events (their `cursor` is ignored and assigned here); the new cursors, in order,
+        with None for a `jti` event the table already holds (that jti is revoked already, by an
+        earlier or a concurrent transaction: the unique index decides, not a read).
 
         On PostgreSQL this also sends NOTIFY on `EVENTS_CHANNEL` with the last cursor; the server
         delivers it to every listening replica when, and only if, this transaction commits.
         """
         await self.lock(EVENT_APPEND_LOCK)
-        cursors = []
+        cursors: list[int | None] = []
         for event in events:
             result = await self._exec(
-                insert(t.revocation_events)
-                .values(
-                    occurred_at=event.occurred_at,
-                    expires_at=event.expires_at,
-                    kind=event.kind,
-                    value=event.value,
-                    not_before=event.not_before,
-                    state=event.state,
-                )
-                .returning(t.revocation_events.c.cursor)
+                _APPEND_EVENT["sqlite" if self.sqlite else "postgresql"],
+                {
+                    "occurred_at": event.occurred_at,
+                    "expires_at": event.expires_at,
+                    "kind": event.kind,
+                    "value": event.value,
+                    "not_before": event.not_before,
+                    "state": event.state,
+                },
             )
-            cursors.append(int(result.scalar_one()))
-        if cursors and not self.sqlite:
-            await self._exec(select(func.pg_notify(EVENTS_CHANNEL, str(cursors[-1]))))
+            cursor = result.scalar_one_or_none()
+            cursors.append(None if cursor is None else int(cursor))
+        appended = [c for c in cursors if c is not None]
+        if appended and not self.sqlite:
+            await self._exec(select(func.pg_notify(EVENTS_CHANNEL, str(appended[-1]))))
         return cursors
 
     async def events_after(self, cursor: int, limit: int = 1000) -> list[RevocationEventRecord]:

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import logging
+import os
 import sys
 
+from authsvc import log
 from authsvc_gateway.config import ConfigError, GatewayConfig
 from authsvc_gateway.server import serve
 
 
 def main() -> int:
     """Run until interrupted; exit 2 on a configuration error."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # The same logs as `authsvc gateway`: JSON lines on stderr, secrets redacted.
+    level = os.environ.get("AUTHSVC_LOG_LEVEL") or "INFO"
+    try:
+        log.configure(level)
+    except ValueError:
+        print(f"authsvc gateway: AUTHSVC_LOG_LEVEL: unknown level {level!r}", file=sys.stderr)
+        return 2
     try:
         config = GatewayConfig.from_env()
         asyncio.run(serve(config))

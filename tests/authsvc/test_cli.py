@@ -189,9 +189,9 @@ def test_users_create_without_a_terminal_needs_password_stdin(capsys, monkeypatc
 
 def test_migrate(capsys, environment: Path) -> None:
     first = run_json(capsys, "migrate", "--json")
-    assert first == {"from": None, "to": "0001"}
+    assert first == {"from": None, "to": "0002"}
     again = run_json(capsys, "migrate", "--json")
-    assert again == {"from": "0001", "to": "0001"}
+    assert again == {"from": "0002", "to": "0002"}
     assert (environment / "authsvc.db").exists()
 
 

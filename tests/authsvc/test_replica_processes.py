@@ -43,7 +43,7 @@ async def fleet(tmp_path: Path, postgres_databases: PostgresDatabases) -> AsyncI
     url = await postgres_databases.create(empty=True)
     fleet = Fleet(tmp_path, url, db_pool_size="10")
     try:
-        assert await fleet.cli("migrate") == {"from": None, "to": "0001"}
+        assert await fleet.cli("migrate") == {"from": None, "to": "0002"}
         yield fleet
     finally:
         await fleet.stop_all()

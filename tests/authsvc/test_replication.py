@@ -100,6 +100,21 @@ async def test_a_revocation_on_one_replica_reaches_the_other_within_a_second(
     assert state_delay < PROPAGATION_BOUND
 
 
+async def test_revoking_a_token_again_on_another_replica_refuses_it_there_at_once(
+    replicas: tuple[Authority, Authority],
+) -> None:
+    a, b = replicas
+    _, access_token = await _family_session(a)
+    await b.ctx.feed.stop()  # b hears nothing of a's revocation: only its own call can tell it
+    await a.revoke(access_token)
+    jti = b.verify(access_token, audience="api").jti
+    await b.revoke(access_token)
+    assert _rejected(b, access_token)
+    async with b.ctx.store.transaction(readonly=True) as tx:
+        events = await tx.events_after(0)
+    assert [e.value for e in events if e.kind == "jti"] == [jti]
+
+
 def _rejected(replica: Authority, token: str) -> bool:
     try:
         replica.verify(token, audience="api")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import grpc
 import pytest
 from authsvc_client.v1 import authsvc_pb2 as pb
 from authsvc_client.v1 import authsvc_pb2_grpc
 
 from authsvc.client_registry import RegisteredClient
+from authsvc.storage.records import RevocationEventRecord
 from authsvc.testing import RunningAuthority
 from authsvc.tokens import opaque
 from tests.authsvc.calls import (
@@ -133,6 +137,52 @@ async def test_revoking_an_access_token_denies_its_jti_only(
     await verify(tokens, admin, rotated.access_token)
     [event] = await audit_events(running, "access_token_revoked")
     assert event["subject"] == "alice"
+
+
+async def revoke_answer(tokens: Stub, admin: Metadata, token: str) -> tuple[Any, ...]:
+    """Everything a Revoke caller is told: the reply, the status, the trailing metadata."""
+    call = tokens.Revoke(pb.RevokeRequest(token=token), metadata=admin)
+    reply = await call
+    return reply, await call.code(), tuple(await call.trailing_metadata() or ())
+
+
+async def jti_events(running: RunningAuthority, jti: str) -> list[RevocationEventRecord]:
+    async with running.authority.ctx.store.transaction(readonly=True) as tx:
+        events = await tx.events_after(0)
+    return [e for e in events if (e.kind, e.value) == ("jti", jti)]
+
+
+async def test_revoking_an_access_token_again_answers_the_same_and_writes_nothing(
+    running: RunningAuthority, tokens, admin, pair: pb.TokenPair
+) -> None:
+    jti = running.authority.verify(pair.access_token, audience=None).jti
+    first = await revoke_answer(tokens, admin, pair.access_token)
+    written = await database_rows(running)
+    running.clock.advance(1)  # a retry a moment later: a new event would carry a new time
+    assert await revoke_answer(tokens, admin, pair.access_token) == first
+    assert await database_rows(running) == written
+    assert len(await jti_events(running, jti)) == 1
+    assert len(await audit_events(running, "access_token_revoked")) == 1
+    assert await refused(verify(tokens, admin, pair.access_token)) == (
+        *INVALID_TOKEN,
+        "token revoked (token revoked)",
+    )
+
+
+async def test_concurrent_revocations_of_one_access_token_append_one_event(
+    running: RunningAuthority, tokens, admin, pair: pb.TokenPair
+) -> None:
+    jti = running.authority.verify(pair.access_token, audience=None).jti
+    answers = await asyncio.gather(
+        *(revoke_answer(tokens, admin, pair.access_token) for _ in range(8))
+    )
+    assert answers == [answers[0]] * len(answers)
+    assert len(await jti_events(running, jti)) == 1
+    assert len(await audit_events(running, "access_token_revoked")) == 1
+    assert await refused(verify(tokens, admin, pair.access_token)) == (
+        *INVALID_TOKEN,
+        "token revoked (token revoked)",
+    )
 
 
 @pytest.mark.parametrize(

@@ -74,14 +74,21 @@ def test_secrets_stay_out_of_repr() -> None:
     assert repr(config.session_key) not in repr(config)
 
 
-def test_the_module_entry_point_explains_a_missing_client() -> None:
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        pytest.param({"AUTHSVC_GATEWAY_CLIENT_ID": ""}, "AUTHSVC_GATEWAY_CLIENT_ID", id="client"),
+        pytest.param({"AUTHSVC_LOG_LEVEL": "LOUD"}, "AUTHSVC_LOG_LEVEL", id="log-level"),
+    ],
+)
+def test_the_module_entry_point_explains_a_bad_setting(env: dict[str, str], variable: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "authsvc_gateway"],
-        env={"PATH": "", "AUTHSVC_GATEWAY_CLIENT_ID": ""},
+        env={"PATH": "", **env},
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert done.returncode == 2
-    assert "AUTHSVC_GATEWAY_CLIENT_ID" in done.stderr
+    assert variable in done.stderr

@@ -11,13 +11,13 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import insert, inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from authsvc.authority import open_authority
 from authsvc.config import Settings
 from authsvc.keys.sealing import new_kek_text
-from authsvc.storage import migrate
+from authsvc.storage import migrate, schema
 from authsvc.storage.engine import create_engine
 from authsvc.storage.schema import metadata
 from tests.databases import PostgresDatabases
@@ -46,11 +46,11 @@ async def _tables(engine: AsyncEngine) -> set[str]:
         return set(await conn.run_sync(lambda sync_conn: inspect(sync_conn).get_table_names()))
 
 
-async def _downgrade_to_base(engine: AsyncEngine) -> None:
+async def _downgrade(engine: AsyncEngine, revision: str) -> None:
     def run(sync_conn: Any) -> None:
         config = migrate.alembic_config()
         config.attributes["connection"] = sync_conn
-        command.downgrade(config, "base")
+        command.downgrade(config, revision)
 
     async with engine.begin() as conn:
         await conn.run_sync(run)
@@ -64,11 +64,42 @@ async def test_migrations_build_exactly_the_schema_in_code(engine: AsyncEngine) 
 
 async def test_migrations_go_down_and_up_again(engine: AsyncEngine) -> None:
     await migrate.upgrade(engine)
-    await _downgrade_to_base(engine)
+    await _downgrade(engine, "base")
     assert await _tables(engine) <= {"alembic_version"}
     await migrate.upgrade(engine)
     assert await _tables(engine) >= set(metadata.tables)
     assert await _differences(engine) == []
+
+
+async def test_duplicate_jti_events_are_merged_before_the_unique_index(
+    engine: AsyncEngine,
+) -> None:
+    # A database written before 0002 may hold a jti revoked twice; the upgrade must not fail on it.
+    await migrate.upgrade(engine)
+    await _downgrade(engine, "0001")
+    e = schema.revocation_events
+    rows = [
+        ("jti", "j1", 100.0),
+        ("subject", "alice", 100.0),
+        ("jti", "j1", 160.0),
+        ("jti", "j2", 100.0),
+        ("subject", "alice", 100.0),
+        ("jti", "j1", 130.0),
+    ]
+    async with engine.begin() as conn:
+        for kind, value, expires_at in rows:
+            await conn.execute(
+                insert(e).values(occurred_at=1.0, expires_at=expires_at, kind=kind, value=value)
+            )
+    await migrate.upgrade(engine)
+    async with engine.connect() as conn:
+        kept = (await conn.execute(select(e.c.cursor, e.c.kind, e.c.value, e.c.expires_at))).all()
+    assert sorted(tuple(row) for row in kept) == [
+        (1, "jti", "j1", 160.0),
+        (2, "subject", "alice", 100.0),
+        (4, "jti", "j2", 100.0),
+        (5, "subject", "alice", 100.0),
+    ]
 
 
 @pytest.mark.postgres

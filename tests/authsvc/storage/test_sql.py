@@ -138,6 +138,49 @@ async def test_event_cursors_increase_and_tail_in_order(store: SqlStore) -> None
     assert last == second[0]
 
 
+async def test_a_jti_is_revoked_once_and_other_kinds_repeat(store: SqlStore) -> None:
+    async with store.transaction() as tx:
+        [first] = await tx.append_events([event("jti", "j1")])
+    async with store.transaction() as tx:
+        again = await tx.append_events(
+            [event("jti", "j1"), event("jti", "j2"), event("subject", "alice")]
+        )
+        subject_again = await tx.append_events([event("subject", "alice")])
+    assert first is not None
+    assert again[0] is None
+    assert None not in again[1:]
+    assert subject_again[0] is not None
+    async with store.transaction(readonly=True) as tx:
+        events = await tx.events_after(0)
+    assert [(e.kind, e.value) for e in events] == [
+        ("jti", "j1"),
+        ("jti", "j2"),
+        ("subject", "alice"),
+        ("subject", "alice"),
+    ]
+
+
+async def test_a_jti_is_revoked_once_however_often_the_statement_ran(store: SqlStore) -> None:
+    # PostgreSQL plans a prepared statement generically after five runs; the ON CONFLICT clause
+    # must still name the partial unique index then (a bound predicate would not).
+    async with store.transaction() as tx:
+        assert await tx.append_events([event("jti", "j1")]) != [None]
+        for i in range(12):
+            assert await tx.append_events([event("key", f"kid-{i}")]) != [None]
+            assert await tx.append_events([event("jti", "j1")]) == [None]
+
+
+async def test_concurrent_revocations_of_one_jti_append_one_event(store: SqlStore) -> None:
+    async def append() -> list[int | None]:
+        async with store.transaction() as tx:
+            return await tx.append_events([event("jti", "j1")])
+
+    cursors = [cursor for [cursor] in await asyncio.gather(*(append() for _ in range(10)))]
+    assert sum(cursor is not None for cursor in cursors) == 1
+    async with store.transaction(readonly=True) as tx:
+        assert [e.value for e in await tx.events_after(0)] == ["j1"]
+
+
 async def test_key_material_survives_storage(store: SqlStore) -> None:
     sealed = bytes(range(256)) * 8
     key = KeyRecord("kid-1", "EdDSA", "pending", '{"kty":"OKP"}', NOW, None, None, sealed)
