@@ -3,7 +3,8 @@
 Every `interval` seconds a probe makes one cheap round trip through the store (a read-only
 transaction reading the last event cursor), bounded by `timeout`. `decide` turns the last probe
 and whether the process is shutting down into SERVING or NOT_SERVING; listeners (the gRPC health
-service, see `authsvc.rpc.server`) hear each change. The metrics read the same state.
+service, see `authsvc.rpc.server`) hear each change. The gateway's `/readyz` and the metrics read
+the same state.
 
 No hysteresis: the first failed probe says NOT_SERVING and the first answered one SERVING again.
 Load balancers and orchestrators apply thresholds of their own (a Kubernetes readiness probe
