@@ -35,6 +35,7 @@ from authsvc.clock import Clock, SystemClock
 from authsvc.config import ConfigError, Settings
 from authsvc.context import AuthorityContext
 from authsvc.events import RevocationFeed
+from authsvc.health import DatabaseHealth
 from authsvc.keys.ring import KeyRing
 from authsvc.keys.rotation import RotationResult, reload_keys, rotate_keys
 from authsvc.keys.sealing import Sealer, UnsealError, load_kek
@@ -74,6 +75,11 @@ class Authority:
         self.ctx = ctx
         self.verifier = Verifier(ctx)
         ctx.key_purge_listeners.append(self.verifier.forget_keys)
+        self.health = DatabaseHealth(
+            ctx.store,
+            interval=ctx.settings.health_probe_interval,
+            timeout=ctx.settings.health_probe_timeout,
+        )
         self._maintenance: asyncio.Task[None] | None = None
 
     @property
@@ -273,13 +279,16 @@ class Authority:
         return await maintenance.run_once(self.ctx)
 
     def start_background(self) -> None:
-        """Start the maintenance loop (key schedule, purge); the event feed is already running."""
+        """Start the maintenance loop (key schedule, purge) and the database health probe; the
+        event feed is already running."""
         if self._maintenance is None:
             self._maintenance = asyncio.create_task(
                 maintenance.run_forever(self.ctx), name="maintenance"
             )
+        self.health.start()
 
     async def close(self) -> None:
+        await self.health.stop()
         if self._maintenance is not None:
             self._maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -56,6 +56,8 @@ class Settings:
     db_statement_timeout_ms: int = 5000
     db_pool_recycle: int = 1800
     db_connect_timeout: float = 5.0
+    health_probe_interval: float = 5.0  # 0: health reports the process only
+    health_probe_timeout: float = 2.0
     log_level: str = "INFO"
     dev: bool = False
 
@@ -123,6 +125,8 @@ _FLOAT_FIELDS = {
     "heartbeat_interval",
     "shutdown_grace",
     "db_connect_timeout",
+    "health_probe_interval",
+    "health_probe_timeout",
 }
 _BOOL_FIELDS = {"allow_anonymous_verify", "dev", "gateway_embedded"}
 
@@ -221,6 +225,19 @@ def _validate(s: Settings) -> None:
         "use milliseconds, 0 for no limit (5000 is the default)",
     )
     _require(s.db_connect_timeout > 0, "DB_CONNECT_TIMEOUT", "use seconds, more than 0")
+    _require(
+        s.health_probe_interval >= 0,
+        "HEALTH_PROBE_INTERVAL",
+        "use seconds between database probes (5 is the default), or 0 for health that reports "
+        "the process only",
+    )
+    probing = s.health_probe_interval > 0
+    _require(
+        s.health_probe_timeout > 0
+        and (not probing or s.health_probe_timeout <= s.health_probe_interval),
+        "HEALTH_PROBE_TIMEOUT",
+        "use seconds, more than 0 and at most AUTHSVC_HEALTH_PROBE_INTERVAL (2 is the default)",
+    )
     _require(s.shutdown_grace >= 0, "SHUTDOWN_GRACE", "must not be negative")
     _require(
         s.log_level.upper() in {"DEBUG", "INFO", "WARNING", "ERROR"},

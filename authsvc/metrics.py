@@ -3,9 +3,9 @@
 Calls are recorded where they already pass through one place: the servicers' error edge
 (`authsvc.rpc.servicer`) and, for calls refused before any handler, caller authorization. An
 interceptor of its own would cost every call another trip through grpc.aio's interceptor chain.
-The state gauges (revocation entries, feed cursor, keys by state) are read at scrape time, so
-they cost the request path nothing. Each server has its own registry, so tests and several
-authorities in one process do not share counters.
+The state gauges (revocation entries, feed cursor, keys by state, the database health probe) are
+read at scrape time, so they cost the request path nothing. Each server has its own registry, so
+tests and several authorities in one process do not share counters.
 """
 
 from __future__ import annotations
@@ -19,18 +19,19 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from authsvc.authority import Authority
+from authsvc.health import Outcome
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 _BUCKET_NAMES = (*(repr(bound) for bound in _LATENCY_BUCKETS), "+Inf")
 
 
 class AuthorityCollector(Collector):
-    """Gauges read from the authority when scraped."""
+    """Gauges (and the probe counter) read from the authority when scraped."""
 
     def __init__(self, authority: Authority) -> None:
         self._authority = authority
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         ctx = self._authority.ctx
         entries = GaugeMetricFamily(
             "authsvc_revocation_entries", "Revocations held in memory for Verify"
@@ -47,6 +48,31 @@ class AuthorityCollector(Collector):
         for state, count in sorted(states.items()):
             keys.add_metric([state], count)
         yield keys
+        yield from _database_health(self._authority)
+
+
+def _database_health(authority: Authority) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    health = authority.health
+    last = health.last  # once: the event loop may replace it while this thread reads
+    if last is not None:  # not before the first probe, nor when probing is off
+        up = GaugeMetricFamily(
+            "authsvc_database_up", "1 if the last health probe of the database answered in time"
+        )
+        up.add_metric([], 1.0 if last.outcome is Outcome.ANSWERED else 0.0)
+        yield up
+        seconds = GaugeMetricFamily(
+            "authsvc_database_probe_seconds", "How long the last health probe of the database took"
+        )
+        seconds.add_metric([], last.seconds)
+        yield seconds
+    probes = CounterMetricFamily(
+        "authsvc_database_probes",
+        "Health probes of the database, by outcome (answered, failed, timed_out)",
+        labels=["outcome"],
+    )
+    for outcome in Outcome:
+        probes.add_metric([outcome.value], health.probes[outcome])
+    yield probes
 
 
 class CallCollector(Collector):

@@ -2,8 +2,9 @@
 
 Start-up: migrate an empty database, load keys, bootstrap dev credentials on the first dev run,
 start gRPC (and, in dev, the HTTP gateway in the same process), then wait for SIGTERM or SIGINT.
-Shutdown: health NOT_SERVING, refuse new calls, let calls in flight finish within
-AUTHSVC_SHUTDOWN_GRACE seconds, stop background work, close the database.
+Shutdown: health NOT_SERVING (gRPC and the gateway's /readyz), refuse new calls, let calls in
+flight finish within AUTHSVC_SHUTDOWN_GRACE seconds, stop background work (the database health
+probe too), close the database.
 """
 
 from __future__ import annotations
@@ -189,6 +190,7 @@ async def serve(settings: Settings) -> int:
             gateway_task.add_done_callback(lambda _: stop.set())  # a dead gateway stops us
         print(_banner(settings, running.port, gateway, created), flush=True)
         await stop.wait()
+        await authority.health.begin_shutdown()  # gRPC health and /readyz: NOT_SERVING first
         if gateway_task is not None:
             gateway_task.cancel()  # uvicorn finishes requests in flight first
             with contextlib.suppress(asyncio.CancelledError):

@@ -9,11 +9,14 @@ so a later session can drop what a killed one left behind without touching a con
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import secrets
-from collections.abc import Coroutine
+import sqlite3
+from collections.abc import AsyncIterator, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -45,6 +48,33 @@ def postgres_server_url() -> str | None:
 def asyncpg_dsn(url: str | URL) -> str:
     """The SQLAlchemy URL as a plain libpq DSN that asyncpg (and psql) accept."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def execute(database_url: str, statement: str) -> None:
+    """Run one statement on its own connection, outside the code under test."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        assert url.database is not None
+        with contextlib.closing(sqlite3.connect(url.database)) as conn:
+            conn.execute(statement)
+            conn.commit()
+        return
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@asynccontextmanager
+async def table_renamed(database_url: str, table: str) -> AsyncIterator[None]:
+    """`table` under another name for the block: every statement that reads it fails, on SQLite
+    or PostgreSQL, as on a database that is broken while its server still answers."""
+    await execute(database_url, f"ALTER TABLE {table} RENAME TO {table}_away")
+    try:
+        yield
+    finally:
+        await execute(database_url, f"ALTER TABLE {table}_away RENAME TO {table}")
 
 
 def _alive(pid: int) -> bool:

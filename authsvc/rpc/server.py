@@ -1,8 +1,10 @@
 """The grpc.aio server: authsvc.v1 services, standard health, reflection, caller authorization.
 
 `start_server` binds (port 0 picks a free port, as tests do) and returns the running server with
-its port. `stop_server` is the graceful stop: health turns NOT_SERVING, new calls are refused, and
-calls in flight get `grace` seconds to finish before they are cancelled.
+its port. Health (grpc.health.v1, the same status for "" and each authsvc service) follows the
+authority's `DatabaseHealth`: NOT_SERVING while the database does not answer. `stop_server` is
+the graceful stop: health turns NOT_SERVING for good, new calls are refused, and calls in flight
+get `grace` seconds to finish before they are cancelled.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from authsvc.authority import Authority
 from authsvc.config import ConfigError, Settings
 from authsvc.errors import AuthError
+from authsvc.health import DatabaseHealth, Listener, Verdict
 from authsvc.metrics import Metrics
 from authsvc.rpc.caller_auth import (
     BearerAuthenticator,
@@ -50,6 +53,7 @@ class RunningServer:
     port: int
     health: Any  # grpc_health.v1.health.aio.HealthServicer (untyped upstream)
     metrics: Metrics
+    database_health: DatabaseHealth
 
     @property
     def address(self) -> str:
@@ -84,6 +88,21 @@ def _caller_from_certificate(authority: Authority) -> CertificateAuthenticator:
         return Caller(client.client_id, frozenset(client.scopes), "mtls")
 
     return authenticate
+
+
+def _health_listener(servicer: Any) -> Listener:
+    """Sets the status of "" and of every authsvc service on the gRPC health servicer."""
+
+    async def publish(verdict: Verdict) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if verdict.serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *SERVICE_NAMES):
+            await servicer.set(name, status)
+
+    return publish
 
 
 def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -136,13 +155,16 @@ async def start_server(authority: Authority, address: str | None = None) -> Runn
             "machine needs its own port"
         ) from exc
     await server.start()
-    for name in ("", *SERVICE_NAMES):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, health_servicer, metrics)
+    listener = _health_listener(health_servicer)
+    authority.health.listeners.append(listener)  # before the first status: no change missed
+    await listener(authority.health.verdict)
+    return RunningServer(server, port, health_servicer, metrics, authority.health)
 
 
 async def stop_server(running: RunningServer, grace: float) -> None:
-    """Graceful stop. Health goes NOT_SERVING first so load balancers drain this replica; then
-    grpc refuses new calls and gives those in flight `grace` seconds before cancelling them."""
-    await running.health.enter_graceful_shutdown()
+    """Graceful stop. Health goes NOT_SERVING first, for good, so load balancers drain this
+    replica; then grpc refuses new calls and gives those in flight `grace` seconds before
+    cancelling them."""
+    await running.database_health.begin_shutdown()  # no verdict after this one is SERVING
+    await running.health.enter_graceful_shutdown()  # and grpc ignores any status set later
     await running.server.stop(grace)

@@ -24,6 +24,7 @@ from authsvc_gateway.metadata import metadata_paths, server_metadata
 from authsvc_gateway.openapi import openapi_document
 from authsvc_gateway.routes.authorize import AuthorizationEndpoints, LoginLimits
 from authsvc_gateway.routes.discovery import DiscoveryEndpoints
+from authsvc_gateway.routes.health import HealthEndpoints
 from authsvc_gateway.routes.introspect import IntrospectionEndpoint
 from authsvc_gateway.routes.revoke import RevocationEndpoint
 from authsvc_gateway.routes.token import TokenEndpoint
@@ -48,6 +49,7 @@ def create_app(
         server_metadata(config),
         openapi_document(config),
     )
+    health = HealthEndpoints(backend)
     # The endpoints programs call all the time: served by DirectRoutes, and by Starlette too for
     # the requests DirectRoutes passes on (first, as Starlette tries a regular expression each).
     client_endpoints = {
@@ -62,6 +64,8 @@ def create_app(
         Route(paths.CONSENT, authorization.consent, methods=["POST"]),
         Route(paths.JWKS, discovery.jwks, methods=["GET"]),
         Route(paths.OPENAPI, discovery.openapi, methods=["GET"]),
+        Route(paths.LIVENESS, health.liveness, methods=["GET"]),
+        Route(paths.READINESS, health.readiness, methods=["GET"]),
         *(
             Route(path, discovery.metadata, methods=["GET"])
             for path in metadata_paths(config.issuer)

@@ -18,6 +18,7 @@ from authsvc_client import AsyncAuthClient, ServiceCredentials
 from authsvc_client import AuthError as ClientAuthError
 from authsvc_client.v1 import authsvc_pb2 as pb
 from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authsvc_gateway.config import GATEWAY_SCOPES, GatewayConfig
 from authsvc_gateway.errors import (
@@ -81,6 +82,11 @@ class AuthorityBackend(Protocol):
         """TokenService.PublishKeys."""
         ...
 
+    async def ready(self) -> bool:
+        """Whether authsvc reports SERVING (grpc.health.v1): it and its database answer, and it
+        is not shutting down. Never raises: an unreachable authsvc is simply not ready."""
+        ...
+
 
 def gateway_error(exc: ClientAuthError) -> OAuthError:
     """The gateway's error for what authsvc answered, by its OAuth code.
@@ -119,10 +125,14 @@ class GrpcBackend:
         authenticated: AsyncAuthClient,
         anonymous: AsyncAuthClient,
         credentials: ServiceCredentials,
+        health: health_pb2_grpc.HealthStub,
+        timeout: float,
     ) -> None:
         self._client = authenticated
         self._anonymous = anonymous
         self._credentials = credentials
+        self._health = health
+        self._timeout = timeout
 
     @classmethod
     @asynccontextmanager
@@ -152,6 +162,8 @@ class GrpcBackend:
                     ),
                     AsyncAuthClient(channel, timeout=config.upstream_timeout),
                     credentials,
+                    health_pb2_grpc.HealthStub(channel),
+                    config.upstream_timeout,
                 )
         finally:
             token_channel.close()
@@ -238,6 +250,17 @@ class GrpcBackend:
 
     async def publish_keys(self, request: pb.PublishKeysRequest, /) -> pb.PublishKeysResponse:
         return await self._call(lambda auth: auth.publish_keys(), anonymous=True)
+
+    async def ready(self) -> bool:
+        # The overall service (""): authsvc sets it with its own services.
+        try:
+            answer = await self._health.Check(
+                health_pb2.HealthCheckRequest(), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.info("authsvc's health check failed: %s", exc.code().name)
+            return False
+        return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
 
     async def _call(
         self, call: Callable[[AsyncAuthClient], Awaitable[Reply]], *, anonymous: bool = False

@@ -135,3 +135,6 @@ class InProcessBackend:
 
     async def publish_keys(self, request: pb.PublishKeysRequest, /) -> pb.PublishKeysResponse:
         return publish_keys_message(self._authority)
+
+    async def ready(self) -> bool:
+        return self._authority.health.verdict.serving

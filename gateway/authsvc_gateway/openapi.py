@@ -16,6 +16,7 @@ from authsvc_gateway.metadata import metadata_paths
 _FORM = "application/x-www-form-urlencoded"
 _JSON = "application/json"
 _HTML = "text/html"
+_TEXT = "text/plain"
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -72,6 +73,8 @@ def openapi_document(config: GatewayConfig) -> dict[str, Any]:
                 "responses": {"200": {"description": "OpenAPI 3.1", "content": {_JSON: {}}}},
             }
         },
+        paths.LIVENESS: {"get": _liveness()},
+        paths.READINESS: {"get": _readiness()},
     }
     for index, path in enumerate(metadata_paths(config.issuer)):
         document_paths[path] = {"get": _metadata(suffix="" if index == 0 else "ForIssuerPath")}
@@ -216,6 +219,29 @@ def _jwks() -> dict[str, Any]:
                 {"Cache-Control": {"schema": {"type": "string"}}},
             ),
             "503": _UNAVAILABLE,
+        },
+    }
+
+
+def _text(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {_TEXT: {"schema": {"type": "string"}}}}
+
+
+def _liveness() -> dict[str, Any]:
+    return {
+        "summary": "Liveness: the gateway process serves HTTP",
+        "operationId": "liveness",
+        "responses": {"200": _text("Always, while the process serves")},
+    }
+
+
+def _readiness() -> dict[str, Any]:
+    return {
+        "summary": "Readiness: authsvc answers and its database does too (grpc.health.v1 SERVING)",
+        "operationId": "readiness",
+        "responses": {
+            "200": _text("Ready for token requests"),
+            "503": _text("authsvc or its database is unavailable, or authsvc is shutting down"),
         },
     }
 

@@ -14,6 +14,9 @@ JWKS: Final = "/.well-known/jwks.json"
 #: RFC 8414 §3; an issuer with a path adds it after this (`metadata_paths`).
 METADATA: Final = "/.well-known/oauth-authorization-server"
 OPENAPI: Final = "/openapi.json"
+#: Probes for balancers and orchestrators (`routes.health`).
+LIVENESS: Final = "/healthz"
+READINESS: Final = "/readyz"
 
 #: Endpoints a browser app calls with fetch(), and so the ones that answer CORS.
 CORS: Final = frozenset({TOKEN, REVOKE, JWKS, METADATA})

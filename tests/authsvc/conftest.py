@@ -1,6 +1,10 @@
-"""Fixtures for the core's tests: a registered app, a user, and token pairs issued over gRPC."""
+"""Fixtures for the core's tests: a registered app, a user, token pairs issued over gRPC, and a
+PostgreSQL server of the test's own to stop and start."""
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 from authsvc_client.v1 import authsvc_pb2 as pb
@@ -8,6 +12,7 @@ from authsvc_client.v1 import authsvc_pb2_grpc
 
 from authsvc.client_registry import RegisteredClient
 from authsvc.testing import RunningAuthority
+from tests.private_postgres import PrivatePostgres, unavailable_reason
 
 APP_REDIRECT_URI = "https://app.example/callback"
 APP_SCOPES = ("read", "write", "profile")
@@ -38,3 +43,18 @@ async def pair(
         pb.IssueTokenPairRequest(subject="alice", client_id=app.client_id, device_id="laptop"),
         metadata=admin,
     )
+
+
+@pytest.fixture
+async def private_postgres() -> AsyncIterator[PrivatePostgres]:
+    """A running PostgreSQL server of this test's own (skipped, saying why, where impossible)."""
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(f"cannot run a private PostgreSQL server: {reason}")
+    server = PrivatePostgres()
+    try:
+        await asyncio.to_thread(server.init)
+        await asyncio.to_thread(server.start)
+        yield server
+    finally:
+        await asyncio.to_thread(server.remove)

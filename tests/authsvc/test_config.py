@@ -73,6 +73,19 @@ def test_defaults_are_valid() -> None:
         ),
         pytest.param({"db_pool_size": 0}, "AUTHSVC_DB_POOL_SIZE", id="pool-empty"),
         pytest.param({"shutdown_grace": -1.0}, "AUTHSVC_SHUTDOWN_GRACE", id="grace-negative"),
+        pytest.param(
+            {"health_probe_interval": -1.0},
+            "AUTHSVC_HEALTH_PROBE_INTERVAL",
+            id="probe-interval-negative",
+        ),
+        pytest.param(
+            {"health_probe_timeout": 0.0}, "AUTHSVC_HEALTH_PROBE_TIMEOUT", id="probe-timeout-0"
+        ),
+        pytest.param(
+            {"health_probe_interval": 1.0, "health_probe_timeout": 1.5},
+            "AUTHSVC_HEALTH_PROBE_TIMEOUT",
+            id="probe-timeout-beyond-interval",
+        ),
         pytest.param({"log_level": "LOUD"}, "AUTHSVC_LOG_LEVEL", id="log-level"),
     ],
 )
@@ -96,6 +109,9 @@ def test_each_bad_value_names_its_variable(overrides: dict[str, Any], variable: 
         pytest.param("AUTHSVC_DEV", "0", "dev", False, id="bool-0"),
         pytest.param("AUTHSVC_HEARTBEAT_INTERVAL", "0.5", "heartbeat_interval", 0.5, id="float"),
         pytest.param("AUTHSVC_DB_POOL_SIZE", "3", "db_pool_size", 3, id="int"),
+        pytest.param(
+            "AUTHSVC_HEALTH_PROBE_TIMEOUT", "0.5", "health_probe_timeout", 0.5, id="probe-timeout"
+        ),
         pytest.param(
             "AUTHSVC_DATA_DIR", "/srv/authsvc", "data_dir", Path("/srv/authsvc"), id="path"
         ),
@@ -158,3 +174,9 @@ def test_an_empty_metrics_address_disables_metrics() -> None:
     # variables still mean "unset".
     assert Settings.from_env({"AUTHSVC_METRICS_ADDRESS": ""}).metrics_address == ""
     assert Settings.from_env({}).metrics_address == "127.0.0.1:9464"
+
+
+def test_a_probe_interval_of_zero_turns_the_database_probe_off() -> None:
+    # Health then reports the process only; the timeout, unused, needs no interval to fit in.
+    settings = Settings.from_env({"AUTHSVC_HEALTH_PROBE_INTERVAL": "0"})
+    assert (settings.health_probe_interval, settings.health_probe_timeout) == (0.0, 2.0)

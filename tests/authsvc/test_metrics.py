@@ -9,6 +9,8 @@ import grpc
 import pytest
 from authsvc_client.v1 import authsvc_pb2 as pb
 
+from tests.databases import table_renamed
+
 
 def _scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
@@ -41,3 +43,23 @@ async def test_revocation_gauge_follows_the_state(running, tokens, admin):
 
     text = await asyncio.to_thread(_scrape, port)
     assert "authsvc_revocation_entries 1.0" in text
+
+
+async def test_the_database_probe_is_counted_and_its_last_outcome_is_a_gauge(running):
+    port = running.server.metrics.serve("127.0.0.1:0")
+    text = await asyncio.to_thread(_scrape, port)
+    assert "authsvc_database_up" not in text  # no probe yet: no claim either way
+    assert 'authsvc_database_probes_total{outcome="failed"} 0.0' in text
+
+    await running.authority.health.probe_now()
+    text = await asyncio.to_thread(_scrape, port)
+    assert "authsvc_database_up 1.0" in text
+    assert "authsvc_database_probe_seconds " in text
+    async with table_renamed(running.settings.database_url, "revocation_events"):
+        await running.authority.health.probe_now()
+
+    text = await asyncio.to_thread(_scrape, port)
+    assert "authsvc_database_up 0.0" in text
+    assert 'authsvc_database_probes_total{outcome="answered"} 1.0' in text
+    assert 'authsvc_database_probes_total{outcome="failed"} 1.0' in text
+    assert 'authsvc_database_probes_total{outcome="timed_out"} 0.0' in text

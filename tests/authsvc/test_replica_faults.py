@@ -26,7 +26,7 @@ from authsvc_client.v1 import authsvc_pb2 as pb
 from authsvc.tokens import opaque
 from tests.databases import asyncpg_dsn
 from tests.fleet import Fleet, Replica
-from tests.private_postgres import PrivatePostgres, unavailable_reason
+from tests.private_postgres import PrivatePostgres
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.postgres
@@ -235,20 +235,6 @@ async def test_a_replica_killed_under_load_loses_nothing(fleet: Fleet) -> None:
     assert losses.total == 0
     # Calls the dead replica had in flight: the transport says UNAVAILABLE.
     assert set(ledger.failures) <= {"UNAVAILABLE"}
-
-
-@pytest.fixture
-async def private_postgres() -> AsyncIterator[PrivatePostgres]:
-    reason = unavailable_reason()
-    if reason:
-        pytest.skip(f"cannot run a private PostgreSQL server: {reason}")
-    server = PrivatePostgres()
-    try:
-        await asyncio.to_thread(server.init)
-        await asyncio.to_thread(server.start)
-        yield server
-    finally:
-        await asyncio.to_thread(server.remove)
 
 
 async def _listeners(database_url: str, expected: int) -> bool:

@@ -164,6 +164,10 @@ async def test_sigterm_stops_authsvc_serve_gracefully(served) -> None:
     _, stderr = await process.communicate()
     assert returncode == 0, stderr.decode()[-2000:]
     assert b'"message": "stopped"' in stderr
+    # Background work (the database health probe among it) stopped cleanly: nothing left
+    # running, nothing complained about on the way out.
+    for complaint in (b"Task was destroyed", b'"level": "warning"', b'"level": "error"'):
+        assert complaint not in stderr, stderr.decode()[-2000:]
     async with grpc.aio.insecure_channel(address) as channel:
         late = authsvc_pb2_grpc.TokenServiceStub(channel).PublishKeys(
             pb.PublishKeysRequest(), timeout=2

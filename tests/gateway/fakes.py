@@ -14,13 +14,15 @@ JWKS_JSON = '{"keys":[]}'
 
 @dataclass
 class FakeBackend:
-    """Clients and users in dicts; every call recorded; `failure` makes every call raise."""
+    """Clients and users in dicts; every call recorded; `failure` makes every call raise;
+    `serving` is what authsvc's health would say."""
 
     clients: dict[str, tuple[pb.Client, str]] = field(default_factory=dict)
     users: dict[str, tuple[str, str]] = field(default_factory=dict)
     calls: list[tuple[str, Message]] = field(default_factory=list)
     failure: OAuthError | None = None
     max_age_seconds: int = 300
+    serving: bool = True  # what `ready()` answers
 
     def add_client(self, client_id: str, secret: str = "", **fields: object) -> pb.Client:
         client = pb.Client(client_id=client_id, public=not secret, **fields)  # type: ignore[arg-type]
@@ -95,6 +97,9 @@ class FakeBackend:
     async def publish_keys(self, request: pb.PublishKeysRequest, /) -> pb.PublishKeysResponse:
         self._called("publish_keys", request)
         return pb.PublishKeysResponse(jwks_json=JWKS_JSON, max_age_seconds=self.max_age_seconds)
+
+    async def ready(self) -> bool:
+        return self.serving
 
 
 def _pair() -> pb.TokenPair:
