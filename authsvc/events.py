@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from authsvc.clock import Clock
@@ -61,7 +62,10 @@ class RevocationFeed:
         self.cursor = 0
 
     async def start(self) -> None:
-        """Load every revocation still in force, then tail from there."""
+        """Name the event stream if this is the database's first open, load every revocation
+        still in force, then tail from there."""
+        async with self._store.transaction() as tx:
+            await tx.name_event_stream(secrets.token_hex(16))
         async with self._store.transaction(readonly=True, bulk=True) as tx:
             in_force = await tx.events_in_force(self._clock.now())
             self.cursor = await tx.last_event_cursor()

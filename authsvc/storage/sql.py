@@ -38,6 +38,7 @@ from authsvc.storage.group_commit import UNAVAILABLE, GroupCommit, InlineConnect
 from authsvc.storage.records import (
     AuthorizationCodeRecord,
     ClientRecord,
+    EventStreamRecord,
     FamilyRecord,
     KeyRecord,
     RefreshTokenRecord,
@@ -697,15 +698,26 @@ class Tx:
     async def append_events(self, events: Iterable[RevocationEventRecord]) -> list[int]:
         """Append events (their `cursor` is ignored and assigned here); the new cursors.
 
+        Cursors come from `event_stream.last_cursor`, never from the table's own rows: the newest
+        events may have been purged, and their cursors must not be handed out again.
+
         On PostgreSQL this also sends NOTIFY on `EVENTS_CHANNEL` with the last cursor; the server
         delivers it to every listening replica when, and only if, this transaction commits.
         """
         await self.lock(EVENT_APPEND_LOCK)
-        cursors = []
-        for event in events:
-            result = await self._exec(
-                insert(t.revocation_events)
-                .values(
+        events = list(events)
+        if not events:
+            return []
+        s = t.event_stream
+        result = await self._exec(
+            update(s).values(last_cursor=s.c.last_cursor + len(events)).returning(s.c.last_cursor)
+        )
+        last = int(result.scalar_one())
+        cursors = list(range(last - len(events) + 1, last + 1))
+        for cursor, event in zip(cursors, events, strict=True):
+            await self._exec(
+                insert(t.revocation_events).values(
+                    cursor=cursor,
                     occurred_at=event.occurred_at,
                     expires_at=event.expires_at,
                     kind=event.kind,
@@ -713,10 +725,8 @@ class Tx:
                     not_before=event.not_before,
                     state=event.state,
                 )
-                .returning(t.revocation_events.c.cursor)
             )
-            cursors.append(int(result.scalar_one()))
-        if cursors and not self.sqlite:
+        if not self.sqlite:
             await self._exec(select(func.pg_notify(EVENTS_CHANNEL, str(cursors[-1]))))
         return cursors
 
@@ -735,9 +745,23 @@ class Tx:
         )
         return [_event(row) for row in result]
 
+    async def event_stream(self) -> EventStreamRecord:
+        """This database's event stream: its identity and newest cursor (one row, made by the
+        migrations; the id is empty until `name_event_stream`)."""
+        row = (await self._exec(select(t.event_stream))).one()
+        return EventStreamRecord(stream_id=row.stream_id, last_cursor=int(row.last_cursor))
+
+    async def name_event_stream(self, stream_id: str) -> EventStreamRecord:
+        """Give the event stream `stream_id` unless it has a name already; the stream as it is
+        now. Of replicas racing to name it, the first to commit wins and the others read its
+        name (PostgreSQL checks the condition again once the row is free)."""
+        s = t.event_stream
+        await self._exec(update(s).where(s.c.stream_id == "").values(stream_id=stream_id))
+        return await self.event_stream()
+
     async def last_event_cursor(self) -> int:
-        result = await self._exec(select(func.max(t.revocation_events.c.cursor)))
-        return int(result.scalar_one() or 0)
+        """The newest cursor ever assigned, whether or not its event has been purged since."""
+        return (await self.event_stream()).last_cursor
 
     async def append_audit(
         self,

@@ -22,12 +22,14 @@ BOUND = 5.0  # seconds: no event takes this long to arrive on a loopback stream
 async def next_event(
     call: grpc.aio.UnaryStreamCall, *, heartbeats: bool = False
 ) -> pb.RevocationEvent:
-    """The next event on the stream, skipping heartbeats unless asked for them."""
-    while True:
-        event: pb.RevocationEvent = await asyncio.wait_for(call.read(), BOUND)
-        assert event != grpc.aio.EOF
-        if heartbeats or event.WhichOneof("event") != "heartbeat":
-            return event
+    """The next event on the stream, skipping heartbeats unless asked for them (within BOUND in
+    all: a live stream sends heartbeats forever)."""
+    async with asyncio.timeout(BOUND):
+        while True:
+            event: pb.RevocationEvent = await call.read()
+            assert event != grpc.aio.EOF
+            if heartbeats or event.WhichOneof("event") != "heartbeat":
+                return event
 
 
 async def events_until(
@@ -54,6 +56,12 @@ def describe(event: pb.RevocationEvent) -> tuple[str, str]:
     if kind == "heartbeat":
         return kind, ""
     return kind, getattr(event, kind)
+
+
+async def newest_cursor(running: RunningAuthority) -> int:
+    """The newest cursor in the database (the feed may not have read it yet)."""
+    async with running.authority.ctx.store.transaction(readonly=True) as tx:
+        return await tx.last_event_cursor()
 
 
 async def issue(tokens: Stub, admin: Metadata, app: RegisteredClient, device: str) -> pb.TokenPair:
@@ -201,4 +209,26 @@ async def test_a_new_revocation_is_streamed_live(chatty: RunningAuthority) -> No
         finally:
             call.cancel()
     assert describe(event) == ("family_revoked", pair.family_id)
+    assert event.cursor > latest
+
+
+async def test_a_revocation_after_the_newest_events_were_purged_is_streamed(
+    running: RunningAuthority, tokens: Stub, admin, app: RegisteredClient
+) -> None:
+    old = await issue(tokens, admin, app, "old")
+    await tokens.RevokeFamily(pb.RevokeFamilyRequest(family_id=old.family_id), metadata=admin)
+    latest = await newest_cursor(running)
+    call = tokens.WatchRevocations(pb.WatchRevocationsRequest(cursor=latest), metadata=admin)
+    try:
+        assert (await next_event(call, heartbeats=True)).WhichOneof("event") == "heartbeat"
+        running.clock.advance(running.settings.longest_access_token_life + 1)
+        report = await running.authority.run_maintenance()
+        assert report.purged["revocation_events"] == 1  # the newest event is gone
+        admin = bearer(await running.admin_token())
+        new = await issue(tokens, admin, app, "new")
+        await tokens.RevokeFamily(pb.RevokeFamilyRequest(family_id=new.family_id), metadata=admin)
+        event = await next_event(call)
+    finally:
+        call.cancel()
+    assert describe(event) == ("family_revoked", new.family_id)
     assert event.cursor > latest
