@@ -1,4 +1,5 @@
-"""WatchRevocations over gRPC: replay from cursor 0, resume from a cursor, live events, heartbeats."""
+"""WatchRevocations over gRPC: replay from cursor 0, resume from a cursor, live events, heartbeats,
+and the stream id that tells a cursor from another database (or from after a restore)."""
 
 from __future__ import annotations
 
@@ -232,3 +233,61 @@ async def test_a_revocation_after_the_newest_events_were_purged_is_streamed(
         call.cancel()
     assert describe(event) == ("family_revoked", new.family_id)
     assert event.cursor > latest
+
+
+async def stream_of(running: RunningAuthority) -> str:
+    async with running.authority.ctx.store.transaction(readonly=True) as tx:
+        return (await tx.event_stream()).stream_id
+
+
+async def test_every_message_names_the_databases_stream(
+    running: RunningAuthority, tokens: Stub, admin, app: RegisteredClient
+) -> None:
+    pair = await issue(tokens, admin, app, "laptop")
+    await tokens.RevokeFamily(pb.RevokeFamilyRequest(family_id=pair.family_id), metadata=admin)
+    call = tokens.WatchRevocations(pb.WatchRevocationsRequest(cursor=0), metadata=admin)
+    try:
+        events = await events_until(call, {("family_revoked", pair.family_id)})
+        beat = await next_event(call, heartbeats=True)
+    finally:
+        call.cancel()
+    assert beat.WhichOneof("event") == "heartbeat"
+    assert {e.stream_id for e in [*events, beat]} == {await stream_of(running)}
+
+
+async def test_resuming_in_the_same_stream_carries_on(
+    running: RunningAuthority, tokens: Stub, admin, app: RegisteredClient
+) -> None:
+    first, second = [await issue(tokens, admin, app, d) for d in ("a", "b")]
+    await tokens.RevokeFamily(pb.RevokeFamilyRequest(family_id=first.family_id), metadata=admin)
+    resume_at = await newest_cursor(running)
+    await tokens.RevokeFamily(pb.RevokeFamilyRequest(family_id=second.family_id), metadata=admin)
+    request = pb.WatchRevocationsRequest(cursor=resume_at, stream_id=await stream_of(running))
+    call = tokens.WatchRevocations(request, metadata=admin)
+    try:
+        event = await next_event(call)
+    finally:
+        call.cancel()
+    assert describe(event) == ("family_revoked", second.family_id)
+
+
+@pytest.mark.parametrize(
+    ("stream_id", "ahead", "why"),
+    [
+        pytest.param("a1" * 16, 0, "reset or replaced", id="another-databases-stream"),
+        pytest.param(None, 1, "restored from an older backup", id="cursor-ahead-same-stream"),
+        pytest.param("", 1, "restored from an older backup", id="cursor-ahead-old-client"),
+    ],
+)
+async def test_a_cursor_not_in_this_databases_stream_is_out_of_range(
+    running: RunningAuthority, tokens: Stub, admin, stream_id: str | None, ahead: int, why: str
+) -> None:
+    stream_id = await stream_of(running) if stream_id is None else stream_id
+    cursor = await newest_cursor(running) + ahead
+    request = pb.WatchRevocationsRequest(cursor=cursor, stream_id=stream_id)
+    call = tokens.WatchRevocations(request, metadata=admin)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await next_event(call, heartbeats=True)
+    assert raised.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    assert why in (raised.value.details() or "")
+    assert "from cursor 0" in (raised.value.details() or "")
