@@ -104,6 +104,14 @@ class _FeedBase:
         )
         return True
 
+    def _drop_refused_token(self, exc: grpc.RpcError | AuthError) -> None:
+        """authsvc refused our own token (UNAUTHENTICATED), say because the keys that signed it
+        went with a replaced database: fetch a fresh one next time instead of presenting this
+        one until it expires."""
+        refused = isinstance(exc, grpc.RpcError) and _status(exc) == grpc.StatusCode.UNAUTHENTICATED
+        if refused and self._credentials is not None:
+            self._credentials.invalidate()
+
     def _wake_key_refresh(self) -> None:
         raise NotImplementedError
 
@@ -166,6 +174,7 @@ class AsyncAuthorityFeed(_FeedBase):
                     pb.PublishKeysRequest(), metadata=await self._metadata(), timeout=_CALL_TIMEOUT
                 )
             except (grpc.RpcError, AuthError) as exc:
+                self._drop_refused_token(exc)
                 log.warning("authsvc key refresh failed: %s", _describe(exc))
                 return False
             self._install(answer)
@@ -203,6 +212,7 @@ class AsyncAuthorityFeed(_FeedBase):
             except (grpc.RpcError, AuthError) as exc:
                 if self._started_over(exc):
                     continue
+                self._drop_refused_token(exc)
                 log.warning("authsvc revocation stream failed: %s", _describe(exc))
             except Exception:
                 # A bug must not end the subscription for good; staleness would then reject
@@ -280,6 +290,7 @@ class ThreadedAuthorityFeed(_FeedBase):
                     pb.PublishKeysRequest(), metadata=self._metadata(), timeout=_CALL_TIMEOUT
                 )
             except (grpc.RpcError, AuthError) as exc:
+                self._drop_refused_token(exc)
                 log.warning("authsvc key refresh failed: %s", _describe(exc))
                 return False
             self._install(answer)
@@ -318,6 +329,7 @@ class ThreadedAuthorityFeed(_FeedBase):
                     return
                 if self._started_over(exc):
                     continue
+                self._drop_refused_token(exc)
                 log.warning("authsvc revocation stream failed: %s", _describe(exc))
             except Exception:
                 log.exception("authsvc revocation stream: unexpected error; reconnecting")
