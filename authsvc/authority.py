@@ -14,7 +14,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Concatenate, Literal, ParamSpec, TypeVar
 
 from cryptography.hazmat.primitives import hashes
@@ -34,7 +35,7 @@ from authsvc.authenticated_clients import AuthenticatedClients
 from authsvc.clock import Clock, SystemClock
 from authsvc.config import ConfigError, Settings
 from authsvc.context import AuthorityContext
-from authsvc.events import RevocationFeed
+from authsvc.events import RevocationFeed, Subscription
 from authsvc.health import DatabaseHealth
 from authsvc.keys.ring import KeyRing
 from authsvc.keys.rotation import RotationResult, reload_keys, rotate_keys
@@ -44,7 +45,7 @@ from authsvc.revocation_state import RevocationState
 from authsvc.storage import migrate
 from authsvc.storage.engine import create_engine
 from authsvc.storage.notifications import EventNotifications
-from authsvc.storage.records import ClientRecord, FamilyRecord, RevocationEventRecord
+from authsvc.storage.records import ClientRecord, FamilyRecord
 from authsvc.storage.sql import SqlStore, database_errors, retry_conflicts
 from authsvc.tokens.access import AccessClaims
 from authsvc.verification import Verifier
@@ -168,10 +169,12 @@ class Authority:
         return await revocation.list_sessions(self.ctx, subject)
 
     def subscribe(
-        self, cursor: int, heartbeat: float | None = None
-    ) -> AsyncIterator[RevocationEventRecord | None]:
+        self, cursor: int, heartbeat: float | None = None, *, stream_id: str = ""
+    ) -> AbstractAsyncContextManager[Subscription]:
+        """`async with` it for the events after `cursor` of stream `stream_id`; see
+        `RevocationFeed.subscribe`."""
         interval = self.settings.heartbeat_interval if heartbeat is None else heartbeat
-        return self.ctx.feed.subscribe(cursor, interval)
+        return self.ctx.feed.subscribe(cursor, interval, stream_id=stream_id)
 
     # keys
 

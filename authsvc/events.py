@@ -7,6 +7,10 @@ this replica; on PostgreSQL, by a NOTIFY from any replica's commit) and every po
 
 Tailing `cursor > last` never skips an event: appends are serialised by a lock held until commit,
 so cursors become visible in increasing order (see `authsvc.storage.sql.EVENT_APPEND_LOCK`).
+
+Cursors count the events of one database, whose stream has an id of its own (`event_stream`). A
+subscriber's cursor from another database (reset, replaced) or from after a restored backup is not
+resumed from: `classify_cursor` decides, and the subscriber is told to start over.
 """
 
 from __future__ import annotations
@@ -14,13 +18,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from enum import Enum
 
 from authsvc.clock import Clock
 from authsvc.errors import TemporarilyUnavailable
 from authsvc.revocation_state import RevocationState
 from authsvc.storage.notifications import EventNotifications
-from authsvc.storage.records import RevocationEventRecord
+from authsvc.storage.records import EventStreamRecord, RevocationEventRecord
 from authsvc.storage.sql import SqlStore
 
 log = logging.getLogger(__name__)
@@ -30,6 +38,71 @@ SUBSCRIBER_QUEUE = 10_000
 
 class SubscriberTooSlow(Exception):
     """A subscriber fell too far behind; it should reconnect from its last cursor."""
+
+
+class Resumption(Enum):
+    """What a subscriber's cursor means in this database's event stream."""
+
+    FRESH_START = "fresh_start"  # cursor 0: every revocation still in force
+    RESUME = "resume"  # the events after the cursor
+    OTHER_STREAM = "other_stream"  # another database's cursor: start over
+    AHEAD_OF_STREAM = "ahead_of_stream"  # past the newest event ever written here: start over
+
+
+def classify_cursor(cursor: int, stream_id: str, stream: EventStreamRecord) -> Resumption:
+    """The pure decision behind `subscribe`. `stream_id` names the stream the subscriber's cursor
+    came from; empty when it does not know (a client, or the server it last heard, older than
+    stream ids), and then only a cursor past the newest event gives a replaced database away.
+
+    A database restored from a backup keeps its stream id but forgets the events written after
+    the backup, so a cursor past its `last_cursor` is one of those. Once the restored database
+    has written past that cursor, nothing tells the two apart.
+    """
+    if cursor == 0:
+        return Resumption.FRESH_START
+    if stream_id and stream_id != stream.stream_id:
+        return Resumption.OTHER_STREAM
+    if cursor > stream.last_cursor:
+        return Resumption.AHEAD_OF_STREAM
+    return Resumption.RESUME
+
+
+_WHY_START_OVER = {
+    Resumption.OTHER_STREAM: (
+        "cursor {cursor} counts the events of stream {theirs}, not of this database's stream "
+        "{ours}: authsvc's database was reset or replaced"
+    ),
+    Resumption.AHEAD_OF_STREAM: (
+        "cursor {cursor} is past the newest event ({last}) of this database's stream {ours}: "
+        "authsvc's database was restored from an older backup or reset"
+    ),
+}
+
+
+class CursorNotInStream(Exception):
+    """The subscriber's cursor does not count in this database's events: it must subscribe
+    again from cursor 0, keeping the revocations it holds (this database may not know them)."""
+
+    def __init__(
+        self, resumption: Resumption, cursor: int, stream_id: str, stream: EventStreamRecord
+    ) -> None:
+        why = _WHY_START_OVER[resumption].format(
+            cursor=cursor, theirs=stream_id, ours=stream.stream_id, last=stream.last_cursor
+        )
+        super().__init__(
+            f"{why}; subscribe again from cursor 0 without a stream_id, and keep the "
+            "revocations already known until they expire"
+        )
+        self.resumption = resumption
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """An open subscription: the stream its cursors count in, and its events (None is a
+    heartbeat)."""
+
+    stream_id: str
+    events: AsyncIterator[RevocationEventRecord | None]
 
 
 class RevocationFeed:
@@ -61,7 +134,10 @@ class RevocationFeed:
         self.cursor = 0
 
     async def start(self) -> None:
-        """Load every revocation still in force, then tail from there."""
+        """Name the event stream if this is the database's first open, load every revocation
+        still in force, then tail from there."""
+        async with self._store.transaction() as tx:
+            await tx.name_event_stream(secrets.token_hex(16))
         async with self._store.transaction(readonly=True, bulk=True) as tx:
             in_force = await tx.events_in_force(self._clock.now())
             self.cursor = await tx.last_event_cursor()
@@ -140,37 +216,52 @@ class RevocationFeed:
                 queue.get_nowait()
             queue.put_nowait(None)
 
+    @asynccontextmanager
     async def subscribe(
-        self, cursor: int, heartbeat: float
-    ) -> AsyncIterator[RevocationEventRecord | None]:
+        self, cursor: int, heartbeat: float, *, stream_id: str = ""
+    ) -> AsyncIterator[Subscription]:
         """Events after `cursor` (every revocation in force for 0), then live ones; None is a
-        heartbeat after `heartbeat` seconds of silence."""
+        heartbeat after `heartbeat` seconds of silence. `stream_id` is the stream the cursor came
+        from; CursorNotInStream when it is not this database's (see `classify_cursor`)."""
         queue: asyncio.Queue[RevocationEventRecord | None] = asyncio.Queue(SUBSCRIBER_QUEUE)
         self._subscribers.add(queue)
         try:
-            last = cursor
             async with self._store.transaction(readonly=True, bulk=True) as tx:
-                if cursor == 0:
+                stream = await tx.event_stream()
+                resumption = classify_cursor(cursor, stream_id, stream)
+                if resumption is Resumption.FRESH_START:
                     backlog = await tx.events_in_force(self._clock.now())
-                else:
+                elif resumption is Resumption.RESUME:
                     backlog = await tx.events_after(cursor, limit=1_000_000)
-            for event in backlog:
-                yield event
-                last = max(last, event.cursor)
-            yield None  # caught up: the subscriber now holds every revocation in force
-            while True:
-                try:
-                    async with asyncio.timeout(heartbeat):  # see _tail: not wait_for
-                        item = await queue.get()
-                except TimeoutError:
-                    yield None
-                    continue
-                if item is None:
-                    if queue not in self._subscribers:
-                        raise SubscriberTooSlow("subscriber fell behind; resume from cursor")
-                    return
-                if item.cursor > last:
-                    last = item.cursor
-                    yield item
+                else:
+                    raise CursorNotInStream(resumption, cursor, stream_id, stream)
+            yield Subscription(stream.stream_id, self._deliver(queue, cursor, backlog, heartbeat))
         finally:
             self._subscribers.discard(queue)
+
+    async def _deliver(
+        self,
+        queue: asyncio.Queue[RevocationEventRecord | None],
+        cursor: int,
+        backlog: Sequence[RevocationEventRecord],
+        heartbeat: float,
+    ) -> AsyncIterator[RevocationEventRecord | None]:
+        last = cursor
+        for event in backlog:
+            yield event
+            last = max(last, event.cursor)
+        yield None  # caught up: the subscriber now holds every revocation in force
+        while True:
+            try:
+                async with asyncio.timeout(heartbeat):  # see _tail: not wait_for
+                    item = await queue.get()
+            except TimeoutError:
+                yield None
+                continue
+            if item is None:
+                if queue not in self._subscribers:
+                    raise SubscriberTooSlow("subscriber fell behind; resume from cursor")
+                return
+            if item.cursor > last:
+                last = item.cursor
+                yield item

@@ -75,14 +75,17 @@ def load_refresh_tokens(path: Path, tokens: int) -> None:
 
 
 def load_revoked_families(path: Path, families: int) -> None:
-    """`families` family revocations still in force, as `revoke_family` appends them."""
+    """`families` family revocations still in force, as `revoke_family` appends them (cursors
+    taken from the event stream's row, so the service's next event does not reuse one)."""
     now = time.time()
     with _bulk_connection(path) as conn:
+        (last,) = conn.execute("SELECT last_cursor FROM event_stream").fetchone()
         conn.executemany(
-            "INSERT INTO revocation_events (occurred_at, expires_at, kind, value) "
-            "VALUES (?, ?, 'family', ?)",
-            ((now, now + 3600, f"revoked-{i:08d}") for i in range(families)),
+            "INSERT INTO revocation_events (cursor, occurred_at, expires_at, kind, value) "
+            "VALUES (?, ?, ?, 'family', ?)",
+            ((last + 1 + i, now, now + 3600, f"revoked-{i:08d}") for i in range(families)),
         )
+        conn.execute("UPDATE event_stream SET last_cursor = ?", (last + families,))
 
 
 def _bulk_connection(path: Path) -> sqlite3.Connection:

@@ -124,8 +124,17 @@ class PostgresDatabases:
 
     async def create(self, *, empty: bool = False) -> str:
         """A new database, migrated to head (copied from the template) unless `empty`; its URL."""
+        return await self._copy_of("template0" if empty else self.template)
+
+    async def copy(self, url: str) -> str:
+        """A copy of the database at `url` as it is now (nothing may be connected to it); the
+        copy's URL."""
+        source = make_url(url).database
+        assert source is not None
+        return await self._copy_of(source)
+
+    async def _copy_of(self, template: str) -> str:
         name = f"{PREFIX}_db_{os.getpid()}_{secrets.token_hex(4)}"
-        template = "template0" if empty else self.template
         conn = await self._admin()
         try:
             await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')

@@ -20,7 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from authsvc.authority import Authority
 from authsvc.errors import AuthError, InvalidRequest, ServerError
-from authsvc.events import SubscriberTooSlow
+from authsvc.events import CursorNotInStream, SubscriberTooSlow
 from authsvc.introspection import Introspection
 from authsvc.issuance import IssuedAccessToken, IssuedTokenPair
 from authsvc.metrics import Metrics
@@ -154,11 +154,12 @@ def client_message(client: ClientRecord) -> pb.Client:
     )
 
 
-def event_message(event: RevocationEventRecord) -> pb.RevocationEvent:
+def event_message(event: RevocationEventRecord, stream_id: str) -> pb.RevocationEvent:
     message = pb.RevocationEvent(
         cursor=event.cursor,
         occurred_at=_timestamp(event.occurred_at),
         expires_at=_timestamp(event.expires_at),
+        stream_id=stream_id,
     )
     if event.kind == "family":
         message.family_revoked = event.value
@@ -322,15 +323,22 @@ class TokenService(pb_grpc.TokenServiceServicer):
         self, request: pb.WatchRevocationsRequest, context: Context
     ) -> AsyncIterator[pb.RevocationEvent]:
         last = request.cursor
+        subscription = self._authority.subscribe(request.cursor, stream_id=request.stream_id)
         try:
-            async for event in self._authority.subscribe(request.cursor):
-                if event is None:
-                    yield pb.RevocationEvent(cursor=last, heartbeat=pb.Heartbeat())
-                    continue
-                last = event.cursor
-                message = event_message(event)
-                if message.WhichOneof("event") is not None:  # not this service's own events
-                    yield message
+            async with subscription as opened:
+                async for event in opened.events:
+                    if event is None:
+                        yield pb.RevocationEvent(
+                            cursor=last, heartbeat=pb.Heartbeat(), stream_id=opened.stream_id
+                        )
+                        continue
+                    last = event.cursor
+                    message = event_message(event, opened.stream_id)
+                    if message.WhichOneof("event") is not None:  # not this service's own events
+                        yield message
+        except CursorNotInStream as exc:
+            # Not an OAuth error: the stream's own "start over" (see the proto).
+            await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
         except SubscriberTooSlow:
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED, "fell behind; resume from cursor"

@@ -98,3 +98,12 @@ class RevocationEventRecord:
     value: str
     not_before: float | None = None
     state: str | None = None
+
+
+@dataclass(frozen=True)
+class EventStreamRecord:
+    """The sequence the revocation events of one database form: its identity, and the newest
+    cursor ever assigned in it (purges never lower it; restoring a backup does)."""
+
+    stream_id: str
+    last_cursor: int

@@ -145,6 +145,20 @@ Index(
     postgresql_where=JTI_EVENTS,
 )
 
+# One row: the identity of this database's sequence of revocation events, and where it stands.
+# `stream_id` is random, chosen by the first authsvc that opens the database (empty until then), so
+# two databases never share it; a subscriber's cursor means something only in the stream it came
+# from. `last_cursor` is the newest cursor ever assigned: events take their cursors from it, so
+# purging the newest events never hands their cursors out again. A restore from a backup brings
+# back an older `last_cursor`, which is how a cursor from after the backup is recognised
+# (`authsvc.events.classify_cursor`).
+event_stream = Table(
+    "event_stream",
+    metadata,
+    Column("stream_id", String(32), primary_key=True),
+    Column("last_cursor", BigInteger, nullable=False),
+)
+
 audit_events = Table(
     "audit_events",
     metadata,

@@ -39,6 +39,7 @@ from authsvc.storage.group_commit import UNAVAILABLE, GroupCommit, InlineConnect
 from authsvc.storage.records import (
     AuthorizationCodeRecord,
     ClientRecord,
+    EventStreamRecord,
     FamilyRecord,
     KeyRecord,
     RefreshTokenRecord,
@@ -717,15 +718,28 @@ class Tx:
         with None for a `jti` event the table already holds (that jti is revoked already, by an
         earlier or a concurrent transaction: the unique index decides, not a read).
 
+        Cursors come from `event_stream.last_cursor`, never from the table's own rows: the newest
+        events may have been purged, and their cursors must not be handed out again.
+
         On PostgreSQL this also sends NOTIFY on `EVENTS_CHANNEL` with the last cursor; the server
         delivers it to every listening replica when, and only if, this transaction commits.
         """
         await self.lock(EVENT_APPEND_LOCK)
+        events = list(events)
+        if not events:
+            return []
+        s = t.event_stream
+        result = await self._exec(
+            update(s).values(last_cursor=s.c.last_cursor + len(events)).returning(s.c.last_cursor)
+        )
+        last = int(result.scalar_one())
+        statement = _APPEND_EVENT["sqlite" if self.sqlite else "postgresql"]
         cursors: list[int | None] = []
-        for event in events:
+        for cursor, event in zip(range(last - len(events) + 1, last + 1), events, strict=True):
             result = await self._exec(
-                _APPEND_EVENT["sqlite" if self.sqlite else "postgresql"],
+                statement,
                 {
+                    "cursor": cursor,
                     "occurred_at": event.occurred_at,
                     "expires_at": event.expires_at,
                     "kind": event.kind,
@@ -734,9 +748,15 @@ class Tx:
                     "state": event.state,
                 },
             )
-            cursor = result.scalar_one_or_none()
-            cursors.append(None if cursor is None else int(cursor))
+            # A jti revoked already keeps its first event, and this cursor goes unused.
+            cursors.append(cursor if result.scalar_one_or_none() is not None else None)
         appended = [c for c in cursors if c is not None]
+        used = max(appended, default=last - len(events))
+        if used != last:
+            # Hand the unused cursors at the end back (this transaction holds the stream's row),
+            # so revoking a token again changes nothing; one between two events stays a gap,
+            # which no subscriber can tell from a purged event.
+            await self._exec(update(s).values(last_cursor=used))
         if appended and not self.sqlite:
             await self._exec(select(func.pg_notify(EVENTS_CHANNEL, str(appended[-1]))))
         return cursors
@@ -756,9 +776,23 @@ class Tx:
         )
         return [_event(row) for row in result]
 
+    async def event_stream(self) -> EventStreamRecord:
+        """This database's event stream: its identity and newest cursor (one row, made by the
+        migrations; the id is empty until `name_event_stream`)."""
+        row = (await self._exec(select(t.event_stream))).one()
+        return EventStreamRecord(stream_id=row.stream_id, last_cursor=int(row.last_cursor))
+
+    async def name_event_stream(self, stream_id: str) -> EventStreamRecord:
+        """Give the event stream `stream_id` unless it has a name already; the stream as it is
+        now. Of replicas racing to name it, the first to commit wins and the others read its
+        name (PostgreSQL checks the condition again once the row is free)."""
+        s = t.event_stream
+        await self._exec(update(s).where(s.c.stream_id == "").values(stream_id=stream_id))
+        return await self.event_stream()
+
     async def last_event_cursor(self) -> int:
-        result = await self._exec(select(func.max(t.revocation_events.c.cursor)))
-        return int(result.scalar_one() or 0)
+        """The newest cursor ever assigned, whether or not its event has been purged since."""
+        return (await self.event_stream()).last_cursor
 
     async def append_audit(
         self,

@@ -175,11 +175,17 @@ class AuthClient:
             pb.ListSessionsResponse,
         )
 
-    def watch_revocations(self, cursor: int = 0) -> Iterator[pb.RevocationEvent]:
-        """Revocations and key changes in order from `cursor` (0 replays those in force)."""
-        call = self._tokens.WatchRevocations(
-            pb.WatchRevocationsRequest(cursor=cursor), metadata=self._metadata()
-        )
+    def watch_revocations(
+        self, cursor: int = 0, *, stream_id: str = ""
+    ) -> Iterator[pb.RevocationEvent]:
+        """Revocations and key changes in order from `cursor` (0 replays those in force).
+
+        Resume with the `cursor` and `stream_id` of the last event seen. An `AuthError` with
+        status OUT_OF_RANGE means authsvc's database no longer has that cursor (reset, replaced,
+        restored): start again from 0 without a stream id, keeping what you know.
+        """
+        request = pb.WatchRevocationsRequest(cursor=cursor, stream_id=stream_id)
+        call = self._tokens.WatchRevocations(request, metadata=self._metadata())
         try:
             yield from call
         except grpc.RpcError as exc:
@@ -399,11 +405,17 @@ class AsyncAuthClient:
         request = pb.ListSessionsRequest(subject=subject)
         return await self._unary(self._tokens.ListSessions, request, pb.ListSessionsResponse)
 
-    async def watch_revocations(self, cursor: int = 0) -> AsyncIterator[pb.RevocationEvent]:
-        """Revocations and key changes in order from `cursor` (0 replays those in force)."""
-        call = self._tokens.WatchRevocations(
-            pb.WatchRevocationsRequest(cursor=cursor), metadata=await self._metadata()
-        )
+    async def watch_revocations(
+        self, cursor: int = 0, *, stream_id: str = ""
+    ) -> AsyncIterator[pb.RevocationEvent]:
+        """Revocations and key changes in order from `cursor` (0 replays those in force).
+
+        Resume with the `cursor` and `stream_id` of the last event seen. An `AuthError` with
+        status OUT_OF_RANGE means authsvc's database no longer has that cursor (reset, replaced,
+        restored): start again from 0 without a stream id, keeping what you know.
+        """
+        request = pb.WatchRevocationsRequest(cursor=cursor, stream_id=stream_id)
+        call = self._tokens.WatchRevocations(request, metadata=await self._metadata())
         try:
             async for event in call:
                 yield event

@@ -5,6 +5,10 @@ A feed runs two loops next to the protected service: one refreshes the key cache
 open and applies its events, reconnecting with jittered exponential backoff and resuming from the
 last cursor. `AsyncAuthorityFeed` runs them as asyncio tasks, `ThreadedAuthorityFeed` on daemon
 threads for sync gRPC servers. Both refresh keys single-flight.
+
+When authsvc's database was reset, replaced or restored, authsvc answers the resume with
+OUT_OF_RANGE: the feed then starts over from cursor 0, keeping every revocation it holds, and
+fetches the keys again.
 """
 
 from __future__ import annotations
@@ -65,9 +69,51 @@ class _FeedBase:
         interval (a failing authsvc is retried at that pace, not once a tick)."""
         return self.verifier.keys.refresh_due() and self.verifier.keys.claim_refresh()
 
-    def _note_event(self, event: pb.RevocationEvent) -> None:
+    def _on_event(self, event: pb.RevocationEvent) -> None:
         self.verifier.revocations.apply(event)
         self._mark_ready()
+        if event.WhichOneof("event") == "key_changed" and self._key_change_needs_refresh(event):
+            self._wake_key_refresh()
+
+    def _watch_request(self) -> pb.WatchRevocationsRequest:
+        revocations = self.verifier.revocations
+        return pb.WatchRevocationsRequest(
+            cursor=revocations.cursor, stream_id=revocations.stream_id
+        )
+
+    def _started_over(self, exc: grpc.RpcError | AuthError) -> bool:
+        """Start over if authsvc said our cursor is not in its database's event stream
+        (OUT_OF_RANGE): resume from cursor 0 next, keep the revocations held, fetch the keys
+        again. False for any other failure, and for OUT_OF_RANGE to a fresh start (nothing to
+        start over from: an ordinary failure, retried with backoff)."""
+        revocations = self.verifier.revocations
+        if _status(exc) != grpc.StatusCode.OUT_OF_RANGE or revocations.cursor == 0:
+            return False
+        cursor, stream_id = revocations.cursor, revocations.stream_id or "unnamed"
+        held = revocations.start_over()
+        self._wake_key_refresh()
+        log.warning(
+            "authsvc revocation stream: cursor %d of stream %s is not in authsvc's events (%s); "
+            "starting over from cursor 0, keeping the %d revocations already known until they "
+            "expire, and fetching the keys again. Expected once after authsvc's database was "
+            "reset or restored from a backup.",
+            cursor,
+            stream_id,
+            _details(exc),
+            held,
+        )
+        return True
+
+    def _drop_refused_token(self, exc: grpc.RpcError | AuthError) -> None:
+        """authsvc refused our own token (UNAUTHENTICATED), say because the keys that signed it
+        went with a replaced database: fetch a fresh one next time instead of presenting this
+        one until it expires."""
+        refused = isinstance(exc, grpc.RpcError) and _status(exc) == grpc.StatusCode.UNAUTHENTICATED
+        if refused and self._credentials is not None:
+            self._credentials.invalidate()
+
+    def _wake_key_refresh(self) -> None:
+        raise NotImplementedError
 
     def _mark_ready(self) -> None:
         raise NotImplementedError
@@ -128,6 +174,7 @@ class AsyncAuthorityFeed(_FeedBase):
                     pb.PublishKeysRequest(), metadata=await self._metadata(), timeout=_CALL_TIMEOUT
                 )
             except (grpc.RpcError, AuthError) as exc:
+                self._drop_refused_token(exc)
                 log.warning("authsvc key refresh failed: %s", _describe(exc))
                 return False
             self._install(answer)
@@ -156,14 +203,16 @@ class AsyncAuthorityFeed(_FeedBase):
         while True:
             try:
                 call = self._stub.WatchRevocations(
-                    pb.WatchRevocationsRequest(cursor=self.verifier.revocations.cursor),
-                    metadata=await self._metadata(),
+                    self._watch_request(), metadata=await self._metadata()
                 )
                 async for event in call:
                     self._on_event(event)
                     backoff.reset()
                 log.info("authsvc revocation stream ended; reconnecting")
             except (grpc.RpcError, AuthError) as exc:
+                if self._started_over(exc):
+                    continue
+                self._drop_refused_token(exc)
                 log.warning("authsvc revocation stream failed: %s", _describe(exc))
             except Exception:
                 # A bug must not end the subscription for good; staleness would then reject
@@ -171,10 +220,8 @@ class AsyncAuthorityFeed(_FeedBase):
                 log.exception("authsvc revocation stream: unexpected error; reconnecting")
             await asyncio.sleep(backoff.next_delay())
 
-    def _on_event(self, event: pb.RevocationEvent) -> None:
-        self._note_event(event)
-        if event.WhichOneof("event") == "key_changed" and self._key_change_needs_refresh(event):
-            self._wake_keys.set()
+    def _wake_key_refresh(self) -> None:
+        self._wake_keys.set()
 
     def _mark_ready(self) -> None:
         self._ready.set()
@@ -243,6 +290,7 @@ class ThreadedAuthorityFeed(_FeedBase):
                     pb.PublishKeysRequest(), metadata=self._metadata(), timeout=_CALL_TIMEOUT
                 )
             except (grpc.RpcError, AuthError) as exc:
+                self._drop_refused_token(exc)
                 log.warning("authsvc key refresh failed: %s", _describe(exc))
                 return False
             self._install(answer)
@@ -268,8 +316,7 @@ class ThreadedAuthorityFeed(_FeedBase):
         backoff = self._backoff_factory()
         while not self._stopping.is_set():
             try:
-                request = pb.WatchRevocationsRequest(cursor=self.verifier.revocations.cursor)
-                call = self._stub.WatchRevocations(request, metadata=self._metadata())
+                call = self._stub.WatchRevocations(self._watch_request(), metadata=self._metadata())
                 with self._call_lock:
                     self._call = call
                 if self._stopping.is_set():
@@ -280,15 +327,16 @@ class ThreadedAuthorityFeed(_FeedBase):
             except (grpc.RpcError, AuthError) as exc:
                 if self._stopping.is_set():
                     return
+                if self._started_over(exc):
+                    continue
+                self._drop_refused_token(exc)
                 log.warning("authsvc revocation stream failed: %s", _describe(exc))
             except Exception:
                 log.exception("authsvc revocation stream: unexpected error; reconnecting")
             self._stopping.wait(backoff.next_delay())
 
-    def _on_event(self, event: pb.RevocationEvent) -> None:
-        self._note_event(event)
-        if event.WhichOneof("event") == "key_changed" and self._key_change_needs_refresh(event):
-            self._wake_keys.set()
+    def _wake_key_refresh(self) -> None:
+        self._wake_keys.set()
 
     def _mark_ready(self) -> None:
         self._ready.set()
@@ -302,6 +350,20 @@ class ThreadedAuthorityFeed(_FeedBase):
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, AuthError):
         return f"{exc.error}: {exc.description}"
+    return getattr(_status(exc), "name", type(exc).__name__)
+
+
+def _status(exc: BaseException) -> grpc.StatusCode | None:
+    if isinstance(exc, AuthError):
+        return exc.status
     code = getattr(exc, "code", None)
     status = code() if callable(code) else None
-    return getattr(status, "name", type(exc).__name__)
+    return status if isinstance(status, grpc.StatusCode) else None
+
+
+def _details(exc: BaseException) -> str:
+    if isinstance(exc, AuthError):
+        return exc.description
+    details = getattr(exc, "details", None)
+    text = details() if callable(details) else None
+    return text if isinstance(text, str) else ""

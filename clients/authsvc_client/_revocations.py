@@ -6,7 +6,8 @@ time. Every event says when the last token it covers expires (`expires_at`); the
 after that plus the verifier's leeway, so the set stays as small as the revocations in force.
 
 The set also knows how long ago the stream last spoke (any event or heartbeat), which is what the
-"stream down longer than the bound" rule is decided on.
+"stream down longer than the bound" rule is decided on, and where to resume it: the cursor, and
+the stream id of the database the cursor counts in.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class RevocationSet:
         self._subjects: dict[str, _AsOf] = {}
         self._clients: dict[str, _AsOf] = {}
         self._cursor = 0
+        self._stream_id = ""
         self._last_heard_at = clock.now()
         self._next_prune_at = float("-inf")
 
@@ -50,15 +52,23 @@ class RevocationSet:
         """The cursor of the last event applied; resume the stream from here."""
         return self._cursor
 
+    @property
+    def stream_id(self) -> str:
+        """The event stream the cursor counts in, as authsvc named it; empty until a server
+        that names its stream has spoken."""
+        return self._stream_id
+
     def __len__(self) -> int:
         return len(self._families) + len(self._jtis) + len(self._subjects) + len(self._clients)
 
     def apply(self, event: authsvc_pb2.RevocationEvent) -> None:
         """Apply one event from the stream. Replayed events (cursor not beyond ours) are ignored;
-        every event, heartbeats included, counts as the stream being alive."""
+        every event, heartbeats included, counts as the stream being alive and names its stream."""
         now = self._clock.now()
         with self._lock:
             self._last_heard_at = now
+            if event.stream_id:
+                self._stream_id = event.stream_id
             kind = event.WhichOneof("event")
             if kind in (None, "heartbeat") or event.cursor <= self._cursor:
                 return
@@ -77,6 +87,15 @@ class RevocationSet:
                     self._clients, revoked_client.client_id, revoked_client.not_before, forget_at
                 )
         self._prune_if_due(now)
+
+    def start_over(self) -> int:
+        """Resume from the very start next time: authsvc's database no longer has our cursor
+        (it was reset, replaced or restored). Every revocation held stays until its tokens
+        expire, since the database now behind authsvc may not know it. How many are held."""
+        with self._lock:
+            self._cursor = 0
+            self._stream_id = ""
+        return len(self)
 
     def mark_alive(self) -> None:
         """Record that the stream is connected and caught up."""

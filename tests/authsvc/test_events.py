@@ -1,4 +1,5 @@
-"""The revocation feed itself: it stops when told to, whatever it was doing."""
+"""The revocation feed itself: where a subscriber resumes, and it stops when told to, whatever it
+was doing."""
 
 from __future__ import annotations
 
@@ -10,10 +11,52 @@ import pytest
 
 from authsvc.authority import Authority, open_authority
 from authsvc.clock import ManualClock
-from authsvc.storage.records import RevocationEventRecord
+from authsvc.events import CursorNotInStream, Resumption, classify_cursor
+from authsvc.storage.records import EventStreamRecord, RevocationEventRecord
 from authsvc.testing import throwaway_settings
 
 BOUND = 5.0
+
+
+OURS = "0f" * 16
+THEIRS = "a1" * 16
+STREAM = EventStreamRecord(stream_id=OURS, last_cursor=40)
+
+
+@pytest.mark.parametrize(
+    ("cursor", "stream_id", "expected"),
+    [
+        pytest.param(0, "", Resumption.FRESH_START, id="fresh-start"),
+        pytest.param(0, THEIRS, Resumption.FRESH_START, id="fresh-start-whatever-the-stream"),
+        pytest.param(12, OURS, Resumption.RESUME, id="same-stream-behind"),
+        pytest.param(40, OURS, Resumption.RESUME, id="same-stream-caught-up"),
+        pytest.param(41, OURS, Resumption.AHEAD_OF_STREAM, id="same-stream-ahead-restored"),
+        pytest.param(12, THEIRS, Resumption.OTHER_STREAM, id="other-stream-behind"),
+        pytest.param(99, THEIRS, Resumption.OTHER_STREAM, id="other-stream-ahead"),
+        # A client older than stream ids, or one that has only heard servers older than them:
+        pytest.param(12, "", Resumption.RESUME, id="no-stream-behind"),
+        pytest.param(40, "", Resumption.RESUME, id="no-stream-caught-up"),
+        pytest.param(41, "", Resumption.AHEAD_OF_STREAM, id="no-stream-ahead"),
+    ],
+)
+def test_where_a_subscriber_resumes(cursor: int, stream_id: str, expected: Resumption) -> None:
+    assert classify_cursor(cursor, stream_id, STREAM) is expected
+
+
+@pytest.mark.parametrize(
+    ("cursor", "stream_id", "why"),
+    [
+        pytest.param(41, OURS, "restored from an older backup", id="ahead"),
+        pytest.param(12, THEIRS, f"stream {THEIRS}, not of this database's stream", id="other"),
+    ],
+)
+def test_a_subscriber_told_to_start_over_learns_why_and_what_to_do(
+    cursor: int, stream_id: str, why: str
+) -> None:
+    error = CursorNotInStream(classify_cursor(cursor, stream_id, STREAM), cursor, stream_id, STREAM)
+    assert why in str(error)
+    assert "subscribe again from cursor 0 without a stream_id" in str(error)
+    assert "keep the revocations already known" in str(error)
 
 
 async def _rotate_keys(authority: Authority) -> None:
@@ -55,15 +98,16 @@ async def test_close_right_after_a_local_write_does_not_hang(
 async def test_a_subscriber_cancelled_as_an_event_arrives_stops(tmp_path: Path) -> None:
     authority = await open_authority(throwaway_settings(tmp_path), ManualClock())
     try:
-        stream = authority.subscribe(authority.ctx.feed.cursor, heartbeat=3600)
-        assert await anext(stream) is None  # caught up
-        waiting = asyncio.ensure_future(anext(stream))
-        await asyncio.sleep(0)  # the subscriber now waits on its queue
-        event = RevocationEventRecord(10**9, 0.0, 1.0, "jti", "x")
-        for queue in list(authority.ctx.feed._subscribers):
-            queue.put_nowait(event)  # an event arrives...
-        waiting.cancel()  # ...in the same loop iteration as the cancellation
-        await asyncio.wait([waiting], timeout=BOUND)
-        assert waiting.cancelled(), "the subscriber swallowed its cancellation"
+        async with authority.subscribe(authority.ctx.feed.cursor, heartbeat=3600) as opened:
+            stream = opened.events
+            assert await anext(stream) is None  # caught up
+            waiting = asyncio.ensure_future(anext(stream))
+            await asyncio.sleep(0)  # the subscriber now waits on its queue
+            event = RevocationEventRecord(10**9, 0.0, 1.0, "jti", "x")
+            for queue in list(authority.ctx.feed._subscribers):
+                queue.put_nowait(event)  # an event arrives...
+            waiting.cancel()  # ...in the same loop iteration as the cancellation
+            await asyncio.wait([waiting], timeout=BOUND)
+            assert waiting.cancelled(), "the subscriber swallowed its cancellation"
     finally:
         await authority.close()

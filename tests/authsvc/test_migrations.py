@@ -142,3 +142,68 @@ async def test_authority_migrates_an_empty_database_by_default(tmp_path: Path) -
         )
     finally:
         await authority.close()
+
+
+async def _event_stream(engine: AsyncEngine) -> tuple[str, int]:
+    async with engine.connect() as conn:
+        row = (await conn.execute(text("SELECT stream_id, last_cursor FROM event_stream"))).one()
+    return row.stream_id, row.last_cursor
+
+
+async def _append_event(engine: AsyncEngine, value: str) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO revocation_events (occurred_at, expires_at, kind, value)"
+                " VALUES (1, 2, 'jti', :value)"
+            ),
+            {"value": value},
+        )
+
+
+async def test_the_event_stream_starts_at_the_newest_cursor_handed_out(
+    empty_database: AsyncEngine,
+) -> None:
+    await migrate.upgrade(empty_database, "0001")
+    for value in ("a", "b", "c"):
+        await _append_event(empty_database, value)
+    async with empty_database.begin() as conn:  # the newest event was purged
+        await conn.execute(text("DELETE FROM revocation_events WHERE value = 'c'"))
+    await migrate.upgrade(empty_database)
+    _, last_cursor = await _event_stream(empty_database)
+    if empty_database.dialect.name == "postgresql":
+        assert last_cursor == 3  # the sequence had handed out 3
+    else:
+        assert last_cursor == 2  # SQLite would have handed out 3 again
+
+
+async def test_a_downgrade_leaves_the_sequence_past_every_cursor_assigned(
+    empty_database: AsyncEngine,
+) -> None:
+    if empty_database.dialect.name != "postgresql":
+        pytest.skip("SQLite has no sequence: after 0001 its next cursor is one past the largest")
+    await migrate.upgrade(empty_database)
+    async with empty_database.begin() as conn:
+        await conn.execute(text("UPDATE event_stream SET last_cursor = 41"))
+    await _downgrade(empty_database, "0001")
+    await _append_event(empty_database, "after")  # the cursor is the database's own again
+    async with empty_database.connect() as conn:
+        cursor = (await conn.execute(text("SELECT max(cursor) FROM revocation_events"))).scalar()
+    assert cursor == 42
+
+
+async def test_the_first_open_names_the_event_stream_and_later_opens_keep_it(
+    tmp_path: Path,
+) -> None:
+    names, kek = [], new_kek_text()
+    for data_dir in (tmp_path / "one", tmp_path / "one", tmp_path / "two"):
+        authority = await open_authority(Settings(data_dir=data_dir, kek=kek))
+        try:
+            async with authority.ctx.store.transaction(readonly=True) as tx:
+                names.append((await tx.event_stream()).stream_id)
+        finally:
+            await authority.close()
+    first, reopened, other = names
+    assert len(first) == 32
+    assert reopened == first
+    assert other != first

@@ -19,6 +19,7 @@ import grpc
 import pytest
 from authsvc_client.v1 import authsvc_pb2 as pb
 
+from authsvc.storage import migrate
 from tests.databases import PostgresDatabases, asyncpg_dsn
 from tests.fleet import Fleet, Replica
 from tests.waiting import eventually
@@ -43,7 +44,7 @@ async def fleet(tmp_path: Path, postgres_databases: PostgresDatabases) -> AsyncI
     url = await postgres_databases.create(empty=True)
     fleet = Fleet(tmp_path, url, db_pool_size="10")
     try:
-        assert await fleet.cli("migrate") == {"from": None, "to": "0002"}
+        assert await fleet.cli("migrate") == {"from": None, "to": migrate.head_revision()}
         yield fleet
     finally:
         await fleet.stop_all()

@@ -82,10 +82,11 @@ async def test_a_revocation_on_one_replica_reaches_the_other_within_a_second(
     received: list[tuple[float, RevocationEventRecord]] = []
 
     async def watch_on_b() -> None:
-        async for event in b.subscribe(b.ctx.feed.cursor, heartbeat=30):
-            if event is not None:
-                received.append((time.monotonic(), event))
-                return
+        async with b.subscribe(b.ctx.feed.cursor, heartbeat=30) as opened:
+            async for event in opened.events:
+                if event is not None:
+                    received.append((time.monotonic(), event))
+                    return
 
     watcher = asyncio.create_task(watch_on_b())
     await asyncio.sleep(0)  # let the subscription register before the revocation

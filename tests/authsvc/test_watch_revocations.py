@@ -1,4 +1,5 @@
-"""WatchRevocations over gRPC: replay from cursor 0, resume from a cursor, live events, heartbeats."""
+"""WatchRevocations over gRPC: replay from cursor 0, resume from a cursor, live events, heartbeats,
+and the stream id that tells a cursor from another database (or from after a restore)."""
 
 from __future__ import annotations
 
@@ -22,12 +23,14 @@ BOUND = 5.0  # seconds: no event takes this long to arrive on a loopback stream
 async def next_event(
     call: grpc.aio.UnaryStreamCall, *, heartbeats: bool = False
 ) -> pb.RevocationEvent:
-    """The next event on the stream, skipping heartbeats unless asked for them."""
-    while True:
-        event: pb.RevocationEvent = await asyncio.wait_for(call.read(), BOUND)
-        assert event != grpc.aio.EOF
-        if heartbeats or event.WhichOneof("event") != "heartbeat":
-            return event
+    """The next event on the stream, skipping heartbeats unless asked for them (within BOUND in
+    all: a live stream sends heartbeats forever)."""
+    async with asyncio.timeout(BOUND):
+        while True:
+            event: pb.RevocationEvent = await call.read()
+            assert event != grpc.aio.EOF
+            if heartbeats or event.WhichOneof("event") != "heartbeat":
+                return event
 
 
 async def events_until(
@@ -54,6 +57,12 @@ def describe(event: pb.RevocationEvent) -> tuple[str, str]:
     if kind == "heartbeat":
         return kind, ""
     return kind, getattr(event, kind)
+
+
+async def newest_cursor(running: RunningAuthority) -> int:
+    """The newest cursor in the database (the feed may not have read it yet)."""
+    async with running.authority.ctx.store.transaction(readonly=True) as tx:
+        return await tx.last_event_cursor()
 
 
 async def issue(tokens: Stub, admin: Metadata, app: RegisteredClient, device: str) -> pb.TokenPair:
@@ -202,3 +211,83 @@ async def test_a_new_revocation_is_streamed_live(chatty: RunningAuthority) -> No
             call.cancel()
     assert describe(event) == ("family_revoked", pair.family_id)
     assert event.cursor > latest
+
+
+async def test_a_revocation_after_the_newest_events_were_purged_is_streamed(
+    running: RunningAuthority, tokens: Stub, admin, app: RegisteredClient
+) -> None:
+    old = await issue(tokens, admin, app, "old")
+    await tokens.RevokeFamily(pb.RevokeFamilyRequest(family_id=old.family_id), metadata=admin)
+    latest = await newest_cursor(running)
+    call = tokens.WatchRevocations(pb.WatchRevocationsRequest(cursor=latest), metadata=admin)
+    try:
+        assert (await next_event(call, heartbeats=True)).WhichOneof("event") == "heartbeat"
+        running.clock.advance(running.settings.longest_access_token_life + 1)
+        report = await running.authority.run_maintenance()
+        assert report.purged["revocation_events"] == 1  # the newest event is gone
+        admin = bearer(await running.admin_token())
+        new = await issue(tokens, admin, app, "new")
+        await tokens.RevokeFamily(pb.RevokeFamilyRequest(family_id=new.family_id), metadata=admin)
+        event = await next_event(call)
+    finally:
+        call.cancel()
+    assert describe(event) == ("family_revoked", new.family_id)
+    assert event.cursor > latest
+
+
+async def stream_of(running: RunningAuthority) -> str:
+    async with running.authority.ctx.store.transaction(readonly=True) as tx:
+        return (await tx.event_stream()).stream_id
+
+
+async def test_every_message_names_the_databases_stream(
+    running: RunningAuthority, tokens: Stub, admin, app: RegisteredClient
+) -> None:
+    pair = await issue(tokens, admin, app, "laptop")
+    await tokens.RevokeFamily(pb.RevokeFamilyRequest(family_id=pair.family_id), metadata=admin)
+    call = tokens.WatchRevocations(pb.WatchRevocationsRequest(cursor=0), metadata=admin)
+    try:
+        events = await events_until(call, {("family_revoked", pair.family_id)})
+        beat = await next_event(call, heartbeats=True)
+    finally:
+        call.cancel()
+    assert beat.WhichOneof("event") == "heartbeat"
+    assert {e.stream_id for e in [*events, beat]} == {await stream_of(running)}
+
+
+async def test_resuming_in_the_same_stream_carries_on(
+    running: RunningAuthority, tokens: Stub, admin, app: RegisteredClient
+) -> None:
+    first, second = [await issue(tokens, admin, app, d) for d in ("a", "b")]
+    await tokens.RevokeFamily(pb.RevokeFamilyRequest(family_id=first.family_id), metadata=admin)
+    resume_at = await newest_cursor(running)
+    await tokens.RevokeFamily(pb.RevokeFamilyRequest(family_id=second.family_id), metadata=admin)
+    request = pb.WatchRevocationsRequest(cursor=resume_at, stream_id=await stream_of(running))
+    call = tokens.WatchRevocations(request, metadata=admin)
+    try:
+        event = await next_event(call)
+    finally:
+        call.cancel()
+    assert describe(event) == ("family_revoked", second.family_id)
+
+
+@pytest.mark.parametrize(
+    ("stream_id", "ahead", "why"),
+    [
+        pytest.param("a1" * 16, 0, "reset or replaced", id="another-databases-stream"),
+        pytest.param(None, 1, "restored from an older backup", id="cursor-ahead-same-stream"),
+        pytest.param("", 1, "restored from an older backup", id="cursor-ahead-old-client"),
+    ],
+)
+async def test_a_cursor_not_in_this_databases_stream_is_out_of_range(
+    running: RunningAuthority, tokens: Stub, admin, stream_id: str | None, ahead: int, why: str
+) -> None:
+    stream_id = await stream_of(running) if stream_id is None else stream_id
+    cursor = await newest_cursor(running) + ahead
+    request = pb.WatchRevocationsRequest(cursor=cursor, stream_id=stream_id)
+    call = tokens.WatchRevocations(request, metadata=admin)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await next_event(call, heartbeats=True)
+    assert raised.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    assert why in (raised.value.details() or "")
+    assert "from cursor 0" in (raised.value.details() or "")

@@ -24,6 +24,9 @@ from joserfc import jwt
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, OKPKey
 
+from authsvc.events import Resumption, classify_cursor
+from authsvc.storage.records import EventStreamRecord
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "clients" / "examples"
 if str(EXAMPLES) not in sys.path:
     sys.path.insert(0, str(EXAMPLES))
@@ -133,7 +136,11 @@ def timestamp(seconds: float) -> Timestamp:
 
 
 class FakeAuthority(authsvc_pb2_grpc.TokenServiceServicer):
-    """PublishKeys and WatchRevocations backed by in-memory state, counting every call."""
+    """PublishKeys and WatchRevocations backed by in-memory state, counting every call.
+
+    With `stream_id` empty it plays a server older than stream ids (names no stream, resumes any
+    cursor); once set, it names its stream and refuses a cursor from another stream, or past its
+    newest event, with OUT_OF_RANGE, as authsvc decides (`classify_cursor`)."""
 
     def __init__(self, signer: Signer) -> None:
         self.signers = [signer]
@@ -145,6 +152,8 @@ class FakeAuthority(authsvc_pb2_grpc.TokenServiceServicer):
         self.max_age = 300
         self.available = True
         self.requested_cursors: list[int] = []
+        self.requested_streams: list[str] = []
+        self.stream_id = ""
         self.generation = 0  # bumping it ends every open stream
 
     async def PublishKeys(self, request: Any, context: Any) -> pb.PublishKeysResponse:
@@ -158,10 +167,13 @@ class FakeAuthority(authsvc_pb2_grpc.TokenServiceServicer):
         self.watch_calls += 1
         self.watch_metadata.append(dict(context.invocation_metadata()))
         self.requested_cursors.append(request.cursor)
+        self.requested_streams.append(request.stream_id)
         if not self.available:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "down")
+        if self._not_in_stream(request):
+            await context.abort(grpc.StatusCode.OUT_OF_RANGE, "database replaced; start over")
         sent, generation = request.cursor, self.generation
-        yield pb.RevocationEvent(cursor=sent, heartbeat=pb.Heartbeat())
+        yield pb.RevocationEvent(cursor=sent, heartbeat=pb.Heartbeat(), stream_id=self.stream_id)
         while generation == self.generation:
             async with self.changed:
                 await self.changed.wait_for(
@@ -173,6 +185,30 @@ class FakeAuthority(authsvc_pb2_grpc.TokenServiceServicer):
                 yield event
                 sent = event.cursor
 
+    def _not_in_stream(self, request: pb.WatchRevocationsRequest) -> bool:
+        if not self.stream_id:
+            return False
+        stream = EventStreamRecord(self.stream_id, len(self.events))
+        resumption = classify_cursor(request.cursor, request.stream_id, stream)
+        return resumption not in (Resumption.FRESH_START, Resumption.RESUME)
+
+    async def replace_database(self, stream_id: str) -> None:
+        """authsvc now runs on another database: another stream, no events yet. Open streams
+        end, as they do when authsvc restarts."""
+        async with self.changed:
+            self.stream_id = stream_id
+            self.events = []
+            self.generation += 1
+            self.changed.notify_all()
+
+    async def restore(self, events: int) -> None:
+        """authsvc now runs on a backup of its database taken after `events` events: the same
+        stream, the later events gone. Open streams end."""
+        async with self.changed:
+            self.events = self.events[:events]
+            self.generation += 1
+            self.changed.notify_all()
+
     async def end_streams(self) -> None:
         async with self.changed:
             self.generation += 1
@@ -183,7 +219,7 @@ class FakeAuthority(authsvc_pb2_grpc.TokenServiceServicer):
 
     async def publish(self, **event: Any) -> pb.RevocationEvent:
         cursor = len(self.events) + 1
-        message = pb.RevocationEvent(cursor=cursor, **event)
+        message = pb.RevocationEvent(cursor=cursor, stream_id=self.stream_id, **event)
         async with self.changed:
             self.events.append(message)
             self.changed.notify_all()

@@ -16,6 +16,7 @@ import pytest
 from authsvc_client import (
     AsyncAuthClient,
     AuthClient,
+    AuthError,
     InsufficientScope,
     InvalidClient,
     InvalidGrant,
@@ -222,3 +223,20 @@ async def test_the_sync_client_on_its_own_thread(running: RunningAuthority) -> N
     assert count >= 1
     assert client_id == service.client_id
     assert rest == "not_found/True"
+
+
+async def test_a_stream_resumed_with_another_databases_cursor_is_out_of_range(
+    admin: AsyncAuthClient,
+) -> None:
+    events = admin.watch_revocations(0)
+    first = await anext(events)
+    await events.aclose()
+    stream_id, cursor = first.stream_id, first.cursor
+    assert stream_id
+    resumed = admin.watch_revocations(cursor, stream_id=stream_id)
+    assert (await anext(resumed)).stream_id == stream_id
+    await resumed.aclose()
+    with pytest.raises(AuthError) as raised:
+        await anext(admin.watch_revocations(cursor + 1, stream_id="another-database"))
+    assert raised.value.status == grpc.StatusCode.OUT_OF_RANGE
+    assert "from cursor 0" in raised.value.description

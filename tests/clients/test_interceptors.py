@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Iterator
 from concurrent import futures
 from typing import Any
@@ -12,6 +13,7 @@ import notes_pb2
 import notes_pb2_grpc
 import pytest
 from authsvc_client import AsyncAuthInterceptor, AuthInterceptor, WhenStale, current_claims
+from authsvc_client._policy import Deny
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from protected_service import serve
 
@@ -315,9 +317,99 @@ async def test_the_stream_reconnects_and_resumes_from_its_cursor(
     await authority.end_streams()
     await wait_for(lambda: len(authority.requested_cursors) == 2)
     assert authority.requested_cursors == [0, 2]
+    assert authority.requested_streams == ["", ""]  # a server older than stream ids names none
     await authority.publish(expires_at=timestamp(NOW + 600), family_revoked="family-1")
     await wait_for(lambda: auth.verifier.revocations.cursor == 3)
     assert await notes.status("WhoAmI", signer.mint()) == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.fixture(params=[pytest.param("async", id="async"), pytest.param("sync", id="sync")])
+async def interceptor(
+    request: pytest.FixtureRequest, fake_authority: tuple[FakeAuthority, str], clock: ManualClock
+) -> AsyncIterator[Any]:
+    """Each interceptor, its feed following the in-test authority: the asyncio one, and the sync
+    one with its feed on threads."""
+    _, address = fake_authority
+    if request.param == "async":
+        auth = AsyncAuthInterceptor(address, issuer=ISSUER, audience="notes", clock=clock)
+        await auth.start()
+        try:
+            yield auth
+        finally:
+            await auth.close()
+        return
+    sync_auth = AuthInterceptor(address, issuer=ISSUER, audience="notes", clock=clock)
+    await asyncio.to_thread(sync_auth.start)
+    try:
+        yield sync_auth
+    finally:
+        await asyncio.to_thread(sync_auth.close)
+
+
+def revoked(auth: Any, token: str) -> bool:
+    """Whether the interceptor refuses `token` as revoked (the verdict it would apply)."""
+    verdict = auth.verifier.check("/notes.v1.Notes/WhoAmI", [("authorization", f"Bearer {token}")])
+    return isinstance(verdict, Deny) and "revoked" in verdict.error.description
+
+
+def start_over_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_a_verifier_starts_over_when_authsvc_has_another_database(
+    interceptor: Any,
+    fake_authority: tuple[FakeAuthority, str],
+    signer: Signer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    authority, _ = fake_authority
+    revocations = interceptor.verifier.revocations
+    authority.stream_id = "stream-a"
+    await authority.publish(expires_at=timestamp(NOW + 600), family_revoked="family-1")
+    await authority.publish(expires_at=timestamp(NOW + 600), jti_revoked="jti-1")
+    await wait_for(lambda: (revocations.cursor, revocations.stream_id) == (2, "stream-a"))
+    known = signer.mint(sid="family-1")
+    assert revoked(interceptor, known)
+    fetched = authority.publish_calls
+
+    caplog.set_level(logging.WARNING, logger="authsvc_client")
+    await authority.replace_database("stream-b")
+    await authority.publish(expires_at=timestamp(NOW + 600), family_revoked="family-2")
+    await wait_for(lambda: (revocations.cursor, revocations.stream_id) == (1, "stream-b"))
+
+    assert revoked(interceptor, signer.mint(sid="family-2"))  # from the new database
+    assert revoked(interceptor, known)  # kept, though the new database never heard of it
+    assert not revoked(interceptor, signer.mint(sid="family-3"))
+    resumes = list(zip(authority.requested_cursors, authority.requested_streams, strict=True))
+    assert resumes[-2:] == [(2, "stream-a"), (0, "")]
+    await wait_for(lambda: authority.publish_calls > fetched)  # the keys are fetched again
+    [warning] = start_over_warnings(caplog)
+    assert "cursor 2 of stream stream-a" in warning
+    assert "starting over from cursor 0, keeping the 2 revocations already known" in warning
+    assert "Expected once after authsvc's database was reset or restored" in warning
+
+
+async def test_a_verifier_ahead_of_a_restored_database_starts_over(
+    interceptor: Any,
+    fake_authority: tuple[FakeAuthority, str],
+    signer: Signer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    authority, _ = fake_authority
+    revocations = interceptor.verifier.revocations
+    authority.stream_id = "stream-a"
+    for family in ("family-1", "family-2", "family-3"):
+        await authority.publish(expires_at=timestamp(NOW + 600), family_revoked=family)
+    await wait_for(lambda: revocations.cursor == 3)
+
+    caplog.set_level(logging.WARNING, logger="authsvc_client")
+    await authority.restore(events=1)  # the backup knew family-1 only
+    await authority.publish(expires_at=timestamp(NOW + 600), family_revoked="family-4")
+    await wait_for(lambda: revocations.cursor == 2 and authority.requested_cursors[-1] == 0)
+
+    for family in ("family-1", "family-2", "family-3", "family-4"):
+        assert revoked(interceptor, signer.mint(sid=family)), family
+    assert len(start_over_warnings(caplog)) == 1
 
 
 async def test_keys_are_refreshed_when_the_servers_max_age_has_passed(

@@ -189,6 +189,38 @@ def test_heartbeats_reset_the_silence_without_moving_the_cursor(clock: ManualClo
     assert revocations.cursor == 0
 
 
+def test_the_stream_id_comes_with_events_and_heartbeats(clock: ManualClock) -> None:
+    revocations = RevocationSet(clock)
+    revocations.apply(pb.RevocationEvent(cursor=0, heartbeat=pb.Heartbeat(), stream_id="s-1"))
+    assert (revocations.cursor, revocations.stream_id) == (0, "s-1")
+    revocations.apply(event(3, jti_revoked="a", stream_id="s-1"))
+    assert (revocations.cursor, revocations.stream_id) == (3, "s-1")
+
+
+def test_a_server_older_than_stream_ids_leaves_the_stream_unnamed(clock: ManualClock) -> None:
+    revocations = RevocationSet(clock)
+    revocations.apply(event(3, jti_revoked="a"))
+    revocations.apply(pb.RevocationEvent(cursor=3, heartbeat=pb.Heartbeat()))
+    assert (revocations.cursor, revocations.stream_id) == (3, "")
+
+
+def test_starting_over_forgets_the_cursor_but_no_revocation(
+    clock: ManualClock, signer: Signer
+) -> None:
+    revocations = RevocationSet(clock)
+    revocations.apply(event(8, family_revoked="family-1", stream_id="old"))
+    revocations.apply(event(9, jti_revoked="jti-1", stream_id="old"))
+    assert revocations.start_over() == 2
+    assert (revocations.cursor, revocations.stream_id) == (0, "")
+    assert revocations.revocation_of(verified(signer).claims) == "session revoked"
+    revocations.apply(event(1, family_revoked="family-2", stream_id="new"))  # a low cursor counts
+    assert (revocations.cursor, revocations.stream_id) == (1, "new")
+    assert revocations.revocation_of(verified(signer, sid="family-2").claims) == "session revoked"
+    assert revocations.revocation_of(verified(signer, sid="f", jti="jti-1").claims) == (
+        "token revoked"
+    )
+
+
 # Backoff
 
 

@@ -282,13 +282,15 @@ class ListSessionsResponse(_message.Message):
     def __init__(self, sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ...) -> None: ...
 
 class WatchRevocationsRequest(_message.Message):
-    __slots__ = ("cursor",)
+    __slots__ = ("cursor", "stream_id")
     CURSOR_FIELD_NUMBER: _ClassVar[int]
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     cursor: int
-    def __init__(self, cursor: _Optional[int] = ...) -> None: ...
+    stream_id: str
+    def __init__(self, cursor: _Optional[int] = ..., stream_id: _Optional[str] = ...) -> None: ...
 
 class RevocationEvent(_message.Message):
-    __slots__ = ("cursor", "occurred_at", "expires_at", "family_revoked", "subject_revoked", "jti_revoked", "client_revoked", "key_changed", "heartbeat")
+    __slots__ = ("cursor", "occurred_at", "expires_at", "family_revoked", "subject_revoked", "jti_revoked", "client_revoked", "key_changed", "heartbeat", "stream_id")
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
@@ -298,6 +300,7 @@ class RevocationEvent(_message.Message):
     CLIENT_REVOKED_FIELD_NUMBER: _ClassVar[int]
     KEY_CHANGED_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     cursor: int
     occurred_at: _timestamp_pb2.Timestamp
     expires_at: _timestamp_pb2.Timestamp
@@ -307,7 +310,8 @@ class RevocationEvent(_message.Message):
     client_revoked: ClientRevoked
     key_changed: KeyChanged
     heartbeat: Heartbeat
-    def __init__(self, cursor: _Optional[int] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., family_revoked: _Optional[str] = ..., subject_revoked: _Optional[_Union[SubjectRevoked, _Mapping]] = ..., jti_revoked: _Optional[str] = ..., client_revoked: _Optional[_Union[ClientRevoked, _Mapping]] = ..., key_changed: _Optional[_Union[KeyChanged, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
+    stream_id: str
+    def __init__(self, cursor: _Optional[int] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., family_revoked: _Optional[str] = ..., subject_revoked: _Optional[_Union[SubjectRevoked, _Mapping]] = ..., jti_revoked: _Optional[str] = ..., client_revoked: _Optional[_Union[ClientRevoked, _Mapping]] = ..., key_changed: _Optional[_Union[KeyChanged, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., stream_id: _Optional[str] = ...) -> None: ...
 
 class SubjectRevoked(_message.Message):
     __slots__ = ("subject", "not_before")

@@ -198,6 +198,15 @@ class TokenServiceServicer:
         starts at cursor 0 first receives every revocation still in force. A heartbeat follows the
         replay at once (the subscriber is caught up) and then marks a live stream when nothing
         happens.
+
+        Cursors count the events of one database. After authsvc's database is reset, replaced or
+        restored from an older backup, an earlier cursor means nothing there: the call fails with
+        OUT_OF_RANGE, before any message, when the request's `stream_id` is not this database's or
+        its cursor is past the newest event this database ever had. The subscriber then subscribes
+        again from cursor 0 with no `stream_id`, keeps the revocations it holds until they expire
+        (the database it now hears from may not know them), and fetches the keys again. One case
+        goes unseen: a subscriber that reconnects only after a restored database has written past
+        its cursor.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

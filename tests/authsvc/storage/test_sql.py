@@ -181,6 +181,31 @@ async def test_concurrent_revocations_of_one_jti_append_one_event(store: SqlStor
         assert [e.value for e in await tx.events_after(0)] == ["j1"]
 
 
+async def test_cursors_of_purged_events_are_never_handed_out_again(store: SqlStore) -> None:
+    async with store.transaction() as tx:
+        [kept, newest] = await tx.append_events(
+            [event("family", "kept", expires_at=NOW + 600), event("jti", "newest", expires_at=NOW)]
+        )
+    async with store.transaction() as tx:
+        assert (await tx.purge_expired(NOW, audit_retention=86400))["revocation_events"] == 1
+    async with store.transaction() as tx:
+        [later] = await tx.append_events([event("family", "later")])
+        stream = await tx.event_stream()
+    assert later > newest > kept
+    assert stream.last_cursor == later
+
+
+async def test_the_event_stream_is_named_once(store: SqlStore) -> None:
+    async with store.transaction(readonly=True) as tx:
+        unnamed = await tx.event_stream()
+    async with store.transaction() as tx:
+        named = await tx.name_event_stream("first")
+    async with store.transaction() as tx:
+        again = await tx.name_event_stream("second")
+    assert (unnamed.stream_id, unnamed.last_cursor) == ("", 0)
+    assert named.stream_id == again.stream_id == "first"
+
+
 async def test_key_material_survives_storage(store: SqlStore) -> None:
     sealed = bytes(range(256)) * 8
     key = KeyRecord("kid-1", "EdDSA", "pending", '{"kty":"OKP"}', NOW, None, None, sealed)
