@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import logging
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
@@ -20,7 +21,7 @@ from authsvc.client_registry import ADMIN_SCOPES, GRANT_TYPES
 from authsvc.config import ConfigError, Settings
 from authsvc.errors import AuthError
 from authsvc.keys.sealing import UnsealError, new_kek_text
-from authsvc.serve import gateway_config, read_dev_credentials, run_event_loop
+from authsvc.serve import gateway_config, read_dev_credentials, run_event_loop, scheduling_policy
 from authsvc.storage import migrate
 from authsvc.storage.engine import create_engine
 from authsvc.storage.sql import database_errors
@@ -260,6 +261,8 @@ async def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
     """The OAuth 2.1 HTTP gateway, in front of an authsvc reached over gRPC."""
     from authsvc_gateway.server import serve as serve_gateway
 
+    scheduling = scheduling_policy(settings)
+    logging.getLogger(__name__).info("scheduling", extra={"scheduling": scheduling})
     await serve_gateway(gateway_config(settings))
     return 0
 

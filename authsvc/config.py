@@ -59,6 +59,7 @@ class Settings:
     health_probe_interval: float = 5.0  # 0: health reports the process only
     health_probe_timeout: float = 2.0
     log_level: str = "INFO"
+    sched_batch: bool = False  # serve and gateway under Linux's SCHED_BATCH (authsvc/scheduling.py)
     dev: bool = False
 
     def __post_init__(self) -> None:
@@ -128,7 +129,7 @@ _FLOAT_FIELDS = {
     "health_probe_interval",
     "health_probe_timeout",
 }
-_BOOL_FIELDS = {"allow_anonymous_verify", "dev", "gateway_embedded"}
+_BOOL_FIELDS = {"allow_anonymous_verify", "dev", "gateway_embedded", "sched_batch"}
 
 
 def _parser_for(name: str, default: Any) -> Callable[[str], Any]:

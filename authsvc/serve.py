@@ -22,6 +22,7 @@ from authsvc.authority import Authority, open_authority
 from authsvc.client_registry import ADMIN_SCOPES
 from authsvc.config import ConfigError, Settings
 from authsvc.rpc.server import start_server, stop_server
+from authsvc.scheduling import prefer_batch_scheduling
 
 if TYPE_CHECKING:
     from authsvc_gateway.config import GatewayConfig
@@ -152,7 +153,17 @@ def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(main)
 
 
+def scheduling_policy(settings: Settings) -> str:
+    """Apply AUTHSVC_SCHED_BATCH to this process, before it starts its server's threads; the
+    policy it runs under, for the start-up log."""
+    if not settings.sched_batch:
+        return "default"
+    why_not = prefer_batch_scheduling()
+    return f"default: {why_not}" if why_not else "SCHED_BATCH"
+
+
 async def serve(settings: Settings) -> int:
+    scheduling = scheduling_policy(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     authority = await open_authority(settings)
     stop = asyncio.Event()
@@ -178,7 +189,12 @@ async def serve(settings: Settings) -> int:
         authority.start_background()
         log.info(
             "serving",
-            extra={"grpc_port": running.port, "metrics_port": metrics_port, "dev": settings.dev},
+            extra={
+                "grpc_port": running.port,
+                "metrics_port": metrics_port,
+                "dev": settings.dev,
+                "scheduling": scheduling,
+            },
         )
         gateway = gateway_config(settings) if settings.gateway_embedded else None
         gateway_task = (
