@@ -160,6 +160,7 @@ async def serve_authsvc(args: argparse.Namespace) -> None:
         if gateway is not None:
             facts["gateway_port"] = args.gateway_port
         facts["rss_serving"] = _rss()
+        facts["scheduling"] = args.scheduling
         write_ready(args.ready, facts)
         await _until_terminated()
         if gateway is not None:
@@ -245,7 +246,7 @@ async def _serve_empty_services(
 
 
 async def serve_empty(args: argparse.Namespace) -> None:
-    await _serve_empty_services(args, [], {})
+    await _serve_empty_services(args, [], {"scheduling": args.scheduling})
 
 
 async def serve_protected(args: argparse.Namespace) -> None:
@@ -309,8 +310,15 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("ready", help="where to write the ready JSON")
     args = parser.parse_args(argv)
     serve = {"authsvc": serve_authsvc, "empty": serve_empty, "protected": serve_protected}
-    from authsvc.serve import run_event_loop
+    from authsvc.config import Settings
+    from authsvc.serve import run_event_loop, scheduling_policy
 
+    # authsvc, and the empty baseline that shares its server setup, run under the scheduling
+    # policy `authsvc serve` would apply in the same environment (AUTHSVC_SCHED_BATCH, off unless
+    # set); the protected service stands in for another team's program and keeps the default.
+    args.scheduling = (
+        scheduling_policy(Settings.from_env()) if args.kind in ("authsvc", "empty") else "default"
+    )
     run_event_loop(serve[args.kind](args))
     return 0
 
