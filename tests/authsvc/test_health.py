@@ -110,7 +110,7 @@ async def test_a_broken_database_is_not_serving_until_it_answers_again(
     health = running.authority.health
     async with watching(channel) as next_status:
         assert await next_status() == SERVING
-        async with table_renamed(running.settings.database_url, "revocation_events"):
+        async with table_renamed(running.settings.database_url, "event_stream"):
             assert not (await health.probe_now()).serving
             assert await next_status() == NOT_SERVING
             assert await _statuses(channel) == [NOT_SERVING] * len(NAMES)
@@ -130,7 +130,7 @@ async def test_a_probe_that_outlasts_its_timeout_is_not_serving(
         blocker = await asyncpg.connect(asyncpg_dsn(postgres_url))
         try:
             async with blocker.transaction():  # the probe's read waits for this lock
-                await blocker.execute("LOCK TABLE revocation_events IN ACCESS EXCLUSIVE MODE")
+                await blocker.execute("LOCK TABLE event_stream IN ACCESS EXCLUSIVE MODE")
                 verdict = await health.probe_now()
             assert health.last is not None
             assert health.last.outcome is Outcome.TIMED_OUT

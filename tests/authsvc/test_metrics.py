@@ -55,7 +55,7 @@ async def test_the_database_probe_is_counted_and_its_last_outcome_is_a_gauge(run
     text = await asyncio.to_thread(_scrape, port)
     assert "authsvc_database_up 1.0" in text
     assert "authsvc_database_probe_seconds " in text
-    async with table_renamed(running.settings.database_url, "revocation_events"):
+    async with table_renamed(running.settings.database_url, "event_stream"):
         await running.authority.health.probe_now()
 
     text = await asyncio.to_thread(_scrape, port)

@@ -42,7 +42,7 @@ async def test_readyz_follows_the_database_and_the_shutdown(tmp_path: Path, back
     ):
         health = deployment.authority.authority.health
         assert (await http.get(paths.READINESS)).status_code == 200
-        async with table_renamed(deployment.authority.settings.database_url, "revocation_events"):
+        async with table_renamed(deployment.authority.settings.database_url, "event_stream"):
             await health.probe_now()
             assert (await http.get(paths.READINESS)).status_code == 503
             assert (await http.get(paths.LIVENESS)).status_code == 200
