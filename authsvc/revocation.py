@@ -36,6 +36,12 @@ async def revoke_family(
         if family is None or (client_id and family.client_id != client_id):
             return False
         if not await tx.revoke_family(family_id, now, reason):
+            revoked_at = family.revoked_at
+            if revoked_at is None:  # revoked by a transaction that committed after our read
+                revoked_at = now
+            # Revoked already, perhaps on another replica whose event this one's feed has not
+            # read yet: nothing new to write, but a Verify here right after must say revoked.
+            ctx.revocations.apply(ctx.revocation_event("family", family_id, revoked_at))
             return False
         events = await append_events(tx, [ctx.revocation_event("family", family_id, now)])
         await tx.append_audit(

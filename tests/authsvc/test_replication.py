@@ -116,6 +116,21 @@ async def test_revoking_a_token_again_on_another_replica_refuses_it_there_at_onc
     assert [e.value for e in events if e.kind == "jti"] == [jti]
 
 
+async def test_revoking_a_family_again_on_another_replica_refuses_its_tokens_there_at_once(
+    replicas: tuple[Authority, Authority],
+) -> None:
+    a, b = replicas
+    family_id, access_token = await _family_session(a)
+    await b.ctx.feed.stop()  # b hears nothing of a's revocation: only its own call can tell it
+    assert await a.revoke_family(family_id)
+    b.verify(access_token, audience="api")  # b does not know yet
+    assert not await b.revoke_family(family_id)  # revoked already: nothing new is written
+    assert _rejected(b, access_token)
+    async with b.ctx.store.transaction(readonly=True) as tx:
+        events = await tx.events_after(0)
+    assert [e.value for e in events if e.kind == "family"] == [family_id]
+
+
 def _rejected(replica: Authority, token: str) -> bool:
     try:
         replica.verify(token, audience="api")
