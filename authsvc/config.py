@@ -239,6 +239,22 @@ def _validate(s: Settings) -> None:
         "HEALTH_PROBE_TIMEOUT",
         "use seconds, more than 0 and at most AUTHSVC_HEALTH_PROBE_INTERVAL (2 is the default)",
     )
+    _require(
+        s.maintenance_interval >= 1,
+        "MAINTENANCE_INTERVAL",
+        "use seconds, at least 1 (60 is the default); each run reads the database",
+    )
+    _require(
+        s.revocation_poll_interval > 0,
+        "REVOCATION_POLL_INTERVAL",
+        "use seconds, more than 0 (1 is the default); each poll reads the database",
+    )
+    _require(
+        0 < s.heartbeat_interval <= 30,
+        "HEARTBEAT_INTERVAL",
+        "use seconds within 0..30 (5 is the default): a verifier that hears nothing for its "
+        "staleness bound (60 s by default) refuses calls",
+    )
     _require(s.shutdown_grace >= 0, "SHUTDOWN_GRACE", "must not be negative")
     _require(
         s.log_level.upper() in {"DEBUG", "INFO", "WARNING", "ERROR"},

@@ -72,6 +72,23 @@ def test_defaults_are_valid() -> None:
             {"tls_client_ca_file": Path("ca.pem")}, "AUTHSVC_TLS_CLIENT_CA_FILE", id="mtls-no-cert"
         ),
         pytest.param({"db_pool_size": 0}, "AUTHSVC_DB_POOL_SIZE", id="pool-empty"),
+        pytest.param(
+            {"maintenance_interval": 0}, "AUTHSVC_MAINTENANCE_INTERVAL", id="maintenance-0"
+        ),
+        pytest.param(
+            {"revocation_poll_interval": 0.0},
+            "AUTHSVC_REVOCATION_POLL_INTERVAL",
+            id="poll-0",
+        ),
+        pytest.param(
+            {"revocation_poll_interval": -1.0},
+            "AUTHSVC_REVOCATION_POLL_INTERVAL",
+            id="poll-negative",
+        ),
+        pytest.param({"heartbeat_interval": 0.0}, "AUTHSVC_HEARTBEAT_INTERVAL", id="heartbeat-0"),
+        pytest.param(
+            {"heartbeat_interval": 31.0}, "AUTHSVC_HEARTBEAT_INTERVAL", id="heartbeat-beyond-30s"
+        ),
         pytest.param({"shutdown_grace": -1.0}, "AUTHSVC_SHUTDOWN_GRACE", id="grace-negative"),
         pytest.param(
             {"health_probe_interval": -1.0},
