@@ -18,9 +18,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Concatenate, Literal, ParamSpec, TypeVar
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 from authsvc import (
     authorization_codes,
     client_registry,
@@ -37,6 +34,7 @@ from authsvc.config import ConfigError, Settings
 from authsvc.context import AuthorityContext
 from authsvc.events import RevocationFeed, Subscription
 from authsvc.health import DatabaseHealth
+from authsvc.keys.derivation import REFRESH_GRACE, derive_key
 from authsvc.keys.ring import KeyRing
 from authsvc.keys.rotation import RotationResult, reload_keys, rotate_keys
 from authsvc.keys.sealing import Sealer, UnsealError, load_kek
@@ -300,12 +298,6 @@ class Authority:
         await self.ctx.store.close()
 
 
-def _grace_key(kek: bytes) -> bytes:
-    return HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=None, info=b"authsvc refresh grace v1"
-    ).derive(kek)
-
-
 async def open_authority(
     settings: Settings,
     clock: Clock | None = None,
@@ -358,7 +350,7 @@ async def open_authority(
             feed=feed,
             passwords=Passwords(password_parameters),
             authenticated_clients=authenticated_clients,
-            grace_key=_grace_key(kek),
+            grace_key=derive_key(kek, REFRESH_GRACE),
         )
         ctx_holder.append(ctx)
         try:
