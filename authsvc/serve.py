@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -21,6 +22,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from authsvc.authority import Authority, open_authority
 from authsvc.client_registry import ADMIN_SCOPES
 from authsvc.config import ConfigError, Settings
+from authsvc.keys.derivation import GATEWAY_SESSION, derive_key
+from authsvc.keys.sealing import load_kek
 from authsvc.rpc.server import start_server, stop_server
 from authsvc.scheduling import prefer_batch_scheduling
 
@@ -89,9 +92,10 @@ def read_dev_credentials(settings: Settings) -> dict[str, Any]:
     return data
 
 
-def gateway_config(settings: Settings) -> GatewayConfig:
+def gateway_config(settings: Settings, *, session_key: bytes | None = None) -> GatewayConfig:
     """The gateway's settings from the same AUTHSVC_* environment; in dev, its own client comes
-    from the credentials the first `serve --dev` wrote."""
+    from the credentials the first `serve --dev` wrote. `session_key` is used unless
+    AUTHSVC_GATEWAY_SESSION_KEY is set (`embedded_session_key`)."""
     from authsvc_gateway.config import ConfigError as GatewayConfigError
     from authsvc_gateway.config import GatewayConfig
 
@@ -104,9 +108,19 @@ def gateway_config(settings: Settings) -> GatewayConfig:
     env.setdefault("AUTHSVC_GATEWAY_ADDRESS", settings.gateway_address)
     env.setdefault("AUTHSVC_AUDIENCE", settings.audience)
     try:
-        return GatewayConfig.from_env(env)
+        config = GatewayConfig.from_env(env)
     except GatewayConfigError as exc:
         raise ConfigError(str(exc)) from None
+    if session_key is not None and not env.get("AUTHSVC_GATEWAY_SESSION_KEY"):
+        config = dataclasses.replace(config, session_key=session_key, session_key_shared=True)
+    return config
+
+
+def embedded_session_key(settings: Settings) -> bytes:
+    """The session key of the gateway that `authsvc serve` embeds: derived from the KEK, so every
+    replica of a deployment signs and checks the login forms' CSRF tokens and consent tickets
+    with the same key, and a restart does not break the logins in progress."""
+    return derive_key(load_kek(settings), GATEWAY_SESSION)
 
 
 async def _embedded_gateway(authority: Authority, config: GatewayConfig) -> None:
@@ -196,7 +210,11 @@ async def serve(settings: Settings) -> int:
                 "scheduling": scheduling,
             },
         )
-        gateway = gateway_config(settings) if settings.gateway_embedded else None
+        gateway = (
+            gateway_config(settings, session_key=embedded_session_key(settings))
+            if settings.gateway_embedded
+            else None
+        )
         gateway_task = (
             asyncio.create_task(_embedded_gateway(authority, gateway), name="gateway")
             if gateway is not None

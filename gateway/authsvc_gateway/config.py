@@ -65,6 +65,9 @@ class GatewayConfig:
     first_party_skip_consent: bool = True
     #: Signs the CSRF tokens and consent tickets; every gateway replica must share it.
     session_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    #: Whether `session_key` was given (AUTHSVC_GATEWAY_SESSION_KEY, or derived from the KEK when
+    #: embedded in `authsvc serve`) rather than made up by this process at start.
+    session_key_shared: bool = False
     login_policy: LoginPolicy = LoginPolicy()
     #: IPs of reverse proxies whose X-Forwarded-For is believed; empty trusts none.
     trusted_proxies: tuple[str, ...] = ()
@@ -129,6 +132,7 @@ class GatewayConfig:
             cors_origins=_words(env.get("AUTHSVC_CORS_ORIGINS", "")),
             first_party_skip_consent=_flag(env, "AUTHSVC_FIRST_PARTY_SKIP_CONSENT", default=True),
             session_key=_key(session_key) if session_key else secrets.token_bytes(32),
+            session_key_shared=bool(session_key),
             login_policy=policy,
             trusted_proxies=_words(env.get("AUTHSVC_GATEWAY_TRUSTED_PROXIES", "")),
             upstream_ca_file=_path(env, "AUTHSVC_GATEWAY_UPSTREAM_CA_FILE"),

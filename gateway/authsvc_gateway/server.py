@@ -102,6 +102,13 @@ async def serve(
     Without a `backend`, connects to authsvc at `config.upstream` over gRPC.
     """
     if backend is None:
+        if not config.session_key_shared:
+            log.warning(
+                "AUTHSVC_GATEWAY_SESSION_KEY is not set: this gateway signs its login forms with "
+                "a key of its own, so a login in progress fails after a restart or on another "
+                "replica",
+                extra={"hint": "set AUTHSVC_GATEWAY_SESSION_KEY to the same value everywhere"},
+            )
         async with GrpcBackend.connect(config) as grpc_backend:
             await serve(config, backend=grpc_backend, sock=sock)
         return

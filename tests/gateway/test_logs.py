@@ -108,6 +108,8 @@ async def _run_and_read_logs(running: RunningAuthority, data_dir: Path, command:
     lines += rest.decode().splitlines()
     entries = [json.loads(line) for line in lines]  # each line one JSON object
     assert [e for e in entries if e["logger"] == "uvicorn.access"] == []
+    # Started without AUTHSVC_GATEWAY_SESSION_KEY, a standalone gateway says what that breaks.
+    assert [e["level"] for e in entries if "SESSION_KEY is not set" in e["message"]] == ["warning"]
     for line in lines:
         assert not _mentions_a_request(line, challenge), line
 

@@ -1,0 +1,57 @@
+"""`authsvc serve`'s configuration of the gateway it embeds."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+from authsvc_gateway.csrf import CsrfVerdict, check_csrf, issue_csrf
+
+from authsvc.keys.sealing import new_kek_text
+from authsvc.serve import embedded_session_key, gateway_config
+from authsvc.testing import throwaway_settings
+
+
+@pytest.fixture(autouse=True)
+def gateway_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTHSVC_GATEWAY_CLIENT_ID", "gw")
+    monkeypatch.setenv("AUTHSVC_GATEWAY_CLIENT_SECRET", "asc_secret")
+    monkeypatch.delenv("AUTHSVC_GATEWAY_SESSION_KEY", raising=False)
+
+
+def _embedded(data_dir: Path, kek: str) -> tuple[bytes, bool]:
+    settings = throwaway_settings(data_dir, kek=kek)
+    config = gateway_config(settings, session_key=embedded_session_key(settings))
+    return config.session_key, config.session_key_shared
+
+
+def test_replicas_with_one_kek_sign_login_forms_alike(tmp_path: Path) -> None:
+    kek = new_kek_text()
+    (key_a, shared), (key_b, _) = _embedded(tmp_path / "a", kek), _embedded(tmp_path / "b", kek)
+    assert shared
+    assert key_a == key_b
+    # A login form served by one replica is accepted when posted to the other.
+    pair = issue_csrf(key_a, None)
+    assert check_csrf(key_b, pair.cookie, pair.token) is CsrfVerdict.PASSED
+
+
+def test_another_kek_gives_another_session_key(tmp_path: Path) -> None:
+    key_a, _ = _embedded(tmp_path / "a", new_kek_text())
+    key_b, _ = _embedded(tmp_path / "b", new_kek_text())
+    assert key_a != key_b
+
+
+def test_a_configured_session_key_wins_over_the_derived_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "AUTHSVC_GATEWAY_SESSION_KEY", base64.urlsafe_b64encode(b"k" * 32).decode().rstrip("=")
+    )
+    assert _embedded(tmp_path, new_kek_text()) == (b"k" * 32, True)
+
+
+def test_a_standalone_gateway_without_a_session_key_makes_up_its_own(tmp_path: Path) -> None:
+    config = gateway_config(throwaway_settings(tmp_path))
+    assert not config.session_key_shared
+    assert len(config.session_key) == 32
