@@ -17,7 +17,10 @@ from authsvc.errors import InvalidClient, InvalidGrant, InvalidRequest
 from authsvc.issuance import IssuedTokenPair, check_subject, mint_access_token, start_family
 from authsvc.scopes import grant
 from authsvc.storage.records import AuthorizationCodeRecord, RevocationEventRecord
+from authsvc.storage.sql import Tx
 from authsvc.tokens import opaque
+
+REUSED = "authorization code already used; tokens issued from it were revoked"
 
 
 @dataclass(frozen=True)
@@ -94,28 +97,18 @@ async def exchange_code(
         if record is None or record.client_id != client_id:
             raise InvalidGrant("authorization code unknown")
         if record.used_at is not None:
-            refusal = "authorization code already used; tokens issued from it were revoked"
-            if record.family_id and await tx.revoke_family(record.family_id, now, "code reuse"):
-                events = await append_events(
-                    tx,
-                    [ctx.revocation_event("family", record.family_id, now)],
-                )
-            await tx.append_audit(
-                "authorization_code_reuse_detected",
-                now,
-                subject=record.subject,
-                client_id=client_id,
-                family_id=record.family_id,
-            )
+            events, refusal = await _refuse_reuse(ctx, tx, record, now), REUSED
         elif record.expires_at <= now:
             raise InvalidGrant("authorization code expired")
         elif record.redirect_uri != redirect_uri:
             raise InvalidGrant("redirect_uri does not match the authorization request")
-        elif not pkce.verifier_matches(code_verifier, record.code_challenge):
-            await tx.mark_code_used(digest, now)
-            refusal = "code_verifier does not match the code challenge"
         elif not await tx.mark_code_used(digest, now):
-            raise InvalidGrant("authorization code already used")
+            # A concurrent redemption marked it first (on PostgreSQL both read it unused): this
+            # is a second use all the same. Read again for the family the winner started.
+            used = await tx.get_code(digest) or record
+            events, refusal = await _refuse_reuse(ctx, tx, used, now), REUSED
+        elif not pkce.verifier_matches(code_verifier, record.code_challenge):
+            refusal = "code_verifier does not match the code challenge"  # and the code is burnt
         else:
             client = await tx.get_client(client_id)
             if client is None or not client.enabled:
@@ -151,3 +144,21 @@ async def exchange_code(
         family_id=family.family_id,
     )
     return IssuedTokenPair(issued, family, refresh_token)
+
+
+async def _refuse_reuse(
+    ctx: AuthorityContext, tx: Tx, record: AuthorizationCodeRecord, now: float
+) -> list[RevocationEventRecord]:
+    """A code presented again: revoke the family issued from it, if any (RFC 6749 §4.1.2), and
+    record the attempt; the events to publish once the transaction commits."""
+    events: list[RevocationEventRecord] = []
+    if record.family_id and await tx.revoke_family(record.family_id, now, "code reuse"):
+        events = await append_events(tx, [ctx.revocation_event("family", record.family_id, now)])
+    await tx.append_audit(
+        "authorization_code_reuse_detected",
+        now,
+        subject=record.subject,
+        client_id=record.client_id,
+        family_id=record.family_id,
+    )
+    return events

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -371,6 +372,29 @@ async def test_code_reuse_revokes_the_family_issued_from_it(
     assert (await refused(rotating))[:2] == INVALID_GRANT
     [event] = await audit_events(running, "authorization_code_reuse_detected")
     assert event["family_id"] == pair.family_id
+
+
+async def test_a_concurrent_second_redemption_revokes_the_family_too(
+    running: RunningAuthority, tokens, authorization, admin, app: RegisteredClient
+) -> None:
+    # Both redemptions may read the code unused (PostgreSQL, read committed); the one that loses
+    # the compare-and-set is a second use all the same. Whichever way they interleave, no family
+    # issued from a code used twice may live (RFC 6749 §4.1.2).
+    for _ in range(10):
+        issued = await authorization.CreateAuthorizationCode(code_request(app), metadata=admin)
+        request = exchange_request(app, issued.code)
+        results = await asyncio.gather(
+            *(authorization.ExchangeAuthorizationCode(request, metadata=admin) for _ in range(2)),
+            return_exceptions=True,
+        )
+        [pair] = [r for r in results if isinstance(r, pb.TokenPair)]
+        [loser] = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+        assert dict(loser.trailing_metadata())["oauth-error-description"] == (
+            "authorization code already used; tokens issued from it were revoked"
+        )
+        rotating = tokens.Rotate(pb.RotateRequest(refresh_token=pair.refresh_token), metadata=admin)
+        assert (await refused(rotating))[:2] == INVALID_GRANT
+    assert len(await audit_events(running, "authorization_code_reuse_detected")) == 10
 
 
 async def test_code_expires_at_sixty_seconds(
