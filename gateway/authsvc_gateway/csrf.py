@@ -2,8 +2,13 @@
 
 The browser holds a random nonce in an HttpOnly, SameSite=Strict cookie; the form carries an HMAC
 of that nonce under the gateway's session key. A cross-site form post can neither read the cookie
-nor compute the HMAC, and a cookie planted by a sibling domain cannot be paired with a valid token
-without the key (OWASP CSRF Prevention Cheat Sheet, "signed double-submit cookie").
+nor compute the HMAC (OWASP CSRF Prevention Cheat Sheet, "signed double-submit cookie").
+
+The HMAC alone does not stop a nonce planted in the browser by a sibling domain ("cookie
+tossing"): the gateway pairs any well-formed nonce with its token, so whoever planted one can
+fetch the matching token. Over HTTPS the cookie's name therefore carries the `__Host-` prefix,
+which browsers accept only from a Secure, host-only cookie for Path=/ (RFC 6265bis §4.1.3.2): a
+sibling domain cannot set it. Plain HTTP (development on loopback) keeps the plain name.
 """
 
 from __future__ import annotations
@@ -18,9 +23,24 @@ from enum import Enum
 from typing import Final
 
 CSRF_COOKIE: Final = "authsvc_csrf"
+HOST_ONLY_CSRF_COOKIE: Final = "__Host-" + CSRF_COOKIE
 CSRF_FIELD: Final = "csrf_token"
 _NONCE = re.compile(r"[A-Za-z0-9_-]{43}")
 _DOMAIN: Final = b"authsvc-gateway csrf v1\x00"
+
+
+@dataclass(frozen=True)
+class CsrfCookie:
+    """The name and path the nonce's cookie is set with."""
+
+    name: str
+    path: str
+
+
+def csrf_cookie(secure: bool) -> CsrfCookie:
+    """Over HTTPS (`secure`), the `__Host-` cookie for Path=/ that only this host can set; over
+    plain HTTP, which cannot carry that prefix, the plain one for the gateway's paths."""
+    return CsrfCookie(HOST_ONLY_CSRF_COOKIE, "/") if secure else CsrfCookie(CSRF_COOKIE, "/oauth")
 
 
 @dataclass(frozen=True)

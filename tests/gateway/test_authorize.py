@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from authsvc_gateway import paths
-from authsvc_gateway.csrf import CSRF_COOKIE, CSRF_FIELD
+from authsvc_gateway.csrf import CSRF_COOKIE, CSRF_FIELD, HOST_ONLY_CSRF_COOKIE
 from authsvc_gateway.pages import INVALID_CREDENTIALS
 
 from tests.gateway.browser import decide, read_form, sign_in
@@ -215,6 +215,34 @@ async def test_a_login_without_the_csrf_pair_is_refused(
     assert "location" not in refused.headers
     # No password was checked: the attempt cannot feed a guessing attack.
     assert "code=" not in refused.text
+
+
+async def test_over_https_the_csrf_cookie_is_one_only_this_host_can_set(tmp_path) -> None:
+    async with (
+        deploy(tmp_path, public_url="https://auth.example") as deployment,
+        httpx.AsyncClient(base_url=deployment.url, follow_redirects=False) as http,
+    ):
+        client_id, _ = await register_app(deployment)
+        _, challenge = pkce_pair()
+        page = await http.get(authorize_url(deployment, client_id, challenge))
+        cookie = page.headers["set-cookie"]
+        assert cookie.startswith(HOST_ONLY_CSRF_COOKIE + "=")
+        attributes = [a.strip().lower() for a in cookie.split(";")[1:]]
+        assert {"secure", "path=/", "httponly", "samesite=strict"} <= set(attributes)
+        assert not any(a.startswith("domain") for a in attributes)
+        nonce = cookie.split(";")[0].split("=", 1)[1]
+        fields = {**read_form(page).fields, "username": USERNAME, "password": PASSWORD}
+        http.cookies.clear()  # the test sends each cookie by hand, over plain HTTP
+
+        # The nonce under the plain name, as a sibling domain could plant it, is not read.
+        planted = await http.post(
+            paths.LOGIN, data=fields, headers={"cookie": f"{CSRF_COOKIE}={nonce}"}
+        )
+        assert planted.status_code == 403
+        signed_in = await http.post(
+            paths.LOGIN, data=fields, headers={"cookie": f"{HOST_ONLY_CSRF_COOKIE}={nonce}"}
+        )
+        assert signed_in.status_code in (200, 303), signed_in.text  # consent, or the code
 
 
 @pytest.mark.parametrize(

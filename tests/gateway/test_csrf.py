@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from authsvc_gateway.csrf import CsrfVerdict, check_csrf, issue_csrf
+import pytest
+from authsvc_gateway.csrf import CsrfCookie, CsrfVerdict, check_csrf, csrf_cookie, issue_csrf
 
 KEY = b"k" * 32
 
@@ -42,3 +43,18 @@ def test_secrets_stay_out_of_repr() -> None:
     pair = issue_csrf(KEY, None)
     assert pair.cookie not in repr(pair)
     assert pair.token not in repr(pair)
+
+
+@pytest.mark.parametrize(
+    ("secure", "expected"),
+    [
+        pytest.param(True, CsrfCookie("__Host-authsvc_csrf", "/"), id="https-host-only"),
+        pytest.param(False, CsrfCookie("authsvc_csrf", "/oauth"), id="plain-http"),
+    ],
+)
+def test_the_cookie_is_host_only_where_the_browser_allows_it(
+    secure: bool, expected: CsrfCookie
+) -> None:
+    # RFC 6265bis §4.1.3.2: a `__Host-` cookie must be Secure and for Path=/, so over plain
+    # HTTP the browser would drop it.
+    assert csrf_cookie(secure) == expected

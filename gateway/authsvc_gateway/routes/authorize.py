@@ -37,7 +37,7 @@ from authsvc_gateway.consent import (
     open_ticket,
     seal_ticket,
 )
-from authsvc_gateway.csrf import CSRF_COOKIE, CSRF_FIELD, CsrfVerdict, check_csrf, issue_csrf
+from authsvc_gateway.csrf import CSRF_FIELD, CsrfVerdict, check_csrf, csrf_cookie, issue_csrf
 from authsvc_gateway.errors import (
     AccessDenied,
     InvalidGrant,
@@ -167,7 +167,7 @@ class AuthorizationEndpoints:
             return error_page(error)
         verdict = check_csrf(
             self._config.session_key,
-            request.cookies.get(CSRF_COOKIE),
+            self._csrf_nonce(request),
             form.single(CSRF_FIELD),
         )
         if verdict is not CsrfVerdict.PASSED:
@@ -212,7 +212,7 @@ class AuthorizationEndpoints:
         status: int = 200,
         retry_after: int | None = None,
     ) -> Response:
-        csrf = issue_csrf(self._config.session_key, request.cookies.get(CSRF_COOKIE))
+        csrf = issue_csrf(self._config.session_key, self._csrf_nonce(request))
         response = login_page(
             client_name=client.name or client.client_id,
             fields={**authorization.fields(), CSRF_FIELD: csrf.token},
@@ -290,7 +290,7 @@ class AuthorizationEndpoints:
             now=int(self._clock()),
             lifetime=CONSENT_TICKET_LIFETIME,
         )
-        csrf = issue_csrf(self._config.session_key, request.cookies.get(CSRF_COOKIE))
+        csrf = issue_csrf(self._config.session_key, self._csrf_nonce(request))
         response = consent_page(
             client_name=client.name or client.client_id,
             scopes=authorization.scope or tuple(client.scopes),
@@ -326,11 +326,15 @@ class AuthorizationEndpoints:
         # 303 after a form post, so the browser follows with GET; harmless after a GET.
         return RedirectResponse(url, status_code=303, headers=_REDIRECT_HEADERS)
 
+    def _csrf_nonce(self, request: Request) -> str | None:
+        return request.cookies.get(csrf_cookie(self._config.secure_cookies).name)
+
     def _set_csrf_cookie(self, response: Response, value: str) -> None:
+        cookie = csrf_cookie(self._config.secure_cookies)
         response.set_cookie(
-            CSRF_COOKIE,
+            cookie.name,
             value,
-            path="/oauth",
+            path=cookie.path,
             httponly=True,
             samesite="strict",
             secure=self._config.secure_cookies,
