@@ -216,6 +216,7 @@ async def test_background_work_is_skipped_while_another_replica_does_it(
                 "audit_events",
                 "authorization_codes",
                 "families",
+                "login_failures",
                 "refresh_tokens",
                 "revocation_events",
             ],
