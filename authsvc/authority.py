@@ -235,8 +235,8 @@ class Authority:
         return await users.create_user(self.ctx, username, password)
 
     @_unit_of_work
-    async def authenticate_user(self, username: str, password: str) -> str:
-        return await users.authenticate_user(self.ctx, username, password)
+    async def authenticate_user(self, username: str, password: str, *, client_ip: str = "") -> str:
+        return await users.authenticate_user(self.ctx, username, password, client_ip=client_ip)
 
     @_unit_of_work
     async def create_authorization_code(
@@ -300,10 +300,9 @@ class Authority:
         await self.ctx.store.close()
 
 
-def _grace_key(kek: bytes) -> bytes:
-    return HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=None, info=b"authsvc refresh grace v1"
-    ).derive(kek)
+def _derived_key(kek: bytes, purpose: bytes) -> bytes:
+    """A key for one purpose, the same on every replica (they share the KEK)."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(kek)
 
 
 async def open_authority(
@@ -358,7 +357,8 @@ async def open_authority(
             feed=feed,
             passwords=Passwords(password_parameters),
             authenticated_clients=authenticated_clients,
-            grace_key=_grace_key(kek),
+            grace_key=_derived_key(kek, b"authsvc refresh grace v1"),
+            login_key=_derived_key(kek, b"authsvc login limits v1"),
         )
         ctx_holder.append(ctx)
         try:

@@ -33,15 +33,6 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class LoginPolicy:
-    """How many failed logins are allowed within `window_seconds`, per account and per IP."""
-
-    max_failures_per_account: int = 5
-    max_failures_per_ip: int = 20
-    window_seconds: float = 900.0
-
-
-@dataclass(frozen=True)
 class GatewayConfig:
     """Everything the gateway needs to run; build it with `from_env()` or directly in tests."""
 
@@ -65,7 +56,6 @@ class GatewayConfig:
     first_party_skip_consent: bool = True
     #: Signs the CSRF tokens and consent tickets; every gateway replica must share it.
     session_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
-    login_policy: LoginPolicy = LoginPolicy()
     #: IPs of reverse proxies whose X-Forwarded-For is believed; empty trusts none.
     trusted_proxies: tuple[str, ...] = ()
     #: Seconds before a call to authsvc is abandoned.
@@ -107,11 +97,6 @@ class GatewayConfig:
                 "AUTHSVC_GATEWAY_CLIENT_ID and AUTHSVC_GATEWAY_CLIENT_SECRET must name the "
                 "gateway's own client (see gateway/README.md)"
             )
-        policy = LoginPolicy(
-            max_failures_per_account=_positive_int(env, "AUTHSVC_LOGIN_MAX_FAILURES_ACCOUNT", 5),
-            max_failures_per_ip=_positive_int(env, "AUTHSVC_LOGIN_MAX_FAILURES_IP", 20),
-            window_seconds=float(_positive_int(env, "AUTHSVC_LOGIN_FAILURE_WINDOW", 900)),
-        )
         session_key = env.get("AUTHSVC_GATEWAY_SESSION_KEY")
         return cls(
             issuer=env.get("AUTHSVC_ISSUER") or DEFAULT_ISSUER,
@@ -129,7 +114,6 @@ class GatewayConfig:
             cors_origins=_words(env.get("AUTHSVC_CORS_ORIGINS", "")),
             first_party_skip_consent=_flag(env, "AUTHSVC_FIRST_PARTY_SKIP_CONSENT", default=True),
             session_key=_key(session_key) if session_key else secrets.token_bytes(32),
-            login_policy=policy,
             trusted_proxies=_words(env.get("AUTHSVC_GATEWAY_TRUSTED_PROXIES", "")),
             upstream_ca_file=_path(env, "AUTHSVC_GATEWAY_UPSTREAM_CA_FILE"),
             upstream_cert_file=_path(env, "AUTHSVC_GATEWAY_UPSTREAM_CERT_FILE"),
@@ -157,15 +141,6 @@ def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
     if value in {"0", "false", "no", "off"}:
         return False
     raise ConfigError(f"{name} must be true or false, not {value!r}")
-
-
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
-    value = env.get(name, "").strip()
-    if not value:
-        return default
-    if not value.isdigit() or int(value) < 1:
-        raise ConfigError(f"{name} must be a positive integer, not {value!r}")
-    return int(value)
 
 
 def _path(env: Mapping[str, str], name: str) -> Path | None:
