@@ -34,7 +34,7 @@ from authsvc.config import ConfigError, Settings
 from authsvc.context import AuthorityContext
 from authsvc.events import RevocationFeed, Subscription
 from authsvc.health import DatabaseHealth
-from authsvc.keys.derivation import REFRESH_GRACE, derive_key
+from authsvc.keys.derivation import LOGIN_LIMITS, REFRESH_GRACE, derive_key
 from authsvc.keys.ring import KeyRing
 from authsvc.keys.rotation import RotationResult, reload_keys, rotate_keys
 from authsvc.keys.sealing import Sealer, UnsealError, load_kek
@@ -233,8 +233,8 @@ class Authority:
         return await users.create_user(self.ctx, username, password)
 
     @_unit_of_work
-    async def authenticate_user(self, username: str, password: str) -> str:
-        return await users.authenticate_user(self.ctx, username, password)
+    async def authenticate_user(self, username: str, password: str, *, client_ip: str = "") -> str:
+        return await users.authenticate_user(self.ctx, username, password, client_ip=client_ip)
 
     @_unit_of_work
     async def create_authorization_code(
@@ -351,6 +351,7 @@ async def open_authority(
             passwords=Passwords(password_parameters),
             authenticated_clients=authenticated_clients,
             grace_key=derive_key(kek, REFRESH_GRACE),
+            login_key=derive_key(kek, LOGIN_LIMITS),
         )
         ctx_holder.append(ctx)
         try:

@@ -15,6 +15,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 SIGNING_ALGORITHMS = ("EdDSA", "Ed25519", "ES256")
+#: Each key's recent failures are one row; this bounds its size.
+MAX_LOGIN_FAILURES = 1000
 
 
 class ConfigError(ValueError):
@@ -58,6 +60,10 @@ class Settings:
     db_connect_timeout: float = 5.0
     health_probe_interval: float = 5.0  # 0: health reports the process only
     health_probe_timeout: float = 2.0
+    # Failed logins allowed per window, per account and per client IP, across every replica.
+    login_max_failures_account: int = 5
+    login_max_failures_ip: int = 20
+    login_failure_window: int = 900
     log_level: str = "INFO"
     sched_batch: bool = False  # serve and gateway under Linux's SCHED_BATCH (authsvc/scheduling.py)
     dev: bool = False
@@ -120,7 +126,12 @@ def _number(raw: str) -> float:
 # An empty variable normally means "unset"; for these it means "off" (the README says so).
 _EMPTY_MEANS_OFF = {"metrics_address"}
 _PATH_FIELDS = {"data_dir", "kek_file", "tls_cert_file", "tls_key_file", "tls_client_ca_file"}
-_INT_FIELDS = {"db_pool_size", "db_statement_timeout_ms"}
+_INT_FIELDS = {
+    "db_pool_size",
+    "db_statement_timeout_ms",
+    "login_max_failures_account",
+    "login_max_failures_ip",
+}
 _FLOAT_FIELDS = {
     "revocation_poll_interval",
     "heartbeat_interval",
@@ -254,6 +265,18 @@ def _validate(s: Settings) -> None:
         "HEARTBEAT_INTERVAL",
         "use seconds within 0..30 (5 is the default): a verifier that hears nothing for its "
         "staleness bound (60 s by default) refuses calls",
+    )
+    for kind in ("account", "ip"):
+        _require(
+            1 <= getattr(s, f"login_max_failures_{kind}") <= MAX_LOGIN_FAILURES,
+            f"LOGIN_MAX_FAILURES_{kind.upper()}",
+            f"use a whole number of failed logins within 1..{MAX_LOGIN_FAILURES} "
+            f"(the default is {'5' if kind == 'account' else '20'})",
+        )
+    _require(
+        1 <= s.login_failure_window <= 86400,
+        "LOGIN_FAILURE_WINDOW",
+        "use seconds within 1s..1d, for example 900 or 15m (the default)",
     )
     _require(s.shutdown_grace >= 0, "SHUTDOWN_GRACE", "must not be negative")
     _require(

@@ -12,6 +12,7 @@ from authsvc.config import Settings
 from authsvc.events import RevocationFeed
 from authsvc.keys.ring import KeyPolicy, KeyRing
 from authsvc.keys.sealing import Sealer
+from authsvc.login_limits import FailurePolicy, LoginPolicy
 from authsvc.passwords import Passwords
 from authsvc.revocation_state import RevocationState
 from authsvc.storage.records import RevocationEventRecord
@@ -30,6 +31,8 @@ class AuthorityContext:
     passwords: Passwords
     authenticated_clients: AuthenticatedClients
     grace_key: bytes = field(repr=False)
+    #: Keys the HMAC digests of usernames and IPs in `login_failures` (`authsvc.login_limits`).
+    login_key: bytes = field(repr=False)
     key_purge_listeners: list[Callable[[], None]] = field(default_factory=list)
 
     def on_keys_purged(self) -> None:
@@ -44,6 +47,15 @@ class AuthorityContext:
             rotation_interval=s.key_rotation_interval,
             publish_lead=s.jwks_max_age,
             retire_for=s.longest_access_token_life + s.jwks_max_age,
+        )
+
+    @property
+    def login_policy(self) -> LoginPolicy:
+        s = self.settings
+        window = float(s.login_failure_window)
+        return LoginPolicy(
+            account=FailurePolicy(s.login_max_failures_account, window),
+            ip=FailurePolicy(s.login_max_failures_ip, window),
         )
 
     def revocation_expiry(self, at: float) -> float:

@@ -16,6 +16,8 @@ class AuthError(Exception):
 
     code: str = "server_error"
     default_description: str = "the server could not complete the request"
+    #: Seconds after which a retry may succeed, when the error knows (RFC 9110 §10.2.3).
+    retry_after: int | None = None
 
     def __init__(self, description: str | None = None) -> None:
         self.description = description or self.default_description
@@ -116,6 +118,18 @@ class TemporarilyUnavailable(AuthError):
     default_description = "the service is temporarily unavailable, retry later"
 
 
+class TooManyAttempts(AuthError):
+    """Too many failed logins for this account or client IP; the same answer whether or not the
+    account exists. Not an OAuth code: the gateway answers it with its sign-in page and 429."""
+
+    code = "too_many_attempts"
+    default_description = "too many failed attempts, try again later"
+
+    def __init__(self, retry_after: int = 1, description: str | None = None) -> None:
+        super().__init__(description)
+        self.retry_after = retry_after
+
+
 class ServerError(AuthError):
     """An unexpected failure; the detail went to the log."""
 
@@ -138,6 +152,7 @@ ALL_ERRORS: tuple[type[AuthError], ...] = (
     AccessDenied,
     NotFound,
     TemporarilyUnavailable,
+    TooManyAttempts,
     ServerError,
 )
 """Every error class; the transport tables are tested against this list."""

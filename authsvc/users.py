@@ -1,10 +1,14 @@
-"""Users who log in through the gateway: argon2id passwords (see `authsvc.passwords`)."""
+"""Users who log in through the gateway: argon2id passwords (see `authsvc.passwords`), checked
+only within the failed-login limits (see `authsvc.login_limits`)."""
 
 from __future__ import annotations
 
+from authsvc import login_limits
 from authsvc.context import AuthorityContext, new_id
-from authsvc.errors import InvalidGrant, InvalidRequest
+from authsvc.errors import InvalidGrant, InvalidRequest, TooManyAttempts
+from authsvc.login_limits import Blocked, LimitKey
 from authsvc.storage.records import UserRecord
+from authsvc.storage.sql import Tx
 
 MAX_PASSWORD = 1024  # argon2 takes any length; this bounds the work one request can ask for
 
@@ -25,16 +29,51 @@ async def create_user(ctx: AuthorityContext, username: str, password: str) -> st
     return user.subject
 
 
-async def authenticate_user(ctx: AuthorityContext, username: str, password: str) -> str:
-    """The subject of the user whose password this is; one generic InvalidGrant otherwise."""
+async def authenticate_user(
+    ctx: AuthorityContext, username: str, password: str, *, client_ip: str = ""
+) -> str:
+    """The subject of the user whose password this is; one generic InvalidGrant otherwise.
+
+    Too many recent failures for the account or for `client_ip` (every replica counts into the
+    same rows) answer TooManyAttempts before any argon2 work, for unknown users the same as for
+    known ones. Otherwise the attempt is counted as a failure before the password is checked, so
+    guesses sent in parallel cannot all pass the limit, and a correct password takes it back.
+    """
     if len(password) > MAX_PASSWORD or len(username) > 200:
         raise InvalidGrant("invalid credentials")
-    async with ctx.store.transaction(readonly=True) as tx:
+    keys = [
+        key
+        for key in login_limits.login_keys(ctx.login_key, ctx.login_policy, username, client_ip)
+        if key is not None
+    ]
+    now = ctx.clock.now()
+    async with ctx.store.transaction() as tx:
+        failures = await tx.lock_login_failures([key.digest for key in keys], now)
+        verdict = login_limits.decide_all(((failures[k.digest], k.policy) for k in keys), now)
+        if isinstance(verdict, Blocked):
+            raise TooManyAttempts(verdict.retry_after)
+        for key in keys:
+            counted = login_limits.with_failure(failures[key.digest], now, key.policy)
+            await _set_failures(tx, key, counted, now)
         user = await tx.get_user(username)
     result = await ctx.passwords.check(password, user.password_hash if user else None)
     if user is None or not result.ok:
         raise InvalidGrant("invalid credentials")
-    if result.new_hash is not None:
-        async with ctx.store.transaction() as tx:
+    async with ctx.store.transaction() as tx:
+        failures = await tx.lock_login_failures([key.digest for key in keys], now)
+        account, *ip = keys
+        # The account's failures go (today's behaviour); the IP keeps all but this attempt's.
+        await tx.forget_login_failures(account.digest)
+        for key in ip:
+            await _set_failures(
+                tx, key, login_limits.without_failure(failures[key.digest], now), now
+            )
+        if result.new_hash is not None:
             await tx.set_password_hash(user.subject, result.new_hash)
     return user.subject
+
+
+async def _set_failures(tx: Tx, key: LimitKey, failures: tuple[float, ...], now: float) -> None:
+    await tx.set_login_failures(
+        key.digest, failures, login_limits.expires_at(failures, key.policy, now)
+    )

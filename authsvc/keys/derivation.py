@@ -16,6 +16,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 REFRESH_GRACE = b"authsvc refresh grace v1"
 #: Signs the embedded gateway's CSRF tokens and consent tickets (`authsvc_gateway`).
 GATEWAY_SESSION = b"authsvc gateway session v1"
+#: Keys the digests of usernames and client IPs in `login_failures` (`authsvc.login_limits`).
+LOGIN_LIMITS = b"authsvc login limits v1"
 
 
 def derive_key(kek: bytes, purpose: bytes) -> bytes:

@@ -380,7 +380,9 @@ class AuthorizationService(pb_grpc.AuthorizationServiceServicer):
     async def AuthenticateUser(
         self, request: pb.AuthenticateUserRequest, context: Context
     ) -> pb.AuthenticateUserResponse:
-        subject = await self._authority.authenticate_user(request.username, request.password)
+        subject = await self._authority.authenticate_user(
+            request.username, request.password, client_ip=request.client_ip
+        )
         return pb.AuthenticateUserResponse(subject=subject)
 
     @_edge

@@ -1,7 +1,8 @@
 """Domain errors → gRPC status, in one table (see the error section of protos/authsvc/v1/authsvc.proto).
 
 The OAuth error code travels in trailing metadata (`oauth-error`, `oauth-error-description`) so a
-client can tell invalid_grant from invalid_token without parsing text.
+client can tell invalid_grant from invalid_token without parsing text; an error that knows when a
+retry may succeed adds `retry-after` (whole seconds).
 """
 
 from __future__ import annotations
@@ -30,10 +31,13 @@ GRPC_STATUS: dict[type[errors.AuthError], grpc.StatusCode] = {
     errors.AccessDenied: grpc.StatusCode.PERMISSION_DENIED,
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
     errors.TemporarilyUnavailable: grpc.StatusCode.UNAVAILABLE,
+    # Not UNAVAILABLE: gRPC retry policies retry that at once, which is what must not happen.
+    errors.TooManyAttempts: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 OAUTH_ERROR_KEY = "oauth-error"
 OAUTH_DESCRIPTION_KEY = "oauth-error-description"
+RETRY_AFTER_KEY = "retry-after"
 
 
 def status_for(error: errors.AuthError) -> grpc.StatusCode:
@@ -43,7 +47,10 @@ def status_for(error: errors.AuthError) -> grpc.StatusCode:
 def trailing_metadata(error: errors.AuthError) -> tuple[tuple[str, str], ...]:
     # Metadata values must be printable ASCII; descriptions are ours and kept that way.
     description = error.description.encode("ascii", "replace").decode("ascii")
-    return ((OAUTH_ERROR_KEY, error.code), (OAUTH_DESCRIPTION_KEY, description))
+    metadata = ((OAUTH_ERROR_KEY, error.code), (OAUTH_DESCRIPTION_KEY, description))
+    if error.retry_after is None:
+        return metadata
+    return (*metadata, (RETRY_AFTER_KEY, str(error.retry_after)))
 
 
 async def abort(context: grpc.aio.ServicerContext[Any, Any], error: errors.AuthError) -> None:

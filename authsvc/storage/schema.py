@@ -159,6 +159,18 @@ event_stream = Table(
     Column("last_cursor", BigInteger, nullable=False),
 )
 
+# The recent failed logins of one account or one client IP, shared by every replica. The key is an
+# HMAC of the username or IP (`authsvc.login_limits`), never the value itself; `failures` holds at
+# most the policy's number of times, and `expires_at` is when the newest leaves the window.
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("key_digest", LargeBinary(32), primary_key=True),
+    Column("failures", Text, nullable=False),  # JSON list of times, oldest first
+    Column("expires_at", Double, nullable=False),
+    Index(None, "expires_at"),
+)
+
 audit_events = Table(
     "audit_events",
     metadata,

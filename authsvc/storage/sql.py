@@ -219,6 +219,23 @@ _APPEND_EVENT = {
 }
 
 
+def _lock_login_key(dialect_insert: Any) -> Any:
+    """Make a key's row if it has none, and lock it either way, in one statement: the no-op
+    update of an existing row takes its row lock, as SELECT … FOR UPDATE would, and a row that
+    another transaction is inserting is waited for instead of missed."""
+    f = t.login_failures
+    statement = dialect_insert(f)
+    return statement.on_conflict_do_update(
+        index_elements=[f.c.key_digest], set_={"failures": f.c.failures}
+    ).returning(f.c.failures)
+
+
+_LOCK_LOGIN_KEY = {
+    "sqlite": _lock_login_key(sqlite.insert),
+    "postgresql": _lock_login_key(postgresql.insert),
+}
+
+
 @dataclass(frozen=True)
 class DriverStatement:
     """A hot statement as the bare driver runs it: SQL text, bind names in order, row shape."""
@@ -522,6 +539,42 @@ class Tx:
         await self._exec(
             update(t.users).where(t.users.c.subject == subject).values(password_hash=password_hash)
         )
+
+    # failed logins
+
+    async def lock_login_failures(
+        self, digests: Iterable[bytes], at: float
+    ) -> dict[bytes, tuple[float, ...]]:
+        """The failures recorded for each key, each row locked until the transaction ends (and
+        made, empty and expiring at `at`, where there is none yet).
+
+        Rows are locked one at a time in digest order, so two transactions after the same keys
+        queue behind each other instead of deadlocking, and neither loses the other's count.
+        """
+        statement = _LOCK_LOGIN_KEY["sqlite" if self.sqlite else "postgresql"]
+        found: dict[bytes, tuple[float, ...]] = {}
+        for digest in sorted(set(digests)):
+            result = await self._exec(
+                statement, {"key_digest": digest, "failures": "[]", "expires_at": at}
+            )
+            found[digest] = tuple(float(f) for f in json.loads(result.scalar_one()))
+        return found
+
+    async def set_login_failures(
+        self, digest: bytes, failures: Iterable[float], expires_at: float
+    ) -> None:
+        """Replace a key's failures (its row locked by `lock_login_failures`)."""
+        f = t.login_failures
+        await self._exec(
+            update(f)
+            .where(f.c.key_digest == digest)
+            .values(failures=json.dumps(list(failures)), expires_at=expires_at)
+        )
+
+    async def forget_login_failures(self, digest: bytes) -> None:
+        """Clear a key's failures (an account after a correct password)."""
+        f = t.login_failures
+        await self._exec(delete(f).where(f.c.key_digest == digest))
 
     # families and refresh tokens
 
@@ -858,4 +911,12 @@ class Tx:
             delete(t.audit_events).where(t.audit_events.c.occurred_at <= at - audit_retention)
         )
         counts["audit_events"] = result.rowcount
+        # Rows a login holds right now are skipped (PostgreSQL), not waited for: that login
+        # rewrites its row anyway, and waiting in expiry order could deadlock with it.
+        f = t.login_failures
+        expired = (
+            select(f.c.key_digest).where(f.c.expires_at <= at).with_for_update(skip_locked=True)
+        )
+        result = await self._exec(delete(f).where(f.c.key_digest.in_(expired)))
+        counts["login_failures"] = result.rowcount
         return counts

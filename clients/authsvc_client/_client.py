@@ -211,9 +211,14 @@ class AuthClient:
         request = pb.GetClientRequest(client_id=client_id)
         return self._unary(self._authorization.GetClient, request, pb.Client)
 
-    def authenticate_user(self, username: str, password: str) -> pb.AuthenticateUserResponse:
-        """Check a user's password (needs `authsvc:gateway`)."""
-        request = pb.AuthenticateUserRequest(username=username, password=password)
+    def authenticate_user(
+        self, username: str, password: str, *, client_ip: str = ""
+    ) -> pb.AuthenticateUserResponse:
+        """Check a user's password (needs `authsvc:gateway`), counting a failure against the
+        account and `client_ip`; `TooManyAttempts` over the limit."""
+        request = pb.AuthenticateUserRequest(
+            username=username, password=password, client_ip=client_ip
+        )
         return self._unary(
             self._authorization.AuthenticateUser, request, pb.AuthenticateUserResponse
         )
@@ -442,9 +447,14 @@ class AsyncAuthClient:
         request = pb.GetClientRequest(client_id=client_id)
         return await self._unary(self._authorization.GetClient, request, pb.Client)
 
-    async def authenticate_user(self, username: str, password: str) -> pb.AuthenticateUserResponse:
-        """Check a user's password (needs `authsvc:gateway`)."""
-        request = pb.AuthenticateUserRequest(username=username, password=password)
+    async def authenticate_user(
+        self, username: str, password: str, *, client_ip: str = ""
+    ) -> pb.AuthenticateUserResponse:
+        """Check a user's password (needs `authsvc:gateway`), counting a failure against the
+        account and `client_ip`; `TooManyAttempts` over the limit."""
+        request = pb.AuthenticateUserRequest(
+            username=username, password=password, client_ip=client_ip
+        )
         return await self._unary(
             self._authorization.AuthenticateUser, request, pb.AuthenticateUserResponse
         )

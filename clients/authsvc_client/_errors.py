@@ -24,6 +24,7 @@ __all__ = [
     "NotFound",
     "ServerError",
     "TemporarilyUnavailable",
+    "TooManyAttempts",
     "UnauthorizedClient",
     "UnknownSigningKey",
     "UnsupportedGrantType",
@@ -36,8 +37,9 @@ class AuthError(Exception):
     """Base of every authsvc_client error.
 
     `error` is the OAuth error code, `description` the short text meant for the caller (never a
-    secret), and `status` the gRPC status the call ended with (or will end with, when a server
-    interceptor rejects a call).
+    secret), `status` the gRPC status the call ended with (or will end with, when a server
+    interceptor rejects a call), and `retry_after` the seconds the server asked the caller to
+    wait before trying again, when it said.
     """
 
     code: ClassVar[str] = "server_error"
@@ -48,11 +50,13 @@ class AuthError(Exception):
         *,
         error: str | None = None,
         status: grpc.StatusCode | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(description or self.code)
         self.error = error or self.code
         self.description = description
         self.status = status or _status_for(type(self))
+        self.retry_after = retry_after
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(error={self.error!r}, description={self.description!r})"
@@ -128,6 +132,13 @@ class TemporarilyUnavailable(AuthError):
     code = "temporarily_unavailable"
 
 
+class TooManyAttempts(AuthError):
+    """Too many failed logins for the account or the client IP; `retry_after` says how long to
+    wait. Not an OAuth code: gRPC RESOURCE_EXHAUSTED."""
+
+    code = "too_many_attempts"
+
+
 class ServerError(AuthError):
     """RFC 6749 §4.1.2.1: an unexpected condition on the server."""
 
@@ -155,6 +166,7 @@ GRPC_STATUS: dict[type[AuthError], grpc.StatusCode] = {
     UnauthorizedClient: grpc.StatusCode.PERMISSION_DENIED,
     AccessDenied: grpc.StatusCode.PERMISSION_DENIED,
     TemporarilyUnavailable: grpc.StatusCode.UNAVAILABLE,
+    TooManyAttempts: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ServerError: grpc.StatusCode.INTERNAL,
     NotFound: grpc.StatusCode.NOT_FOUND,
     AuthError: grpc.StatusCode.INTERNAL,
@@ -195,11 +207,17 @@ def from_rpc_error(exc: grpc.RpcError) -> AuthError:
     trailers = _trailers_of(exc)
     code = trailers.get("oauth-error", "")
     description = trailers.get("oauth-error-description", "") or _details_of(exc)
+    retry_after = _retry_after(trailers.get("retry-after", ""))
     if code:
         cls = _BY_CODE.get(code, AuthError)
-        return cls(description, error=code, status=status)
+        return cls(description, error=code, status=status, retry_after=retry_after)
     cls = _BY_STATUS.get(status, ServerError)
-    return cls(description, status=status)
+    return cls(description, status=status, retry_after=retry_after)
+
+
+def _retry_after(value: str) -> int | None:
+    """Whole seconds, as authsvc sends them; anything else is as if nothing was said."""
+    return int(value) if value.isdigit() and len(value) <= 9 else None
 
 
 def _status_of(exc: grpc.RpcError) -> grpc.StatusCode:

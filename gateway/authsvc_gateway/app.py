@@ -22,7 +22,7 @@ from authsvc_gateway.errors import InvalidRequest, ServerError, error_response
 from authsvc_gateway.key_set import KeySetCache
 from authsvc_gateway.metadata import metadata_paths, server_metadata
 from authsvc_gateway.openapi import openapi_document
-from authsvc_gateway.routes.authorize import AuthorizationEndpoints, LoginLimits
+from authsvc_gateway.routes.authorize import AuthorizationEndpoints
 from authsvc_gateway.routes.discovery import DiscoveryEndpoints
 from authsvc_gateway.routes.health import HealthEndpoints
 from authsvc_gateway.routes.introspect import IntrospectionEndpoint
@@ -39,11 +39,9 @@ def create_app(
     clock: Callable[[], float] = time.time,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> DirectRoutes:
-    """The gateway app. `clock` (wall time) dates consent tickets; `monotonic` drives the login
-    rate limits and the JWK Set cache. The backend's lifetime is the caller's."""
-    authorization = AuthorizationEndpoints(
-        backend, config, limits=LoginLimits.from_config(config, monotonic), clock=clock
-    )
+    """The gateway app. `clock` (wall time) dates consent tickets; `monotonic` drives the JWK
+    Set cache. The backend's lifetime is the caller's. (The login limits are authsvc's.)"""
+    authorization = AuthorizationEndpoints(backend, config, clock=clock)
     discovery = DiscoveryEndpoints(
         KeySetCache(backend, clock=monotonic),
         server_metadata(config),

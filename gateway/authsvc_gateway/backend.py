@@ -98,7 +98,7 @@ def gateway_error(exc: ClientAuthError) -> OAuthError:
         return TemporarilyUnavailable("authsvc is unavailable; try again shortly")
     if exc.error == "server_error":
         return ServerError("authsvc could not answer")
-    return error_from_code(exc.error, exc.description)
+    return error_from_code(exc.error, exc.description, retry_after=exc.retry_after)
 
 
 def refuses_our_credentials(exc: ClientAuthError) -> bool:
@@ -180,7 +180,9 @@ class GrpcBackend:
         self, request: pb.AuthenticateUserRequest, /
     ) -> pb.AuthenticateUserResponse:
         return await self._call(
-            lambda auth: auth.authenticate_user(request.username, request.password)
+            lambda auth: auth.authenticate_user(
+                request.username, request.password, client_ip=request.client_ip
+            )
         )
 
     async def create_authorization_code(

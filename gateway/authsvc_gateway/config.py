@@ -33,15 +33,6 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class LoginPolicy:
-    """How many failed logins are allowed within `window_seconds`, per account and per IP."""
-
-    max_failures_per_account: int = 5
-    max_failures_per_ip: int = 20
-    window_seconds: float = 900.0
-
-
-@dataclass(frozen=True)
 class GatewayConfig:
     """Everything the gateway needs to run; build it with `from_env()` or directly in tests."""
 
@@ -68,7 +59,6 @@ class GatewayConfig:
     #: Whether `session_key` was given (AUTHSVC_GATEWAY_SESSION_KEY, or derived from the KEK when
     #: embedded in `authsvc serve`) rather than made up by this process at start.
     session_key_shared: bool = False
-    login_policy: LoginPolicy = LoginPolicy()
     #: IPs of reverse proxies whose X-Forwarded-For is believed; empty trusts none.
     trusted_proxies: tuple[str, ...] = ()
     #: Seconds before a call to authsvc is abandoned.
@@ -110,11 +100,6 @@ class GatewayConfig:
                 "AUTHSVC_GATEWAY_CLIENT_ID and AUTHSVC_GATEWAY_CLIENT_SECRET must name the "
                 "gateway's own client (see gateway/README.md)"
             )
-        policy = LoginPolicy(
-            max_failures_per_account=_positive_int(env, "AUTHSVC_LOGIN_MAX_FAILURES_ACCOUNT", 5),
-            max_failures_per_ip=_positive_int(env, "AUTHSVC_LOGIN_MAX_FAILURES_IP", 20),
-            window_seconds=float(_positive_int(env, "AUTHSVC_LOGIN_FAILURE_WINDOW", 900)),
-        )
         session_key = env.get("AUTHSVC_GATEWAY_SESSION_KEY")
         return cls(
             issuer=env.get("AUTHSVC_ISSUER") or DEFAULT_ISSUER,
@@ -133,7 +118,6 @@ class GatewayConfig:
             first_party_skip_consent=_flag(env, "AUTHSVC_FIRST_PARTY_SKIP_CONSENT", default=True),
             session_key=_key(session_key) if session_key else secrets.token_bytes(32),
             session_key_shared=bool(session_key),
-            login_policy=policy,
             trusted_proxies=_words(env.get("AUTHSVC_GATEWAY_TRUSTED_PROXIES", "")),
             upstream_ca_file=_path(env, "AUTHSVC_GATEWAY_UPSTREAM_CA_FILE"),
             upstream_cert_file=_path(env, "AUTHSVC_GATEWAY_UPSTREAM_CERT_FILE"),
@@ -161,15 +145,6 @@ def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
     if value in {"0", "false", "no", "off"}:
         return False
     raise ConfigError(f"{name} must be true or false, not {value!r}")
-
-
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
-    value = env.get(name, "").strip()
-    if not value:
-        return default
-    if not value.isdigit() or int(value) < 1:
-        raise ConfigError(f"{name} must be a positive integer, not {value!r}")
-    return int(value)
 
 
 def _path(env: Mapping[str, str], name: str) -> Path | None:

@@ -26,9 +26,11 @@ class OAuthError(Exception):
 
     error: ClassVar[str] = "server_error"
 
-    def __init__(self, description: str = "") -> None:
+    def __init__(self, description: str = "", *, retry_after: int | None = None) -> None:
         super().__init__(description)
         self.description = _NOT_DESCRIPTION_CHARACTER.sub("?", description)[:200]
+        #: Seconds authsvc asked the caller to wait (RFC 9110 §10.2.3), when it said.
+        self.retry_after = retry_after
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.description!r})"
@@ -106,6 +108,13 @@ class TemporarilyUnavailable(OAuthError):
     error = "temporarily_unavailable"
 
 
+class TooManyAttempts(OAuthError):
+    """Failed logins over authsvc's limit for the account or the client IP. Not an OAuth code:
+    the sign-in form answers it with its own page, 429 and `Retry-After`."""
+
+    error = "too_many_attempts"
+
+
 class ServerError(OAuthError):
     """RFC 6749 §4.1.2.1: something unexpected failed; the details are in the logs."""
 
@@ -135,17 +144,20 @@ HTTP_STATUS: Final[Mapping[str, int]] = MappingProxyType(
         "invalid_token": 401,
         "insufficient_scope": 403,
         "temporarily_unavailable": 503,
+        "too_many_attempts": 429,
         "server_error": 500,
     }
 )
 
 
-def error_from_code(code: str, description: str = "") -> OAuthError:
+def error_from_code(
+    code: str, description: str = "", *, retry_after: int | None = None
+) -> OAuthError:
     """The error for an OAuth code received from authsvc; an unknown code is a server error."""
     cls = ERRORS.get(code)
     if cls is None:
         return ServerError("authsvc answered with an unknown error")
-    return cls(description)
+    return cls(description, retry_after=retry_after)
 
 
 def error_body(error: OAuthError) -> dict[str, str]:
@@ -165,7 +177,9 @@ def error_response(error: OAuthError, *, www_authenticate: str | None = None) ->
     headers = {}
     if www_authenticate is not None:
         headers["WWW-Authenticate"] = www_authenticate
-    if error.error == "temporarily_unavailable":
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(error.retry_after)
+    elif error.error == "temporarily_unavailable":
         headers["Retry-After"] = "5"
     return NoStoreReply(
         json.dumps(error_body(error)).encode(), HTTP_STATUS[error.error], headers=headers

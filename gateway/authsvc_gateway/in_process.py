@@ -34,7 +34,7 @@ async def _translated(call: Awaitable[Result]) -> Result:
     try:
         return await call
     except AuthError as exc:
-        raise error_from_code(exc.code, exc.description) from exc
+        raise error_from_code(exc.code, exc.description, retry_after=exc.retry_after) from exc
 
 
 class InProcessBackend:
@@ -66,7 +66,9 @@ class InProcessBackend:
         self, request: pb.AuthenticateUserRequest, /
     ) -> pb.AuthenticateUserResponse:
         subject = await _translated(
-            self._authority.authenticate_user(request.username, request.password)
+            self._authority.authenticate_user(
+                request.username, request.password, client_ip=request.client_ip
+            )
         )
         return pb.AuthenticateUserResponse(subject=subject)
 

@@ -159,6 +159,35 @@ async def test_authenticate_user_refuses_with_one_generic_answer(
     )
 
 
+async def test_too_many_failures_answer_resource_exhausted_with_retry_after(
+    running: RunningAuthority, authorization, admin, alice: str
+) -> None:
+    wrong = pb.AuthenticateUserRequest(username="alice", password="nope", client_ip="192.0.2.1")
+    for _ in range(running.settings.login_max_failures_account):
+        await refused(authorization.AuthenticateUser(wrong, metadata=admin))
+    right = pb.AuthenticateUserRequest(username="alice", password=PASSWORD, client_ip="192.0.2.1")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await authorization.AuthenticateUser(right, metadata=admin)
+    assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    trailers = dict(caught.value.trailing_metadata() or ())
+    assert trailers["oauth-error"] == "too_many_attempts"
+    assert trailers["retry-after"] == str(running.settings.login_failure_window)
+    assert "alice" not in str(caught.value.details()) + str(trailers)
+
+
+@pytest.mark.parametrize(
+    "client_ip",
+    [pytest.param("not-an-ip", id="word"), pytest.param("192.0.2.1\n", id="control")],
+)
+async def test_a_malformed_client_ip_is_invalid_request(
+    authorization, admin, alice: str, client_ip: str
+) -> None:
+    request = pb.AuthenticateUserRequest(username="alice", password=PASSWORD, client_ip=client_ip)
+    assert (await refused(authorization.AuthenticateUser(request, metadata=admin)))[:2] == (
+        INVALID_REQUEST
+    )
+
+
 async def _stored_hash(running: RunningAuthority) -> str:
     async with running.authority.ctx.store.transaction(readonly=True) as tx:
         result = await tx.conn.execute(select(users.c.password_hash))

@@ -104,6 +104,22 @@ def test_defaults_are_valid() -> None:
             id="probe-timeout-beyond-interval",
         ),
         pytest.param({"log_level": "LOUD"}, "AUTHSVC_LOG_LEVEL", id="log-level"),
+        pytest.param(
+            {"login_max_failures_account": 0},
+            "AUTHSVC_LOGIN_MAX_FAILURES_ACCOUNT",
+            id="login-account-none",
+        ),
+        pytest.param(
+            {"login_max_failures_ip": 1001}, "AUTHSVC_LOGIN_MAX_FAILURES_IP", id="login-ip-huge"
+        ),
+        pytest.param(
+            {"login_failure_window": 0}, "AUTHSVC_LOGIN_FAILURE_WINDOW", id="login-window-0"
+        ),
+        pytest.param(
+            {"login_failure_window": 86401},
+            "AUTHSVC_LOGIN_FAILURE_WINDOW",
+            id="login-window-long",
+        ),
     ],
 )
 def test_each_bad_value_names_its_variable(overrides: dict[str, Any], variable: str) -> None:
@@ -126,6 +142,23 @@ def test_each_bad_value_names_its_variable(overrides: dict[str, Any], variable: 
         pytest.param("AUTHSVC_DEV", "0", "dev", False, id="bool-0"),
         pytest.param("AUTHSVC_HEARTBEAT_INTERVAL", "0.5", "heartbeat_interval", 0.5, id="float"),
         pytest.param("AUTHSVC_DB_POOL_SIZE", "3", "db_pool_size", 3, id="int"),
+        # The gateway's variables of old, read now where the limits are enforced.
+        pytest.param(
+            "AUTHSVC_LOGIN_MAX_FAILURES_ACCOUNT",
+            "3",
+            "login_max_failures_account",
+            3,
+            id="login-account",
+        ),
+        pytest.param(
+            "AUTHSVC_LOGIN_MAX_FAILURES_IP", "50", "login_max_failures_ip", 50, id="login-ip"
+        ),
+        pytest.param(
+            "AUTHSVC_LOGIN_FAILURE_WINDOW", "900", "login_failure_window", 900, id="login-window"
+        ),
+        pytest.param(
+            "AUTHSVC_LOGIN_FAILURE_WINDOW", "15m", "login_failure_window", 900, id="login-window-m"
+        ),
         pytest.param(
             "AUTHSVC_HEALTH_PROBE_TIMEOUT", "0.5", "health_probe_timeout", 0.5, id="probe-timeout"
         ),
@@ -155,6 +188,8 @@ def test_from_env_parses(variable: str, raw: str, field: str, value: Any) -> Non
         pytest.param("AUTHSVC_DEV", "maybe", id="bool"),
         pytest.param("AUTHSVC_HEARTBEAT_INTERVAL", "soon", id="float"),
         pytest.param("AUTHSVC_DB_POOL_SIZE", "ten", id="int"),
+        pytest.param("AUTHSVC_LOGIN_FAILURE_WINDOW", "-1", id="login-window-negative"),
+        pytest.param("AUTHSVC_LOGIN_MAX_FAILURES_IP", "many", id="login-ip-word"),
     ],
 )
 def test_from_env_unparsable_value_names_its_variable(variable: str, raw: str) -> None:

@@ -16,7 +16,7 @@ DEFINED = [
     if issubclass(cls, errors.AuthError) and cls.__module__ == errors.__name__
 ]
 
-# RFC 6749 §5.2, RFC 6750 §3.1, RFC 7009 §2.2.1, plus the two non-OAuth codes we use.
+# RFC 6749 §5.2, RFC 6750 §3.1, RFC 7009 §2.2.1, plus the non-OAuth codes we use.
 OAUTH_CODES = {
     "invalid_request",
     "invalid_client",
@@ -31,6 +31,7 @@ OAUTH_CODES = {
     "temporarily_unavailable",
     "server_error",
     "not_found",
+    "too_many_attempts",
 }
 
 
@@ -81,6 +82,9 @@ def test_the_table_maps_nothing_else() -> None:
             id="temporarily_unavailable",
         ),
         pytest.param(errors.ServerError, grpc.StatusCode.INTERNAL, id="server_error"),
+        pytest.param(
+            errors.TooManyAttempts, grpc.StatusCode.RESOURCE_EXHAUSTED, id="too_many_attempts"
+        ),
     ],
 )
 def test_mapping_follows_the_proto(error: type[errors.AuthError], status: grpc.StatusCode) -> None:
@@ -98,6 +102,14 @@ def test_trailing_metadata_carries_code_and_ascii_description() -> None:
     assert trailing_metadata(error) == (
         ("oauth-error", "invalid_grant"),
         ("oauth-error-description", "refresh token expired ? caf?"),
+    )
+
+
+def test_trailing_metadata_says_when_to_retry() -> None:
+    assert trailing_metadata(errors.TooManyAttempts(42)) == (
+        ("oauth-error", "too_many_attempts"),
+        ("oauth-error-description", "too many failed attempts, try again later"),
+        ("retry-after", "42"),
     )
 
 

@@ -18,7 +18,7 @@ import pytest
 from authsvc.authority import Authority, open_authority
 from authsvc.clock import ManualClock
 from authsvc.config import ConfigError
-from authsvc.errors import InvalidToken
+from authsvc.errors import InvalidGrant, InvalidToken, TooManyAttempts
 from authsvc.storage.records import RevocationEventRecord
 from authsvc.storage.sql import KEY_ROTATION_LOCK, MAINTENANCE_LOCK
 from authsvc.testing import TEST_PASSWORDS, throwaway_settings
@@ -216,6 +216,7 @@ async def test_background_work_is_skipped_while_another_replica_does_it(
                 "audit_events",
                 "authorization_codes",
                 "families",
+                "login_failures",
                 "refresh_tokens",
                 "revocation_events",
             ],
@@ -273,3 +274,32 @@ async def test_a_replica_with_another_kek_refuses_to_start(
     stranger = throwaway_settings(tmp_path, database_url=postgres_url)  # a new random KEK
     with pytest.raises(ConfigError, match=r"AUTHSVC_KEK: .* sealed with another"):
         await open_authority(stranger, password_parameters=TEST_PASSWORDS)
+
+
+async def _login(replica: Authority, password: str) -> str | Exception:
+    try:
+        return await replica.authenticate_user("alice", password, client_ip="192.0.2.7")
+    except (InvalidGrant, TooManyAttempts) as refused:
+        return refused
+
+
+async def test_the_failed_login_limit_holds_across_replicas(
+    replicas: tuple[Authority, Authority], clock: ManualClock
+) -> None:
+    """Failures made at the same time on both replicas all count (none lost to a race, no
+    deadlock), and the account is blocked on both; before, each gateway had a budget of its own."""
+    a, b = replicas
+    await a.create_user("alice", "correct horse battery staple")
+    limit = a.settings.login_max_failures_account
+    # More guesses than the limit, sent at once, half through each replica.
+    answers = await asyncio.gather(*(_login(replica, "wrong") for replica in (a, b) * limit))
+    assert sum(isinstance(answer, InvalidGrant) for answer in answers) == limit
+    assert sum(isinstance(answer, TooManyAttempts) for answer in answers) == limit
+    for replica in (a, b):
+        blocked = await _login(replica, "correct horse battery staple")
+        assert isinstance(blocked, TooManyAttempts)
+        assert blocked.retry_after == a.settings.login_failure_window
+    clock.advance(a.settings.login_failure_window)
+    assert isinstance(await _login(b, "correct horse battery staple"), str)
+    # The correct password cleared the account for both replicas.
+    assert isinstance(await _login(a, "wrong"), InvalidGrant)

@@ -120,6 +120,7 @@ async def test_the_running_authority_repr_holds_no_secret(running: RunningAuthor
     for secret in (
         running.settings.kek,
         repr(ctx.grace_key)[2:20],
+        repr(ctx.login_key)[2:20],
         running.admin.client_secret,
         private,
     ):

@@ -18,6 +18,7 @@ from authsvc_client import (
     NotFound,
     ServerError,
     TemporarilyUnavailable,
+    TooManyAttempts,
 )
 from authsvc_client._errors import GRPC_STATUS, from_rpc_error
 
@@ -137,3 +138,22 @@ def test_raised_errors_carry_the_status_of_their_class() -> None:
         repr(InvalidToken("expired"))
         == "InvalidToken(error='invalid_token', description='expired')"
     )
+
+
+def test_retry_after_comes_from_trailing_metadata() -> None:
+    error = from_rpc_error(
+        FakeRpcError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "",
+            (("oauth-error", "too_many_attempts"), ("retry-after", "42")),
+        )
+    )
+    assert isinstance(error, TooManyAttempts)
+    assert error.retry_after == 42
+
+
+@pytest.mark.parametrize("value", ["", "soon", "-1", "1.5", "9" * 10])
+def test_a_retry_after_that_is_not_whole_seconds_is_ignored(value: str) -> None:
+    trailers = (("oauth-error", "too_many_attempts"), ("retry-after", value))
+    error = from_rpc_error(FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "", trailers))
+    assert error.retry_after is None

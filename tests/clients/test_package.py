@@ -43,6 +43,7 @@ EXPORTED = {
     "ServiceCredentials",
     "SystemClock",
     "TemporarilyUnavailable",
+    "TooManyAttempts",
     "UnauthorizedClient",
     "UnknownSigningKey",
     "UnsupportedGrantType",

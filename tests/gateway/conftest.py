@@ -60,16 +60,23 @@ BACKENDS = {"grpc": _grpc_backend, "in_process": _in_process_backend}
 
 
 @asynccontextmanager
-async def deploy(tmp_path: Any, backend: str = "grpc", **config: Any) -> AsyncIterator[Deployment]:
+async def deploy(
+    tmp_path: Any,
+    backend: str = "grpc",
+    *,
+    authsvc: dict[str, Any] | None = None,
+    **config: Any,
+) -> AsyncIterator[Deployment]:
     """Start authsvc with the gateway's URL as issuer, register the gateway's own client, start
     the gateway on a socket bound beforehand (so its URL is known before anything starts).
 
     `backend` is how the gateway reaches authsvc: "grpc" as a standalone gateway does, or
-    "in_process" as the gateway embedded in `authsvc serve` does."""
+    "in_process" as the gateway embedded in `authsvc serve` does. `authsvc` overrides authsvc's
+    settings (the login limits are among them); `config` the gateway's."""
     sock: socket.socket = listening_socket("127.0.0.1", 0)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     try:
-        async with start_authority(tmp_path, issuer=url) as authority:
+        async with start_authority(tmp_path, issuer=url, **(authsvc or {})) as authority:
             own = await authority.create_client(
                 "gateway",
                 grant_types=["client_credentials"],

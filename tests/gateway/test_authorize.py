@@ -6,10 +6,13 @@ import httpx
 import pytest
 from authsvc_gateway import paths
 from authsvc_gateway.csrf import CSRF_COOKIE, CSRF_FIELD, HOST_ONLY_CSRF_COOKIE
-from authsvc_gateway.pages import INVALID_CREDENTIALS
+from authsvc_gateway.in_process import InProcessBackend
+from authsvc_gateway.pages import INVALID_CREDENTIALS, TOO_MANY_ATTEMPTS
+from authsvc_gateway.server import listening_socket, start_gateway
 
 from tests.gateway.browser import decide, read_form, sign_in
 from tests.gateway.conftest import (
+    BACKENDS,
     PASSWORD,
     REDIRECT_URI,
     USERNAME,
@@ -266,31 +269,43 @@ async def test_failed_logins_say_only_invalid_credentials(
     assert read_form(page).fields[CSRF_FIELD]
 
 
-async def test_failed_logins_are_rate_limited_per_account(tmp_path) -> None:
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+async def test_failed_logins_are_rate_limited_per_account(tmp_path, backend: str) -> None:
     async with (
-        deploy(tmp_path) as deployment,
+        deploy(tmp_path, backend) as deployment,
         httpx.AsyncClient(base_url=deployment.url) as http,
     ):
         client_id, _ = await register_app(deployment)
         _, challenge = pkce_pair()
         url = authorize_url(deployment, client_id, challenge)
-        limit = deployment.config.login_policy.max_failures_per_account
+        limit = deployment.authority.settings.login_max_failures_account
         for _ in range(limit):
             assert INVALID_CREDENTIALS in (await sign_in(http, url, USERNAME, "nope")).text
         blocked = await sign_in(http, url, USERNAME, PASSWORD)  # even the right password
         assert blocked.status_code == 429
-        assert int(blocked.headers["retry-after"]) > 0
+        assert TOO_MANY_ATTEMPTS in blocked.text
+        window = deployment.authority.settings.login_failure_window
+        assert blocked.headers["retry-after"] == str(window)  # authsvc's clock has not moved
         assert "location" not in blocked.headers
         # The same limit holds for the account whatever its spelling.
         assert (await sign_in(http, url, USERNAME.upper(), PASSWORD)).status_code == 429
+        # An unknown account is answered the same way once over its limit.
+        for _ in range(limit):
+            await sign_in(http, url, "nobody", "nope")
+        unknown = await sign_in(http, url, "nobody", "nope")
+        assert (unknown.status_code, unknown.headers["retry-after"]) == (429, str(window))
+        # authsvc's clock decides when the account may try again.
+        deployment.authority.clock.advance(window - 10)
+        assert (await sign_in(http, url, USERNAME, PASSWORD)).headers["retry-after"] == "10"
+        deployment.authority.clock.advance(10)
+        assert "code" in redirect_params(await sign_in(http, url, USERNAME, PASSWORD))
 
 
-async def test_failed_logins_are_rate_limited_per_ip(tmp_path) -> None:
-    from authsvc_gateway.config import LoginPolicy
-
-    policy = LoginPolicy(max_failures_per_account=100, max_failures_per_ip=3)
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+async def test_failed_logins_are_rate_limited_per_ip(tmp_path, backend: str) -> None:
+    limits = {"login_max_failures_account": 100, "login_max_failures_ip": 3}
     async with (
-        deploy(tmp_path, login_policy=policy) as deployment,
+        deploy(tmp_path, backend, authsvc=limits) as deployment,
         httpx.AsyncClient(base_url=deployment.url) as http,
     ):
         client_id, _ = await register_app(deployment)
@@ -310,6 +325,31 @@ async def test_failed_logins_are_rate_limited_per_ip(tmp_path) -> None:
             headers={"x-forwarded-for": "203.0.113.9"},
         )
         assert again.status_code == 429
+
+
+async def test_two_gateways_share_one_budget(tmp_path) -> None:
+    """A standalone gateway and the embedded one in front of the same authsvc: the failures made
+    through one count at the other (the limit is authsvc's, kept in its database)."""
+    async with (
+        deploy(tmp_path) as first,
+        start_gateway(
+            first.config,
+            InProcessBackend(first.authority.authority),
+            listening_socket("127.0.0.1", 0),
+        ) as second,
+        httpx.AsyncClient(base_url=first.url) as http_one,
+        httpx.AsyncClient(base_url=second.url) as http_two,
+    ):
+        client_id, _ = await register_app(first)
+        _, challenge = pkce_pair()
+        limit = first.authority.settings.login_max_failures_account
+        for attempt in range(limit):
+            http, base = (http_one, first.url) if attempt % 2 else (http_two, second.url)
+            url = authorize_url(first, client_id, challenge).replace(first.url, base)
+            assert INVALID_CREDENTIALS in (await sign_in(http, url, USERNAME, "nope")).text
+        for http, base in ((http_one, first.url), (http_two, second.url)):
+            url = authorize_url(first, client_id, challenge).replace(first.url, base)
+            assert (await sign_in(http, url, USERNAME, PASSWORD)).status_code == 429
 
 
 async def test_first_party_clients_skip_consent(

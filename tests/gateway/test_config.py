@@ -36,7 +36,6 @@ def test_every_setting_is_read() -> None:
             "AUTHSVC_CORS_ORIGINS": "https://a.example, https://b.example",
             "AUTHSVC_FIRST_PARTY_SKIP_CONSENT": "false",
             "AUTHSVC_GATEWAY_SESSION_KEY": key,
-            "AUTHSVC_LOGIN_MAX_FAILURES_ACCOUNT": "3",
             "AUTHSVC_GATEWAY_TRUSTED_PROXIES": "10.0.0.2",
         }
     )
@@ -45,7 +44,6 @@ def test_every_setting_is_read() -> None:
     assert config.cors_origins == ("https://a.example", "https://b.example")
     assert config.first_party_skip_consent is False
     assert config.session_key == b"k" * 32
-    assert config.login_policy.max_failures_per_account == 3
     assert config.trusted_proxies == ("10.0.0.2",)
     assert config.secure_cookies is True
     assert config.endpoint("/oauth/token") == "https://auth.example.com/oauth/token"
@@ -60,7 +58,6 @@ def test_every_setting_is_read() -> None:
         pytest.param({"AUTHSVC_GATEWAY_ADDRESS": "8080"}, "AUTHSVC_GATEWAY_ADDRESS", id="address"),
         pytest.param({"AUTHSVC_FIRST_PARTY_SKIP_CONSENT": "maybe"}, "SKIP_CONSENT", id="flag"),
         pytest.param({"AUTHSVC_GATEWAY_SESSION_KEY": "c2hvcnQ"}, "SESSION_KEY", id="short-key"),
-        pytest.param({"AUTHSVC_LOGIN_FAILURE_WINDOW": "-1"}, "FAILURE_WINDOW", id="window"),
     ],
 )
 def test_bad_values_name_their_variable(changes: dict[str, str], variable: str) -> None:

@@ -101,3 +101,9 @@ def test_the_challenge_goes_into_www_authenticate() -> None:
 
 def test_unavailable_says_when_to_retry() -> None:
     assert error_response(ERRORS["temporarily_unavailable"]()).headers["retry-after"]
+
+
+def test_too_many_attempts_is_429_and_says_when_authsvc_said() -> None:
+    error = error_from_code("too_many_attempts", "slow down", retry_after=42)
+    reply = error_response(error)
+    assert (reply.status_code, reply.headers["retry-after"]) == (429, "42")

@@ -712,7 +712,8 @@ class AuthorizationServiceServicer:
 
     def AuthenticateUser(self, request, context):
         """Checks a user's password (argon2id). One generic invalid_grant for an unknown user or a wrong
-        password, with the same work done for both.
+        password, with the same work done for both. Too many recent failures for the account or the
+        client IP answer too_many_attempts (RESOURCE_EXHAUSTED) without checking the password.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

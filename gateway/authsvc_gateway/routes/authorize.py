@@ -3,7 +3,8 @@
 redirect to the client with `code`, `state` and `iss` (RFC 6749 §4.1.2, RFC 9207).
 
 Every decision here is made by a pure function elsewhere (`authorization.decide`, `check_csrf`,
-the login limiter, `needs_consent`); these handlers only apply them.
+`needs_consent`); these handlers only apply them. The failed-login limits are authsvc's, shared by
+every replica: the gateway passes on the client IP and shows authsvc's TooManyAttempts as 429.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Final
 
 from authsvc_client.v1 import authsvc_pb2 as pb
@@ -44,9 +44,9 @@ from authsvc_gateway.errors import (
     InvalidRequest,
     OAuthError,
     TemporarilyUnavailable,
+    TooManyAttempts,
 )
 from authsvc_gateway.forms import Params, parse_query, read_form
-from authsvc_gateway.login_limits import Allowed, Blocked, FailureLimiter, FailurePolicy
 from authsvc_gateway.pages import (
     INVALID_CREDENTIALS,
     TOO_MANY_ATTEMPTS,
@@ -65,45 +65,6 @@ TICKET_FIELD: Final = "ticket"
 _REDIRECT_HEADERS: Final = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 
 
-@dataclass(frozen=True)
-class LoginLimits:
-    """Failed logins counted per account and per client IP."""
-
-    per_account: FailureLimiter
-    per_ip: FailureLimiter
-
-    @classmethod
-    def from_config(cls, config: GatewayConfig, clock: Callable[[], float]) -> LoginLimits:
-        """Limiters with the configured policy, reading time from `clock` (monotonic)."""
-        policy = config.login_policy
-        return cls(
-            per_account=FailureLimiter(
-                FailurePolicy(policy.max_failures_per_account, policy.window_seconds), clock=clock
-            ),
-            per_ip=FailureLimiter(
-                FailurePolicy(policy.max_failures_per_ip, policy.window_seconds), clock=clock
-            ),
-        )
-
-    def verdict(self, account: str, ip: str) -> Allowed | Blocked:
-        """Blocked when either the account or the IP is, for the longer of the two waits."""
-        waits = [
-            verdict.retry_after
-            for verdict in (self.per_account.verdict(account), self.per_ip.verdict(ip))
-            if isinstance(verdict, Blocked)
-        ]
-        return Blocked(max(waits)) if waits else Allowed()
-
-    def failed(self, account: str, ip: str) -> None:
-        """Count a failed login against both."""
-        self.per_account.record_failure(account)
-        self.per_ip.record_failure(ip)
-
-    def succeeded(self, account: str) -> None:
-        """A correct password clears the account's failures (not the IP's)."""
-        self.per_account.forget(account)
-
-
 class AuthorizationEndpoints:
     """GET /oauth/authorize, POST /oauth/login and POST /oauth/consent."""
 
@@ -112,12 +73,10 @@ class AuthorizationEndpoints:
         backend: AuthorityBackend,
         config: GatewayConfig,
         *,
-        limits: LoginLimits,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._backend = backend
         self._config = config
-        self._limits = limits
         self._clock = clock
 
     async def authorize(self, request: Request) -> Response:
@@ -234,24 +193,11 @@ class AuthorizationEndpoints:
     ) -> Response:
         username = params.single("username") or ""
         password = params.single("password") or ""
-        account = username.strip().casefold()
-        ip = request.client.host if request.client else "unknown"
-        verdict = self._limits.verdict(account, ip)
-        if isinstance(verdict, Blocked):
-            return await self._show_login(
-                request,
-                params,
-                authorization,
-                client,
-                username=username,
-                message=TOO_MANY_ATTEMPTS,
-                status=429,
-                retry_after=verdict.retry_after,
-            )
+        # uvicorn sets this from X-Forwarded-For only for configured proxies (server.py).
+        ip = request.client.host if request.client else ""
         try:
-            subject = await self._authenticate_user(username, password)
+            subject = await self._authenticate_user(username, password, ip)
         except InvalidGrant:
-            self._limits.failed(account, ip)
             return await self._show_login(
                 request,
                 params,
@@ -260,20 +206,30 @@ class AuthorizationEndpoints:
                 username=username,
                 message=INVALID_CREDENTIALS,
             )
+        except TooManyAttempts as error:
+            return await self._show_login(
+                request,
+                params,
+                authorization,
+                client,
+                username=username,
+                message=TOO_MANY_ATTEMPTS,
+                status=429,
+                retry_after=error.retry_after or 1,
+            )
         except OAuthError as error:
             return error_page(error)
-        self._limits.succeeded(account)
         if needs_consent(client, first_party_skip_consent=self._config.first_party_skip_consent):
             return self._show_consent(request, authorization, client, subject)
         return await self._issue_code(authorization, subject)
 
-    async def _authenticate_user(self, username: str, password: str) -> str:
+    async def _authenticate_user(self, username: str, password: str, ip: str) -> str:
         if not username or not password:
             raise InvalidGrant("invalid credentials")
         if len(username) > MAX_USERNAME_CHARS or len(password) > MAX_PASSWORD_CHARS:
             raise InvalidGrant("invalid credentials")
         reply = await self._backend.authenticate_user(
-            pb.AuthenticateUserRequest(username=username, password=password)
+            pb.AuthenticateUserRequest(username=username, password=password, client_ip=ip)
         )
         return reply.subject
 

@@ -244,6 +244,7 @@ async def test_purge_removes_only_what_can_no_longer_matter(store: SqlStore) -> 
         "authorization_codes": 0,
         "revocation_events": 1,
         "audit_events": 0,
+        "login_failures": 0,
     }
     async with store.transaction(readonly=True) as tx:
         assert await tx.get_family("live") is not None
