@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +67,18 @@ def cpu_us_per_call(result: dict[str, Any], side: str = "server") -> float:
 def best_of(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The round with the highest throughput: noise on a shared machine only ever slows a run."""
     return max(results, key=lambda r: r["rps"])
+
+
+def spread(rounds: dict[str, list[dict[str, Any]]]) -> str:
+    """The rounds behind a best-of ratio, for its note: each side's range and the ratio of the
+    medians, which one lucky or unlucky round cannot move as it moves the best."""
+    base = [r["rps"] for r in rounds["baseline_rounds"]]
+    subject = [r["rps"] for r in rounds["subject_rounds"]]
+    ratio = statistics.median(subject) / statistics.median(base)
+    return (
+        f"rounds: baseline {min(base):,.0f}-{max(base):,.0f}, subject "
+        f"{min(subject):,.0f}-{max(subject):,.0f} rps; ratio of medians {ratio:.2f}×"
+    )
 
 
 def alternate(

@@ -12,7 +12,15 @@ from __future__ import annotations
 from authsvc_client.v1 import authsvc_pb2 as pb
 
 from bench.dataset import load_revoked_families, sqlite_with_schema
-from bench.grpc_rows import TOKEN_SERVICE, Load, alternate, bearer, cpu_us_per_call, drive
+from bench.grpc_rows import (
+    TOKEN_SERVICE,
+    Load,
+    alternate,
+    bearer,
+    cpu_us_per_call,
+    drive,
+    spread,
+)
 from bench.processes import Child, Processes, python_module
 from bench.runner import Figure, Run, Skip
 
@@ -83,7 +91,7 @@ def measure(run: Run) -> list[Figure]:
             base["rps"],
             "rps",
             target=TARGET,
-            note=f"server CPU added per call: {added_us:.0f} µs",
+            note=f"server CPU added per call: {added_us:.0f} µs; {spread(rounds)}",
             detail={"baseline": base, "subject": subject, **rounds},
         ),
         Figure(

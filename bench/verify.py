@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from authsvc_client.v1 import authsvc_pb2 as pb
 
-from bench.grpc_rows import TOKEN_SERVICE, Load, alternate, bearer, cpu_us_per_call, drive
+from bench.grpc_rows import (
+    TOKEN_SERVICE,
+    Load,
+    alternate,
+    bearer,
+    cpu_us_per_call,
+    drive,
+    spread,
+)
 from bench.processes import Processes, python_module
 from bench.runner import Figure, Run
 
@@ -40,7 +48,7 @@ def measure(run: Run) -> list[Figure]:
             base["rps"],
             "rps",
             target=TARGET_THROUGHPUT,
-            note=f"server CPU added per call: {server_us:.0f} µs",
+            note=f"server CPU added per call: {server_us:.0f} µs; {spread(rounds)}",
             detail=detail,
         ),
         Figure(
