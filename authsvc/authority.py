@@ -232,7 +232,7 @@ class Authority:
     async def create_user(self, username: str, password: str) -> str:
         return await users.create_user(self.ctx, username, password)
 
-    @_unit_of_work
+    # Not a unit of work: `users.authenticate_user` retries each of its transactions itself.
     async def authenticate_user(self, username: str, password: str, *, client_ip: str = "") -> str:
         return await users.authenticate_user(self.ctx, username, password, client_ip=client_ip)
 

@@ -25,6 +25,8 @@ from authsvc.errors import InvalidRequest
 
 #: Longer than any textual IPv6 address with a zone; anything longer is not an address.
 MAX_CLIENT_IP_CHARS: Final = 64
+#: One IPv6 client is one /64: the prefix a single host or LAN is given (RFC 7421).
+IPV6_CLIENT_PREFIX: Final = 64
 
 
 @dataclass(frozen=True)
@@ -110,24 +112,33 @@ def login_keys(
 ) -> tuple[LimitKey, LimitKey | None]:
     """The account's key and, when the caller named one, the client IP's.
 
-    The account is the username as typed, trimmed and case-folded, whether or not it exists: an
-    unknown user is limited exactly like a known one. A malformed IP is refused (InvalidRequest);
-    the text never goes into the message.
+    The account is the username exactly as it is looked up (users are matched exactly, so "Alice"
+    is another account than "alice"), whether or not it exists: an unknown user is limited
+    exactly like a known one, and no other user's correct login can clear this account's count.
+    A malformed IP is refused (InvalidRequest); the text never goes into the message.
     """
-    account = LimitKey(_digest(secret, b"account", username.strip().casefold()), policy.account)
+    account = LimitKey(_digest(secret, b"account", username), policy.account)
     if not client_ip:
         return account, None
-    return account, LimitKey(_digest(secret, b"ip", canonical_ip(client_ip)), policy.ip)
+    return account, LimitKey(_digest(secret, b"ip", client_of(client_ip)), policy.ip)
 
 
-def canonical_ip(client_ip: str) -> str:
-    """One spelling per address (`::FFFF:0:1` and `::ffff:0:1` are one key)."""
+def client_of(client_ip: str) -> str:
+    """What one client's budget is counted against, in one spelling: an IPv4 address (also when
+    it arrives IPv4-mapped, `::ffff:203.0.113.9`, as a dual-stack listener reports IPv4 peers;
+    RFC 4291 §2.5.5.2), or the /64 of an IPv6 one, since a host picks the low 64 bits of its own
+    address and privacy addresses change them by design (RFC 8981)."""
     if len(client_ip) > MAX_CLIENT_IP_CHARS:
         raise InvalidRequest("client_ip is not an IP address")
     try:
-        return str(ipaddress.ip_address(client_ip))
+        address = ipaddress.ip_address(client_ip)
     except ValueError:
         raise InvalidRequest("client_ip is not an IP address") from None
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, IPV6_CLIENT_PREFIX), strict=False))
+    return str(address)
 
 
 def _digest(secret: bytes, kind: bytes, value: str) -> bytes:

@@ -8,7 +8,7 @@ from authsvc.context import AuthorityContext, new_id
 from authsvc.errors import InvalidGrant, InvalidRequest, TooManyAttempts
 from authsvc.login_limits import Blocked, LimitKey
 from authsvc.storage.records import UserRecord
-from authsvc.storage.sql import Tx
+from authsvc.storage.sql import Tx, retry_conflicts
 
 MAX_PASSWORD = 1024  # argon2 takes any length; this bounds the work one request can ask for
 
@@ -38,6 +38,10 @@ async def authenticate_user(
     same rows) answer TooManyAttempts before any argon2 work, for unknown users the same as for
     known ones. Otherwise the attempt is counted as a failure before the password is checked, so
     guesses sent in parallel cannot all pass the limit, and a correct password takes it back.
+
+    The two transactions are retried one by one after a conflict, never the whole login: the
+    first has committed the attempt counted in advance, so running it again would count it twice
+    (and a correct password could end in TooManyAttempts).
     """
     if len(password) > MAX_PASSWORD or len(username) > 200:
         raise InvalidGrant("invalid credentials")
@@ -47,6 +51,19 @@ async def authenticate_user(
         if key is not None
     ]
     now = ctx.clock.now()
+    user = await retry_conflicts(lambda: _count_attempt(ctx, keys, username, now))
+    result = await ctx.passwords.check(password, user.password_hash if user else None)
+    if user is None or not result.ok:
+        raise InvalidGrant("invalid credentials")
+    await retry_conflicts(lambda: _take_back(ctx, keys, user, result.new_hash, now))
+    return user.subject
+
+
+async def _count_attempt(
+    ctx: AuthorityContext, keys: list[LimitKey], username: str, now: float
+) -> UserRecord | None:
+    """Refuse the attempt if a key is over its limit; otherwise count it as a failure in
+    advance. The user, if there is one by that name."""
     async with ctx.store.transaction() as tx:
         failures = await tx.lock_login_failures([key.digest for key in keys], now)
         verdict = login_limits.decide_all(((failures[k.digest], k.policy) for k in keys), now)
@@ -55,22 +72,24 @@ async def authenticate_user(
         for key in keys:
             counted = login_limits.with_failure(failures[key.digest], now, key.policy)
             await _set_failures(tx, key, counted, now)
-        user = await tx.get_user(username)
-    result = await ctx.passwords.check(password, user.password_hash if user else None)
-    if user is None or not result.ok:
-        raise InvalidGrant("invalid credentials")
+        return await tx.get_user(username)
+
+
+async def _take_back(
+    ctx: AuthorityContext, keys: list[LimitKey], user: UserRecord, new_hash: str | None, now: float
+) -> None:
+    """A correct password: the account's failures go (today's behaviour), the IP keeps all but
+    this attempt's; a hash from weaker parameters is replaced."""
     async with ctx.store.transaction() as tx:
         failures = await tx.lock_login_failures([key.digest for key in keys], now)
         account, *ip = keys
-        # The account's failures go (today's behaviour); the IP keeps all but this attempt's.
         await tx.forget_login_failures(account.digest)
         for key in ip:
             await _set_failures(
                 tx, key, login_limits.without_failure(failures[key.digest], now), now
             )
-        if result.new_hash is not None:
-            await tx.set_password_hash(user.subject, result.new_hash)
-    return user.subject
+        if new_hash is not None:
+            await tx.set_password_hash(user.subject, new_hash)
 
 
 async def _set_failures(tx: Tx, key: LimitKey, failures: tuple[float, ...], now: float) -> None:

@@ -10,6 +10,7 @@ from authsvc.login_limits import (
     Blocked,
     FailurePolicy,
     LoginPolicy,
+    client_of,
     decide,
     decide_all,
     expires_at,
@@ -72,10 +73,12 @@ def test_a_row_expires_when_its_newest_failure_leaves_the_window() -> None:
     assert expires_at((), POLICY, 8.0) == 8.0  # nothing to keep: purge at once
 
 
-def test_keys_are_digests_shared_by_every_spelling_of_an_account() -> None:
-    account, ip = login_keys(SECRET, LOGIN, " Alice ", "203.0.113.9")
-    again, _ = login_keys(SECRET, LOGIN, "ALICE", "")
+def test_keys_are_digests_of_the_account_as_it_is_looked_up() -> None:
+    account, ip = login_keys(SECRET, LOGIN, "alice", "203.0.113.9")
+    again, _ = login_keys(SECRET, LOGIN, "alice", "")
     assert account == again
+    # Users are matched exactly: "Alice" is another account, whose login must not clear alice's.
+    assert login_keys(SECRET, LOGIN, "Alice", "")[0] != account
     assert account.policy == POLICY
     assert ip is not None
     assert ip.policy == LOOSE
@@ -99,6 +102,22 @@ def test_one_ip_has_one_key_whatever_its_spelling() -> None:
     _, short = login_keys(SECRET, LOGIN, "a", "2001:db8::1")
     _, long = login_keys(SECRET, LOGIN, "a", "2001:0DB8:0000:0000:0000:0000:0000:0001")
     assert short == long
+
+
+@pytest.mark.parametrize(
+    ("one", "other", "same"),
+    [
+        pytest.param("203.0.113.9", "::ffff:203.0.113.9", True, id="ipv4-mapped-is-ipv4"),
+        pytest.param("2001:db8:1:2::1", "2001:db8:1:2:ffff:0:0:9", True, id="one-ipv6-slash-64"),
+        pytest.param("2001:db8:1:2::1", "2001:db8:1:3::1", False, id="another-slash-64"),
+        pytest.param("203.0.113.9", "203.0.113.10", False, id="another-ipv4"),
+    ],
+)
+def test_one_client_has_one_ip_key(one: str, other: str, same: bool) -> None:
+    assert (client_of(one) == client_of(other)) is same
+    assert (
+        login_keys(SECRET, LOGIN, "a", one)[1] == login_keys(SECRET, LOGIN, "a", other)[1]
+    ) is same
 
 
 def test_no_ip_means_only_the_account_is_limited() -> None:

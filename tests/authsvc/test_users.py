@@ -16,6 +16,7 @@ from authsvc.authority import Authority
 from authsvc.errors import InvalidGrant, InvalidRequest, TooManyAttempts
 from authsvc.passwords import PasswordCheck
 from authsvc.storage.schema import login_failures
+from authsvc.storage.sql import TransactionConflict, Tx
 from authsvc.testing import RunningAuthority, start_authority
 
 PASSWORD = "correct horse battery staple"
@@ -108,10 +109,75 @@ async def _subject(running: RunningAuthority) -> str:
     return user.subject
 
 
-async def test_every_spelling_of_an_account_shares_its_budget(running: RunningAuthority) -> None:
-    for spelling in ("alice", "ALICE", " Alice"):
-        await _fail(running.authority, spelling, 1, ip="")
-    assert isinstance(await _attempt(running.authority, "alice", PASSWORD, ip=""), TooManyAttempts)
+async def test_an_account_spelled_otherwise_neither_shares_nor_clears_the_budget(
+    running: RunningAuthority,
+) -> None:
+    # Usernames match exactly, so "Alice" is another user. Were the two one key, Alice's owner
+    # could log in after every few guesses at alice and clear them: no limit on alice at all.
+    authority = running.authority
+    await running.create_user("Alice", "another long password")
+    guesses = 0
+    for _ in range(3):
+        for _ in range(ACCOUNT_LIMIT - 1):
+            if isinstance(await _attempt(authority, "alice", "wrong", ip=""), InvalidGrant):
+                guesses += 1
+        assert isinstance(await _attempt(authority, "Alice", "another long password", ip=""), str)
+    assert guesses == ACCOUNT_LIMIT
+    assert isinstance(await _attempt(authority, "alice", PASSWORD, ip=""), TooManyAttempts)
+
+
+async def test_an_ipv4_client_seen_ipv4_mapped_has_one_budget(running: RunningAuthority) -> None:
+    # A dual-stack listener reports an IPv4 peer as ::ffff:a.b.c.d (RFC 4291 §2.5.5.2).
+    authority = running.authority
+    for n in range(IP_LIMIT):
+        await _fail(authority, f"user{n}", 1, ip=IP)
+    mapped = await _attempt(authority, "next", "wrong", ip=f"::ffff:{IP}")
+    assert isinstance(mapped, TooManyAttempts)
+
+
+async def test_an_ipv6_client_has_one_budget_across_its_slash_64(
+    running: RunningAuthority,
+) -> None:
+    # A host picks the low 64 bits of its own address; privacy addresses rotate them.
+    authority = running.authority
+    answers = [
+        await _attempt(authority, f"user{n}", "wrong", ip=f"2001:db8:1:2::{n + 1:x}")
+        for n in range(IP_LIMIT + 1)
+    ]
+    assert [type(a) for a in answers] == [InvalidGrant] * IP_LIMIT + [TooManyAttempts]
+    # Another /64 is another client.
+    other = await _attempt(authority, "user0", "wrong", ip="2001:db8:1:3::1")
+    assert isinstance(other, InvalidGrant)
+
+
+def _conflict_once(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """PostgreSQL breaks a deadlock in the login's second transaction (the take-back), once."""
+    forget = Tx.forget_login_failures
+    conflicts: list[str] = []
+
+    async def conflict_once(self: Tx, digest: bytes) -> None:
+        if not conflicts:
+            conflicts.append("40P01")
+            raise TransactionConflict("40P01")
+        await forget(self, digest)
+
+    monkeypatch.setattr(Tx, "forget_login_failures", conflict_once)
+    return conflicts
+
+
+async def test_a_conflict_after_the_password_check_does_not_count_the_attempt_again(
+    running: RunningAuthority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    authority = running.authority
+    await _fail(authority, "alice", ACCOUNT_LIMIT - 1)
+    conflicts = _conflict_once(monkeypatch)
+    checks = CountedChecks(authority)
+    assert await _attempt(authority, "alice", PASSWORD) == await _subject(running)
+    assert conflicts  # the take-back was run again, and only it
+    assert checks.calls == 1
+    # Nothing of that login stayed on the IP: its whole budget is left (less alice's failures).
+    answers = [await _attempt(authority, f"user{n}", "wrong") for n in range(IP_LIMIT - 2)]
+    assert all(isinstance(a, InvalidGrant) for a in answers), answers
 
 
 async def test_a_correct_password_clears_the_account_but_not_the_ip(
