@@ -33,6 +33,10 @@ class Params:
 
     values: Mapping[str, tuple[str, ...]]
 
+    def __repr__(self) -> str:
+        # The values are passwords, client secrets, codes and tokens: only the names show.
+        return f"Params(names={sorted(self.values)!r})"
+
     def count(self, name: str) -> int:
         """How many times `name` was sent (with or without a value)."""
         return len(self.values.get(name, ()))

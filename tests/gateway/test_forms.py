@@ -195,3 +195,14 @@ async def test_a_form_is_read(content_type: str) -> None:
 async def test_anything_but_a_form_is_refused(headers: list[tuple[bytes, bytes]]) -> None:
     with pytest.raises(InvalidRequest, match="must be"):
         await read_form(_request(headers, [_part(b"a=1", more=False)]))
+
+
+def test_a_parsed_form_keeps_its_values_out_of_repr() -> None:
+    secrets = ("correct horse battery", "asc_" + "s" * 43, "asrt_" + "r" * 43, "v" * 64)
+    form = parse_form(
+        f"username=alice&password={secrets[0]}&client_secret={secrets[1]}"
+        f"&refresh_token={secrets[2]}&code_verifier={secrets[3]}"
+    )
+    text = repr(form)
+    assert [s for s in secrets if s in text] == []
+    assert "password" in text  # the names are there, for whoever debugs
