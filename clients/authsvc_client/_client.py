@@ -5,7 +5,11 @@ protobuf messages of `authsvc_client.v1.authsvc_pb2`). A failed call raises an `
 subclass carrying the OAuth code the server sent; the mapping lives in `_errors.from_rpc_error`.
 
 A caller authenticates with a `ServiceCredentials` (client-credentials tokens, fetched and renewed
-for it) or a fixed `access_token`; `ClientCredentials` and `PublishKeys` need neither.
+for it) or a fixed `access_token`; `ClientCredentials` and `PublishKeys` need neither. When
+authsvc refuses a `ServiceCredentials` token (revoked, its signing key purged), the call raises
+`InvalidToken` and the token is dropped, so the next call fetches a fresh one. The call is not
+retried here: whoever makes it decides that (the gateway's backend retries once and treats a
+second refusal as its own misconfiguration), and `RetryOnUnauthenticated` does it for channels.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
-from ._errors import from_rpc_error
+from ._errors import AuthError, from_rpc_error, refuses_bearer
 from .v1 import authsvc_pb2 as pb
 from .v1 import authsvc_pb2_grpc
 
@@ -26,6 +30,16 @@ __all__ = ["AsyncAuthClient", "AuthClient"]
 
 _R = TypeVar("_R")
 _Metadata = tuple[tuple[str, str], ...]
+
+
+def _drop_refused_token(
+    credentials: ServiceCredentials | None, error: AuthError, generation: int
+) -> None:
+    """Drop the token `error` refused (if it is still the cached one), so the next call fetches
+    a fresh one. Only a refusal of the caller's own token counts: a wrong client secret in the
+    request (`invalid_client`) says nothing about it."""
+    if credentials is not None and refuses_bearer(error):
+        credentials.invalidate(generation)
 
 
 def _stubs(channel: grpc.Channel | grpc.aio.Channel) -> tuple[Any, Any]:
@@ -185,11 +199,14 @@ class AuthClient:
         restored): start again from 0 without a stream id, keeping what you know.
         """
         request = pb.WatchRevocationsRequest(cursor=cursor, stream_id=stream_id)
-        call = self._tokens.WatchRevocations(request, metadata=self._metadata())
+        metadata, generation = self._metadata(), self._generation()
+        call = self._tokens.WatchRevocations(request, metadata=metadata)
         try:
             yield from call
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from exc
+            error = from_rpc_error(exc)
+            _drop_refused_token(self._credentials, error, generation)
+            raise error from exc
         finally:
             call.cancel()
 
@@ -260,10 +277,13 @@ class AuthClient:
         return self._unary(self._authorization.ExchangeAuthorizationCode, request, pb.TokenPair)
 
     def _unary(self, method: Any, request: object, reply: type[_R]) -> _R:
+        metadata, generation = self._metadata(), self._generation()
         try:
-            answer: _R = method(request, metadata=self._metadata(), timeout=self._timeout)
+            answer: _R = method(request, metadata=metadata, timeout=self._timeout)
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from exc
+            error = from_rpc_error(exc)
+            _drop_refused_token(self._credentials, error, generation)
+            raise error from exc
         return answer
 
     def _metadata(self) -> _Metadata:
@@ -272,6 +292,11 @@ class AuthClient:
         if self._access_token:
             return (("authorization", f"Bearer {self._access_token}"),)
         return ()
+
+    def _generation(self) -> int:
+        """The generation of the token just put in the metadata (read after it: at worst a
+        newer one, so a refusal drops a token too many, never one too few)."""
+        return self._credentials.generation if self._credentials is not None else 0
 
 
 class AsyncAuthClient:
@@ -420,12 +445,15 @@ class AsyncAuthClient:
         restored): start again from 0 without a stream id, keeping what you know.
         """
         request = pb.WatchRevocationsRequest(cursor=cursor, stream_id=stream_id)
-        call = self._tokens.WatchRevocations(request, metadata=await self._metadata())
+        metadata, generation = await self._metadata(), self._generation()
+        call = self._tokens.WatchRevocations(request, metadata=metadata)
         try:
             async for event in call:
                 yield event
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from exc
+            error = from_rpc_error(exc)
+            _drop_refused_token(self._credentials, error, generation)
+            raise error from exc
         finally:
             call.cancel()
 
@@ -498,11 +526,13 @@ class AsyncAuthClient:
         )
 
     async def _unary(self, method: Any, request: object, reply: type[_R]) -> _R:
-        metadata = await self._metadata()
+        metadata, generation = await self._metadata(), self._generation()
         try:
             answer: _R = await method(request, metadata=metadata, timeout=self._timeout)
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from exc
+            error = from_rpc_error(exc)
+            _drop_refused_token(self._credentials, error, generation)
+            raise error from exc
         return answer
 
     async def _metadata(self) -> _Metadata:
@@ -511,3 +541,8 @@ class AsyncAuthClient:
         if self._access_token:
             return (("authorization", f"Bearer {self._access_token}"),)
         return ()
+
+    def _generation(self) -> int:
+        """The generation of the token just put in the metadata (read after it: at worst a
+        newer one, so a refusal drops a token too many, never one too few)."""
+        return self._credentials.generation if self._credentials is not None else 0

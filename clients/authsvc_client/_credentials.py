@@ -5,12 +5,16 @@ One `ServiceCredentials` serves sync and asyncio channels alike: gRPC runs a met
 a thread of its own for both, so the plugin may block while a token is fetched. Fetching is
 single-flight: however many calls need a token at once, one request goes to authsvc and the rest
 wait for its answer. Past `renew_after` of its lifetime a token is renewed by the first call that
-notices, while the others keep using the still-valid old one.
+notices, while the others keep using the still-valid old one. A renewal that fails is tried again
+only after a back-off, so while authsvc is unreachable calls keep the old token instead of each
+waiting out a fetch; once the old token is no longer valid, every call fetches (`next_step`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
+import random
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +24,7 @@ import grpc
 
 from ._client import AuthClient
 from ._clock import Clock, SystemClock
+from ._revocations import Backoff
 
 __all__ = ["ServiceCredentials"]
 
@@ -36,13 +41,51 @@ else:
 # A token this close to `exp` is not sent: it could expire on the way.
 _EXPIRY_MARGIN = 5.0
 
+# After a failed renewal the next try waits at least half a ceiling that starts at the fetch
+# timeout (1 s at least) and doubles up to a minute; a fetch that succeeds brings it back down. A
+# try can hold a call for the whole timeout (authsvc up but not answering): were tries closer
+# together than that, a service making its calls one after another would spend most of its time
+# waiting. By default a try follows the failed one by 5-10, 10-20, 20-40, then 30-60 s, which still
+# fits four into the renewal window of the default token (the last fifth of 10 minutes) and
+# notices a recovered authsvc within a minute. The jitter keeps a fleet that started together from
+# retrying together.
+RENEWAL_BACKOFF_MAXIMUM = 60.0
+RENEWAL_BACKOFF_JITTER = 0.5
+
 
 @dataclass(frozen=True)
-class _CachedToken:
+class CachedToken:
     value: str = field(repr=False)
     renew_at: float
     expires_at: float
     generation: int
+
+    def valid_at(self, now: float) -> bool:
+        """Whether the token may still be sent: not within the expiry margin of `exp`."""
+        return now < self.expires_at - _EXPIRY_MARGIN
+
+
+class Step(enum.Enum):
+    """What a call that needs a token does."""
+
+    USE_CACHED = "use the cached token"
+    FETCH = "fetch a token, the others waiting or using the cache meanwhile"
+    WAIT = "wait for the fetch in flight"
+
+
+def next_step(now: float, cached: CachedToken | None, in_flight: bool, retry_at: float) -> Step:
+    """Use the cache, fly a fetch, or wait for the one in flight.
+
+    A valid token is used until `renew_at`, then while a renewal is in flight or, after a failed
+    renewal, until `retry_at`; the first call after that renews it. A token that is no longer
+    valid is never handed out, back-off or not: the call fetches, or waits for the fetch in
+    flight. One fetch at a time either way.
+    """
+    if cached is None or not cached.valid_at(now):
+        return Step.WAIT if in_flight else Step.FETCH
+    if now < cached.renew_at or in_flight or now < retry_at:
+        return Step.USE_CACHED
+    return Step.FETCH
 
 
 class _Flight:
@@ -50,7 +93,7 @@ class _Flight:
 
     def __init__(self) -> None:
         self.done = threading.Event()
-        self.token: _CachedToken | None = None
+        self.token: CachedToken | None = None
         self.error: BaseException | None = None
 
 
@@ -63,7 +106,8 @@ class ServiceCredentials:
 
     `authority` is authsvc's address (a plaintext channel is opened: use it on loopback or a
     service mesh) or a ready `grpc.Channel` (for TLS). `renew_after` is the share of a token's
-    lifetime after which it is renewed.
+    lifetime after which it is renewed. `rng` draws the jitter of the back-off between failed
+    renewals.
     """
 
     def __init__(
@@ -77,6 +121,7 @@ class ServiceCredentials:
         clock: Clock | None = None,
         renew_after: float = 0.8,
         timeout: float = 10.0,
+        rng: random.Random | None = None,
     ) -> None:
         if not 0 < renew_after <= 1:
             raise ValueError("renew_after is a share of the token lifetime, in (0, 1]")
@@ -94,9 +139,14 @@ class ServiceCredentials:
         self._clock = clock or SystemClock()
         self._renew_after = renew_after
         self._lock = threading.Lock()
-        self._cached: _CachedToken | None = None
+        self._cached: CachedToken | None = None
         self._flight: _Flight | None = None
         self._generation = 0
+        first = max(timeout, 1.0)
+        self._backoff = Backoff(
+            first, max(first, RENEWAL_BACKOFF_MAXIMUM), jitter=RENEWAL_BACKOFF_JITTER, rng=rng
+        )
+        self._retry_at = float("-inf")  # no renewal may start before this
 
     def __repr__(self) -> str:
         return f"ServiceCredentials(client_id={self._client_id!r}, audience={self._audience!r})"
@@ -113,11 +163,12 @@ class ServiceCredentials:
         Raises the `AuthError` authsvc answered (for example `InvalidClient`) when no usable
         token is cached and the fetch fails.
         """
-        flight, leader, usable = self._claim()
-        if usable is not None:
-            return usable.value
+        step, flight, cached = self._claim()
+        if step is Step.USE_CACHED:
+            assert cached is not None
+            return cached.value
         assert flight is not None
-        if leader:
+        if step is Step.FETCH:
             self._fetch(flight)
         flight.done.wait()
         if flight.token is not None:
@@ -130,10 +181,12 @@ class ServiceCredentials:
 
     async def token_async(self) -> str:
         """`token()` for asyncio code: answers at once from the cache, fetches on a thread."""
-        cached = self._cached
-        if cached is not None and self._clock.now() < cached.renew_at:
+        with self._lock:  # held only for a decision, never across a fetch
+            step, cached = self._next_step(), self._cached
+        if step is Step.USE_CACHED:
+            assert cached is not None
             return cached.value
-        return await asyncio.to_thread(self.token)
+        return await asyncio.to_thread(self.token)  # decides again, under the same rule
 
     def invalidate(self, generation: int | None = None) -> None:
         """Drop the cached token, so the next call fetches a fresh one. With `generation`, only
@@ -182,25 +235,25 @@ class ServiceCredentials:
         if self._owns_channel:
             self._channel.close()
 
-    def _claim(self) -> tuple[_Flight | None, bool, _CachedToken | None]:
-        """Under the lock: a usable cached token, or the flight to wait on (and whether this
-        caller must fly it)."""
+    def _claim(self) -> tuple[Step, _Flight | None, CachedToken | None]:
+        """Under the lock: what this caller does, with the flight to fly or wait on, or the
+        cached token to use."""
         with self._lock:
-            now = self._clock.now()
-            cached = self._cached
-            if cached is not None and now < cached.renew_at:
-                return None, False, cached
-            renewing = self._flight is not None
-            if cached is not None and renewing and now < cached.expires_at - _EXPIRY_MARGIN:
-                return None, False, cached  # someone is renewing; the old token still works
-            if self._flight is None:
+            step = self._next_step()
+            if step is Step.USE_CACHED:
+                return step, None, self._cached
+            if step is Step.FETCH:
                 self._flight = _Flight()
-                return self._flight, True, None
-            return self._flight, False, None
+            return step, self._flight, None
 
-    def _still_valid(self) -> _CachedToken | None:
+    def _next_step(self) -> Step:
+        """`next_step` on the current state; the caller holds the lock."""
+        in_flight = self._flight is not None
+        return next_step(self._clock.now(), self._cached, in_flight, self._retry_at)
+
+    def _still_valid(self) -> CachedToken | None:
         cached = self._cached
-        if cached is not None and self._clock.now() < cached.expires_at - _EXPIRY_MARGIN:
+        if cached is not None and cached.valid_at(self._clock.now()):
             return cached
         return None
 
@@ -212,13 +265,16 @@ class ServiceCredentials:
         except Exception as exc:  # whatever went wrong, the waiters must be released
             with self._lock:
                 self._flight = None
+                self._retry_at = self._clock.now() + self._backoff.next_delay()
                 flight.error = exc
             flight.done.set()
             return
         fetched_at = self._clock.now()
         with self._lock:
+            self._backoff.reset()
+            self._retry_at = float("-inf")
             self._generation += 1
-            flight.token = _CachedToken(
+            flight.token = CachedToken(
                 value=answer.access_token,
                 renew_at=fetched_at + answer.expires_in * self._renew_after,
                 expires_at=fetched_at + answer.expires_in,

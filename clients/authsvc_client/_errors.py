@@ -30,6 +30,7 @@ __all__ = [
     "UnsupportedGrantType",
     "UnsupportedTokenType",
     "from_rpc_error",
+    "refuses_bearer",
 ]
 
 
@@ -213,6 +214,15 @@ def from_rpc_error(exc: grpc.RpcError) -> AuthError:
         return cls(description, error=code, status=status, retry_after=retry_after)
     cls = _BY_STATUS.get(status, ServerError)
     return cls(description, status=status, retry_after=retry_after)
+
+
+def refuses_bearer(error: AuthError) -> bool:
+    """Whether the server refused the caller's own bearer token (RFC 6750 §3.1 `invalid_token`
+    over UNAUTHENTICATED): revoked, expired, or signed by a key since purged. The call did not
+    run, and a fresh token may pass. Not a client secret or password in the request failing
+    (`invalid_client`, also UNAUTHENTICATED), nor a token handed over to be checked (authsvc
+    answers FAILED_PRECONDITION for those)."""
+    return isinstance(error, InvalidToken) and error.status == grpc.StatusCode.UNAUTHENTICATED
 
 
 def _retry_after(value: str) -> int | None:

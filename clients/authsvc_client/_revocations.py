@@ -165,24 +165,30 @@ def _raise_as_of(table: dict[str, _AsOf], key: str, not_before: int, forget_at: 
 
 
 class Backoff:
-    """Jittered exponential backoff for reconnecting ("full jitter": a uniform delay between
-    zero and the current ceiling, which doubles per failure up to `maximum`)."""
+    """Jittered exponential backoff for reconnecting: a uniform delay below the current ceiling,
+    which doubles per failure up to `maximum`. `jitter` is the share of the ceiling drawn at
+    random: 1 ("full jitter", the default) draws from zero up, 0.5 ("equal jitter") from half the
+    ceiling up, for callers to whom a near-zero delay costs as much as a failure."""
 
     def __init__(
         self,
         initial: float = 0.05,
         maximum: float = 5.0,
         *,
+        jitter: float = 1.0,
         rng: random.Random | None = None,
     ) -> None:
+        if not 0 <= jitter <= 1:
+            raise ValueError("jitter is a share of the delay, in [0, 1]")
         self._initial = initial
         self._maximum = maximum
         self._ceiling = initial
+        self._jitter = jitter
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
 
     def next_delay(self) -> float:
         """The delay before the next attempt; raises the ceiling for the one after."""
-        delay = self._rng.uniform(0, self._ceiling)
+        delay = self._rng.uniform(self._ceiling * (1 - self._jitter), self._ceiling)
         self._ceiling = min(self._maximum, self._ceiling * 2)
         return delay
 

@@ -136,7 +136,8 @@ def timestamp(seconds: float) -> Timestamp:
 
 
 class FakeAuthority(authsvc_pb2_grpc.TokenServiceServicer):
-    """PublishKeys and WatchRevocations backed by in-memory state, counting every call.
+    """PublishKeys, WatchRevocations and ClientCredentials backed by in-memory state, counting
+    every call. ClientCredentials answers `token-<n>` for the n-th request.
 
     With `stream_id` empty it plays a server older than stream ids (names no stream, resumes any
     cursor); once set, it names its stream and refuses a cursor from another stream, or past its
@@ -155,6 +156,18 @@ class FakeAuthority(authsvc_pb2_grpc.TokenServiceServicer):
         self.requested_streams: list[str] = []
         self.stream_id = ""
         self.generation = 0  # bumping it ends every open stream
+        self.token_requests = 0
+        self.token_lifetime = 600
+
+    async def ClientCredentials(self, request: Any, context: Any) -> pb.AccessToken:
+        self.token_requests += 1
+        if not self.available:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "down")
+        return pb.AccessToken(
+            access_token=f"token-{self.token_requests}",
+            token_type="Bearer",
+            expires_in=self.token_lifetime,
+        )
 
     async def PublishKeys(self, request: Any, context: Any) -> pb.PublishKeysResponse:
         self.publish_calls += 1

@@ -1,4 +1,5 @@
-"""AuthClient and AsyncAuthClient: twins covering every RPC, against the real authsvc."""
+"""AuthClient and AsyncAuthClient: twins covering every RPC, against the real authsvc, and what they
+do when authsvc refuses their token."""
 
 from __future__ import annotations
 
@@ -240,3 +241,79 @@ async def test_a_stream_resumed_with_another_databases_cursor_is_out_of_range(
         await anext(admin.watch_revocations(cursor + 1, stream_id="another-database"))
     assert raised.value.status == grpc.StatusCode.OUT_OF_RANGE
     assert "from cursor 0" in raised.value.description
+
+
+async def refused_within(running: RunningAuthority, token: str, seconds: float = 2.0) -> None:
+    """Call authsvc with `token` until it is refused (bounded), then move past the second of the
+    revocation (tokens of that second count as revoked too)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with AsyncAuthClient.connect(running.address, access_token=token) as fixed:
+        while True:
+            try:
+                await fixed.get_client(running.admin.client_id)
+            except InvalidToken:
+                break
+            if loop.time() - started > seconds:
+                raise AssertionError(f"token still accepted after {seconds}s")
+    running.clock.advance(1)
+
+
+@pytest.mark.parametrize("flavour", ["async", "sync"])
+async def test_a_refused_token_is_dropped_so_the_next_call_uses_a_fresh_one(
+    running: RunningAuthority,
+    admin: AsyncAuthClient,
+    credentials: ServiceCredentials,
+    flavour: str,
+) -> None:
+    sync_client = AuthClient.connect(running.address, credentials=credentials)
+    client: Any = admin if flavour == "async" else OnAThread(sync_client)
+    try:
+        await client.get_client(running.admin.client_id)
+        refused, fetched = await credentials.token_async(), credentials.generation
+        await client.revoke_client(running.admin.client_id, reason="rotate credentials")
+        await refused_within(running, refused)
+        with pytest.raises(InvalidToken) as caught:  # not retried: the caller decides that
+            await client.get_client(running.admin.client_id)
+        assert caught.value.status == grpc.StatusCode.UNAUTHENTICATED
+        answer = await client.get_client(running.admin.client_id)
+        assert answer.client_id == running.admin.client_id
+        assert credentials.generation == fetched + 1  # one fresh token, kept for what follows
+        assert await credentials.token_async() != refused
+        await client.get_client(running.admin.client_id)
+        assert credentials.generation == fetched + 1
+    finally:
+        sync_client.close()
+
+
+@pytest.mark.parametrize("flavour", ["async", "sync"])
+async def test_a_wrong_client_secret_in_the_request_keeps_the_callers_token(
+    running: RunningAuthority,
+    admin: AsyncAuthClient,
+    credentials: ServiceCredentials,
+    flavour: str,
+) -> None:
+    sync_client = AuthClient.connect(running.address, credentials=credentials)
+    client: Any = admin if flavour == "async" else OnAThread(sync_client)
+    try:
+        await client.get_client(running.admin.client_id)
+        token, fetched = await credentials.token_async(), credentials.generation
+        with pytest.raises(InvalidClient) as caught:  # UNAUTHENTICATED, about the request
+            await client.authenticate_client(running.admin.client_id, "asc_wrong")
+        assert caught.value.status == grpc.StatusCode.UNAUTHENTICATED
+        assert credentials.generation == fetched
+        assert await credentials.token_async() == token
+    finally:
+        sync_client.close()
+
+
+async def test_a_fixed_access_token_that_is_refused_stays_refused(
+    running: RunningAuthority,
+) -> None:
+    token = await running.admin_token()
+    async with AsyncAuthClient.connect(running.address, access_token=token) as fixed:
+        await fixed.get_client(running.admin.client_id)
+        await fixed.revoke_client(running.admin.client_id, reason="rotate credentials")
+        await refused_within(running, token)
+        with pytest.raises(InvalidToken):
+            await fixed.get_client(running.admin.client_id)

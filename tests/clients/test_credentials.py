@@ -1,9 +1,12 @@
-"""ServiceCredentials against the real authsvc: single-flight fetching, renewal before expiry, and
-one retry with a fresh token on UNAUTHENTICATED, on aio and sync channels."""
+"""ServiceCredentials: the decision each call makes (use the cache, fetch, wait); against the real
+authsvc, single-flight fetching, renewal before expiry, and one retry with a fresh token on
+UNAUTHENTICATED, on aio and sync channels; against the in-test authority, the back-off between
+failed renewals."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,9 +18,11 @@ import notes_pb2
 import notes_pb2_grpc
 import pytest
 from authsvc_client import InvalidClient, ServiceCredentials, TemporarilyUnavailable
+from authsvc_client._credentials import CachedToken, Step, next_step
 
 from authsvc.rpc.server import stop_server
 
+from .conftest import FakeAuthority, ManualClock
 from .deployments import Deployment, deployment, rejected_within
 
 
@@ -173,3 +178,134 @@ async def test_a_failed_renewal_keeps_using_the_token_until_it_expires(
     deployed.authority.clock.advance(ttl * 0.1)  # now expired: nothing to fall back on
     with pytest.raises(TemporarilyUnavailable):
         await credentials.token_async()
+
+
+# The decision: use the cache, fetch, or wait. A token fetched at 0 for 600 s: renewed from 480,
+# valid until 595 (5 s short of exp).
+
+TOKEN = CachedToken(value="t", renew_at=480.0, expires_at=600.0, generation=1)
+NO_BACKOFF = float("-inf")
+
+
+@pytest.mark.parametrize(
+    ("now", "cached", "in_flight", "retry_at", "step"),
+    [
+        pytest.param(0, None, False, NO_BACKOFF, Step.FETCH, id="no-token-fetches"),
+        pytest.param(0, None, True, NO_BACKOFF, Step.WAIT, id="no-token-waits-for-the-flight"),
+        pytest.param(0, None, False, 10.0, Step.FETCH, id="no-token-fetches-despite-backoff"),
+        pytest.param(100, TOKEN, False, NO_BACKOFF, Step.USE_CACHED, id="fresh-token-is-used"),
+        pytest.param(480, TOKEN, False, NO_BACKOFF, Step.FETCH, id="due-token-is-renewed"),
+        pytest.param(500, TOKEN, True, NO_BACKOFF, Step.USE_CACHED, id="renewal-in-flight"),
+        pytest.param(500, TOKEN, False, 502.0, Step.USE_CACHED, id="renewal-backing-off"),
+        pytest.param(502, TOKEN, False, 502.0, Step.FETCH, id="backoff-over-renews"),
+        pytest.param(595, TOKEN, False, 700.0, Step.FETCH, id="invalid-token-fetches-in-backoff"),
+        pytest.param(595, TOKEN, True, NO_BACKOFF, Step.WAIT, id="invalid-token-waits-for-flight"),
+        pytest.param(700, TOKEN, False, 800.0, Step.FETCH, id="expired-token-fetches"),
+    ],
+)
+def test_the_next_step_for_a_call_that_needs_a_token(
+    now: float, cached: CachedToken | None, in_flight: bool, retry_at: float, step: Step
+) -> None:
+    assert next_step(now, cached, in_flight, retry_at) is step
+
+
+def test_a_token_renewed_at_expiry_is_not_sent_within_the_margin() -> None:
+    late = CachedToken(value="t", renew_at=600.0, expires_at=600.0, generation=1)  # renew_after=1
+    assert next_step(594.9, late, False, NO_BACKOFF) is Step.USE_CACHED
+    assert next_step(595.0, late, False, NO_BACKOFF) is Step.FETCH
+
+
+# The back-off between failed renewals, against the in-test authority (it fails a fetch at once;
+# in the reported case each fetch waited out the 10 s timeout, so each one counted is a wait).
+
+
+class LongestJitter(random.Random):
+    """Jitter that always draws the ceiling, so the back-off is 10, 20, 40 s (the fetch timeout,
+    doubling) exactly."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+@pytest.fixture(params=["sync", "async"])
+def token_of(request: pytest.FixtureRequest) -> Callable[[ServiceCredentials], Any]:
+    """`token()` (on a thread: the authority runs on this test's loop) or `token_async()`."""
+    if request.param == "sync":
+        return lambda creds: asyncio.to_thread(creds.token)
+    return lambda creds: creds.token_async()
+
+
+@pytest.fixture
+def backing_off(fake_authority: tuple[FakeAuthority, str], clock: ManualClock) -> Any:
+    creds = ServiceCredentials(
+        fake_authority[1], client_id="svc", client_secret="asc_x", clock=clock, rng=LongestJitter()
+    )
+    yield creds
+    creds.close()
+
+
+async def test_after_a_failed_renewal_calls_use_the_cached_token_until_the_backoff_ends(
+    fake_authority: tuple[FakeAuthority, str],
+    clock: ManualClock,
+    backing_off: ServiceCredentials,
+    token_of: Callable[[ServiceCredentials], Any],
+) -> None:
+    authority = fake_authority[0]
+    assert await token_of(backing_off) == "token-1"
+    authority.available = False
+    clock.advance(500)  # past renew_at (480 s), 100 s of life left
+    for _ in range(5):  # one caller, calls one after another, as a sync service makes them
+        assert await token_of(backing_off) == "token-1"
+        clock.advance(0.25)
+    assert authority.token_requests == 2  # one renewal tried, not one per call
+    clock.advance(8.75)  # 10 s after the failure
+    assert await token_of(backing_off) == "token-1"
+    assert authority.token_requests == 3
+    clock.advance(19.75)  # the back-off has doubled to 20 s
+    assert await token_of(backing_off) == "token-1"
+    assert authority.token_requests == 3
+    clock.advance(0.25)
+    assert await token_of(backing_off) == "token-1"
+    assert authority.token_requests == 4
+
+
+async def test_the_backoff_never_outlasts_the_cached_token(
+    fake_authority: tuple[FakeAuthority, str],
+    clock: ManualClock,
+    backing_off: ServiceCredentials,
+    token_of: Callable[[ServiceCredentials], Any],
+) -> None:
+    authority = fake_authority[0]
+    await token_of(backing_off)
+    authority.available = False
+    clock.advance(590)  # renewal due, 5 s of valid life left
+    assert await token_of(backing_off) == "token-1"  # renewal failed; retry in 10 s
+    clock.advance(1)  # within the back-off, but 1 s short of the expiry margin
+    assert await token_of(backing_off) == "token-1"
+    clock.advance(4)  # within the expiry margin: the token is not sent, the call fetches
+    with pytest.raises(TemporarilyUnavailable):
+        await token_of(backing_off)
+    assert authority.token_requests == 3
+
+
+async def test_a_successful_renewal_resets_the_backoff(
+    fake_authority: tuple[FakeAuthority, str],
+    clock: ManualClock,
+    backing_off: ServiceCredentials,
+    token_of: Callable[[ServiceCredentials], Any],
+) -> None:
+    authority = fake_authority[0]
+    await token_of(backing_off)
+    authority.available = False
+    for wait in (480, 10, 20):  # renewals fail 480, 490 and 510 s in: the next try waits 40 s
+        clock.advance(wait)
+        assert await token_of(backing_off) == "token-1"
+    authority.available = True
+    clock.advance(40)
+    assert await token_of(backing_off) == "token-5"
+    authority.available = False
+    clock.advance(480)  # the new token is due
+    assert await token_of(backing_off) == "token-5"
+    clock.advance(10)  # back to the shortest delay
+    assert await token_of(backing_off) == "token-5"
+    assert authority.token_requests == 7

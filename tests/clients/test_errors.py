@@ -20,7 +20,7 @@ from authsvc_client import (
     TemporarilyUnavailable,
     TooManyAttempts,
 )
-from authsvc_client._errors import GRPC_STATUS, from_rpc_error
+from authsvc_client._errors import GRPC_STATUS, from_rpc_error, refuses_bearer
 
 from authsvc import errors as server_errors
 
@@ -157,3 +157,26 @@ def test_a_retry_after_that_is_not_whole_seconds_is_ignored(value: str) -> None:
     trailers = (("oauth-error", "too_many_attempts"), ("retry-after", value))
     error = from_rpc_error(FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "", trailers))
     assert error.retry_after is None
+
+
+UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "refused"),
+    [
+        pytest.param(UNAUTHENTICATED, "invalid_token", True, id="our-token-refused"),
+        pytest.param(UNAUTHENTICATED, "", True, id="unauthenticated-from-a-proxy"),
+        pytest.param(UNAUTHENTICATED, "invalid_client", False, id="wrong-secret-in-the-request"),
+        pytest.param(
+            grpc.StatusCode.FAILED_PRECONDITION, "invalid_token", False, id="token-being-checked"
+        ),
+        pytest.param(grpc.StatusCode.PERMISSION_DENIED, "insufficient_scope", False, id="scope"),
+        pytest.param(grpc.StatusCode.UNAVAILABLE, "", False, id="unavailable"),
+    ],
+)
+def test_refuses_bearer_only_for_the_callers_own_token(
+    status: grpc.StatusCode, code: str, refused: bool
+) -> None:
+    trailers = (("oauth-error", code),) if code else ()
+    assert refuses_bearer(from_rpc_error(FakeRpcError(status, "", trailers))) is refused

@@ -234,6 +234,21 @@ def test_backoff_grows_to_its_ceiling_with_full_jitter_and_resets() -> None:
     assert backoff.next_delay() <= 0.1
 
 
+def test_equal_jitter_never_draws_below_half_the_ceiling() -> None:
+    backoff = Backoff(initial=10.0, maximum=60.0, jitter=0.5, rng=random.Random(7))
+    delays = [backoff.next_delay() for _ in range(6)]
+    ceilings = [10.0, 20.0, 40.0, 60.0, 60.0, 60.0]
+    assert all(c / 2 <= d <= c for d, c in zip(delays, ceilings, strict=True))
+
+
+@pytest.mark.parametrize(
+    "jitter", [pytest.param(-0.1, id="negative"), pytest.param(1.1, id="over-1")]
+)
+def test_a_jitter_outside_zero_to_one_is_refused(jitter: float) -> None:
+    with pytest.raises(ValueError, match="jitter"):
+        Backoff(jitter=jitter)
+
+
 @pytest.mark.parametrize("size", [-1])
 def test_a_negative_cache_size_is_refused(size: int) -> None:
     with pytest.raises(ValueError, match="negative"):
