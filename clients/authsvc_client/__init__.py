@@ -28,6 +28,7 @@ from ._errors import (
     UnknownSigningKey,
     UnsupportedGrantType,
     UnsupportedTokenType,
+    refuses_bearer,
 )
 from ._interceptors import AsyncAuthInterceptor, AuthInterceptor
 from ._jwks import KeyCache, PublishedKey, parse_jwks
@@ -89,5 +90,6 @@ __all__ = [
     "check_claims",
     "current_claims",
     "parse_jwks",
+    "refuses_bearer",
     "verify_access_token",
 ]

@@ -24,11 +24,11 @@ import grpc
 
 from ._client import AuthClient
 from ._clock import Clock, SystemClock
+from ._errors import from_rpc_error, refuses_bearer
 from ._revocations import Backoff
 
 __all__ = ["ServiceCredentials"]
 
-UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 
 # grpc-stubs makes the interceptor bases generic; grpcio's classes are not subscriptable.
 if TYPE_CHECKING:
@@ -214,8 +214,8 @@ class ServiceCredentials:
     def secure_channel(
         self, target: str, transport: grpc.ChannelCredentials, **options: Any
     ) -> grpc.Channel:
-        """A sync channel to `target` that sends a token with every call and, on
-        UNAUTHENTICATED, retries a unary call once with a fresh token."""
+        """A sync channel to `target` that sends a token with every call and, when the server
+        refuses that token, retries a unary call once with a fresh one (`RetryOnUnauthenticated`)."""
         channel = grpc.secure_channel(target, self.channel_credentials(transport), **options)
         return grpc.intercept_channel(channel, RetryOnUnauthenticated(self))
 
@@ -303,9 +303,10 @@ class _TokenPlugin(grpc.AuthMetadataPlugin):
 
 
 class RetryOnUnauthenticated(_UnaryClientInterceptor):
-    """Retries a unary call once with a fresh token when the server answers UNAUTHENTICATED
-    (the token expired or was revoked in flight). Streaming calls are not retried: their
-    requests may already be consumed."""
+    """Retries a unary call once with a fresh token when the server refuses the token
+    (`refuses_bearer`: it expired or was revoked in flight), and not for an UNAUTHENTICATED
+    about the request itself (a wrong client secret in it, `invalid_client`). Streaming calls
+    are not retried: their requests may already be consumed."""
 
     def __init__(self, credentials: ServiceCredentials) -> None:
         self._credentials = credentials
@@ -316,10 +317,12 @@ class RetryOnUnauthenticated(_UnaryClientInterceptor):
         client_call_details: grpc.ClientCallDetails,
         request: Any,
     ) -> Any:
-        generation = self._credentials.generation
         outcome = continuation(client_call_details, request)
-        if _unauthenticated(outcome.exception()):
-            self._credentials.invalidate(generation)
+        error = outcome.exception()
+        if isinstance(error, grpc.RpcError) and refuses_bearer(from_rpc_error(error)):
+            # Read after the call: the token it carried, or a newer one (one dropped too many,
+            # never one too few).
+            self._credentials.invalidate(self._credentials.generation)
             return continuation(client_call_details, request)
         return outcome
 
@@ -336,14 +339,13 @@ class AsyncRetryOnUnauthenticated(_AsyncUnaryClientInterceptor):
         client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> Any:
-        generation = self._credentials.generation
         call = await continuation(client_call_details, request)
-        if await call.code() == grpc.StatusCode.UNAUTHENTICATED:
-            self._credentials.invalidate(generation)
-            return await continuation(client_call_details, request)
-        return call
-
-
-def _unauthenticated(error: BaseException | None) -> bool:
-    code = getattr(error, "code", None)
-    return isinstance(error, grpc.RpcError) and callable(code) and code() == UNAUTHENTICATED
+        if await call.code() != grpc.StatusCode.UNAUTHENTICATED:  # the common case, at no cost
+            return call
+        try:
+            await call  # raises the call's error, with its trailers
+        except grpc.RpcError as error:
+            if not refuses_bearer(from_rpc_error(error)):
+                return call
+        self._credentials.invalidate(self._credentials.generation)
+        return await continuation(client_call_details, request)

@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 
 from ._credentials import ServiceCredentials
-from ._errors import AuthError
+from ._errors import AuthError, from_rpc_error, refuses_bearer
 from ._jwks import keys_from_response
 from ._revocations import Backoff
 from ._verifier import LocalVerifier
@@ -108,8 +108,8 @@ class _FeedBase:
         """authsvc refused our own token (UNAUTHENTICATED), say because the keys that signed it
         went with a replaced database: fetch a fresh one next time instead of presenting this
         one until it expires."""
-        refused = isinstance(exc, grpc.RpcError) and _status(exc) == grpc.StatusCode.UNAUTHENTICATED
-        if refused and self._credentials is not None:
+        error = from_rpc_error(exc) if isinstance(exc, grpc.RpcError) else None
+        if error is not None and refuses_bearer(error) and self._credentials is not None:
             self._credentials.invalidate()
 
     def _wake_key_refresh(self) -> None:

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Protocol, TypeVar
 
 import grpc
-from authsvc_client import AsyncAuthClient, ServiceCredentials
+from authsvc_client import AsyncAuthClient, ServiceCredentials, refuses_bearer
 from authsvc_client import AuthError as ClientAuthError
 from authsvc_client.v1 import authsvc_pb2 as pb
 from google.protobuf.message import Message
@@ -107,9 +107,7 @@ def refuses_our_credentials(exc: ClientAuthError) -> bool:
     The proto keeps these apart: only the caller's own credential answers UNAUTHENTICATED with
     invalid_token, and only a caller's missing permission answers insufficient_scope.
     """
-    return (exc.status is grpc.StatusCode.UNAUTHENTICATED and exc.error == "invalid_token") or (
-        exc.error == "insufficient_scope"
-    )
+    return refuses_bearer(exc) or exc.error == "insufficient_scope"
 
 
 class GrpcBackend:

@@ -137,6 +137,63 @@ async def test_unauthenticated_is_retried_once_with_a_fresh_token_on_sync(
     assert counter.fetches == 2
 
 
+class Refusing(grpc.GenericRpcHandler):
+    """A server that answers every call UNAUTHENTICATED with the given `oauth-error`."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+        self.calls = 0
+
+    def service(self, _details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        async def refuse(_request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+            self.calls += 1
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED, "refused", (("oauth-error", self.error),)
+            )
+            raise AssertionError("abort raises")
+
+        return grpc.unary_unary_rpc_method_handler(refuse)
+
+
+@pytest.mark.parametrize("flavour", ["aio", "sync"])
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        pytest.param("invalid_token", True, id="our-token-refused"),
+        pytest.param("invalid_client", False, id="a-secret-in-the-request-refused"),
+    ],
+)
+async def test_only_a_refusal_of_our_token_is_retried(
+    credentials: ServiceCredentials, counter: CountingInterceptor, flavour: str, error: str,
+    retried: bool,
+) -> None:  # fmt: skip
+    refusing = Refusing(error)
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers([refusing])
+    port = server.add_secure_port("127.0.0.1:0", grpc.local_server_credentials())
+    await server.start()
+    local, target = grpc.local_channel_credentials(), f"127.0.0.1:{port}"
+    try:
+        await credentials.token_async()
+        if flavour == "aio":
+            async with credentials.aio_secure_channel(target, local) as channel:
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await channel.unary_unary("/test.Refusing/Call")(b"", timeout=10)
+        else:
+            channel = credentials.secure_channel(target, local)
+            try:
+                call = channel.unary_unary("/test.Refusing/Call")
+                with pytest.raises(grpc.RpcError):
+                    await asyncio.to_thread(call, b"", timeout=10)
+            finally:
+                channel.close()
+    finally:
+        await server.stop(None)
+    assert refusing.calls == (2 if retried else 1)
+    # A retry goes with a fresh token; a wrong secret in the request says nothing about ours.
+    assert counter.fetches == (2 if retried else 1)
+
+
 async def revoke_client_tokens(deployed: Deployment, token: str) -> None:
     """Revoke every token of the caller so far, wait until notes refuses `token`, then move past
     the revocation's second (tokens of that second count as revoked too)."""

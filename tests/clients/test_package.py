@@ -54,6 +54,7 @@ EXPORTED = {
     "check_claims",
     "current_claims",
     "parse_jwks",
+    "refuses_bearer",
     "verify_access_token",
 }
 
