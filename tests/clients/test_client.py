@@ -113,19 +113,28 @@ async def revocation_kinds(client: Any, wanted: set[str]) -> set[str]:
     return kinds
 
 
-@pytest.mark.parametrize("flavour", ["async", "sync"])
-async def test_every_rpc_through_both_clients(
+@pytest.fixture(params=["async", "sync"])
+async def either_client(
+    request: pytest.FixtureRequest,
     running: RunningAuthority,
     admin: AsyncAuthClient,
     credentials: ServiceCredentials,
-    flavour: str,
-) -> None:
+) -> AsyncIterator[Any]:
+    """The async client, or the sync one on a thread, both authenticated by `credentials`."""
+    if request.param == "async":
+        yield admin
+        return
     sync_client = AuthClient.connect(running.address, credentials=credentials)
-    client: Any = admin if flavour == "async" else OnAThread(sync_client)
     try:
-        await every_rpc(running, client)
+        yield OnAThread(sync_client)
     finally:
         sync_client.close()
+
+
+async def test_every_rpc_through_both_clients(
+    running: RunningAuthority, either_client: Any
+) -> None:
+    await every_rpc(running, either_client)
 
 
 async def every_rpc(running: RunningAuthority, admin: Any) -> None:
@@ -259,52 +268,34 @@ async def refused_within(running: RunningAuthority, token: str, seconds: float =
     running.clock.advance(1)
 
 
-@pytest.mark.parametrize("flavour", ["async", "sync"])
 async def test_a_refused_token_is_dropped_so_the_next_call_uses_a_fresh_one(
-    running: RunningAuthority,
-    admin: AsyncAuthClient,
-    credentials: ServiceCredentials,
-    flavour: str,
+    running: RunningAuthority, either_client: Any, credentials: ServiceCredentials
 ) -> None:
-    sync_client = AuthClient.connect(running.address, credentials=credentials)
-    client: Any = admin if flavour == "async" else OnAThread(sync_client)
-    try:
-        await client.get_client(running.admin.client_id)
-        refused, fetched = await credentials.token_async(), credentials.generation
-        await client.revoke_client(running.admin.client_id, reason="rotate credentials")
-        await refused_within(running, refused)
-        with pytest.raises(InvalidToken) as caught:  # not retried: the caller decides that
-            await client.get_client(running.admin.client_id)
-        assert caught.value.status == grpc.StatusCode.UNAUTHENTICATED
-        answer = await client.get_client(running.admin.client_id)
-        assert answer.client_id == running.admin.client_id
-        assert credentials.generation == fetched + 1  # one fresh token, kept for what follows
-        assert await credentials.token_async() != refused
-        await client.get_client(running.admin.client_id)
-        assert credentials.generation == fetched + 1
-    finally:
-        sync_client.close()
+    await either_client.get_client(running.admin.client_id)
+    refused, fetched = await credentials.token_async(), credentials.generation
+    await either_client.revoke_client(running.admin.client_id, reason="rotate credentials")
+    await refused_within(running, refused)
+    with pytest.raises(InvalidToken) as caught:  # not retried: the caller decides that
+        await either_client.get_client(running.admin.client_id)
+    assert caught.value.status == grpc.StatusCode.UNAUTHENTICATED
+    answer = await either_client.get_client(running.admin.client_id)
+    assert answer.client_id == running.admin.client_id
+    assert credentials.generation == fetched + 1  # one fresh token, kept for what follows
+    assert await credentials.token_async() != refused
+    await either_client.get_client(running.admin.client_id)
+    assert credentials.generation == fetched + 1
 
 
-@pytest.mark.parametrize("flavour", ["async", "sync"])
 async def test_a_wrong_client_secret_in_the_request_keeps_the_callers_token(
-    running: RunningAuthority,
-    admin: AsyncAuthClient,
-    credentials: ServiceCredentials,
-    flavour: str,
+    running: RunningAuthority, either_client: Any, credentials: ServiceCredentials
 ) -> None:
-    sync_client = AuthClient.connect(running.address, credentials=credentials)
-    client: Any = admin if flavour == "async" else OnAThread(sync_client)
-    try:
-        await client.get_client(running.admin.client_id)
-        token, fetched = await credentials.token_async(), credentials.generation
-        with pytest.raises(InvalidClient) as caught:  # UNAUTHENTICATED, about the request
-            await client.authenticate_client(running.admin.client_id, "asc_wrong")
-        assert caught.value.status == grpc.StatusCode.UNAUTHENTICATED
-        assert credentials.generation == fetched
-        assert await credentials.token_async() == token
-    finally:
-        sync_client.close()
+    await either_client.get_client(running.admin.client_id)
+    token, fetched = await credentials.token_async(), credentials.generation
+    with pytest.raises(InvalidClient) as caught:  # UNAUTHENTICATED, about the request
+        await either_client.authenticate_client(running.admin.client_id, "asc_wrong")
+    assert caught.value.status == grpc.StatusCode.UNAUTHENTICATED
+    assert credentials.generation == fetched
+    assert await credentials.token_async() == token
 
 
 async def test_a_fixed_access_token_that_is_refused_stays_refused(
