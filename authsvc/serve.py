@@ -127,7 +127,9 @@ async def _embedded_gateway(authority: Authority, config: GatewayConfig) -> None
     from authsvc_gateway.in_process import InProcessBackend
     from authsvc_gateway.server import serve as serve_gateway
 
-    await serve_gateway(config, backend=InProcessBackend(authority))
+    # The signals are `serve`'s below: on SIGTERM health turns NOT_SERVING first, then the
+    # gateway is cancelled and finishes the requests in flight.
+    await serve_gateway(config, backend=InProcessBackend(authority), stop_on_signals=False)
 
 
 def _banner(

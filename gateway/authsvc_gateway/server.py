@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import uvicorn
@@ -63,10 +65,41 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def uvicorn_server(app: ASGIApp, config: GatewayConfig) -> uvicorn.Server:
-    """A uvicorn server for `app` that leaves the process's logging configuration alone, and
-    logs no line per request."""
-    return uvicorn.Server(
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server, with the signals left to whoever runs it.
+
+    uvicorn's own `capture_signals` stops gracefully on SIGINT or SIGTERM and then raises the
+    signal again, so a gateway that shut down cleanly still died of SIGTERM (exit status -15,
+    143 in a container). Here `serve` catches the two signals itself and returns normally, so
+    `authsvc gateway` exits 0; and the gateway embedded in `authsvc serve` catches none, so
+    that SIGTERM reaches authsvc's own handler, which marks health NOT_SERVING before the
+    gateway stops accepting.
+    """
+
+    def __init__(self, config: uvicorn.Config, *, stop_on_signals: bool) -> None:
+        super().__init__(config)
+        self.stop_on_signals = stop_on_signals
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if not self.stop_on_signals or threading.current_thread() is not threading.main_thread():
+            yield  # Python delivers signals to the main thread only
+            return
+        stopping = (signal.SIGINT, signal.SIGTERM)
+        previous = {signum: signal.signal(signum, self.handle_exit) for signum in stopping}
+        try:
+            yield  # the first signal drains in-flight requests, a second SIGINT cuts them off
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+def uvicorn_server(
+    app: ASGIApp, config: GatewayConfig, *, stop_on_signals: bool = False
+) -> GatewayServer:
+    """A uvicorn server for `app` that leaves the process's logging configuration alone, logs
+    no line per request and, with `stop_on_signals`, stops gracefully on SIGINT or SIGTERM."""
+    return GatewayServer(
         uvicorn.Config(
             app,
             host=config.host,
@@ -87,7 +120,8 @@ def uvicorn_server(app: ASGIApp, config: GatewayConfig) -> uvicorn.Server:
             proxy_headers=bool(config.trusted_proxies),
             forwarded_allow_ips=list(config.trusted_proxies) or None,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-        )
+        ),
+        stop_on_signals=stop_on_signals,
     )
 
 
@@ -96,8 +130,10 @@ async def serve(
     *,
     backend: AuthorityBackend | None = None,
     sock: socket.socket | None = None,
+    stop_on_signals: bool = True,
 ) -> None:
-    """Serve the gateway until cancelled (or SIGINT/SIGTERM when run as the main program).
+    """Serve the gateway until cancelled or, with `stop_on_signals` and on the main thread,
+    until SIGINT or SIGTERM (then it returns normally, once in-flight requests are done).
 
     Without a `backend`, connects to authsvc at `config.upstream` over gRPC.
     """
@@ -110,10 +146,10 @@ async def serve(
                 extra={"hint": "set AUTHSVC_GATEWAY_SESSION_KEY to the same value everywhere"},
             )
         async with GrpcBackend.connect(config) as grpc_backend:
-            await serve(config, backend=grpc_backend, sock=sock)
+            await serve(config, backend=grpc_backend, sock=sock, stop_on_signals=stop_on_signals)
         return
     await confirm_issuer(backend, config)
-    server = uvicorn_server(create_app(config, backend), config)
+    server = uvicorn_server(create_app(config, backend), config, stop_on_signals=stop_on_signals)
     task = asyncio.create_task(server.serve(sockets=[sock] if sock is not None else None))
     try:
         await asyncio.shield(task)

@@ -9,9 +9,11 @@ import signal
 import socket
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from authsvc_client.v1 import authsvc_pb2 as pb
 from authsvc_client.v1 import authsvc_pb2_grpc
@@ -117,8 +119,15 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+@dataclass(frozen=True)
+class Served:
+    process: asyncio.subprocess.Process
+    address: str
+    gateway_url: str | None  # the embedded gateway's, where it runs
+
+
+@pytest.fixture(params=["grpc-only", "embedded-gateway"])
+async def served(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Served]:
     address = f"127.0.0.1:{free_port()}"
     env = {
         **os.environ,
@@ -128,25 +137,30 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Proce
         "AUTHSVC_METRICS_ADDRESS": "127.0.0.1:0",
         "AUTHSVC_SHUTDOWN_GRACE": "1",
     }
+    command, gateway_url = ["serve"], None
+    if request.param == "embedded-gateway":  # what `make run` starts: dev mode embeds it
+        gateway_address = f"127.0.0.1:{free_port()}"
+        env["AUTHSVC_GATEWAY_ADDRESS"] = gateway_address
+        command, gateway_url = ["serve", "--dev"], f"http://{gateway_address}"
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "authsvc",
-        "serve",
+        *command,
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        yield process, address
+        yield Served(process, address, gateway_url)
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
 
 
-async def test_sigterm_stops_authsvc_serve_gracefully(served) -> None:
-    process, address = served
+async def test_sigterm_stops_authsvc_serve_gracefully(served: Served) -> None:
+    process, address = served.process, served.address
     async with grpc.aio.insecure_channel(address) as channel:
         watch = health_pb2_grpc.HealthStub(channel).Watch(
             health_pb2.HealthCheckRequest(service=""), wait_for_ready=True, timeout=BOUND
@@ -156,6 +170,9 @@ async def test_sigterm_stops_authsvc_serve_gracefully(served) -> None:
             status = (await watch.read()).status
         keys = await authsvc_pb2_grpc.TokenServiceStub(channel).PublishKeys(pb.PublishKeysRequest())
         assert keys.keys
+        if served.gateway_url is not None:
+            async with httpx.AsyncClient(base_url=served.gateway_url) as http:
+                assert (await http.get("/readyz")).status_code == 200
 
         process.send_signal(signal.SIGTERM)
         # The open Watch is a call in flight: it hears NOT_SERVING before the server goes.
@@ -173,3 +190,7 @@ async def test_sigterm_stops_authsvc_serve_gracefully(served) -> None:
             pb.PublishKeysRequest(), timeout=2
         )
         assert (await refused(late))[0] == grpc.StatusCode.UNAVAILABLE
+    if served.gateway_url is not None:  # stopped by authsvc, not by a signal of its own
+        async with httpx.AsyncClient(base_url=served.gateway_url) as http:
+            with pytest.raises(httpx.ConnectError):
+                await http.get("/readyz")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
 from dataclasses import replace
 
@@ -47,6 +48,43 @@ async def test_serve_answers_until_cancelled(running: RunningAuthority) -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert sock.fileno() == -1  # uvicorn closed the listening socket
+
+
+async def _serving_handlers(config: GatewayConfig, sock: socket.socket, **kwargs: bool) -> object:
+    """The SIGTERM handler in force while `serve` answers its first request."""
+    task = asyncio.create_task(serve(config, sock=sock, **kwargs))
+    try:
+        async with httpx.AsyncClient(base_url=config.public_url) as http:
+            assert (await http.get("/.well-known/jwks.json")).status_code == 200
+        return signal.getsignal(signal.SIGTERM)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_serve_stops_on_sigterm_and_gives_the_handlers_back(
+    running: RunningAuthority,
+) -> None:
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    sock = listening_socket("127.0.0.1", 0)
+    config = await _config(running, sock.getsockname()[1])
+    during = await _serving_handlers(config, sock)
+    assert during is not before[signal.SIGTERM]
+    assert getattr(during, "__name__", "") == "handle_exit"  # the gateway's own, while it serves
+    after = {signum: signal.getsignal(signum) for signum in before}
+    assert after == before
+
+
+async def test_an_embedded_gateway_leaves_the_signals_to_its_program(
+    running: RunningAuthority,
+) -> None:
+    # `authsvc serve` marks health NOT_SERVING on SIGTERM before it stops the gateway; a
+    # gateway that caught the signal itself would stop accepting first.
+    before = signal.getsignal(signal.SIGTERM)
+    sock = listening_socket("127.0.0.1", 0)
+    config = await _config(running, sock.getsockname()[1])
+    assert await _serving_handlers(config, sock, stop_on_signals=False) is before
 
 
 async def test_serve_refuses_an_issuer_authsvc_does_not_use(running: RunningAuthority) -> None:
