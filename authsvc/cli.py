@@ -218,7 +218,7 @@ async def cmd_users_create(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     client_id, secret = args.client_id, args.client_secret
     if not client_id:
-        demo = read_dev_credentials(settings)["demo"]
+        demo = read_dev_credentials(settings, "pass --client-id and --client-secret")["demo"]
         client_id, secret = demo["client_id"], demo["client_secret"]
     elif secret is None:
         secret = sys.stdin.readline().strip()
@@ -243,7 +243,10 @@ async def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from authsvc.demo import run_demo
 
-    return await run_demo(settings, read_dev_credentials(settings))
+    return await run_demo(
+        settings,
+        read_dev_credentials(settings, "point AUTHSVC_DATA_DIR at the dev server's data directory"),
+    )
 
 
 async def cmd_kek(args: argparse.Namespace, settings: Settings) -> int:

@@ -79,15 +79,15 @@ async def bootstrap_dev(authority: Authority) -> dict[str, Any] | None:
     return credentials
 
 
-def read_dev_credentials(settings: Settings) -> dict[str, Any]:
-    """The credentials the first `serve --dev` wrote, or a ConfigError saying how to get them."""
+def read_dev_credentials(settings: Settings, otherwise: str) -> dict[str, Any]:
+    """The credentials the first `serve --dev` wrote, or a ConfigError saying how to get them:
+    `make run` once, or `otherwise`."""
     path = settings.data_dir / DEV_CREDENTIALS
     try:
         data: dict[str, Any] = json.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(
-            f"{path} does not exist: run `make run` once (dev mode creates it), or pass "
-            "--client-id and --client-secret"
+            f"{path} does not exist: run `make run` once (dev mode creates it), or {otherwise}"
         ) from None
     return data
 
@@ -101,7 +101,11 @@ def gateway_config(settings: Settings, *, session_key: bytes | None = None) -> G
 
     env = dict(os.environ)
     if not env.get("AUTHSVC_GATEWAY_CLIENT_ID"):
-        own = read_dev_credentials(settings)["gateway"]
+        own = read_dev_credentials(
+            settings,
+            "set AUTHSVC_GATEWAY_CLIENT_ID and AUTHSVC_GATEWAY_CLIENT_SECRET to the gateway's own "
+            "client (see gateway/README.md)",
+        )["gateway"]
         env["AUTHSVC_GATEWAY_CLIENT_ID"] = own["client_id"]
         env["AUTHSVC_GATEWAY_CLIENT_SECRET"] = own["client_secret"]
     env.setdefault("AUTHSVC_ISSUER", settings.issuer)
@@ -188,6 +192,12 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(signum, stop.set)
     try:
         created = await bootstrap_dev(authority) if settings.dev else None
+        # Before anything listens: a gateway that cannot be configured stops the start cleanly.
+        gateway = (
+            gateway_config(settings, session_key=embedded_session_key(settings))
+            if settings.gateway_embedded
+            else None
+        )
         running = await start_server(authority)
         try:
             metrics_port = (
@@ -211,11 +221,6 @@ async def serve(settings: Settings) -> int:
                 "dev": settings.dev,
                 "scheduling": scheduling,
             },
-        )
-        gateway = (
-            gateway_config(settings, session_key=embedded_session_key(settings))
-            if settings.gateway_embedded
-            else None
         )
         gateway_task = (
             asyncio.create_task(_embedded_gateway(authority, gateway), name="gateway")

@@ -194,3 +194,28 @@ async def test_sigterm_stops_authsvc_serve_gracefully(served: Served) -> None:
         async with httpx.AsyncClient(base_url=served.gateway_url) as http:
             with pytest.raises(httpx.ConnectError):
                 await http.get("/readyz")
+
+
+async def test_an_embedded_gateway_without_its_client_stops_the_start_before_it_listens(
+    tmp_path: Path,
+) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "AUTHSVC_DATA_DIR": str(tmp_path),
+        "AUTHSVC_KEK": new_kek_text(),
+        "AUTHSVC_GRPC_ADDRESS": address,
+        "AUTHSVC_GATEWAY_EMBEDDED": "true",  # outside dev mode: no dev credentials to fall back on
+    }
+    env.pop("AUTHSVC_GATEWAY_CLIENT_ID", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "authsvc", "serve", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), BOUND)
+    text = stderr.decode()
+    assert process.returncode == 2, text[-2000:]
+    assert "authsvc: configuration error:" in text
+    assert "set AUTHSVC_GATEWAY_CLIENT_ID and AUTHSVC_GATEWAY_CLIENT_SECRET" in text
+    assert '"message": "serving"' not in text  # nothing listened
+    for leftover in ("Traceback", "Exception ignored"):  # a server left running at exit
+        assert leftover not in text, text[-2000:]
