@@ -28,9 +28,12 @@ from sqlalchemy import Engine, Insert, and_, bindparam, delete, func, insert, or
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.dialects.sqlite import pysqlite as sqlite_dialect
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.util import greenlet_spawn
 
 from authsvc.errors import TemporarilyUnavailable
 from authsvc.storage import schema as t
@@ -369,19 +372,22 @@ class SqlStore:
                 async with conn.begin():
                     yield Tx(conn, sqlite=True)
             return
-        # PostgreSQL: the transaction is asyncpg's own, and SQLAlchemy runs in autocommit inside
-        # it, so the hot statements can run on the bare connection in the same transaction
-        # (`Tx`). SQLAlchemy's asyncpg adapter would begin only at its own first statement.
-        async with database_errors(), self.engine.connect() as conn:
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            driver: Any = (await conn.get_raw_connection()).driver_connection
-            transaction = driver.transaction()
+        # PostgreSQL: a connection from SQLAlchemy's pool, with its checks on checkout, its
+        # timeout and its recycling, but without a SQLAlchemy Connection around it unless a
+        # statement needs one (`Tx.connection`): wrapping each transaction's connection cost
+        # about 250 µs of CPU, as much as BEGIN and COMMIT themselves (docs/performance.md). The
+        # transaction is asyncpg's own, so the hot statements run on the bare driver in it.
+        async with database_errors():
+            pooled = await self._checkout()
+            tx = Tx(None, sqlite=False, driver=pooled.driver_connection)
+            tx.open_connection = functools.partial(self._sqlalchemy_connection, pooled)
             clean = False
             try:
+                transaction = tx.driver.transaction()
                 async with driver_errors():
                     await transaction.start()
                 try:
-                    yield Tx(conn, sqlite=False, driver=driver)
+                    yield tx
                 except BaseException as exc:
                     # Cancelled, a statement may still be in flight: asyncpg cannot roll back
                     # until it answers, and the error from trying would replace the cancellation.
@@ -394,12 +400,38 @@ class SqlStore:
                     await transaction.commit()
                 clean = True
             finally:
-                if not clean:
-                    # BEGIN, COMMIT or ROLLBACK failed, or the call was cancelled: whatever state
-                    # asyncpg is left in, the pool must not hand this connection out again.
-                    # Closing it rolls the transaction back on the server.
-                    with contextlib.suppress(Exception):
-                        await conn.invalidate()
+                await self._give_back(pooled, tx, clean)
+
+    async def _checkout(self) -> PoolProxiedConnection:
+        """A connection from the pool; its failures raised as `engine.connect()` raises them (a
+        DBAPIError, which `database_errors` sorts), not as the driver adapter's own errors."""
+        dialect = self.engine.dialect
+        try:
+            return await self.engine.raw_connection()
+        except dialect.loaded_dbapi.Error as exc:
+            raise DBAPIError.instance(
+                None, None, exc, dialect.loaded_dbapi.Error, dialect=dialect
+            ) from exc
+
+    async def _sqlalchemy_connection(self, pooled: PoolProxiedConnection) -> AsyncConnection:
+        """A SQLAlchemy Connection on a transaction's pooled connection, in autocommit so that
+        it runs its statements inside asyncpg's transaction rather than beginning its own (an
+        asyncpg transaction begun inside another is a SAVEPOINT)."""
+        conn = AsyncConnection(self.engine, Connection(self.engine.sync_engine, connection=pooled))
+        return await conn.execution_options(isolation_level="AUTOCOMMIT")
+
+    @staticmethod
+    async def _give_back(pooled: PoolProxiedConnection, tx: Tx, clean: bool) -> None:
+        """Return a transaction's connection to the pool, once: through its SQLAlchemy Connection
+        where one was made (which resets the isolation level it set), directly otherwise."""
+        conn = tx.conn if isinstance(tx.conn, AsyncConnection) else None
+        if not clean:
+            # BEGIN, COMMIT or ROLLBACK failed, or the call was cancelled: whatever state asyncpg
+            # is left in, the pool must not hand this connection out again. Closing it rolls the
+            # transaction back on the server.
+            with contextlib.suppress(Exception):
+                await (conn.invalidate() if conn is not None else greenlet_spawn(pooled.invalidate))
+        await (conn.close() if conn is not None else greenlet_spawn(pooled.close))
 
     @property
     def engines(self) -> tuple[Engine, ...]:
@@ -425,14 +457,23 @@ class Tx:
     """
 
     def __init__(
-        self, conn: AsyncConnection | InlineConnection, *, sqlite: bool, driver: Any = None
+        self, conn: AsyncConnection | InlineConnection | None, *, sqlite: bool, driver: Any = None
     ) -> None:
-        self.conn = conn
+        self.conn = conn  # on PostgreSQL, made by `open_connection` when first needed
+        self.open_connection: Callable[[], Awaitable[AsyncConnection]] | None = None
         self.sqlite = sqlite
-        self._asyncpg = driver  # the asyncpg connection whose transaction this is (PostgreSQL)
+        self.driver = driver  # the asyncpg connection whose transaction this is (PostgreSQL)
+
+    async def connection(self) -> AsyncConnection | InlineConnection:
+        """The SQLAlchemy connection that runs this transaction's other statements."""
+        if self.conn is None:
+            assert self.open_connection is not None
+            self.conn = await self.open_connection()
+        return self.conn
 
     async def _exec(self, statement: Any, parameters: Any = None) -> Any:
-        return await self.conn.execute(statement, parameters)
+        conn = self.conn if self.conn is not None else await self.connection()
+        return await conn.execute(statement, parameters)
 
     async def _driver_rows(self, statement: Any, parameters: dict[str, Any]) -> list[Any]:
         """The rows of a hot SELECT, as namedtuples of its selected columns."""
@@ -444,7 +485,7 @@ class Tx:
             return list(await self._exec(statement, parameters))
         driver = DriverStatement.of(statement, "postgresql", ())
         async with driver_errors():
-            records = await self._asyncpg.fetch(driver.sql, *driver.arguments(parameters))
+            records = await self.driver.fetch(driver.sql, *driver.arguments(parameters))
         return [driver.row._make(r.values()) for r in records]
 
     async def _driver_write(self, statement: Any, parameters: dict[str, Any]) -> int:
@@ -457,7 +498,7 @@ class Tx:
             return int((await self._exec(statement, parameters)).rowcount)
         driver = DriverStatement.of(statement, "postgresql", keys)
         async with driver_errors():
-            status = await self._asyncpg.execute(driver.sql, *driver.arguments(parameters))
+            status = await self.driver.execute(driver.sql, *driver.arguments(parameters))
         return int(status.rsplit(" ", 1)[-1])  # "UPDATE 1", "INSERT 0 1"
 
     async def lock(self, lock_id: int) -> None:

@@ -56,7 +56,7 @@ async def database_rows(running: Any) -> dict[str, list[tuple[Any, ...]]]:
     rows = {}
     async with running.authority.ctx.store.transaction(readonly=True) as tx:
         for table in metadata.sorted_tables:
-            result = await tx.conn.execute(select(table))
+            result = await (await tx.connection()).execute(select(table))
             rows[table.name] = sorted(tuple(row) for row in result)
     return rows
 

@@ -190,7 +190,7 @@ async def test_a_malformed_client_ip_is_invalid_request(
 
 async def _stored_hash(running: RunningAuthority) -> str:
     async with running.authority.ctx.store.transaction(readonly=True) as tx:
-        result = await tx.conn.execute(select(users.c.password_hash))
+        result = await (await tx.connection()).execute(select(users.c.password_hash))
         return str(result.scalar_one())
 
 

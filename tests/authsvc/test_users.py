@@ -67,7 +67,7 @@ async def _fail(authority: Authority, username: str, times: int, ip: str = IP) -
 
 async def _rows(authority: Authority) -> list[Any]:
     async with authority.ctx.store.transaction(readonly=True) as tx:
-        return list(await tx.conn.execute(select(login_failures)))
+        return list(await (await tx.connection()).execute(select(login_failures)))
 
 
 @pytest.mark.parametrize(

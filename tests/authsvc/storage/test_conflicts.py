@@ -74,7 +74,9 @@ async def test_a_serialization_failure_is_rolled_back_and_run_again(pg_store: Sq
         async def work() -> None:
             attempts[name] += 1
             async with pg_store.transaction() as tx:
-                await tx.conn.execute(text("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"))
+                await (await tx.connection()).execute(
+                    text("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+                )
                 existing = await tx.live_families("bob", NOW)
                 if attempts[name] == 1:
                     await both_have_read.wait()
@@ -109,7 +111,7 @@ async def test_a_statement_past_its_timeout_is_temporarily_unavailable(postgres_
     try:
         with pytest.raises(TemporarilyUnavailable, match="in time"):
             async with store.transaction(readonly=True) as tx:
-                await tx.conn.execute(text("SELECT pg_sleep(5)"))
+                await (await tx.connection()).execute(text("SELECT pg_sleep(5)"))
     finally:
         await store.close()
 
