@@ -19,6 +19,7 @@ import pytest
 from authsvc_client.v1 import authsvc_pb2 as pb
 from authsvc_client.v1 import authsvc_pb2_grpc
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from authsvc.config import Settings
 from authsvc.errors import TemporarilyUnavailable
@@ -131,6 +132,43 @@ async def test_an_unreachable_database_is_temporarily_unavailable() -> None:
                 await tx.last_event_cursor()
     finally:
         await store.close()
+
+
+async def test_a_database_that_refuses_the_connection_is_reported_as_sqlalchemy_reports_it(
+    postgres_url: str,
+) -> None:
+    # Connections come from the pool without engine.connect(), which used to wrap the driver
+    # adapter's errors: a DBAPIError still, so database_errors sorts it (here: a bug, not an
+    # outage; the database named does not exist).
+    url = postgres_url.rsplit("/", 1)[0] + "/authsvc_no_such_database"
+    store = SqlStore(create_engine(Settings(database_url=url, db_pool_size=1)))
+    try:
+        with pytest.raises(DBAPIError, match="authsvc_no_such_database"):
+            async with store.transaction(readonly=True) as tx:
+                await tx.last_event_cursor()
+    finally:
+        await store.close()
+
+
+async def test_a_transaction_cancelled_mid_statement_gives_up_its_connection(
+    pg_store: SqlStore,
+) -> None:
+    started = asyncio.Event()
+
+    async def stuck() -> None:
+        async with pg_store.transaction() as tx:
+            conn = await tx.connection()
+            started.set()
+            await conn.execute(text("SELECT pg_sleep(30)"))
+
+    task = asyncio.create_task(stuck())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert pg_store.engine.sync_engine.pool.checkedout() == 0  # invalidated, not handed out
+    async with pg_store.transaction() as tx:  # and the pool still serves
+        assert await tx.last_event_cursor() >= 0
 
 
 async def _wait_until_authsvc_waits_on_a_lock(admin: asyncpg.Connection) -> None:

@@ -271,3 +271,32 @@ async def test_a_bug_is_not_disguised_as_an_outage(store: SqlStore) -> None:
 
     with pytest.raises(IntegrityError):
         await insert_twice()
+
+
+async def test_every_transaction_gives_its_connection_back_once(store: SqlStore) -> None:
+    # On PostgreSQL a transaction holds a pooled connection, and a SQLAlchemy Connection on it
+    # only once a statement outside the hot paths needs one: both ways, it goes back exactly once.
+    pool = store.engine.sync_engine.pool
+
+    async def hot_only() -> None:
+        async with store.transaction() as tx:
+            assert await tx.get_client(CLIENT) is not None
+
+    async def hot_and_other() -> None:
+        async with store.transaction() as tx:
+            await tx.insert_family(family_record("f-kept"))
+            await tx.revoke_families_where(NOW, "test", subject="nobody")  # SQLAlchemy
+
+    async def refused_after_other() -> None:
+        async with store.transaction() as tx:
+            await tx.revoke_families_where(NOW, "test", subject="nobody")
+            raise RuntimeError("the domain refused")
+
+    for work in (hot_only, hot_and_other, hot_only):
+        await work()
+        assert pool.checkedout() == 0
+    with pytest.raises(RuntimeError):
+        await refused_after_other()
+    assert pool.checkedout() == 0
+    async with store.transaction(readonly=True) as tx:
+        assert await tx.get_family("f-kept") is not None
