@@ -4,10 +4,11 @@ over gRPC, cached, renewed before they expire, and attached to outgoing calls.
 One `ServiceCredentials` serves sync and asyncio channels alike: gRPC runs a metadata plugin on
 a thread of its own for both, so the plugin may block while a token is fetched. Fetching is
 single-flight: however many calls need a token at once, one request goes to authsvc and the rest
-wait for its answer. Past `renew_after` of its lifetime a token is renewed by the first call that
-notices, while the others keep using the still-valid old one. A renewal that fails is tried again
-only after a back-off, so while authsvc is unreachable calls keep the old token instead of each
-waiting out a fetch; once the old token is no longer valid, every call fetches (`next_step`).
+wait for its answer. Past `renew_after` of its lifetime a token is renewed in the background,
+started by the first call that notices, while every call, that one included, keeps using the
+still-valid old one: no call waits for a renewal. A renewal that fails is tried again only after a
+back-off; once the old token is no longer valid, every call fetches, or waits for the fetch in
+flight (`next_step`).
 """
 
 from __future__ import annotations
@@ -69,23 +70,24 @@ class Step(enum.Enum):
     """What a call that needs a token does."""
 
     USE_CACHED = "use the cached token"
-    FETCH = "fetch a token, the others waiting or using the cache meanwhile"
+    RENEW = "start renewing the cached token in the background, and use it meanwhile"
+    FETCH = "fetch a token, the others waiting meanwhile"
     WAIT = "wait for the fetch in flight"
 
 
 def next_step(now: float, cached: CachedToken | None, in_flight: bool, retry_at: float) -> Step:
-    """Use the cache, fly a fetch, or wait for the one in flight.
+    """Use the cache, start a renewal, fetch, or wait for the fetch in flight.
 
     A valid token is used until `renew_at`, then while a renewal is in flight or, after a failed
-    renewal, until `retry_at`; the first call after that renews it. A token that is no longer
-    valid is never handed out, back-off or not: the call fetches, or waits for the fetch in
-    flight. One fetch at a time either way.
+    renewal, until `retry_at`; the first call after that starts a renewal and still uses it. A
+    token that is no longer valid is never handed out, back-off or not: the call fetches, or
+    waits for the fetch in flight. One fetch at a time either way.
     """
     if cached is None or not cached.valid_at(now):
         return Step.WAIT if in_flight else Step.FETCH
     if now < cached.renew_at or in_flight or now < retry_at:
         return Step.USE_CACHED
-    return Step.FETCH
+    return Step.RENEW
 
 
 class _Flight:
@@ -158,35 +160,32 @@ class ServiceCredentials:
         return self._generation
 
     def token(self) -> str:
-        """A valid access token, from the cache or from authsvc. Blocks while fetching.
+        """A valid access token, from the cache or from authsvc. Blocks only when no valid token
+        is cached: a due renewal runs in the background.
 
         Raises the `AuthError` authsvc answered (for example `InvalidClient`) when no usable
         token is cached and the fetch fails.
         """
         step, flight, cached = self._claim()
-        if step is Step.USE_CACHED:
-            assert cached is not None
+        if cached is not None:
             return cached.value
         assert flight is not None
-        if step is Step.FETCH:
-            self._fetch(flight)
-        flight.done.wait()
-        if flight.token is not None:
-            return flight.token.value
-        assert flight.error is not None
-        still_valid = self._still_valid()
-        if still_valid is not None:
-            return still_valid.value  # renewal failed; the old token has time left
-        raise flight.error
+        return self._outcome(step, flight)
 
     async def token_async(self) -> str:
         """`token()` for asyncio code: answers at once from the cache, fetches on a thread."""
-        with self._lock:  # held only for a decision, never across a fetch
-            step, cached = self._next_step(), self._cached
-        if step is Step.USE_CACHED:
-            assert cached is not None
+        step, flight, cached = self._claim()  # the lock is held only for the decision
+        if cached is not None:
             return cached.value
-        return await asyncio.to_thread(self.token)  # decides again, under the same rule
+        assert flight is not None
+        return await asyncio.to_thread(self._outcome, step, flight)
+
+    def wait_for_renewal(self, timeout: float | None = None) -> bool:
+        """Wait until no fetch is in flight (a background renewal among them); False if one
+        still is after `timeout`. Calls never need this: it is for tests and for a clean exit."""
+        with self._lock:
+            flight = self._flight
+        return flight is None or flight.done.wait(timeout)
 
     def invalidate(self, generation: int | None = None) -> None:
         """Drop the cached token, so the next call fetches a fresh one. With `generation`, only
@@ -236,15 +235,35 @@ class ServiceCredentials:
             self._channel.close()
 
     def _claim(self) -> tuple[Step, _Flight | None, CachedToken | None]:
-        """Under the lock: what this caller does, with the flight to fly or wait on, or the
-        cached token to use."""
+        """Decide under the lock what this caller does: the cached token to use (a renewal
+        started in the background, if due), or the flight to fly or wait on."""
         with self._lock:
             step = self._next_step()
             if step is Step.USE_CACHED:
                 return step, None, self._cached
+            if step is Step.WAIT:
+                return step, self._flight, None
+            self._flight = flight = _Flight()
             if step is Step.FETCH:
-                self._flight = _Flight()
-            return step, self._flight, None
+                return step, flight, None
+            cached = self._cached
+        threading.Thread(
+            target=self._fetch, args=(flight,), name="authsvc-token-renewal", daemon=True
+        ).start()
+        return step, None, cached
+
+    def _outcome(self, step: Step, flight: _Flight) -> str:
+        """Fly the fetch (FETCH) or wait for it (WAIT); its token, or its error."""
+        if step is Step.FETCH:
+            self._fetch(flight)
+        flight.done.wait()
+        if flight.token is not None:
+            return flight.token.value
+        assert flight.error is not None
+        still_valid = self._still_valid()
+        if still_valid is not None:
+            return still_valid.value  # a renewal failed; the old token has time left
+        raise flight.error
 
     def _next_step(self) -> Step:
         """`next_step` on the current state; the caller holds the lock."""

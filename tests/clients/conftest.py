@@ -158,9 +158,14 @@ class FakeAuthority(authsvc_pb2_grpc.TokenServiceServicer):
         self.generation = 0  # bumping it ends every open stream
         self.token_requests = 0
         self.token_lifetime = 600
+        self.hold: asyncio.Event | None = None  # set: token requests wait for it to be set
+        self.requested = asyncio.Event()  # set by each token request as it arrives
 
     async def ClientCredentials(self, request: Any, context: Any) -> pb.AccessToken:
         self.token_requests += 1
+        self.requested.set()
+        if self.hold is not None:
+            await self.hold.wait()
         if not self.available:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "down")
         return pb.AccessToken(

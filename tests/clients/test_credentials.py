@@ -1,7 +1,7 @@
-"""ServiceCredentials: the decision each call makes (use the cache, fetch, wait); against the real
-authsvc, single-flight fetching, renewal before expiry, and one retry with a fresh token on
-UNAUTHENTICATED, on aio and sync channels; against the in-test authority, the back-off between
-failed renewals."""
+"""ServiceCredentials: the decision each call makes (use the cache, renew in the background,
+fetch, wait); against the real authsvc, single-flight fetching, renewal before expiry, and one
+retry with a fresh token on UNAUTHENTICATED, on aio and sync channels; against the in-test
+authority, renewals that hold no call, and the back-off between failed renewals."""
 
 from __future__ import annotations
 
@@ -68,6 +68,14 @@ def credentials(deployed: Deployment, counter: CountingInterceptor) -> Any:
     channel.close()
 
 
+BOUND = 10.0  # seconds for a renewal in the background to end before a test gives up
+
+
+async def renewed(creds: ServiceCredentials) -> None:
+    """Until the renewal a call started in the background has ended."""
+    assert await asyncio.to_thread(creds.wait_for_renewal, BOUND)
+
+
 async def who_am_i(channel: grpc.aio.Channel) -> Any:
     return await notes_pb2_grpc.NotesStub(channel).WhoAmI(notes_pb2.WhoAmIRequest(), timeout=10)
 
@@ -104,6 +112,8 @@ async def test_a_token_is_renewed_after_most_of_its_lifetime(
     assert await credentials.token_async() == first
     assert counter.fetches == 1
     deployed.authority.clock.advance(6)
+    assert await credentials.token_async() == first  # renewing in the background meanwhile
+    await renewed(credentials)
     assert await credentials.token_async() != first
     assert counter.fetches == 2
 
@@ -231,13 +241,15 @@ async def test_a_failed_renewal_keeps_using_the_token_until_it_expires(
     await stop_server(deployed.authority.server, grace=0)
     deployed.authority.clock.advance(ttl * 0.9)  # due for renewal, 60 s of life left
     assert await credentials.token_async() == first
+    await renewed(credentials)
     assert counter.fetches == 2  # the renewal was tried
+    assert await credentials.token_async() == first
     deployed.authority.clock.advance(ttl * 0.1)  # now expired: nothing to fall back on
     with pytest.raises(TemporarilyUnavailable):
         await credentials.token_async()
 
 
-# The decision: use the cache, fetch, or wait. A token fetched at 0 for 600 s: renewed from 480,
+# The decision: use the cache, renew in the background, fetch, or wait. A token fetched at 0 for 600 s: renewed from 480,
 # valid until 595 (5 s short of exp).
 
 TOKEN = CachedToken(value="t", renew_at=480.0, expires_at=600.0, generation=1)
@@ -251,10 +263,10 @@ NO_BACKOFF = float("-inf")
         pytest.param(0, None, True, NO_BACKOFF, Step.WAIT, id="no-token-waits-for-the-flight"),
         pytest.param(0, None, False, 10.0, Step.FETCH, id="no-token-fetches-despite-backoff"),
         pytest.param(100, TOKEN, False, NO_BACKOFF, Step.USE_CACHED, id="fresh-token-is-used"),
-        pytest.param(480, TOKEN, False, NO_BACKOFF, Step.FETCH, id="due-token-is-renewed"),
+        pytest.param(480, TOKEN, False, NO_BACKOFF, Step.RENEW, id="due-token-is-renewed"),
         pytest.param(500, TOKEN, True, NO_BACKOFF, Step.USE_CACHED, id="renewal-in-flight"),
         pytest.param(500, TOKEN, False, 502.0, Step.USE_CACHED, id="renewal-backing-off"),
-        pytest.param(502, TOKEN, False, 502.0, Step.FETCH, id="backoff-over-renews"),
+        pytest.param(502, TOKEN, False, 502.0, Step.RENEW, id="backoff-over-renews"),
         pytest.param(595, TOKEN, False, 700.0, Step.FETCH, id="invalid-token-fetches-in-backoff"),
         pytest.param(595, TOKEN, True, NO_BACKOFF, Step.WAIT, id="invalid-token-waits-for-flight"),
         pytest.param(700, TOKEN, False, 800.0, Step.FETCH, id="expired-token-fetches"),
@@ -286,10 +298,18 @@ class LongestJitter(random.Random):
 
 @pytest.fixture(params=["sync", "async"])
 def token_of(request: pytest.FixtureRequest) -> Callable[[ServiceCredentials], Any]:
-    """`token()` (on a thread: the authority runs on this test's loop) or `token_async()`."""
-    if request.param == "sync":
-        return lambda creds: asyncio.to_thread(creds.token)
-    return lambda creds: creds.token_async()
+    """`token()` (on a thread: the authority runs on this test's loop) or `token_async()`, and
+    then the end of the renewal it may have started, so the tests below count every try."""
+
+    async def token_of(creds: ServiceCredentials) -> str:
+        if request.param == "sync":
+            token = await asyncio.to_thread(creds.token)
+        else:
+            token = await creds.token_async()
+        await renewed(creds)
+        return token
+
+    return token_of
 
 
 @pytest.fixture
@@ -359,6 +379,7 @@ async def test_a_successful_renewal_resets_the_backoff(
         assert await token_of(backing_off) == "token-1"
     authority.available = True
     clock.advance(40)
+    assert await token_of(backing_off) == "token-1"  # the renewal it started succeeded
     assert await token_of(backing_off) == "token-5"
     authority.available = False
     clock.advance(480)  # the new token is due
@@ -366,3 +387,41 @@ async def test_a_successful_renewal_resets_the_backoff(
     clock.advance(10)  # back to the shortest delay
     assert await token_of(backing_off) == "token-5"
     assert authority.token_requests == 7
+
+
+async def test_a_renewal_holds_no_call_while_authsvc_is_slow_to_answer(
+    fake_authority: tuple[FakeAuthority, str],
+    clock: ManualClock,
+    backing_off: ServiceCredentials,
+) -> None:
+    authority = fake_authority[0]
+    assert await backing_off.token_async() == "token-1"
+    authority.hold = asyncio.Event()  # authsvc takes the request and does not answer yet
+    clock.advance(500)  # past renew_at (480 s), 100 s of life left
+    assert await backing_off.token_async() == "token-1"  # at once: the renewal is not awaited
+    assert await asyncio.to_thread(backing_off.token) == "token-1"  # nor by a sync caller
+    await authority.requested.wait()
+    assert not backing_off.wait_for_renewal(0)  # still in flight
+    authority.hold.set()
+    await renewed(backing_off)
+    assert await backing_off.token_async() == "token-2"
+    assert authority.token_requests == 2  # one renewal for every call that noticed it was due
+
+
+async def test_a_call_without_a_valid_token_waits_for_the_renewal_in_flight(
+    fake_authority: tuple[FakeAuthority, str],
+    clock: ManualClock,
+    backing_off: ServiceCredentials,
+) -> None:
+    authority = fake_authority[0]
+    await backing_off.token_async()
+    authority.hold = asyncio.Event()
+    clock.advance(500)
+    assert await backing_off.token_async() == "token-1"  # starts the renewal
+    await authority.requested.wait()
+    clock.advance(100)  # the old token has expired while the renewal is held
+    waiting = asyncio.create_task(backing_off.token_async())
+    assert not waiting.done()
+    authority.hold.set()
+    assert await asyncio.wait_for(waiting, BOUND) == "token-2"
+    assert authority.token_requests == 2
