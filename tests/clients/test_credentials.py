@@ -389,20 +389,30 @@ async def test_a_successful_renewal_resets_the_backoff(
     assert authority.token_requests == 7
 
 
+async def _renewal_held(
+    authority: FakeAuthority, clock: ManualClock, creds: ServiceCredentials
+) -> asyncio.Event:
+    """token-1 fetched, then due and its renewal started, which authsvc holds until the event
+    returned is set."""
+    assert await creds.token_async() == "token-1"
+    authority.hold = asyncio.Event()  # authsvc takes the request and does not answer yet
+    clock.advance(500)  # past renew_at (480 s), 100 s of life left
+    assert await creds.token_async() == "token-1"  # at once: the renewal is not awaited
+    await authority.requested.wait()
+    assert not creds.wait_for_renewal(0)  # still in flight
+    return authority.hold
+
+
 async def test_a_renewal_holds_no_call_while_authsvc_is_slow_to_answer(
     fake_authority: tuple[FakeAuthority, str],
     clock: ManualClock,
     backing_off: ServiceCredentials,
 ) -> None:
     authority = fake_authority[0]
+    hold = await _renewal_held(authority, clock, backing_off)
     assert await backing_off.token_async() == "token-1"
-    authority.hold = asyncio.Event()  # authsvc takes the request and does not answer yet
-    clock.advance(500)  # past renew_at (480 s), 100 s of life left
-    assert await backing_off.token_async() == "token-1"  # at once: the renewal is not awaited
-    assert await asyncio.to_thread(backing_off.token) == "token-1"  # nor by a sync caller
-    await authority.requested.wait()
-    assert not backing_off.wait_for_renewal(0)  # still in flight
-    authority.hold.set()
+    assert await asyncio.to_thread(backing_off.token) == "token-1"  # nor a sync caller
+    hold.set()
     await renewed(backing_off)
     assert await backing_off.token_async() == "token-2"
     assert authority.token_requests == 2  # one renewal for every call that noticed it was due
@@ -414,14 +424,10 @@ async def test_a_call_without_a_valid_token_waits_for_the_renewal_in_flight(
     backing_off: ServiceCredentials,
 ) -> None:
     authority = fake_authority[0]
-    await backing_off.token_async()
-    authority.hold = asyncio.Event()
-    clock.advance(500)
-    assert await backing_off.token_async() == "token-1"  # starts the renewal
-    await authority.requested.wait()
+    hold = await _renewal_held(authority, clock, backing_off)
     clock.advance(100)  # the old token has expired while the renewal is held
     waiting = asyncio.create_task(backing_off.token_async())
     assert not waiting.done()
-    authority.hold.set()
+    hold.set()
     assert await asyncio.wait_for(waiting, BOUND) == "token-2"
     assert authority.token_requests == 2

@@ -123,15 +123,19 @@ def _closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def test_an_unreachable_database_is_temporarily_unavailable() -> None:
-    url = f"postgresql+asyncpg://postgres@127.0.0.1:{_closed_port()}/nothing"
+async def _first_transaction_at(url: str) -> None:
     store = SqlStore(create_engine(Settings(database_url=url, db_pool_size=1)))
     try:
-        with pytest.raises(TemporarilyUnavailable, match="unreachable"):
-            async with store.transaction(readonly=True) as tx:
-                await tx.last_event_cursor()
+        async with store.transaction(readonly=True) as tx:
+            await tx.last_event_cursor()
     finally:
         await store.close()
+
+
+async def test_an_unreachable_database_is_temporarily_unavailable() -> None:
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:{_closed_port()}/nothing"
+    with pytest.raises(TemporarilyUnavailable, match="unreachable"):
+        await _first_transaction_at(url)
 
 
 async def test_a_database_that_refuses_the_connection_is_reported_as_sqlalchemy_reports_it(
@@ -141,13 +145,8 @@ async def test_a_database_that_refuses_the_connection_is_reported_as_sqlalchemy_
     # adapter's errors: a DBAPIError still, so database_errors sorts it (here: a bug, not an
     # outage; the database named does not exist).
     url = postgres_url.rsplit("/", 1)[0] + "/authsvc_no_such_database"
-    store = SqlStore(create_engine(Settings(database_url=url, db_pool_size=1)))
-    try:
-        with pytest.raises(DBAPIError, match="authsvc_no_such_database"):
-            async with store.transaction(readonly=True) as tx:
-                await tx.last_event_cursor()
-    finally:
-        await store.close()
+    with pytest.raises(DBAPIError, match="authsvc_no_such_database"):
+        await _first_transaction_at(url)
 
 
 async def test_a_transaction_cancelled_mid_statement_gives_up_its_connection(
