@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-SIGNING_ALGORITHMS = ("EdDSA", "Ed25519", "ES256")
+from authsvc_client import PINNED_ALGORITHMS
+
+# The algorithms verifiers accept (never `none`, never HMAC): authsvc signs with no other.
+SIGNING_ALGORITHMS = tuple(sorted(PINNED_ALGORITHMS))
 #: Each key's recent failures are one row; this bounds its size.
 MAX_LOGIN_FAILURES = 1000
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from authsvc_client import ED25519_NAMES
 from joserfc.errors import InvalidKeyTypeError
 from joserfc.jwk import ECKey, OKPKey
 
@@ -24,7 +25,7 @@ class GeneratedKey:
 def generate(alg: str) -> GeneratedKey:
     """A fresh key pair for `alg` (EdDSA and Ed25519 use Ed25519, ES256 uses P-256)."""
     key: SigningKey
-    if alg in {"EdDSA", "Ed25519"}:
+    if alg in ED25519_NAMES:
         key = OKPKey.generate_key("Ed25519")
     elif alg == "ES256":
         key = ECKey.generate_key("P-256")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from authsvc_client import Claims
+from authsvc_client import ED25519_NAMES, Claims
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -22,7 +22,6 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from authsvc.keys.material import SigningKey
 
 TOKEN_TYPE = "at+jwt"  # noqa: S105 (a media type)
-_OKP_ALGORITHMS = frozenset({"EdDSA", "Ed25519"})
 
 
 @dataclass(frozen=True)
@@ -104,7 +103,7 @@ def _b64encode(data: bytes) -> bytes:
 def _signature_function(alg: str, key: SigningKey) -> Callable[[bytes], bytes]:
     """The JWS signature of a signing input for `alg` (RFC 7518 §3.4, RFC 8037 §3.1)."""
     private = key.get_op_key("sign")
-    if alg in _OKP_ALGORITHMS and isinstance(private, Ed25519PrivateKey):
+    if alg in ED25519_NAMES and isinstance(private, Ed25519PrivateKey):
         return private.sign
     if alg == "ES256" and isinstance(private, ec.EllipticCurvePrivateKey):
         curve = private.curve

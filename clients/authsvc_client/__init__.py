@@ -37,6 +37,7 @@ from ._revocations import RevocationSet
 from ._scopes import DEFAULT_PUBLIC_SERVICES, MethodScopes
 from ._verification import (
     ACCESS_TOKEN_TYPES,
+    ED25519_NAMES,
     FORBIDDEN_HEADERS,
     MAX_TOKEN_BYTES,
     PINNED_ALGORITHMS,
@@ -50,6 +51,7 @@ from ._verifier import LocalVerifier
 __all__ = [
     "ACCESS_TOKEN_TYPES",
     "DEFAULT_PUBLIC_SERVICES",
+    "ED25519_NAMES",
     "FORBIDDEN_HEADERS",
     "MAX_TOKEN_BYTES",
     "PINNED_ALGORITHMS",

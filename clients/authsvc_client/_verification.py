@@ -35,6 +35,7 @@ from ._jwks import PublishedKey
 
 __all__ = [
     "ACCESS_TOKEN_TYPES",
+    "ED25519_NAMES",
     "FORBIDDEN_HEADERS",
     "MAX_TOKEN_BYTES",
     "PINNED_ALGORITHMS",
@@ -48,9 +49,10 @@ __all__ = [
 #: name, and ES256 for verifiers without EdDSA. Never `none`, never HMAC (RFC 8725 §3.1).
 PINNED_ALGORITHMS = frozenset({"EdDSA", "Ed25519", "ES256"})
 
-# RFC 9864 renamed the Ed25519 use of `EdDSA` to `Ed25519`: one algorithm under two names, so a
-# key published under either verifies a token naming the other (the key type is still checked).
-_ED25519_NAMES = frozenset({"EdDSA", "Ed25519"})
+#: RFC 9864 renamed the Ed25519 use of `EdDSA` to `Ed25519`: one algorithm under two names, so a
+#: key published under either verifies a token naming the other (the key type is still checked).
+#: authsvc signs, generates keys and validates its configuration by these same two sets.
+ED25519_NAMES = frozenset({"EdDSA", "Ed25519"})
 
 #: Tokens longer than this are refused before any parsing; ours are well under 2 KiB.
 MAX_TOKEN_BYTES = 8192
@@ -205,7 +207,7 @@ def _signing_key(header: Mapping[str, Any], keys: Mapping[str, PublishedKey]) ->
     if key is None:
         raise UnknownSigningKey("unknown signing key")
     alg = header["alg"]
-    if alg != key.alg and not {alg, key.alg} <= _ED25519_NAMES:
+    if alg != key.alg and not {alg, key.alg} <= ED25519_NAMES:
         raise InvalidToken("token algorithm does not match its key")
     return key
 
