@@ -63,7 +63,7 @@ async def _serving_handlers(config: GatewayConfig, sock: socket.socket, **kwargs
             await task
 
 
-async def test_serve_stops_on_sigterm_and_gives_the_handlers_back(
+async def test_serve_catches_sigterm_while_it_serves_and_gives_the_handlers_back(
     running: RunningAuthority,
 ) -> None:
     before = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
