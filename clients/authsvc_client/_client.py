@@ -32,14 +32,22 @@ _R = TypeVar("_R")
 _Metadata = tuple[tuple[str, str], ...]
 
 
-def _drop_refused_token(
-    credentials: ServiceCredentials | None, error: AuthError, generation: int
-) -> None:
-    """Drop the token `error` refused (if it is still the cached one), so the next call fetches
-    a fresh one. Only a refusal of the caller's own token counts: a wrong client secret in the
-    request (`invalid_client`) says nothing about it."""
+def _generation(credentials: ServiceCredentials | None) -> int:
+    """The generation of the token just put in a call's metadata (read after it: at worst a
+    newer one, so a refusal drops a token too many, never one too few)."""
+    return credentials.generation if credentials is not None else 0
+
+
+def _call_error(
+    credentials: ServiceCredentials | None, exc: grpc.RpcError, generation: int
+) -> AuthError:
+    """The AuthError a failed call raises. When it refused the caller's own token, that token
+    is dropped (if it is still the cached one), so the next call fetches a fresh one; a wrong
+    client secret in the request (`invalid_client`) says nothing about it."""
+    error = from_rpc_error(exc)
     if credentials is not None and refuses_bearer(error):
         credentials.invalidate(generation)
+    return error
 
 
 def _stubs(channel: grpc.Channel | grpc.aio.Channel) -> tuple[Any, Any]:
@@ -199,14 +207,12 @@ class AuthClient:
         restored): start again from 0 without a stream id, keeping what you know.
         """
         request = pb.WatchRevocationsRequest(cursor=cursor, stream_id=stream_id)
-        metadata, generation = self._metadata(), self._generation()
+        metadata, generation = self._metadata(), _generation(self._credentials)
         call = self._tokens.WatchRevocations(request, metadata=metadata)
         try:
             yield from call
         except grpc.RpcError as exc:
-            error = from_rpc_error(exc)
-            _drop_refused_token(self._credentials, error, generation)
-            raise error from exc
+            raise _call_error(self._credentials, exc, generation) from exc
         finally:
             call.cancel()
 
@@ -277,13 +283,11 @@ class AuthClient:
         return self._unary(self._authorization.ExchangeAuthorizationCode, request, pb.TokenPair)
 
     def _unary(self, method: Any, request: object, reply: type[_R]) -> _R:
-        metadata, generation = self._metadata(), self._generation()
+        metadata, generation = self._metadata(), _generation(self._credentials)
         try:
             answer: _R = method(request, metadata=metadata, timeout=self._timeout)
         except grpc.RpcError as exc:
-            error = from_rpc_error(exc)
-            _drop_refused_token(self._credentials, error, generation)
-            raise error from exc
+            raise _call_error(self._credentials, exc, generation) from exc
         return answer
 
     def _metadata(self) -> _Metadata:
@@ -292,11 +296,6 @@ class AuthClient:
         if self._access_token:
             return (("authorization", f"Bearer {self._access_token}"),)
         return ()
-
-    def _generation(self) -> int:
-        """The generation of the token just put in the metadata (read after it: at worst a
-        newer one, so a refusal drops a token too many, never one too few)."""
-        return self._credentials.generation if self._credentials is not None else 0
 
 
 class AsyncAuthClient:
@@ -445,15 +444,13 @@ class AsyncAuthClient:
         restored): start again from 0 without a stream id, keeping what you know.
         """
         request = pb.WatchRevocationsRequest(cursor=cursor, stream_id=stream_id)
-        metadata, generation = await self._metadata(), self._generation()
+        metadata, generation = await self._metadata(), _generation(self._credentials)
         call = self._tokens.WatchRevocations(request, metadata=metadata)
         try:
             async for event in call:
                 yield event
         except grpc.RpcError as exc:
-            error = from_rpc_error(exc)
-            _drop_refused_token(self._credentials, error, generation)
-            raise error from exc
+            raise _call_error(self._credentials, exc, generation) from exc
         finally:
             call.cancel()
 
@@ -526,13 +523,11 @@ class AsyncAuthClient:
         )
 
     async def _unary(self, method: Any, request: object, reply: type[_R]) -> _R:
-        metadata, generation = await self._metadata(), self._generation()
+        metadata, generation = await self._metadata(), _generation(self._credentials)
         try:
             answer: _R = await method(request, metadata=metadata, timeout=self._timeout)
         except grpc.RpcError as exc:
-            error = from_rpc_error(exc)
-            _drop_refused_token(self._credentials, error, generation)
-            raise error from exc
+            raise _call_error(self._credentials, exc, generation) from exc
         return answer
 
     async def _metadata(self) -> _Metadata:
@@ -541,8 +536,3 @@ class AsyncAuthClient:
         if self._access_token:
             return (("authorization", f"Bearer {self._access_token}"),)
         return ()
-
-    def _generation(self) -> int:
-        """The generation of the token just put in the metadata (read after it: at worst a
-        newer one, so a refusal drops a token too many, never one too few)."""
-        return self._credentials.generation if self._credentials is not None else 0
