@@ -12,6 +12,11 @@ alone. The COMMIT, with its fsync (`synchronous=FULL`), runs in a worker thread 
 serving while the disk flushes; units arriving meanwhile form the next batch. Every unit's
 `transaction()` returns only after the COMMIT that made it durable, so nothing is told to a caller
 before it is on disk; if that COMMIT fails, every unit of the batch fails with it.
+
+A batch is opened (the writer lock, then `BEGIN IMMEDIATE` in the worker thread, where another
+process's lock is waited for) by a task of its own on behalf of every unit waiting for it: a unit
+cancelled meanwhile leaves the opening alone, and if the batch cannot be opened, the units waiting
+for it fail together instead of each waiting out the busy timeout again.
 """
 
 from __future__ import annotations
@@ -47,9 +52,39 @@ class InlineConnection:
         return self._connection.execute(statement, parameters)
 
 
+class _Waiters:
+    """Tasks waiting for one outcome, each on a future of its own, so that one waiter's
+    cancellation leaves the others waiting; all of them wake in the same pass of the loop."""
+
+    __slots__ = ("_futures",)
+
+    def __init__(self) -> None:
+        self._futures: list[asyncio.Future[None]] = []
+
+    def wait(self) -> asyncio.Future[None]:
+        future = asyncio.get_running_loop().create_future()
+        self._futures.append(future)
+        return future
+
+    def succeed(self) -> None:
+        for future in self._futures:
+            if not future.done():
+                future.set_result(None)
+
+    def fail(self, exc: BaseException) -> None:
+        """Raise `exc` in every waiter; cancel them if it is not an error (the task stopped)."""
+        for future in self._futures:
+            if future.done():
+                continue
+            if isinstance(exc, Exception):
+                future.set_exception(exc)
+            else:
+                future.cancel()
+
+
 @dataclass(eq=False)
 class _Batch:
-    durable: asyncio.Future[None]
+    durable: _Waiters = field(default_factory=_Waiters)
     units: int = 0
     broken: BaseException | None = None
 
@@ -60,6 +95,14 @@ class GroupCommit:
 
     `writer_lock` is the store's lock for SQLite's single writer: a batch holds it from BEGIN to
     the end of its COMMIT, so bulk transactions on the driver's thread never overlap a batch.
+
+    A batch's life takes as few passes of the event loop as it can, because on a busy loop each
+    pass is a wait while SQLite's one writer waits too: units that arrive while a batch is being
+    opened all wake together when it opens and run one after another in that pass (a body never
+    waits, so none of them waits for the unit slot); the COMMIT is handed to the worker thread by
+    the unit that fills the batch, or in the pass right after the last unit left; the worker
+    thread reports the commit with one callback, which lets the next batch open before it wakes
+    this batch's units.
     """
 
     engine: Engine
@@ -71,7 +114,8 @@ class GroupCommit:
     _reads: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
     _waiting: int = field(default=0, init=False)
     _batch: _Batch | None = field(default=None, init=False)
-    _commits: set[asyncio.Task[None]] = field(default_factory=set, init=False)
+    _opening: _Waiters | None = field(default=None, init=False)
+    _background: set[asyncio.Future[None]] = field(default_factory=set, init=False)
 
     # reads
 
@@ -114,38 +158,59 @@ class GroupCommit:
                 batch.broken = exc
                 raise TemporarilyUnavailable("the database failed, retry later") from exc
             batch.units += 1
+            durable = batch.durable.wait()
         finally:
             self._leave(batch)
-        await asyncio.shield(batch.durable)
+        await durable
 
     async def _join(self) -> _Batch:
-        """Take the unit slot and return the open batch, opening one if there is none."""
+        """Take the unit slot in the open batch, waiting for a batch to open if none is."""
         self._waiting += 1
         try:
-            await self._units.acquire()
+            while True:
+                batch = self._batch
+                if batch is None:
+                    if self._opening is None:
+                        self._opening = _Waiters()
+                        self._in_background(self._open(self._opening))
+                    await self._opening.wait()
+                    continue
+                await self._units.acquire()
+                if self._batch is batch:
+                    break
+                self._units.release()  # it filled up and went to commit: wait for the next one
         except BaseException:
             self._waiting -= 1
-            self._close_if_idle()
+            self._close_if_idle()  # this unit may be the one the open batch waited for
             raise
         self._waiting -= 1
+        return batch
+
+    async def _open(self, waiters: _Waiters) -> None:
+        """Open the next batch for the units waiting for one; they fail with it if it cannot."""
         try:
-            if self._batch is None:
-                await self.writer_lock.acquire()  # also waits out the previous batch's COMMIT
-                try:
-                    if self._writer is None:
-                        self._writer = self.engine.connect()
+            await self.writer_lock.acquire()  # also waits out the previous batch's COMMIT
+            try:
+                if self._writer is None:
+                    self._writer = self.engine.connect()
+                raw = self._raw(self._writer)
+                with _unavailable_on_failure():
                     # In the worker thread: another process may hold the lock (busy_timeout).
-                    raw = self._raw(self._writer)
-                    with _unavailable_on_failure():
-                        await asyncio.to_thread(raw.execute, "BEGIN IMMEDIATE")
-                except BaseException:
-                    self.writer_lock.release()
-                    raise
-                self._batch = _Batch(asyncio.get_running_loop().create_future())
-            return self._batch
-        except BaseException:
-            self._units.release()
-            raise
+                    await asyncio.to_thread(raw.execute, "BEGIN IMMEDIATE")
+            except BaseException:
+                self.writer_lock.release()
+                raise
+        except BaseException as exc:
+            self._opening = None
+            waiters.fail(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self._opening = None
+        self._batch = _Batch()
+        waiters.succeed()
+        # Should every waiter have gone meanwhile, commit the empty batch, so the writer is free.
+        asyncio.get_running_loop().call_soon(self._close_if_idle)
 
     def _undo(self, batch: _Batch, raw: sqlite3.Connection, savepoint: str) -> None:
         try:
@@ -170,34 +235,49 @@ class GroupCommit:
             self._start_commit(batch)
 
     def _start_commit(self, batch: _Batch) -> None:
-        if self._batch is batch:
-            self._batch = None
-            task = asyncio.create_task(self._commit(batch), name="sqlite-group-commit")
-            self._commits.add(task)
-            task.add_done_callback(self._commits.discard)
-
-    async def _commit(self, batch: _Batch) -> None:
+        if self._batch is not batch:
+            return
+        self._batch = None
+        if batch.broken is not None:
+            self._committed(batch, batch.broken)
+            return
+        loop = asyncio.get_running_loop()
         raw = self._raw(self._writer)
+        self._in_background(loop.run_in_executor(None, self._flush, loop, raw, batch))
+
+    def _flush(
+        self, loop: asyncio.AbstractEventLoop, raw: sqlite3.Connection, batch: _Batch
+    ) -> None:
+        """In the worker thread: the batch's COMMIT, then one callback on the loop."""
+        error: BaseException | None = None
         try:
-            if batch.broken is not None:
-                raise batch.broken
-            await asyncio.to_thread(raw.execute, "COMMIT")
+            raw.execute("COMMIT")
         except BaseException as exc:
+            error = exc
+        loop.call_soon_threadsafe(self._committed, batch, error)
+
+    def _committed(self, batch: _Batch, error: BaseException | None) -> None:
+        """On the loop, once the batch's COMMIT has returned or could not be run."""
+        if error is not None:
             with contextlib.suppress(sqlite3.Error):
-                raw.execute("ROLLBACK")
-            failure = TemporarilyUnavailable("the database failed to commit, retry later")
-            failure.__cause__ = exc
-            batch.durable.set_exception(failure)
-            batch.durable.exception()  # retrieved: a batch whose units all failed has no waiter
-        else:
-            batch.durable.set_result(None)
-        finally:
-            self.writer_lock.release()
+                self._raw(self._writer).execute("ROLLBACK")
+        self.writer_lock.release()  # the next batch opens first, then this one's units answer
+        if error is None:
+            batch.durable.succeed()
+            return
+        failure = TemporarilyUnavailable("the database failed to commit, retry later")
+        failure.__cause__ = error
+        batch.durable.fail(failure)
+
+    def _in_background(self, work: Any) -> None:
+        future = asyncio.ensure_future(work)
+        self._background.add(future)
+        future.add_done_callback(self._background.discard)
 
     async def close(self) -> None:
-        """Finish commits in flight, then close both connections."""
-        if self._commits:
-            await asyncio.gather(*self._commits, return_exceptions=True)
+        """Finish the batches in flight, then close both connections."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         for connection in (self._writer, self._reader):
             if connection is not None:
                 connection.close()

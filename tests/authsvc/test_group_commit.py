@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,13 +51,15 @@ def count_commits(store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> list[int]
     group = store._inline
     assert isinstance(group, GroupCommit)
     commits: list[int] = []
-    original = group._commit
+    original = group._start_commit
 
-    async def counting(batch):  # type: ignore[no-untyped-def]
-        commits.append(batch.units)
-        await original(batch)
+    def counting(batch: Any) -> None:
+        open_batch = group._batch
+        if open_batch is not None and open_batch is batch:  # not a batch already committing
+            commits.append(open_batch.units)
+        original(batch)
 
-    monkeypatch.setattr(group, "_commit", counting)
+    monkeypatch.setattr(group, "_start_commit", counting)
     return commits
 
 
@@ -92,22 +96,110 @@ async def test_a_failing_unit_leaves_the_rest_of_its_batch_alone(
     assert commits == [2]  # one batch, the failed unit rolled back to its savepoint
 
 
+class _HookedWriter:
+    """The writer connection as `GroupCommit` sees it, running `hooks[sql]` in the worker thread
+    (BEGIN IMMEDIATE and COMMIT run there) before the statement `sql`."""
+
+    def __init__(self, raw: sqlite3.Connection, hooks: dict[str, Callable[[], None]]) -> None:
+        self._raw = raw
+        self._hooks = hooks
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        hook = self._hooks.get(sql)
+        if hook is not None:
+            hook()
+        return self._raw.execute(sql, *args)
+
+
+def hook_writer(monkeypatch: pytest.MonkeyPatch, **hooks: Callable[[], None]) -> None:
+    """Hook the writer's statements: `BEGIN=`, `COMMIT=`."""
+    by_sql = {"BEGIN IMMEDIATE" if name == "BEGIN" else name: hook for name, hook in hooks.items()}
+    real_raw = GroupCommit._raw
+    monkeypatch.setattr(
+        GroupCommit,
+        "_raw",
+        staticmethod(lambda connection: _HookedWriter(real_raw(connection), by_sql)),
+    )
+
+
+class _HeldBegins:
+    """A BEGIN IMMEDIATE hook that waits until released, as it does while another process holds
+    SQLite's write lock."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.released = threading.Event()
+
+    def __call__(self) -> None:
+        if not self.released.is_set():
+            self.entered.set()
+            self.released.wait(timeout=10)
+
+    async def wait_entered(self) -> None:
+        assert await asyncio.to_thread(self.entered.wait, 10)
+
+
+async def test_a_unit_cancelled_while_its_batch_opens_leaves_the_writer_usable(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    begins = _HeldBegins()
+    hook_writer(monkeypatch, BEGIN=begins)
+    cancelled = asyncio.create_task(add_user(store, "mallory"))
+    await begins.wait_entered()  # its batch is being opened
+    cancelled.cancel()  # a caller's deadline, say
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    begins.released.set()  # the BEGIN asked for on its behalf completes after all
+    assert await add_user(store, "niaj") == "niaj"
+    assert committed_usernames(store) == {"niaj"}
+
+
+async def test_units_that_wait_for_a_batch_to_open_share_it(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    begins = _HeldBegins()
+    hook_writer(monkeypatch, BEGIN=begins)
+    commits = count_commits(store, monkeypatch)
+    first = asyncio.create_task(add_user(store, "olivia"))
+    await begins.wait_entered()
+    others = [asyncio.create_task(add_user(store, f"waiting{i}")) for i in range(5)]
+    await asyncio.sleep(0)  # they are all waiting for the batch being opened
+    begins.released.set()
+    assert await asyncio.gather(first, *others) == ["olivia", *(f"waiting{i}" for i in range(5))]
+    assert commits == [6]
+
+
+async def test_a_batch_that_cannot_open_fails_its_waiting_units_and_the_next_one_opens(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refusals = [sqlite3.OperationalError("database is locked")]  # once, past the busy timeout
+
+    def busy() -> None:
+        if refusals:
+            raise refusals.pop()
+
+    hook_writer(monkeypatch, BEGIN=busy)
+    results = await asyncio.gather(
+        add_user(store, "peggy"), add_user(store, "rupert"), return_exceptions=True
+    )
+    assert all(isinstance(r, TemporarilyUnavailable) for r in results)
+    assert await add_user(store, "sybil") == "sybil"
+    assert committed_usernames(store) == {"sybil"}
+
+
+def disk_fails() -> None:
+    raise sqlite3.OperationalError("disk I/O error")
+
+
 async def test_a_failed_commit_fails_every_unit_of_its_batch(
     store: SqlStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_to_thread = asyncio.to_thread
-
-    async def failing_commit(function, *args):  # type: ignore[no-untyped-def]
-        if args == ("COMMIT",):
-            raise sqlite3.OperationalError("disk I/O error")
-        return await real_to_thread(function, *args)
-
-    monkeypatch.setattr(asyncio, "to_thread", failing_commit)
+    hook_writer(monkeypatch, COMMIT=disk_fails)
     results = await asyncio.gather(
         add_user(store, "carol"), add_user(store, "dave"), return_exceptions=True
     )
     assert all(isinstance(r, TemporarilyUnavailable) for r in results)
-    monkeypatch.setattr(asyncio, "to_thread", real_to_thread)
+    monkeypatch.undo()
     assert committed_usernames(store) == set()
     assert await add_user(store, "erin") == "erin"  # the store recovers
     assert committed_usernames(store) == {"erin"}
