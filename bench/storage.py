@@ -8,6 +8,12 @@ concurrent callers, which is what the baseline is too. The baseline is the bare 
 without signing or authentication: SQLite runs its transactions back to back on one connection,
 which is the fastest it goes (one writer at a time); PostgreSQL runs 16 concurrent transactions
 over a pool the size of authsvc's.
+
+Beside them, each round also drives the empty handler of authsvc's server setup (`bench.serve
+empty`) with the same method and metadata, for what the transport alone costs the server per call.
+The over-gRPC row's note puts the two costs together: the empty call's server CPU plus the
+domain's time per call in-process predict the rate over gRPC of a server whose event loop does
+nothing else, and so how near the target the row can come on this machine.
 """
 
 from __future__ import annotations
@@ -66,28 +72,51 @@ async def create_schema(database_url: str, workdir: Path) -> None:
         await engine.dispose()
 
 
+def _transport_load(facts: dict[str, Any], rpc: str) -> Load:
+    """The same method and metadata for the empty handler, which ignores the request."""
+    if rpc == "IssueTokenPair":
+        return _issue_load(facts)
+    request = pb.RotateRequest(refresh_token="r" * 43).SerializeToString()
+    return Load(TOKEN_SERVICE + rpc, [request], bearer(facts["caller_token"]))
+
+
+def _prediction(transport: dict[str, Any], in_process: dict[str, Any], base: dict[str, Any]) -> str:
+    """What the transport's and the domain's costs alone predict for the row over gRPC."""
+    transport_us = cpu_us_per_call(transport)
+    domain_us = 1e6 / in_process["rps"]
+    predicted = 1e6 / (transport_us + domain_us)
+    return (
+        f"the empty call's {transport_us:.0f} µs of server CPU plus the domain's {domain_us:.0f} "
+        f"µs per call in-process predict {predicted:,.0f} rps, {predicted / base['rps']:.2f}× the "
+        "raw baseline"
+    )
+
+
 def _pair(
     run: Run,
     server: Child,
+    empty: Child,
     raw: list[str],
     domain: list[str],
     *,
     database: str,
 ) -> list[Figure]:
-    """Per operation: the raw driver, the RPC over gRPC and the domain in-process, in alternation
-    (best round of each); two rows against the same raw figure."""
+    """Per operation: the raw driver, the RPC over gRPC, the domain in-process and the empty
+    handler, in alternation (best round of each); two rows against the same raw figure."""
     seeds = _RotationSeeds(server.ready, run.concurrency)
     timing = ["--duration", str(run.duration_s), "--warmup", str(run.warmup_s)]
     figures = []
     for op, rpc in (("issue", "IssueTokenPair"), ("rotate", "Rotate")):
-        raws, remote, local = [], [], []
+        raws, remote, local, transports = [], [], [], []
         for _ in range(run.rounds):
             raws.append(run_json([*raw, op, *timing], timeout=120))
             remote.append(
                 drive(server, _issue_load(server.ready) if op == "issue" else seeds.load(), run)
             )
             local.append(run_json([*domain, op, *timing], timeout=120))
+            transports.append(drive(empty, _transport_load(server.ready, rpc), run))
         base, subject, in_process = best_of(raws), best_of(remote), best_of(local)
+        transport = best_of(transports)
         durability = {"authsvc": server.ready["durability"], "raw": base.get("durability")}
         figures += [
             Figure(
@@ -99,12 +128,13 @@ def _pair(
                 note=f"durability {durability}; p99 {subject['p99_ms']} ms vs {base['p99_ms']} ms; "
                 f"CPU per call: server {cpu_us_per_call(subject):.0f} µs, load generator "
                 f"{cpu_us_per_call(subject, 'client'):.0f} µs (on the same cores; the raw loop has "
-                "none)",
+                f"none); {_prediction(transport, in_process, base)}",
                 detail={
                     "baseline": base,
                     "subject": subject,
                     "baseline_rounds": raws,
                     "subject_rounds": remote,
+                    "transport_rounds": transports,
                 },
             ),
             Figure(
@@ -126,6 +156,7 @@ def measure_sqlite(run: Run) -> list[Figure]:
     raw_db.parent.mkdir()
     asyncio.run(create_schema(f"sqlite+aiosqlite:///{raw_db}", raw_db.parent))
     with Processes(run.workdir) as processes:
+        empty = processes.start("sqlite-empty", python_module("bench.serve", "empty"))
         server = processes.start(
             "sqlite-authsvc",
             python_module(
@@ -140,6 +171,7 @@ def measure_sqlite(run: Run) -> list[Figure]:
         return _pair(
             run,
             server,
+            empty,
             python_module("bench.raw_sql", "sqlite", "--db", str(raw_db)),
             python_module("bench.domain_load", "--data-dir", str(run.workdir / "sqlite-domain")),
             database="SQLite",
@@ -165,6 +197,7 @@ def measure_postgres(run: Run) -> list[Figure]:
         except Exception as exc:
             raise Skip(f"authsvc's migrations do not run on PostgreSQL here: {exc}") from exc
         with Processes(run.workdir) as processes:
+            empty = processes.start("postgres-empty", python_module("bench.serve", "empty"))
             server = processes.start(
                 "postgres-authsvc",
                 python_module(
@@ -188,7 +221,7 @@ def measure_postgres(run: Run) -> list[Figure]:
                 "--database-url",
                 _sqlalchemy(domain_dsn),
             )
-            return _pair(run, server, raw, domain, database="PostgreSQL")
+            return _pair(run, server, empty, raw, domain, database="PostgreSQL")
     finally:
         asyncio.run(_drop(admin_dsn, databases))
 
