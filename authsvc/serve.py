@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEV_CREDENTIALS = "dev-credentials.json"
-GATEWAY_SCOPES = ("authsvc:gateway", "authsvc:introspect", "authsvc:revoke")
+GATEWAY_SCOPES = ("authsvc:gateway", "authsvc:issue", "authsvc:introspect", "authsvc:revoke")
 DEMO_REDIRECT_URI = "http://127.0.0.1:8765/callback"
 
 

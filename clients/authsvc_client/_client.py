@@ -123,7 +123,8 @@ class AuthClient:
     def rotate(
         self, refresh_token: str, *, client_id: str = "", scope: Sequence[str] = ()
     ) -> pb.TokenPair:
-        """Trade a refresh token for the next pair in its family (RFC 6749 §6)."""
+        """Trade a refresh token for the next pair in its family (RFC 6749 §6; needs
+        `authsvc:issue`, and `client_id` binds it to the client it was issued to)."""
         request = pb.RotateRequest(refresh_token=refresh_token, client_id=client_id, scope=scope)
         return self._unary(self._tokens.Rotate, request, pb.TokenPair)
 
@@ -363,7 +364,8 @@ class AsyncAuthClient:
     async def rotate(
         self, refresh_token: str, *, client_id: str = "", scope: Sequence[str] = ()
     ) -> pb.TokenPair:
-        """Trade a refresh token for the next pair in its family (RFC 6749 §6)."""
+        """Trade a refresh token for the next pair in its family (RFC 6749 §6; needs
+        `authsvc:issue`, and `client_id` binds it to the client it was issued to)."""
         request = pb.RotateRequest(refresh_token=refresh_token, client_id=client_id, scope=scope)
         return await self._unary(self._tokens.Rotate, request, pb.TokenPair)
 

@@ -25,7 +25,7 @@ DEFAULT_AUDIENCE = "authsvc"
 
 #: The scopes the gateway's own client must be registered with, and no more: it authenticates
 #: clients and users and mints codes (gateway), answers RFC 7662 (introspect) and RFC 7009 (revoke).
-GATEWAY_SCOPES = ("authsvc:gateway", "authsvc:introspect", "authsvc:revoke")
+GATEWAY_SCOPES = ("authsvc:gateway", "authsvc:issue", "authsvc:introspect", "authsvc:revoke")
 
 
 class ConfigError(ValueError):

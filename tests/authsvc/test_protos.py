@@ -41,7 +41,7 @@ def test_generated_code_never_imports_the_server_package() -> None:
 # What the proto's `required_scopes` options say, as the caller-authorization tests rely on.
 REQUIRED_SCOPES = {
     "TokenService.IssueTokenPair": ["authsvc:issue"],
-    "TokenService.Rotate": [],
+    "TokenService.Rotate": ["authsvc:issue"],
     "TokenService.Verify": [],
     "TokenService.Introspect": ["authsvc:introspect"],
     "TokenService.RevokeFamily": ["authsvc:revoke"],

@@ -18,6 +18,7 @@ from authsvc.storage.records import FamilyRecord, RefreshTokenRecord
 from authsvc.testing import RunningAuthority, start_authority
 from authsvc.tokens import opaque
 from tests.authsvc.calls import (
+    INSUFFICIENT_SCOPE,
     INVALID_GRANT,
     INVALID_REQUEST,
     INVALID_SCOPE,
@@ -255,6 +256,24 @@ async def test_rotate_for_another_client_is_refused_without_side_effects(
         *INVALID_GRANT,
         "refresh token was issued to another client",
     )
+    assert await database_rows(running) == before
+    await rotate(tokens, admin, pair.refresh_token, client_id=app.client_id)
+
+
+async def test_a_service_that_is_not_a_trusted_caller_cannot_trade_a_refresh_token(
+    running: RunningAuthority, tokens, admin, app: RegisteredClient, pair: pb.TokenPair
+) -> None:
+    # A verifier-style service: authenticated at authsvc (it needs that for Verify and
+    # WatchRevocations) but not trusted to mint pairs. A refresh token it learned, with or without
+    # the client's id, is no use to it, and the token's owner loses nothing.
+    verifier = await running.create_client("verifier", audiences=[running.settings.audience])
+    caller = bearer(await running.access_token(verifier))
+    before = await database_rows(running)
+    for fields in ({}, {"client_id": app.client_id}):
+        assert await refused(rotate(tokens, caller, pair.refresh_token, **fields)) == (
+            *INSUFFICIENT_SCOPE,
+            "caller lacks permission: authsvc:issue",
+        )
     assert await database_rows(running) == before
     await rotate(tokens, admin, pair.refresh_token, client_id=app.client_id)
 

@@ -119,6 +119,12 @@ class TokenServiceServicer:
         """Trades refresh token N for a new access token and refresh token N+1 in the same family and
         marks N used, atomically. Presenting N again revokes the whole family (reuse detection) and
         answers invalid_grant. RFC 6749 §6; OAuth 2.1 §4.3.1; RFC 9700 §4.14.2.
+
+        It mints a user token pair, so it is for the same trusted callers as IssueTokenPair (the
+        gateway, a login front end). A refresh token belongs to the client it was issued to, which
+        only such a caller has authenticated (RFC 6749 §6): any other service that learned one could
+        otherwise trade it. The caller names that client in `client_id`, and a token of another
+        client is refused.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
