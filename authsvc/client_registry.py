@@ -172,7 +172,8 @@ async def rotate_secret(ctx: AuthorityContext, client_id: str) -> RegisteredClie
 async def revoke_client(
     ctx: AuthorityContext, client_id: str, *, reason: str, disable: bool
 ) -> int:
-    """Revoke every family and access token of a client; optionally disable it. Families revoked."""
+    """Revoke every family and access token of a client, and its authorization codes not yet
+    redeemed; optionally disable it. Families revoked."""
     now = ctx.clock.now()
     async with ctx.store.transaction() as tx:
         if await tx.get_client(client_id) is None:
@@ -182,6 +183,7 @@ async def revoke_client(
         revoked = await tx.revoke_families_where(
             now, reason or "client revoked", client_id=client_id
         )
+        await tx.discard_unused_codes(client_id=client_id)
         event = ctx.revocation_event("client", client_id, now, not_before=now)
         events = await append_events(tx, [event])
         await tx.append_audit(

@@ -57,13 +57,15 @@ async def revoke_family(
 
 
 async def revoke_subject(ctx: AuthorityContext, subject: str, *, reason: str = "") -> int:
-    """ "Log out everywhere": every live family, and every access token issued up to now."""
+    """ "Log out everywhere": every live family, every access token issued up to now, and every
+    authorization code not yet redeemed, which would otherwise start a new session after it."""
     if not subject:
         raise InvalidRequest("subject is required")
     reason = _reason(reason, "subject revoked")
     now = ctx.clock.now()
     async with ctx.store.transaction() as tx:
         revoked = await tx.revoke_families_where(now, reason, subject=subject)
+        await tx.discard_unused_codes(subject=subject)
         events = await append_events(
             tx, [ctx.revocation_event("subject", subject, now, not_before=now)]
         )

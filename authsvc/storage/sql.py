@@ -768,6 +768,14 @@ class Tx:
         )
         return int(result.rowcount) == 1
 
+    async def discard_unused_codes(self, **match: str) -> int:
+        """Delete the codes not yet redeemed that match `subject=` or `client_id=`; how many.
+        Redeemed ones stay until they expire, so that a second use is still seen as reuse."""
+        c = t.authorization_codes
+        conditions = [c.c[name] == value for name, value in match.items()]
+        result = await self._exec(delete(c).where(*conditions, c.c.used_at.is_(None)))
+        return int(result.rowcount)
+
     async def set_code_family(self, code_digest: bytes, family_id: str) -> None:
         c = t.authorization_codes
         await self._exec(

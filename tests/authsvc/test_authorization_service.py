@@ -403,6 +403,55 @@ async def test_code_reuse_revokes_the_family_issued_from_it(
     assert event["family_id"] == pair.family_id
 
 
+@pytest.mark.parametrize("revocation", ["subject", "client", "client and disable"])
+async def test_a_code_not_yet_redeemed_dies_with_its_subject_or_client(
+    running: RunningAuthority,
+    tokens,
+    authorization,
+    admin,
+    app: RegisteredClient,
+    code: str,
+    revocation: str,
+) -> None:
+    # "Log out everywhere" (or revoking the client) between the login and the code's redemption:
+    # the code must not start a session after it (RFC 9700 §4.14). It is gone, as if unknown.
+    if revocation == "subject":
+        await tokens.RevokeSubject(pb.RevokeSubjectRequest(subject="alice"), metadata=admin)
+    else:
+        revoke = pb.RevokeClientRequest(client_id=app.client_id, disable="disable" in revocation)
+        await tokens.RevokeClient(revoke, metadata=admin)
+    running.clock.advance(5)
+    exchange = authorization.ExchangeAuthorizationCode(exchange_request(app, code), metadata=admin)
+    assert await refused(exchange) == (*INVALID_GRANT, "authorization code unknown")
+    sessions = await tokens.ListSessions(pb.ListSessionsRequest(subject="alice"), metadata=admin)
+    assert list(sessions.sessions) == []
+
+
+async def test_a_redeemed_code_is_still_seen_as_reused_after_a_logout(
+    running: RunningAuthority, tokens, authorization, admin, app: RegisteredClient, code: str
+) -> None:
+    request = exchange_request(app, code)
+    await authorization.ExchangeAuthorizationCode(request, metadata=admin)
+    await tokens.RevokeSubject(pb.RevokeSubjectRequest(subject="alice"), metadata=admin)
+    assert await refused(authorization.ExchangeAuthorizationCode(request, metadata=admin)) == (
+        *INVALID_GRANT,
+        "authorization code already used; tokens issued from it were revoked",
+    )
+
+
+async def test_a_logout_leaves_other_subjects_codes_alone(
+    tokens, authorization, admin, app: RegisteredClient
+) -> None:
+    bobs = await authorization.CreateAuthorizationCode(
+        code_request(app, subject="bob"), metadata=admin
+    )
+    await tokens.RevokeSubject(pb.RevokeSubjectRequest(subject="alice"), metadata=admin)
+    pair = await authorization.ExchangeAuthorizationCode(
+        exchange_request(app, bobs.code), metadata=admin
+    )
+    assert pair.family_id
+
+
 async def test_a_concurrent_second_redemption_revokes_the_family_too(
     running: RunningAuthority, tokens, authorization, admin, app: RegisteredClient
 ) -> None:
