@@ -24,7 +24,12 @@ def wrap_handler(
     stream: Callable[[StreamBehaviour], StreamBehaviour],
 ) -> grpc.RpcMethodHandler[Any, Any]:
     """The same handler with its unary-unary or unary-stream behaviour replaced by
-    `unary(behaviour)` or `stream(behaviour)`. Other kinds pass through unchanged."""
+    `unary(behaviour)` or `stream(behaviour)`.
+
+    Client-streaming handlers (none in authsvc.v1 today) raise TypeError instead of passing
+    through: callers wrap a handler to refuse or to check a call, and a handler returned unwrapped
+    would run as if allowed. Raised from an interceptor, the error fails the call.
+    """
     # grpc-stubs types handler behaviours as sync; on an aio server they are coroutines.
     behaviours: Any = handler
     if behaviours.unary_unary is not None:
@@ -48,4 +53,4 @@ def wrap_handler(
             handler.request_deserializer,
             handler.response_serializer,
         )
-    return handler
+    raise TypeError("cannot wrap a client-streaming handler; add its kind to wrap_handler")

@@ -18,6 +18,7 @@ from authsvc import pkce
 from authsvc.client_registry import ADMIN_SCOPES, RegisteredClient
 from authsvc.errors import InsufficientScope, Unauthenticated
 from authsvc.rpc.caller_auth import Caller, MethodPolicy, bearer_token, decide, method_policies
+from authsvc.rpc.handlers import wrap_handler
 from authsvc.testing import RunningAuthority, start_authority
 from tests.authsvc.calls import (
     INSUFFICIENT_SCOPE,
@@ -405,3 +406,29 @@ async def test_verify_may_be_opened_to_anonymous_callers(tmp_path) -> None:
             # Only Verify: everything else still needs a caller.
             refusal = await refused(tokens.ListSessions(pb.ListSessionsRequest(subject="a")))
             assert refusal[:2] == UNAUTHENTICATED
+
+
+# A handler the refusal cannot wrap must not run unwrapped
+
+
+@pytest.mark.parametrize(
+    "make", [grpc.stream_unary_rpc_method_handler, grpc.stream_stream_rpc_method_handler]
+)
+def test_a_client_streaming_handler_is_never_passed_through_unwrapped(make: Any) -> None:
+    # Were it returned as it came, a refused call to such a method would run as if allowed.
+    async def behaviour(requests: Any, context: Any) -> Any:
+        raise AssertionError("must not run")
+
+    with pytest.raises(TypeError, match="client-streaming"):
+        wrap_handler(make(behaviour), lambda b: b, lambda b: b)
+
+
+def test_no_method_with_a_policy_streams_from_the_client() -> None:
+    # So the TypeError above never reaches an authsvc.v1 caller.
+    client_streaming = [
+        method.full_name
+        for service in pb.DESCRIPTOR.services_by_name.values()
+        for method in service.methods
+        if method.client_streaming
+    ]
+    assert client_streaming == []
