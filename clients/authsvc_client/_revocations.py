@@ -44,7 +44,10 @@ class RevocationSet:
         self._clients: dict[str, _AsOf] = {}
         self._cursor = 0
         self._stream_id = ""
-        self._last_heard_at = clock.now()
+        # Never heard from: stale from the start, so a verifier whose stream has not yet
+        # delivered holds no revocations and applies `when_stale` until it does, rather than
+        # counting as fresh for a whole staleness bound.
+        self._last_heard_at = float("-inf")
         self._next_prune_at = float("-inf")
 
     @property
@@ -121,7 +124,7 @@ class RevocationSet:
         return None
 
     def silent_for(self) -> float:
-        """Seconds since the stream last delivered anything."""
+        """Seconds since the stream last delivered anything; infinite before it first has."""
         return self._clock.now() - self._last_heard_at
 
     def prune(self) -> None:

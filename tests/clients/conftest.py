@@ -152,6 +152,7 @@ class FakeAuthority(authsvc_pb2_grpc.TokenServiceServicer):
         self.changed = asyncio.Condition()
         self.max_age = 300
         self.available = True
+        self.refuse_watch = False  # set: the stream is refused, PublishKeys still answers
         self.requested_cursors: list[int] = []
         self.requested_streams: list[str] = []
         self.stream_id = ""
@@ -188,6 +189,8 @@ class FakeAuthority(authsvc_pb2_grpc.TokenServiceServicer):
         self.requested_streams.append(request.stream_id)
         if not self.available:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "down")
+        if self.refuse_watch:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "caller credential rejected")
         if self._not_in_stream(request):
             await context.abort(grpc.StatusCode.OUT_OF_RANGE, "database replaced; start over")
         sent, generation = request.cursor, self.generation

@@ -436,6 +436,35 @@ async def test_a_stale_stream_rejects_by_default(
     assert trailers(error)["oauth-error"] == "temporarily_unavailable"
 
 
+@pytest.mark.parametrize("when_stale", [WhenStale.REJECT, WhenStale.ACCEPT])
+async def test_a_verifier_whose_stream_never_connected_is_stale_at_once(
+    fake_authority: tuple[FakeAuthority, str],
+    signer: Signer,
+    clock: ManualClock,
+    when_stale: WhenStale,
+) -> None:
+    # The keys load but the revocation stream is refused (wrong credentials, say): the verifier
+    # holds no revocations, so it must not count as fresh for a whole staleness bound.
+    authority, address = fake_authority
+    authority.refuse_watch = True
+    auth = AsyncAuthInterceptor(
+        address, issuer=ISSUER, audience="notes", clock=clock, when_stale=when_stale
+    )
+    await auth.start(ready_timeout=0.2)  # gives up waiting for the stream, as it must
+    try:
+        await wait_for(lambda: authority.watch_calls > 0 and authority.publish_calls > 0)
+        verdict = auth.verifier.check(
+            "/notes.v1.Notes/WhoAmI", [("authorization", f"Bearer {signer.mint(exp=NOW + 3600)}")]
+        )
+        if when_stale is WhenStale.REJECT:
+            assert isinstance(verdict, Deny)
+            assert verdict.error.description == "revocation state is stale"
+        else:
+            assert not isinstance(verdict, Deny)
+    finally:
+        await auth.close()
+
+
 @pytest.mark.parametrize(
     "service", [{"when_stale": WhenStale.ACCEPT, "staleness_bound": 5}], indirect=True
 )

@@ -180,8 +180,16 @@ def test_entries_are_dropped_once_their_tokens_have_expired_plus_leeway(
     assert len(revocations) == 0
 
 
+def test_a_set_never_heard_from_is_stale_from_the_start(clock: ManualClock) -> None:
+    # Otherwise a verifier whose stream never connected (bad credentials, authsvc's database
+    # down while this service starts) would hold no revocations and still count as fresh for a
+    # whole staleness bound.
+    assert RevocationSet(clock).silent_for() == float("inf")
+
+
 def test_heartbeats_reset_the_silence_without_moving_the_cursor(clock: ManualClock) -> None:
     revocations = RevocationSet(clock)
+    revocations.mark_alive()
     clock.advance(45)
     assert revocations.silent_for() == 45
     revocations.apply(pb.RevocationEvent(cursor=7, heartbeat=pb.Heartbeat()))
