@@ -1,14 +1,17 @@
 """`authsvc demo`: what a new user does first, against `make run`, over gRPC only.
 
-Gets a client-credentials token as the demo service, verifies it through `Verify`, and shows the
-published keys: the three calls every integrating service makes.
+Gets a client-credentials token as the demo service, verifies it through `Verify`, then fetches the
+published keys and verifies it again locally, as the interceptor does: what every integrating
+service does.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import grpc
+from authsvc_client import parse_jwks, verify_access_token
 from authsvc_client.v1 import authsvc_pb2 as pb
 from authsvc_client.v1 import authsvc_pb2_grpc
 
@@ -42,6 +45,15 @@ async def run_demo(settings: Settings, credentials: dict[str, Any]) -> int:
     claims = verified.claims
     print(f"access token ({issued.expires_in}s):\n{issued.access_token}\n")
     print(f"verified: sub={claims.sub} aud={list(claims.aud)} scope={' '.join(claims.scope)}")
-    print(f"signed with kid={keys.keys[0].kid if keys.keys else '?'} ({len(keys.keys)} published)")
+    # What an integrating service does with the published keys: verify on its own, no call.
+    local = verify_access_token(
+        issued.access_token,
+        keys=parse_jwks(keys.jwks_json),
+        issuer=settings.issuer,
+        audience="demo-api",
+        now=time.time(),
+        leeway=settings.leeway,
+    )
+    print(f"verified locally too, with kid={local.kid} ({len(keys.keys)} keys published)")
     print("\nProtect your own service with the interceptor: see README, 'Protect your service'.")
     return 0
