@@ -24,7 +24,19 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, Insert, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Engine,
+    Insert,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.dialects.sqlite import pysqlite as sqlite_dialect
@@ -928,8 +940,13 @@ class Tx:
 
     # cleanup
 
-    async def purge_expired(self, at: float, audit_retention: float) -> dict[str, int]:
-        """Delete rows that can no longer matter at `at`; counts per table."""
+    async def purge_expired(
+        self, at: float, audit_retention: float, *, limit: int
+    ) -> dict[str, int]:
+        """Delete at most `limit` rows per table that can no longer matter at `at`; counts per
+        table. A count of `limit` means that table may hold more: purge again, in a transaction of
+        its own, so no transaction grows with the backlog (a long one would hold SQLite's writer,
+        and on PostgreSQL outlast the statement timeout and redo the same work every pass)."""
         rt, fam, codes, ev = (
             t.refresh_tokens,
             t.families,
@@ -939,33 +956,36 @@ class Tx:
         dead_families = select(fam.c.family_id).where(
             or_(fam.c.expires_at <= at, fam.c.idle_expires_at <= at, fam.c.revoked_at.is_not(None))
         )
-        counts = {}
-        result = await self._exec(
-            delete(rt).where(or_(rt.c.expires_at <= at, rt.c.family_id.in_(dead_families)))
-        )
-        counts["refresh_tokens"] = result.rowcount
-        # A family row outlives its revocation briefly so a replay still reads as revoked.
-        result = await self._exec(
-            delete(fam).where(
-                or_(fam.c.expires_at <= at, fam.c.idle_expires_at <= at),
-                ~fam.c.family_id.in_(select(rt.c.family_id)),
-            )
-        )
-        counts["families"] = result.rowcount
-        result = await self._exec(delete(codes).where(codes.c.expires_at <= at - 3600))
-        counts["authorization_codes"] = result.rowcount
-        result = await self._exec(delete(ev).where(ev.c.expires_at <= at))
-        counts["revocation_events"] = result.rowcount
-        result = await self._exec(
-            delete(t.audit_events).where(t.audit_events.c.occurred_at <= at - audit_retention)
-        )
-        counts["audit_events"] = result.rowcount
-        # Rows a login holds right now are skipped (PostgreSQL), not waited for: that login
-        # rewrites its row anyway, and waiting in expiry order could deadlock with it.
         f = t.login_failures
-        expired = (
-            select(f.c.key_digest).where(f.c.expires_at <= at).with_for_update(skip_locked=True)
-        )
-        result = await self._exec(delete(f).where(f.c.key_digest.in_(expired)))
-        counts["login_failures"] = result.rowcount
+        # Each: the table's key, and which of its rows are done with.
+        done = {
+            "refresh_tokens": (
+                rt.c.token_digest,
+                or_(rt.c.expires_at <= at, rt.c.family_id.in_(dead_families)),
+            ),
+            # A family row outlives its revocation briefly so a replay still reads as revoked.
+            "families": (
+                fam.c.family_id,
+                and_(
+                    or_(fam.c.expires_at <= at, fam.c.idle_expires_at <= at),
+                    ~exists().where(rt.c.family_id == fam.c.family_id),
+                ),
+            ),
+            "authorization_codes": (codes.c.code_digest, codes.c.expires_at <= at - 3600),
+            "revocation_events": (ev.c.cursor, ev.c.expires_at <= at),
+            "audit_events": (
+                t.audit_events.c.id,
+                t.audit_events.c.occurred_at <= at - audit_retention,
+            ),
+            "login_failures": (f.c.key_digest, f.c.expires_at <= at),
+        }
+        counts = {}
+        for name, (key, condition) in done.items():
+            batch = select(key).where(condition).limit(limit)
+            if name == "login_failures":
+                # Rows a login holds right now are skipped (PostgreSQL), not waited for: that
+                # login rewrites its row anyway, and waiting in expiry order could deadlock.
+                batch = batch.with_for_update(skip_locked=True)
+            result = await self._exec(delete(key.table).where(key.in_(batch)))
+            counts[name] = int(result.rowcount)
         return counts

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from authsvc import pkce
+from authsvc import maintenance, pkce
 from authsvc.client_registry import RegisteredClient
 from authsvc.errors import InvalidGrant
 from authsvc.maintenance import AUDIT_RETENTION
@@ -96,3 +96,31 @@ async def test_audit_events_are_kept_for_the_retention_period(running: RunningAu
     assert (await running.authority.run_maintenance()).purged["audit_events"] == 0
     running.clock.advance(1)
     assert (await running.authority.run_maintenance()).purged["audit_events"] == audit
+
+
+async def test_a_backlog_is_purged_in_short_transactions_over_passes(
+    running: RunningAuthority, app: RegisteredClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Seven expired families: with two rows per table per transaction and three transactions per
+    # pass, the first pass purges six families and the next one the last.
+    monkeypatch.setattr(maintenance, "PURGE_BATCH", 2)
+    monkeypatch.setattr(maintenance, "PURGE_ROUNDS", 3)
+    for i in range(7):
+        await running.authority.issue_token_pair(subject=f"user-{i}", client_id=app.client_id)
+    transactions = 0
+    begin = running.authority.ctx.store.transaction
+
+    def counted(**options: bool):  # type: ignore[no-untyped-def]
+        nonlocal transactions
+        transactions += options.get("bulk", False)
+        return begin(**options)
+
+    monkeypatch.setattr(running.authority.ctx.store, "transaction", counted)
+    running.clock.advance(running.settings.refresh_absolute_ttl)
+    first = await running.authority.run_maintenance()
+    assert (first.purged["refresh_tokens"], first.purged["families"], transactions) == (6, 6, 3)
+    second = await running.authority.run_maintenance()
+    assert (second.purged["refresh_tokens"], second.purged["families"]) == (1, 1)
+    assert (await database_rows(running))["families"] == []
+    third = await running.authority.run_maintenance()
+    assert not any(third.purged.values())

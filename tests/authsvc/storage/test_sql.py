@@ -187,7 +187,7 @@ async def test_cursors_of_purged_events_are_never_handed_out_again(store: SqlSto
             [event("family", "kept", expires_at=NOW + 600), event("jti", "newest", expires_at=NOW)]
         )
     async with store.transaction() as tx:
-        assert (await tx.purge_expired(NOW, audit_retention=86400))["revocation_events"] == 1
+        assert (await tx.purge_expired(NOW, audit_retention=86400, limit=1000))["revocation_events"] == 1
     async with store.transaction() as tx:
         [later] = await tx.append_events([event("family", "later")])
         stream = await tx.event_stream()
@@ -237,7 +237,7 @@ async def test_purge_removes_only_what_can_no_longer_matter(store: SqlStore) -> 
         await tx.insert_refresh_token(token_record("dead-rt", "dead", expires_in=-1))
         await tx.append_events([event("jti", "gone", expires_at=NOW - 1), event("jti", "kept")])
     async with store.transaction() as tx:
-        counts = await tx.purge_expired(NOW, audit_retention=86400)
+        counts = await tx.purge_expired(NOW, audit_retention=86400, limit=1000)
     assert counts == {
         "refresh_tokens": 2,
         "families": 1,
