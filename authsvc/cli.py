@@ -19,12 +19,12 @@ from authsvc import log
 from authsvc.authority import Authority, open_authority
 from authsvc.client_registry import ADMIN_SCOPES, GRANT_TYPES
 from authsvc.config import ConfigError, Settings
-from authsvc.errors import AuthError
+from authsvc.errors import AuthError, TemporarilyUnavailable
 from authsvc.keys.sealing import UnsealError, new_kek_text
 from authsvc.serve import gateway_config, read_dev_credentials, run_event_loop, scheduling_policy
 from authsvc.storage import migrate
 from authsvc.storage.engine import create_engine
-from authsvc.storage.sql import database_errors
+from authsvc.storage.sql import DatabaseRefused, database_address, database_errors, printable_url
 
 Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
@@ -270,6 +270,25 @@ async def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def _run(handler: Handler, args: argparse.Namespace, settings: Settings) -> int:
+    """Run `handler`, telling of a database that failed it which one it was: the URL (password
+    hidden) and the address tried. Only here is the URL at hand; the store's errors lack it."""
+    try:
+        return await handler(args, settings)
+    except DatabaseRefused as exc:
+        raise exc.naming(settings.database_url) from exc
+    except TemporarilyUnavailable:
+        # Its own line, before the error's: that one stays the last line, as docs/replicas.md
+        # quotes it.
+        address = database_address(settings.database_url)
+        at = f": the database at {address}" if address else ""
+        print(
+            f"authsvc: AUTHSVC_DATABASE_URL={printable_url(settings.database_url)}{at}",
+            file=sys.stderr,
+        )
+        raise
+
+
 class _CommandParser(argparse.ArgumentParser):
     """A (sub)command's parser: it takes --json too, so `authsvc clients list --json` works as
     well as `authsvc --json clients list`. SUPPRESS keeps a --json given before the command."""
@@ -356,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env(**overrides)
         log.configure(settings.log_level)
         handler: Handler = args.handler
-        return run_event_loop(handler(args, settings))
+        return run_event_loop(_run(handler, args, settings))
     except (ConfigError, UnsealError) as exc:
         # A key that will not unseal is almost always the wrong AUTHSVC_KEK: the message says so.
         print(f"authsvc: configuration error: {exc}", file=sys.stderr)

@@ -6,8 +6,10 @@ transaction is short: no network call and no signing happens inside one.
 Database failures are sorted here, once. A deadlock or serialization failure (SQLSTATE 40P01, 40001)
 becomes `TransactionConflict`: PostgreSQL rolled the transaction back, so `retry_conflicts` runs
 the whole unit of work again. An unreachable, restarting, overloaded or too slow database becomes
-`TemporarilyUnavailable`, so a caller is told to retry instead of seeing an internal error. Anything
-else (a constraint violated, a bad statement) is a bug and propagates as it is.
+`TemporarilyUnavailable`, so a caller is told to retry instead of seeing an internal error. A server
+that answers but refuses us (no such database, no such role, a wrong password: SQLSTATE classes 3D,
+28) becomes `DatabaseRefused`, a `ConfigError`: retrying cannot help, AUTHSVC_DATABASE_URL must
+change. Anything else (a constraint violated, a bad statement) is a bug and propagates as it is.
 """
 
 from __future__ import annotations
@@ -40,13 +42,14 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.dialects.sqlite import pysqlite as sqlite_dialect
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
 
+from authsvc.config import ConfigError
 from authsvc.errors import TemporarilyUnavailable
 from authsvc.storage import schema as t
 from authsvc.storage.engine import inline_sqlite_engine, is_sqlite
@@ -81,6 +84,19 @@ CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, dea
 # restart, statement timeout), system error (58).
 UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "58"})
 LOCK_NOT_AVAILABLE = "55P03"
+# SQLSTATE classes with which a server refuses the connection itself, and what to change then:
+# invalid catalog name (3D: no such database), invalid authorization specification (28: no such
+# role, a wrong password, or pg_hba.conf does not let the role connect from here).
+REFUSED_SQLSTATE_CLASSES = {
+    "3D": "create it, or name an existing database in the URL's path",
+    "28": "check the user and password in the URL, and that the server's pg_hba.conf lets that "
+    "user connect from here",
+}
+REFUSALS = {
+    "3D000": "no such database",
+    "28000": "no such role, or it may not connect from here",
+    "28P01": "authentication failed",
+}
 CONFLICT_ATTEMPTS = 5
 CONFLICT_BACKOFF = 0.02  # seconds before the second attempt; doubles each time, with jitter
 
@@ -99,14 +115,58 @@ class TransactionConflict(Exception):
         self.sqlstate = sqlstate
 
 
+class DatabaseRefused(ConfigError):
+    """The database server answered and refused us: no such database or role, a wrong password.
+
+    The message names AUTHSVC_DATABASE_URL, what is wrong and what the server said (which names
+    the database or role, never a password); `naming` adds the URL itself, its password hidden.
+    """
+
+    def __init__(self, problem: str, url: str | URL | None = None) -> None:
+        self.problem = problem
+        shown = "" if url is None else f"={printable_url(url)}"
+        super().__init__(f"AUTHSVC_DATABASE_URL{shown}: {problem}")
+
+    def naming(self, url: str | URL) -> DatabaseRefused:
+        """The same refusal, its message naming `url` (password hidden)."""
+        return DatabaseRefused(self.problem, url)
+
+
+def printable_url(url: str | URL) -> str:
+    """`url` safe to print or log: its password hidden, in the user part or in the query."""
+    parsed = make_url(url)
+    hidden = {key: "redacted" for key in parsed.query if "password" in key.lower()}
+    return parsed.update_query_dict(hidden).render_as_string(hide_password=True)
+
+
+def database_address(url: str | URL) -> str | None:
+    """host:port that `url` connects to (PostgreSQL's port 5432 unless it says otherwise); None
+    for SQLite, or a URL without a host (a Unix socket)."""
+    parsed = make_url(url)
+    if parsed.host is None or is_sqlite(parsed):
+        return None
+    host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
+    return f"{host}:{parsed.port or 5432}"
+
+
+def _refusal(code: str, said: str) -> DatabaseRefused:
+    what = REFUSALS.get(code, "the server refused the connection")
+    return DatabaseRefused(
+        f"{what} (the server said: {said}); {REFUSED_SQLSTATE_CLASSES[code[:2]]}"
+    )
+
+
 def sqlstate_of(exc: DBAPIError) -> str | None:
     """The SQLSTATE PostgreSQL sent with the error, if any (SQLite errors have none)."""
     code = getattr(exc.orig, "sqlstate", None)
     return code if isinstance(code, str) else None
 
 
-def _sqlstate_meaning(code: str | None) -> Exception | None:
-    """A conflict to retry or a temporary outage, by SQLSTATE; None when it is neither."""
+def _sqlstate_meaning(code: str | None, said: str) -> Exception | None:
+    """A conflict to retry, a temporary outage or a refusal, by SQLSTATE (`said` is the server's
+    message); None when it is none of these."""
+    if code is not None and code[:2] in REFUSED_SQLSTATE_CLASSES:
+        return _refusal(code, said)
     if code in CONFLICT_SQLSTATES:
         return TransactionConflict(code)
     if code is not None and (
@@ -119,9 +179,9 @@ def _sqlstate_meaning(code: str | None) -> Exception | None:
 
 
 def classify(exc: DBAPIError) -> Exception:
-    """What a database error means for the caller: a conflict to retry, a temporary outage, or
-    (returned unchanged) a bug."""
-    meaning = _sqlstate_meaning(sqlstate_of(exc))
+    """What a database error means for the caller: a conflict to retry, a temporary outage, a
+    refusal to fix in the configuration, or (returned unchanged) a bug."""
+    meaning = _sqlstate_meaning(sqlstate_of(exc), str(exc.orig))
     if meaning is not None:
         return meaning
     if exc.connection_invalidated:
@@ -134,7 +194,8 @@ def classify(exc: DBAPIError) -> Exception:
 @asynccontextmanager
 async def database_errors() -> AsyncIterator[None]:
     """Raise what a database failure inside the block means (see `classify`): a
-    `TransactionConflict`, `TemporarilyUnavailable`, or the error itself when it is a bug."""
+    `TransactionConflict`, `TemporarilyUnavailable`, `DatabaseRefused`, or the error itself when
+    it is a bug."""
     try:
         yield
     except DBAPIError as exc:
@@ -157,7 +218,7 @@ async def driver_errors() -> AsyncIterator[None]:
     try:
         yield
     except asyncpg.PostgresError as exc:
-        meaning = _sqlstate_meaning(exc.sqlstate)
+        meaning = _sqlstate_meaning(exc.sqlstate, str(exc))
         if meaning is None:
             raise
         raise meaning from exc

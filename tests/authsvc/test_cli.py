@@ -1,4 +1,5 @@
-"""The `authsvc` command, run in process: clients, keys, users, token, migrate, kek."""
+"""The `authsvc` command, run in process: clients, keys, users, token, migrate, kek, and the
+messages of a start that cannot work."""
 
 from __future__ import annotations
 
@@ -7,16 +8,21 @@ import io
 import json
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from authsvc.cli import main
 from authsvc.keys.sealing import new_kek_text
 from authsvc.storage import migrate
 from authsvc.tokens import opaque
+from tests.databases import PostgresDatabases
+
+PASSWORD = "pw-that-must-not-show"
 
 
 @pytest.fixture(autouse=True)
@@ -223,3 +229,47 @@ def test_the_wrong_kek_is_a_configuration_error(capsys, monkeypatch) -> None:
     assert "authsvc: configuration error:" in err
     assert "sealed with another key-encryption key" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("command", ["migrate", "serve"])
+@pytest.mark.parametrize(
+    ("change", "what", "named"),
+    [
+        pytest.param({"database": "authsvc_no_such_db"}, "no such database", "authsvc_no_such_db",
+                     id="no-database"),
+        pytest.param({"username": "authsvc_no_such_role"}, "no such role", "authsvc_no_such_role",
+                     id="no-role"),
+    ],
+)  # fmt: skip
+def test_a_database_that_refuses_us_exits_2_naming_the_url_but_not_its_password(
+    capsys, monkeypatch, postgres_databases: PostgresDatabases, command: str,
+    change: dict[str, str], what: str, named: str,
+) -> None:  # fmt: skip
+    url = make_url(postgres_databases.server_url).set(password=PASSWORD, **change)
+    monkeypatch.setenv("AUTHSVC_DATABASE_URL", url.render_as_string(hide_password=False))
+    assert main([command]) == 2
+    err = capsys.readouterr().err
+    shown = url.render_as_string(hide_password=True)
+    assert err.startswith(f"authsvc: configuration error: AUTHSVC_DATABASE_URL={shown}: {what}")
+    assert named in err
+    assert PASSWORD not in err
+    assert "Traceback" not in err
+
+
+def test_an_unreachable_database_is_named_by_its_address_but_not_its_password(
+    capsys, monkeypatch
+) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"postgresql+asyncpg://app:{PASSWORD}@127.0.0.1:{port}/authsvc"
+    monkeypatch.setenv("AUTHSVC_DATABASE_URL", url)
+    assert main(["migrate"]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        f"authsvc: AUTHSVC_DATABASE_URL=postgresql+asyncpg://app:***@127.0.0.1:{port}/authsvc: "
+        f"the database at 127.0.0.1:{port}",
+        # The last line as docs/replicas.md quotes it.
+        "authsvc: temporarily_unavailable: the database is unreachable, retry later",
+    ]

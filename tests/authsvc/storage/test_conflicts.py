@@ -1,4 +1,5 @@
-"""PostgreSQL errors sorted once: conflicts run again, outages answer temporarily_unavailable.
+"""PostgreSQL errors sorted once: conflicts run again, outages answer temporarily_unavailable, a
+refusal (no such database) is a configuration error.
 
 The deadlocks and serialization failures here are real ones, provoked on a real server.
 """
@@ -19,12 +20,17 @@ import pytest
 from authsvc_client.v1 import authsvc_pb2 as pb
 from authsvc_client.v1 import authsvc_pb2_grpc
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 
 from authsvc.config import Settings
 from authsvc.errors import TemporarilyUnavailable
 from authsvc.storage.engine import create_engine
-from authsvc.storage.sql import CONFLICT_ATTEMPTS, SqlStore, TransactionConflict, retry_conflicts
+from authsvc.storage.sql import (
+    CONFLICT_ATTEMPTS,
+    DatabaseRefused,
+    SqlStore,
+    TransactionConflict,
+    retry_conflicts,
+)
 from authsvc.testing import start_authority
 from authsvc.tokens import opaque
 from tests.authsvc.storage.conftest import NOW, client_record, family_record
@@ -138,14 +144,14 @@ async def test_an_unreachable_database_is_temporarily_unavailable() -> None:
         await _first_transaction_at(url)
 
 
-async def test_a_database_that_refuses_the_connection_is_reported_as_sqlalchemy_reports_it(
+async def test_a_database_that_refuses_the_connection_is_a_configuration_error(
     postgres_url: str,
 ) -> None:
     # Connections come from the pool without engine.connect(), which used to wrap the driver
-    # adapter's errors: a DBAPIError still, so database_errors sorts it (here: a bug, not an
-    # outage; the database named does not exist).
+    # adapter's errors: a DBAPIError still, so database_errors sorts it (here: not an outage, and
+    # not a bug either; the database named does not exist).
     url = postgres_url.rsplit("/", 1)[0] + "/authsvc_no_such_database"
-    with pytest.raises(DBAPIError, match="authsvc_no_such_database"):
+    with pytest.raises(DatabaseRefused, match=r'no such database .*"authsvc_no_such_database"'):
         await _first_transaction_at(url)
 
 
