@@ -262,11 +262,19 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
     """The OAuth 2.1 HTTP gateway, in front of an authsvc reached over gRPC."""
+    from authsvc_gateway.config import ConfigError as GatewayConfigError
+    from authsvc_gateway.server import UpstreamUnavailable
     from authsvc_gateway.server import serve as serve_gateway
 
     scheduling = scheduling_policy(settings)
     logging.getLogger(__name__).info("scheduling", extra={"scheduling": scheduling})
-    await serve_gateway(gateway_config(settings))
+    try:
+        await serve_gateway(gateway_config(settings))
+    except GatewayConfigError as exc:  # found at start: another issuer, a refused client
+        raise ConfigError(str(exc)) from exc
+    except UpstreamUnavailable as exc:
+        print(f"authsvc: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

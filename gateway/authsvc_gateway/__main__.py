@@ -8,11 +8,11 @@ import sys
 
 from authsvc import log
 from authsvc_gateway.config import ConfigError, GatewayConfig
-from authsvc_gateway.server import serve
+from authsvc_gateway.server import UpstreamUnavailable, serve
 
 
 def main() -> int:
-    """Run until interrupted; exit 2 on a configuration error."""
+    """Run until interrupted; exit 2 on a configuration error, 1 when authsvc does not answer."""
     # The same logs as `authsvc gateway`: JSON lines on stderr, secrets redacted.
     level = os.environ.get("AUTHSVC_LOG_LEVEL") or "INFO"
     try:
@@ -26,6 +26,9 @@ def main() -> int:
     except ConfigError as error:
         print(f"authsvc gateway: {error}", file=sys.stderr)
         return 2
+    except UpstreamUnavailable as error:
+        print(f"authsvc gateway: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         pass
     return 0

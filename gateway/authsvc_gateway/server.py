@@ -19,6 +19,7 @@ from authsvc_gateway.app import create_app
 from authsvc_gateway.backend import AuthorityBackend, GrpcBackend
 from authsvc_gateway.config import ConfigError, GatewayConfig
 from authsvc_gateway.direct_routes import DirectRoutes
+from authsvc_gateway.errors import OAuthError, TemporarilyUnavailable
 from authsvc_gateway.http_protocol import CoalescingHttpToolsProtocol
 
 log = logging.getLogger(__name__)
@@ -27,20 +28,43 @@ log = logging.getLogger(__name__)
 GRACEFUL_SHUTDOWN_SECONDS = 5
 
 
+class UpstreamUnavailable(Exception):
+    """authsvc was unavailable for the gateway's first call, at start: nothing to serve in front of.
+    The message names the address tried; the process exits 1, as authsvc does without its
+    database, for its supervisor to start it again."""
+
+
 async def confirm_issuer(backend: AuthorityBackend, config: GatewayConfig) -> None:
     """Refuse to start when the metadata would name another issuer than authsvc's tokens carry.
 
     A client that checks `iss` against the metadata (RFC 8414 §3.3, RFC 9207) would reject every
-    token, so the gateway asks authsvc for a token of its own and compares.
+    token, so the gateway asks authsvc for a token of its own and compares. That is the first
+    call to authsvc, so it also finds an authsvc that is unavailable (`UpstreamUnavailable`) or
+    that refuses the gateway's own client (`ConfigError`).
     """
-    token = await backend.client_credentials(
-        pb.ClientCredentialsRequest(
-            client_id=config.client_id,
-            client_secret=config.client_secret,
-            audience=[config.audience],
+    try:
+        token = await backend.client_credentials(
+            pb.ClientCredentialsRequest(
+                client_id=config.client_id,
+                client_secret=config.client_secret,
+                audience=[config.audience],
+            )
         )
-    )
-    found = await backend.introspect(pb.IntrospectRequest(token=token.access_token))
+        found = await backend.introspect(pb.IntrospectRequest(token=token.access_token))
+    except TemporarilyUnavailable as exc:
+        raise UpstreamUnavailable(
+            f"authsvc at AUTHSVC_GATEWAY_UPSTREAM={config.upstream} is unavailable (it does not "
+            "answer there, or has no database): start it first, or set AUTHSVC_GATEWAY_UPSTREAM "
+            "to its gRPC address (and AUTHSVC_GATEWAY_UPSTREAM_CA_FILE when it serves TLS)"
+        ) from exc
+    except OAuthError as exc:
+        said = f"{exc.error}: {exc.description}" if exc.description else exc.error
+        raise ConfigError(
+            f"authsvc at {config.upstream} refused the gateway's own client "
+            f"AUTHSVC_GATEWAY_CLIENT_ID={config.client_id} ({said}): "
+            "check AUTHSVC_GATEWAY_CLIENT_ID and AUTHSVC_GATEWAY_CLIENT_SECRET, and the client's "
+            "grant, scopes and audience (gateway/README.md)"
+        ) from exc
     if found.iss != config.issuer:
         raise ConfigError(
             f"AUTHSVC_ISSUER is {config.issuer!r} for the gateway but authsvc issues tokens "
