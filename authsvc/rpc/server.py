@@ -10,10 +10,15 @@ get `grace` seconds to finish before they are cancelled.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
 from authsvc_client.v1 import authsvc_pb2, authsvc_pb2_grpc
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -105,15 +110,79 @@ def _health_listener(servicer: Any) -> Listener:
     return publish
 
 
+def _read(variable: str, path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{variable}={path}: cannot read it ({exc.strerror or exc})") from exc
+
+
+def _certificates(variable: str, path: Path) -> tuple[bytes, list[x509.Certificate]]:
+    """The file's PEM and the certificates in it, the first one the server's own."""
+    pem = _read(variable, path)
+    try:
+        return pem, x509.load_pem_x509_certificates(pem)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{variable}={path}: not a PEM certificate (-----BEGIN CERTIFICATE-----)"
+        ) from exc
+
+
+def _private_key(path: Path) -> tuple[bytes, PrivateKeyTypes]:
+    pem = _read("AUTHSVC_TLS_KEY_FILE", path)
+    try:
+        return pem, serialization.load_pem_private_key(pem, password=None)
+    except TypeError as exc:  # cryptography's word for "encrypted, and no password given"
+        raise ConfigError(
+            f"AUTHSVC_TLS_KEY_FILE={path}: the key is encrypted, and gRPC needs it unencrypted"
+        ) from exc
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise ConfigError(
+            f"AUTHSVC_TLS_KEY_FILE={path}: not a PEM private key (-----BEGIN PRIVATE KEY-----)"
+        ) from exc
+
+
+def _public_der(key: PublicKeyTypes) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
 def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS from the AUTHSVC_TLS_* files, each checked first: gRPC says of a file it cannot use
+    only that it cannot bind, so a wrong one is named here with what is wrong with it."""
     if settings.tls_cert_file is None or settings.tls_key_file is None:
         return None
-    client_ca = settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
+    cert_pem, chain = _certificates("AUTHSVC_TLS_CERT_FILE", settings.tls_cert_file)
+    key_pem, key = _private_key(settings.tls_key_file)
+    if _public_der(key.public_key()) != _public_der(chain[0].public_key()):
+        raise ConfigError(
+            f"AUTHSVC_TLS_KEY_FILE={settings.tls_key_file}: not the key of the certificate in "
+            f"AUTHSVC_TLS_CERT_FILE={settings.tls_cert_file} (its first certificate must be the "
+            "server's own)"
+        )
+    client_ca = (
+        _certificates("AUTHSVC_TLS_CLIENT_CA_FILE", settings.tls_client_ca_file)[0]
+        if settings.tls_client_ca_file
+        else None
+    )
     return grpc.ssl_server_credentials(
-        [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())],
+        [(key_pem, cert_pem)],
         root_certificates=client_ca,
         require_client_auth=client_ca is not None,
     )
+
+
+async def _binds_without_tls(address: str) -> bool:
+    """Whether a server without TLS can bind `address`; then it was the TLS that gRPC refused."""
+    probe = grpc.aio.server(options=SERVER_OPTIONS)
+    try:
+        probe.add_insecure_port(address)
+    except RuntimeError:
+        return False
+    finally:
+        await probe.stop(None)
+    return True
 
 
 async def start_server(authority: Authority, address: str | None = None) -> RunningServer:
@@ -148,8 +217,14 @@ async def start_server(authority: Authority, address: str | None = None) -> Runn
             port = server.add_insecure_port(bind)
         else:
             port = server.add_secure_port(bind, credentials)
-    except RuntimeError as exc:  # grpc's only word for "cannot bind"
+    except RuntimeError as exc:  # grpc's only word for "cannot bind", and for TLS it cannot use
         await server.stop(None)
+        if credentials is not None and await _binds_without_tls(bind):
+            raise ConfigError(
+                f"AUTHSVC_TLS_CERT_FILE={settings.tls_cert_file}, AUTHSVC_TLS_KEY_FILE="
+                f"{settings.tls_key_file}: gRPC cannot use this certificate and key (it takes "
+                "RSA, ECDSA on P-256, P-384 or P-521, and Ed25519)"
+            ) from exc
         raise ConfigError(
             f"AUTHSVC_GRPC_ADDRESS={bind}: cannot listen there (in use?); each replica on one "
             "machine needs its own port"

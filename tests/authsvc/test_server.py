@@ -1,9 +1,10 @@
-"""The gRPC server: health, reflection, and the graceful stop (in process, and `authsvc serve`
-under SIGTERM as a real subprocess)."""
+"""The gRPC server: health, reflection, the graceful stop (in process, and `authsvc serve`
+under SIGTERM as a real subprocess), and TLS files that cannot work."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import signal
 import socket
@@ -17,13 +18,19 @@ import httpx
 import pytest
 from authsvc_client.v1 import authsvc_pb2 as pb
 from authsvc_client.v1 import authsvc_pb2_grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed448
+from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from authsvc.config import ConfigError
 from authsvc.keys.sealing import new_kek_text
 from authsvc.rpc.server import stop_server
-from authsvc.testing import RunningAuthority
+from authsvc.testing import RunningAuthority, start_authority
 from tests.authsvc.calls import refused
+from tests.gateway.certificates import CertificateAuthority
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -219,3 +226,126 @@ async def test_an_embedded_gateway_without_its_client_stops_the_start_before_it_
     assert '"message": "serving"' not in text  # nothing listened
     for leftover in ("Traceback", "Exception ignored"):  # a server left running at exit
         assert leftover not in text, text[-2000:]
+
+
+# TLS files that cannot work
+
+
+def _ed448_pair(folder: Path) -> tuple[Path, Path]:
+    """A well-formed, matching certificate and key that gRPC's TLS does not support."""
+    key = ed448.Ed448PrivateKey.generate()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "authsvc")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .sign(key, None)
+    )
+    cert_file, key_file = folder / "ed448.pem", folder / "ed448.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+def _tls_files(folder: Path, case: str) -> dict[str, Path]:
+    """The AUTHSVC_TLS_* settings of one case ("good", or one broken file among good ones)."""
+    ca = CertificateAuthority(folder)
+    cert_file, key_file = ca.issue("authsvc", server=True)
+    _, other_key = ca.issue("other", server=True)
+    garbage = folder / "garbage.pem"
+    garbage.write_text("not PEM at all\n")
+    files = {"tls_cert_file": cert_file, "tls_key_file": key_file}
+    if case == "missing-cert":
+        files["tls_cert_file"] = folder / "absent.pem"
+    elif case == "missing-key":
+        files["tls_key_file"] = folder / "absent.key"
+    elif case == "key-is-a-folder":
+        files["tls_key_file"] = folder
+    elif case == "garbage-cert":
+        files["tls_cert_file"] = garbage
+    elif case == "garbage-key":
+        files["tls_key_file"] = garbage
+    elif case == "key-of-another-cert":
+        files["tls_key_file"] = other_key
+    elif case == "garbage-client-ca":
+        files["tls_client_ca_file"] = garbage
+    elif case == "unsupported-algorithm":
+        files["tls_cert_file"], files["tls_key_file"] = _ed448_pair(folder)
+    return files
+
+
+@pytest.mark.parametrize(
+    ("case", "variable", "problem"),
+    [
+        pytest.param("missing-cert", "AUTHSVC_TLS_CERT_FILE", "No such file", id="missing-cert"),
+        pytest.param("missing-key", "AUTHSVC_TLS_KEY_FILE", "No such file", id="missing-key"),
+        pytest.param("key-is-a-folder", "AUTHSVC_TLS_KEY_FILE", "cannot read it", id="folder"),
+        pytest.param("garbage-cert", "AUTHSVC_TLS_CERT_FILE", "not a PEM certificate",
+                     id="garbage-cert"),
+        pytest.param("garbage-key", "AUTHSVC_TLS_KEY_FILE", "not a PEM private key",
+                     id="garbage-key"),
+        pytest.param("key-of-another-cert", "AUTHSVC_TLS_KEY_FILE", "not the key of the certificate",
+                     id="key-of-another-cert"),
+        pytest.param("garbage-client-ca", "AUTHSVC_TLS_CLIENT_CA_FILE", "not a PEM certificate",
+                     id="garbage-client-ca"),
+        pytest.param("unsupported-algorithm", "AUTHSVC_TLS_CERT_FILE", "gRPC cannot use",
+                     id="unsupported-algorithm"),
+    ],
+)  # fmt: skip
+async def test_tls_files_that_cannot_work_are_named_with_what_is_wrong(
+    tmp_path: Path, case: str, variable: str, problem: str
+) -> None:
+    files = _tls_files(tmp_path, case)
+    with pytest.raises(ConfigError) as raised:
+        async with start_authority(tmp_path, **files):
+            pytest.fail("the server started")
+    message = str(raised.value)
+    assert variable in message
+    assert problem in message
+    assert "AUTHSVC_GRPC_ADDRESS" not in message  # the port is not to blame
+
+
+async def test_a_missing_tls_key_stops_authsvc_serve_with_exit_2(tmp_path: Path) -> None:
+    files = _tls_files(tmp_path, "missing-key")
+    env = {
+        **os.environ,
+        "AUTHSVC_DATA_DIR": str(tmp_path / "data"),
+        "AUTHSVC_KEK": new_kek_text(),
+        "AUTHSVC_GRPC_ADDRESS": "127.0.0.1:0",
+        "AUTHSVC_METRICS_ADDRESS": "",
+        "AUTHSVC_TLS_CERT_FILE": str(files["tls_cert_file"]),
+        "AUTHSVC_TLS_KEY_FILE": str(files["tls_key_file"]),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "authsvc", "serve", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), BOUND)
+    text = stderr.decode()
+    assert process.returncode == 2, text[-2000:]
+    assert (
+        f"authsvc: configuration error: AUTHSVC_TLS_KEY_FILE={files['tls_key_file']}: cannot "
+        "read it (No such file or directory)"
+    ) in text
+    assert "Traceback" not in text
+
+
+async def test_with_tls_a_taken_port_is_still_blamed_on_the_address(tmp_path: Path) -> None:
+    files = _tls_files(tmp_path, "good")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        with pytest.raises(ConfigError, match=f"AUTHSVC_GRPC_ADDRESS={address}: cannot listen"):
+            async with start_authority(tmp_path, grpc_address=address, **files):
+                pytest.fail("the server started")
