@@ -187,7 +187,8 @@ async def test_cursors_of_purged_events_are_never_handed_out_again(store: SqlSto
             [event("family", "kept", expires_at=NOW + 600), event("jti", "newest", expires_at=NOW)]
         )
     async with store.transaction() as tx:
-        assert (await tx.purge_expired(NOW, audit_retention=86400, limit=1000))["revocation_events"] == 1
+        counts = await tx.purge_expired(NOW, audit_retention=86400, limit=1000)
+    assert counts["revocation_events"] == 1
     async with store.transaction() as tx:
         [later] = await tx.append_events([event("family", "later")])
         stream = await tx.event_stream()
