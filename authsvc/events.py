@@ -11,6 +11,11 @@ so cursors become visible in increasing order (see `authsvc.storage.sql.EVENT_AP
 Cursors count the events of one database, whose stream has an id of its own (`event_stream`). A
 subscriber's cursor from another database (reset, replaced) or from after a restored backup is not
 resumed from: `classify_cursor` decides, and the subscriber is told to start over.
+
+A heartbeat tells a subscriber it holds every event in the table, and verifiers count it as the
+stream being alive. So one goes out only while the feed has lately read the table to its end
+(`may_heartbeat`): a replica that cannot read its database falls silent, and its subscribers'
+staleness bound (fail closed or open, as each configured) applies instead of a false "caught up".
 """
 
 from __future__ import annotations
@@ -34,6 +39,16 @@ from authsvc.storage.sql import SqlStore
 log = logging.getLogger(__name__)
 
 SUBSCRIBER_QUEUE = 10_000
+
+
+class _End(Enum):
+    """The last item of a subscriber's queue: why its stream ends."""
+
+    ENDED = "ended"  # the feed stops (shutdown): the stream completes, the subscriber resumes
+    TOO_SLOW = "too_slow"  # it fell behind: it resumes from its cursor
+
+
+_Item = RevocationEventRecord | _End
 
 
 class SubscriberTooSlow(Exception):
@@ -96,6 +111,16 @@ class CursorNotInStream(Exception):
         self.resumption = resumption
 
 
+def may_heartbeat(caught_up_at: float | None, now: float, *, bound: float) -> bool:
+    """The pure decision behind each heartbeat after a subscriber's backlog: only while the
+    feed's last read of the table to its end (`caught_up_at`, as of when that read began; None
+    before the first) is at most `bound` seconds old. Not when the clock reads earlier than that
+    read: how old it is cannot be told (the feed's next read settles it)."""
+    if caught_up_at is None:
+        return False
+    return 0 <= now - caught_up_at <= bound
+
+
 @dataclass(frozen=True)
 class Subscription:
     """An open subscription: the stream its cursors count in, and its events (None is a
@@ -127,22 +152,28 @@ class RevocationFeed:
         self._on_key_change = on_key_change
         self._listeners = tuple(listeners)
         self._wake = asyncio.Event()
-        self._subscribers: set[asyncio.Queue[RevocationEventRecord | None]] = set()
+        self._subscribers: set[asyncio.Queue[_Item]] = set()
+        self._ending = False
         self._task: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self.notifications = notifications
         self.cursor = 0
+        self.caught_up_at: float | None = None  # see `may_heartbeat`
+        self.heartbeats_sent = 0
+        self.heartbeats_withheld = 0  # the feed had not read the table lately
 
     async def start(self) -> None:
         """Name the event stream if this is the database's first open, load every revocation
         still in force, then tail from there."""
         async with self._store.transaction() as tx:
             await tx.name_event_stream(secrets.token_hex(16))
+        began = self._clock.now()
         async with self._store.transaction(readonly=True, bulk=True) as tx:
-            in_force = await tx.events_in_force(self._clock.now())
+            in_force = await tx.events_in_force(began)
             self.cursor = await tx.last_event_cursor()
         for event in in_force:
             self._state.apply(event)
+        self.caught_up_at = began
         self._task = asyncio.create_task(self._tail(), name="revocation-feed")
         if self.notifications is not None:
             self._listener = asyncio.create_task(
@@ -155,8 +186,19 @@ class RevocationFeed:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        self.end_subscriptions()
+
+    def end_subscriptions(self) -> None:
+        """End every subscription cleanly, now and any opened from now on: each stream completes
+        after what it has been sent, and its subscriber resumes from its cursor (on another
+        replica, when this one is shutting down). The feed itself keeps following the table."""
+        self._ending = True
         for queue in list(self._subscribers):
-            queue.put_nowait(None)
+            self._end(queue, _End.ENDED)
+
+    def _end(self, queue: asyncio.Queue[_Item], why: _End) -> None:
+        self._subscribers.discard(queue)  # so it is ended once, into the slot kept for that
+        queue.put_nowait(why)
 
     def published(self, events: Sequence[RevocationEventRecord]) -> None:
         """This replica committed `events`: apply them now and wake the tailer to fan them out."""
@@ -188,11 +230,14 @@ class RevocationFeed:
                 log.exception("revocation feed: reading events failed; retrying")
 
     async def catch_up(self) -> None:
-        """Read and dispatch every event after the current cursor."""
+        """Read and dispatch every event after the current cursor; `caught_up_at` is then when
+        the last (empty) read began."""
         while True:
+            began = self._clock.now()
             async with self._store.transaction(readonly=True) as tx:
                 batch = await tx.events_after(self.cursor)
             if not batch:
+                self.caught_up_at = began
                 return
             keys_changed = False
             for event in batch:
@@ -204,17 +249,12 @@ class RevocationFeed:
             if keys_changed:
                 await self._on_key_change()
 
-    def _offer(
-        self, queue: asyncio.Queue[RevocationEventRecord | None], event: RevocationEventRecord
-    ) -> None:
-        try:
-            queue.put_nowait(event)
-        except asyncio.QueueFull:
+    def _offer(self, queue: asyncio.Queue[_Item], event: RevocationEventRecord) -> None:
+        if queue.qsize() >= SUBSCRIBER_QUEUE:
             # Drop the subscriber rather than the event: it resumes from its cursor.
-            self._subscribers.discard(queue)
-            with contextlib.suppress(asyncio.QueueEmpty):
-                queue.get_nowait()
-            queue.put_nowait(None)
+            self._end(queue, _End.TOO_SLOW)
+        else:
+            queue.put_nowait(event)
 
     @asynccontextmanager
     async def subscribe(
@@ -222,9 +262,14 @@ class RevocationFeed:
     ) -> AsyncIterator[Subscription]:
         """Events after `cursor` (every revocation in force for 0), then live ones; None is a
         heartbeat after `heartbeat` seconds of silence. `stream_id` is the stream the cursor came
-        from; CursorNotInStream when it is not this database's (see `classify_cursor`)."""
-        queue: asyncio.Queue[RevocationEventRecord | None] = asyncio.Queue(SUBSCRIBER_QUEUE)
-        self._subscribers.add(queue)
+        from; CursorNotInStream when it is not this database's (see `classify_cursor`). Once
+        `end_subscriptions` has run, the stream ends after its backlog."""
+        # One slot more than events may fill: the end of the stream always fits.
+        queue: asyncio.Queue[_Item] = asyncio.Queue(SUBSCRIBER_QUEUE + 1)
+        if self._ending:
+            queue.put_nowait(_End.ENDED)
+        else:
+            self._subscribers.add(queue)
         try:
             async with self._store.transaction(readonly=True, bulk=True) as tx:
                 stream = await tx.event_stream()
@@ -241,26 +286,35 @@ class RevocationFeed:
 
     async def _deliver(
         self,
-        queue: asyncio.Queue[RevocationEventRecord | None],
+        queue: asyncio.Queue[_Item],
         cursor: int,
         backlog: Sequence[RevocationEventRecord],
         heartbeat: float,
     ) -> AsyncIterator[RevocationEventRecord | None]:
+        # A healthy feed reads the table at least every poll interval; a heartbeat interval more
+        # covers a slow read. Past that, the feed is not reading: say nothing.
+        bound = heartbeat + self._poll_interval
         last = cursor
         for event in backlog:
             yield event
             last = max(last, event.cursor)
-        yield None  # caught up: the subscriber now holds every revocation in force
+        # Caught up, by the subscription's own read: it now holds every revocation in force.
+        self.heartbeats_sent += 1
+        yield None
         while True:
             try:
                 async with asyncio.timeout(heartbeat):  # see _tail: not wait_for
                     item = await queue.get()
             except TimeoutError:
-                yield None
+                if may_heartbeat(self.caught_up_at, self._clock.now(), bound=bound):
+                    self.heartbeats_sent += 1
+                    yield None
+                else:
+                    self.heartbeats_withheld += 1
                 continue
-            if item is None:
-                if queue not in self._subscribers:
-                    raise SubscriberTooSlow("subscriber fell behind; resume from cursor")
+            if item is _End.TOO_SLOW:
+                raise SubscriberTooSlow("subscriber fell behind; resume from cursor")
+            if item is _End.ENDED:
                 return
             if item.cursor > last:
                 last = item.cursor
