@@ -174,6 +174,12 @@ class Authority:
         interval = self.settings.heartbeat_interval if heartbeat is None else heartbeat
         return self.ctx.feed.subscribe(cursor, interval, stream_id=stream_id)
 
+    def end_subscriptions(self) -> None:
+        """End every subscription cleanly, and any opened later: on shutdown, so verifiers
+        resume on another replica at once instead of holding the stop for its whole grace. The
+        feed keeps following the table (for the calls still in flight) until `close()`."""
+        self.ctx.feed.end_subscriptions()
+
     # keys
 
     def publish_keys(self) -> KeyRing:

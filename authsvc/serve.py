@@ -2,9 +2,10 @@
 
 Start-up: migrate an empty database, load keys, bootstrap dev credentials on the first dev run,
 start gRPC (and, in dev, the HTTP gateway in the same process), then wait for SIGTERM or SIGINT.
-Shutdown: health NOT_SERVING (gRPC and the gateway's /readyz), refuse new calls, let calls in
-flight finish within AUTHSVC_SHUTDOWN_GRACE seconds, stop background work (the database health
-probe too), close the database.
+Shutdown: health NOT_SERVING (gRPC and the gateway's /readyz), refuse new calls, end the
+revocation streams cleanly (verifiers resume elsewhere), let calls in flight finish within
+AUTHSVC_SHUTDOWN_GRACE seconds, stop background work (the database health probe too), close the
+database.
 """
 
 from __future__ import annotations
@@ -237,7 +238,9 @@ async def serve(settings: Settings) -> int:
             with contextlib.suppress(asyncio.CancelledError):
                 await gateway_task
         log.info("shutting down", extra={"grace_seconds": settings.shutdown_grace})
-        await stop_server(running, settings.shutdown_grace)
+        # WatchRevocations streams never finish on their own: ended cleanly at once, their
+        # verifiers resume on another replica, and only unary calls in flight use the grace.
+        await stop_server(running, settings.shutdown_grace, end_streams=authority.end_subscriptions)
     finally:
         await authority.close()
     log.info("stopped")

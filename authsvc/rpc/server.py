@@ -3,12 +3,14 @@
 `start_server` binds (port 0 picks a free port, as tests do) and returns the running server with
 its port. Health (grpc.health.v1, the same status for "" and each authsvc service) follows the
 authority's `DatabaseHealth`: NOT_SERVING while the database does not answer. `stop_server` is
-the graceful stop: health turns NOT_SERVING for good, new calls are refused, and calls in flight
-get `grace` seconds to finish before they are cancelled.
+the graceful stop: health turns NOT_SERVING for good, new calls are refused, streams that never
+end on their own (WatchRevocations) are ended if asked, and calls in flight get `grace` seconds
+to finish before they are cancelled.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -236,10 +238,19 @@ async def start_server(authority: Authority, address: str | None = None) -> Runn
     return RunningServer(server, port, health_servicer, metrics, authority.health)
 
 
-async def stop_server(running: RunningServer, grace: float) -> None:
+async def stop_server(
+    running: RunningServer, grace: float, *, end_streams: Callable[[], None] | None = None
+) -> None:
     """Graceful stop. Health goes NOT_SERVING first, for good, so load balancers drain this
     replica; then grpc refuses new calls and gives those in flight `grace` seconds before
-    cancelling them."""
+    cancelling them. `end_streams` (`Authority.end_subscriptions`, in `authsvc serve`) ends the
+    streams that never finish on their own, which would otherwise hold the stop for the whole
+    grace and then be cut: their clients resume on another replica."""
     await running.database_health.begin_shutdown()  # no verdict after this one is SERVING
     await running.health.enter_graceful_shutdown()  # and grpc ignores any status set later
+    if end_streams is not None:
+        # This only queues each stream's end; the streams finish once this task waits in
+        # stop(), whose first step has refused new calls, so no client reconnects here (and
+        # one that got in before is ended at once all the same).
+        end_streams()
     await running.server.stop(grace)
