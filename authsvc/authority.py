@@ -320,7 +320,7 @@ async def open_authority(
         async with database_errors():
             current = await migrate.current_revision(store.engine)
             if migrate_policy == "always" or (migrate_policy == "if-empty" and current is None):
-                await migrate.upgrade(store.engine)
+                await migrate.upgrade_database(store.engine, settings)
                 current = head
         if current != head:
             raise ConfigError(

@@ -53,7 +53,7 @@ async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     try:
         async with database_errors():
             before = await migrate.current_revision(engine)
-            await migrate.upgrade(engine)
+            await migrate.upgrade_database(engine, settings)
             after = await migrate.current_revision(engine)
     finally:
         await engine.dispose()

@@ -38,11 +38,20 @@ def is_sqlite(url: str | URL) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
-    """An engine configured for the database named by `settings.database_url`."""
+def create_engine(settings: Settings, *, migrations: bool = False) -> AsyncEngine:
+    """An engine configured for the database named by `settings.database_url`.
+
+    `migrations=True`: one for schema migrations only. On PostgreSQL its connections have no
+    client-side command timeout, which is meant for calls (a migration may rewrite a large table,
+    or wait for another replica's migration to finish), and are not pooled.
+    """
     url = make_url(settings.database_url)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url, settings)
+    if migrations:
+        connect_args = postgres_connect_args(settings, "authsvc-migrate")
+        connect_args["command_timeout"] = None
+        return create_async_engine(url, poolclass=NullPool, connect_args=connect_args)
     return _postgres_engine(url, settings)
 
 

@@ -12,6 +12,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from authsvc.config import Settings
+from authsvc.storage.engine import create_engine
 from authsvc.storage.sql import MIGRATION_LOCK
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -43,7 +45,9 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     On PostgreSQL the transaction first takes an advisory lock, so replicas started together on an
     empty database migrate one after the other: the later ones find the schema at head and do
     nothing (PostgreSQL DDL is transactional; they read the version after the first commits). The
-    statement timeout meant for calls does not apply: a migration may rewrite a large table.
+    statement timeout meant for calls does not apply on the server; `upgrade_database` runs this
+    on an engine without the driver's command timeout too (a migration may rewrite a large table,
+    or wait here for another replica's).
     """
 
     def run(sync_conn: Any) -> None:
@@ -56,6 +60,20 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
             await conn.execute(text("SET LOCAL statement_timeout = 0"))
             await conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
         await conn.run_sync(run)
+
+
+async def upgrade_database(engine: AsyncEngine, settings: Settings, revision: str = "head") -> None:
+    """`upgrade` the database of `engine`, made with `settings`: on PostgreSQL through an engine
+    of its own, made for migrations (`create_engine(migrations=True)`); on SQLite, which has no
+    command timeout, through `engine` itself (an in-memory database exists only there)."""
+    if engine.dialect.name != "postgresql":
+        await upgrade(engine, revision)
+        return
+    migrations = create_engine(settings, migrations=True)
+    try:
+        await upgrade(migrations, revision)
+    finally:
+        await migrations.dispose()
 
 
 async def revise(engine: AsyncEngine, message: str) -> None:

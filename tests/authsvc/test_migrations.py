@@ -3,12 +3,14 @@ when AUTHSVC_TEST_POSTGRES_URL names a server, PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -22,6 +24,9 @@ from authsvc.keys.sealing import new_kek_text
 from authsvc.storage import migrate
 from authsvc.storage.engine import create_engine
 from authsvc.storage.schema import metadata
+from authsvc.storage.sql import MIGRATION_LOCK
+from authsvc.testing import throwaway_settings
+from tests.waiting import eventually
 
 POSTGRES_URL = os.environ.get("AUTHSVC_TEST_POSTGRES_URL", "")
 TABLES = {table.name for table in metadata.sorted_tables}
@@ -207,3 +212,78 @@ async def test_the_first_open_names_the_event_stream_and_later_opens_keep_it(
     assert len(first) == 32
     assert reopened == first
     assert other != first
+
+
+# Waiting for another replica's migration
+
+
+@pytest.fixture
+async def fresh_postgres_settings(tmp_path: Path) -> AsyncIterator[Settings]:
+    """Settings on a database of the test's own, with a short statement timeout: the driver's
+    command timeout for calls is twice it, 0.4 s."""
+    if not POSTGRES_URL:
+        pytest.skip("AUTHSVC_TEST_POSTGRES_URL is unset: no PostgreSQL server to migrate")
+    name = f"authsvc_migrate_{secrets.token_hex(4)}"
+    admin = create_async_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+    try:
+        yield throwaway_settings(tmp_path, database_url=url, db_statement_timeout_ms=200)
+    finally:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+
+async def _while_another_replica_migrates(settings: Settings, migrating: Any) -> Any:
+    """Run `migrating` while another connection holds the migration lock, past the calls' command
+    timeout; then release it. The task, done or not."""
+    url = settings.database_url.replace("postgresql+asyncpg://", "postgresql://")
+    holder = await asyncpg.connect(url)
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+        task = asyncio.ensure_future(migrating)
+        waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+
+        async def blocked() -> bool:
+            return task.done() or await holder.fetchval(waiting) > 0
+
+        await eventually(blocked)
+        # Not synchronisation: the point is to wait longer than the 0.4 s command timeout.
+        await asyncio.wait({task}, timeout=1.0)
+        await holder.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+        await asyncio.wait({task}, timeout=10)
+        return task
+    finally:
+        await holder.close()
+
+
+@pytest.mark.postgres
+async def test_a_replica_waits_for_another_replicas_migration_past_the_call_timeout(
+    fresh_postgres_settings: Settings,
+) -> None:
+    settings = fresh_postgres_settings
+    engine = create_engine(settings)
+    try:
+        task = await _while_another_replica_migrates(
+            settings, migrate.upgrade_database(engine, settings)
+        )
+        task.result()
+        assert await migrate.current_revision(engine) == migrate.head_revision()
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_the_engine_for_calls_would_give_up_there(fresh_postgres_settings: Settings) -> None:
+    # Why migrations get an engine of their own: the pool's connections time out after 0.4 s.
+    engine = create_engine(fresh_postgres_settings)
+    try:
+        task = await _while_another_replica_migrates(
+            fresh_postgres_settings, migrate.upgrade(engine)
+        )
+        with pytest.raises(TimeoutError):
+            task.result()
+    finally:
+        await engine.dispose()
