@@ -7,6 +7,7 @@ fix it. Nothing else in the package reads the environment.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -93,6 +94,47 @@ class Settings:
                 values[f.name] = _parse(name, env[name], _PARSERS[f.name])
         values.update(overrides)
         return cls(**values)
+
+
+#: `AUTHSVC_*` variables that other parts of the project read, not `Settings`: the HTTP gateway
+#: (gateway/authsvc_gateway/config.py; a test keeps the two lists together) and the example
+#: services. With the test and bench suites' own prefixes, never reported as unknown.
+OTHER_VARIABLES = frozenset(
+    {
+        "AUTHSVC_ADDRESS",
+        "AUTHSVC_CORS_ORIGINS",
+        "AUTHSVC_FIRST_PARTY_SKIP_CONSENT",
+        "AUTHSVC_GATEWAY_CLIENT_ID",
+        "AUTHSVC_GATEWAY_CLIENT_SECRET",
+        "AUTHSVC_GATEWAY_PUBLIC_URL",
+        "AUTHSVC_GATEWAY_SESSION_KEY",
+        "AUTHSVC_GATEWAY_TRUSTED_PROXIES",
+        "AUTHSVC_GATEWAY_UPSTREAM",
+        "AUTHSVC_GATEWAY_UPSTREAM_CA_FILE",
+        "AUTHSVC_GATEWAY_UPSTREAM_CERT_FILE",
+        "AUTHSVC_GATEWAY_UPSTREAM_KEY_FILE",
+    }
+)
+_OTHER_PREFIXES = ("AUTHSVC_TEST_", "AUTHSVC_BENCH_")
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One line per `AUTHSVC_*` variable that nothing reads, with the name it most likely meant.
+
+    Such a variable is almost always a typo, and a typo is silent: `AUTHSVC_DATABSE_URL` leaves a
+    replica on a private SQLite database of its own. It is reported, not refused, because a
+    deployment may set variables of its own under the same prefix.
+    """
+    env = os.environ if environ is None else environ
+    known = {f"AUTHSVC_{f.name.upper()}" for f in dataclasses.fields(Settings)} | OTHER_VARIABLES
+    lines = []
+    for name in sorted(env):
+        if not name.startswith("AUTHSVC_") or name in known or name.startswith(_OTHER_PREFIXES):
+            continue
+        guess = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+        hint = f"; did you mean {guess[0]}?" if guess else ""
+        lines.append(f"{name} is not a setting of authsvc and is ignored{hint}")
+    return lines
 
 
 def _parse(name: str, raw: str, parser: Callable[[str], Any]) -> Any:

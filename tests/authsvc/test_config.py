@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from authsvc.config import ConfigError, Settings
+from authsvc.config import OTHER_VARIABLES, ConfigError, Settings, unknown_variables
 
 
 def test_defaults_are_valid() -> None:
@@ -201,6 +202,38 @@ def test_from_env_unparsable_value_names_its_variable(variable: str, raw: str) -
 def test_from_env_ignores_empty_values_and_other_variables() -> None:
     settings = Settings.from_env({"AUTHSVC_ACCESS_TOKEN_TTL": "", "HOME": "/root", "TTL": "x"})
     assert settings.access_token_ttl == 600
+
+
+def test_a_mistyped_variable_is_reported_with_the_name_it_meant() -> None:
+    env = {"AUTHSVC_DATABSE_URL": "postgresql+asyncpg://db/authsvc", "AUTHSVC_KEK": "k"}
+    assert unknown_variables(env) == [
+        "AUTHSVC_DATABSE_URL is not a setting of authsvc and is ignored; "
+        "did you mean AUTHSVC_DATABASE_URL?"
+    ]
+
+
+def test_an_unknown_variable_without_a_near_name_is_reported_without_a_guess() -> None:
+    assert unknown_variables({"AUTHSVC_COLOUR": "blue"}) == [
+        "AUTHSVC_COLOUR is not a setting of authsvc and is ignored"
+    ]
+
+
+def test_the_variables_of_every_part_of_the_project_are_known() -> None:
+    env = {
+        "AUTHSVC_DATABASE_URL": "x",  # a setting
+        "AUTHSVC_GATEWAY_UPSTREAM": "x",  # the gateway's
+        "AUTHSVC_TEST_POSTGRES_URL": "x",  # the test suite's
+        "AUTHSVC_BENCH_POSTGRES_URL": "x",  # the bench's
+        "HOME": "/root",
+    }
+    assert unknown_variables(env) == []
+
+
+def test_the_gateways_variables_are_all_known() -> None:
+    source = (Path(__file__).parents[2] / "gateway/authsvc_gateway/config.py").read_text()
+    settings = {f"AUTHSVC_{name.upper()}" for name in Settings.__dataclass_fields__}
+    named = set(re.findall(r"AUTHSVC_[A-Z_]*[A-Z]", source))
+    assert named - settings - OTHER_VARIABLES == set()
 
 
 def test_keyword_overrides_win_over_environment() -> None:
