@@ -11,12 +11,12 @@ database.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
 import os
 import signal
+import socket
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -128,13 +128,30 @@ def embedded_session_key(settings: Settings) -> bytes:
     return derive_key(load_kek(settings), GATEWAY_SESSION)
 
 
-async def _embedded_gateway(authority: Authority, config: GatewayConfig) -> None:
+def _gateway_socket(config: GatewayConfig) -> socket.socket:
+    """The embedded gateway's listening socket, bound before anything serves: a taken address
+    is a configuration error at start, not a gateway that dies after the banner."""
+    try:
+        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+        return socket.create_server((config.host, config.port), family=family)
+    except OSError as exc:
+        raise ConfigError(
+            f"AUTHSVC_GATEWAY_ADDRESS={config.host}:{config.port}: cannot listen there "
+            f"({exc.strerror}); each replica on one machine needs its own port"
+        ) from exc
+
+
+async def _embedded_gateway(
+    authority: Authority, config: GatewayConfig, sock: socket.socket
+) -> None:
     from authsvc_gateway.in_process import InProcessBackend
     from authsvc_gateway.server import serve as serve_gateway
 
     # The signals are `serve`'s below: on SIGTERM health turns NOT_SERVING first, then the
     # gateway is cancelled and finishes the requests in flight.
-    await serve_gateway(config, backend=InProcessBackend(authority), stop_on_signals=False)
+    await serve_gateway(
+        config, backend=InProcessBackend(authority), sock=sock, stop_on_signals=False
+    )
 
 
 def _banner(
@@ -184,6 +201,8 @@ def scheduling_policy(settings: Settings) -> str:
 
 
 async def serve(settings: Settings) -> int:
+    status = 0
+    gateway_sock: socket.socket | None = None
     scheduling = scheduling_policy(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     authority = await open_authority(settings)
@@ -199,6 +218,8 @@ async def serve(settings: Settings) -> int:
             if settings.gateway_embedded
             else None
         )
+        if gateway is not None:
+            gateway_sock = _gateway_socket(gateway)
         running = await start_server(authority)
         try:
             metrics_port = (
@@ -224,8 +245,8 @@ async def serve(settings: Settings) -> int:
             },
         )
         gateway_task = (
-            asyncio.create_task(_embedded_gateway(authority, gateway), name="gateway")
-            if gateway is not None
+            asyncio.create_task(_embedded_gateway(authority, gateway, gateway_sock), name="gateway")
+            if gateway is not None and gateway_sock is not None
             else None
         )
         if gateway_task is not None:
@@ -234,14 +255,23 @@ async def serve(settings: Settings) -> int:
         await stop.wait()
         await authority.health.begin_shutdown()  # gRPC health and /readyz: NOT_SERVING first
         if gateway_task is not None:
+            died = gateway_task.done()
             gateway_task.cancel()  # uvicorn finishes requests in flight first
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await gateway_task
+            except asyncio.CancelledError:
+                pass
+            except (Exception, SystemExit) as exc:  # uvicorn exits with SystemExit
+                log.error("the embedded gateway stopped: %r", exc, exc_info=exc)
+            if died:
+                status = 1  # it stopped on its own, not on a signal: say so to the supervisor
         log.info("shutting down", extra={"grace_seconds": settings.shutdown_grace})
         # WatchRevocations streams never finish on their own: ended cleanly at once, their
         # verifiers resume on another replica, and only unary calls in flight use the grace.
         await stop_server(running, settings.shutdown_grace, end_streams=authority.end_subscriptions)
     finally:
+        if gateway_sock is not None:
+            gateway_sock.close()
         await authority.close()
     log.info("stopped")
-    return 0
+    return status

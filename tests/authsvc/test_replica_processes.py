@@ -217,16 +217,23 @@ async def test_a_rotation_race_across_replicas_has_exactly_one_winner(fleet: Fle
     assert announced == 1
 
 
-@pytest.mark.parametrize("variable", ["grpc_address", "metrics_address"])
+@pytest.mark.parametrize("variable", ["grpc_address", "metrics_address", "gateway_address"])
 async def test_a_replica_on_a_taken_port_names_the_setting_to_change(
     tmp_path: Path, postgres_url: str, variable: str
 ) -> None:
+    # The gateway's address matters only with the gateway embedded, and it is bound before the
+    # gRPC server starts: a gateway that died after the banner left no message, and exit 3.
+    embedded = (
+        {"gateway_embedded": "true", "gateway_client_id": "g", "gateway_client_secret": "s"}
+        if variable == "gateway_address"
+        else {}
+    )
     with socket.socket() as taken:  # another replica on this machine, say
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         address = f"127.0.0.1:{taken.getsockname()[1]}"
         status, message = await Fleet(tmp_path, postgres_url).serve_expecting_exit(
-            "r0", **{variable: address}
+            "r0", **{variable: address}, **embedded
         )
     assert status == 2
     assert message.startswith(
