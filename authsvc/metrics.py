@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from authsvc.authority import Authority
+from authsvc.context import AuthorityContext
 from authsvc.health import Outcome
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
@@ -41,6 +42,7 @@ class AuthorityCollector(Collector):
         cursor = GaugeMetricFamily("authsvc_revocation_cursor", "Last revocation event applied")
         cursor.add_metric([], ctx.feed.cursor)
         yield cursor
+        yield from _feed(ctx)
         keys = GaugeMetricFamily("authsvc_signing_keys", "Keys in the ring", labels=["state"])
         states: dict[str, int] = {"pending": 0, "active": 0, "retired": 0}
         for record in ctx.key_ring.records:
@@ -49,6 +51,27 @@ class AuthorityCollector(Collector):
             keys.add_metric([state], count)
         yield keys
         yield from _database_health(self._authority)
+
+
+def _feed(ctx: AuthorityContext) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    """Whether the revocation feed keeps up with its table: what its heartbeats promise."""
+    read_at = ctx.feed.caught_up_at  # once: the event loop may replace it while this reads
+    if read_at is not None:
+        age = GaugeMetricFamily(
+            "authsvc_revocation_feed_read_age_seconds",
+            "Seconds since the revocation feed last read its table to the end; past a heartbeat "
+            "and a poll interval its subscribers get no heartbeats",
+        )
+        age.add_metric([], max(0.0, ctx.clock.now() - read_at))
+        yield age
+    heartbeats = CounterMetricFamily(
+        "authsvc_revocation_heartbeats",
+        "WatchRevocations heartbeats, sent or withheld because the feed was not reading its table",
+        labels=["outcome"],
+    )
+    heartbeats.add_metric(["sent"], ctx.feed.heartbeats_sent)
+    heartbeats.add_metric(["withheld"], ctx.feed.heartbeats_withheld)
+    yield heartbeats
 
 
 def _database_health(authority: Authority) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:

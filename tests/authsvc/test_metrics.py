@@ -63,3 +63,21 @@ async def test_the_database_probe_is_counted_and_its_last_outcome_is_a_gauge(run
     assert 'authsvc_database_probes_total{outcome="answered"} 1.0' in text
     assert 'authsvc_database_probes_total{outcome="failed"} 1.0' in text
     assert 'authsvc_database_probes_total{outcome="timed_out"} 0.0' in text
+
+
+async def test_the_feed_says_how_old_its_last_read_is_and_counts_its_heartbeats(
+    running, tokens, admin
+):
+    port = running.server.metrics.serve("127.0.0.1:0")
+    stream = tokens.WatchRevocations(pb.WatchRevocationsRequest(cursor=0), metadata=admin)
+    while not (await stream.read()).HasField("heartbeat"):  # the replay, then caught up
+        pass
+    await running.authority.ctx.feed.catch_up()
+    text = await asyncio.to_thread(_scrape, port)
+    assert "authsvc_revocation_feed_read_age_seconds 0.0" in text
+    assert 'authsvc_revocation_heartbeats_total{outcome="sent"} 1.0' in text
+    assert 'authsvc_revocation_heartbeats_total{outcome="withheld"} 0.0' in text
+    running.clock.advance(42)
+    text = await asyncio.to_thread(_scrape, port)
+    assert "authsvc_revocation_feed_read_age_seconds 42.0" in text
+    stream.cancel()
