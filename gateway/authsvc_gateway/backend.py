@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Protocol, TypeVar
 
 import grpc
@@ -20,7 +21,7 @@ from authsvc_client.v1 import authsvc_pb2 as pb
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from authsvc_gateway.config import GATEWAY_SCOPES, GatewayConfig
+from authsvc_gateway.config import GATEWAY_SCOPES, ConfigError, GatewayConfig
 from authsvc_gateway.errors import (
     OAuthError,
     ServerError,
@@ -304,10 +305,17 @@ def channel_credentials(config: GatewayConfig) -> grpc.ChannelCredentials | None
         return None
     certificate = key = None
     if config.upstream_cert_file is not None and config.upstream_key_file is not None:
-        certificate = config.upstream_cert_file.read_bytes()
-        key = config.upstream_key_file.read_bytes()
+        certificate = _read("AUTHSVC_GATEWAY_UPSTREAM_CERT_FILE", config.upstream_cert_file)
+        key = _read("AUTHSVC_GATEWAY_UPSTREAM_KEY_FILE", config.upstream_key_file)
     return grpc.ssl_channel_credentials(
-        root_certificates=config.upstream_ca_file.read_bytes(),
+        root_certificates=_read("AUTHSVC_GATEWAY_UPSTREAM_CA_FILE", config.upstream_ca_file),
         private_key=key,
         certificate_chain=certificate,
     )
+
+
+def _read(variable: str, path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{variable}={path}: cannot read it ({exc.strerror or exc})") from exc

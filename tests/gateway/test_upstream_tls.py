@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from authsvc_client.v1 import authsvc_pb2 as pb
-from authsvc_gateway.backend import GrpcBackend
+from authsvc_gateway.backend import GrpcBackend, channel_credentials
 from authsvc_gateway.config import GATEWAY_SCOPES, ConfigError, GatewayConfig
 from authsvc_gateway.errors import TemporarilyUnavailable
 
@@ -64,3 +64,29 @@ def test_a_client_certificate_needs_its_key_and_a_ca(tmp_path: Path) -> None:
             upstream_cert_file=tmp_path / "c.pem",
             upstream_key_file=tmp_path / "c.key",
         )
+
+
+@pytest.mark.parametrize(
+    ("missing", "variable"),
+    [
+        ("ca", "AUTHSVC_GATEWAY_UPSTREAM_CA_FILE"),
+        ("cert", "AUTHSVC_GATEWAY_UPSTREAM_CERT_FILE"),
+        ("key", "AUTHSVC_GATEWAY_UPSTREAM_KEY_FILE"),
+    ],
+)
+def test_an_unreadable_tls_file_is_named_by_its_variable(
+    tmp_path: Path, missing: str, variable: str
+) -> None:
+    files = {name: tmp_path / f"{name}.pem" for name in ("ca", "cert", "key")}
+    for name, path in files.items():
+        if name != missing:
+            path.write_bytes(b"-----BEGIN CERTIFICATE-----\n")
+    config = GatewayConfig(
+        client_id="g",
+        client_secret="s",
+        upstream_ca_file=files["ca"],
+        upstream_cert_file=files["cert"],
+        upstream_key_file=files["key"],
+    )
+    with pytest.raises(ConfigError, match=f"^{variable}=.*: cannot read it"):
+        channel_credentials(config)
