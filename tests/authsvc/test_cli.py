@@ -215,7 +215,6 @@ def test_a_configuration_error_exits_2_and_names_the_variable(capsys, monkeypatc
     assert "AUTHSVC_ACCESS_TOKEN_TTL='forever' is not valid" in capsys.readouterr().err
 
 
-
 def test_a_mistyped_variable_is_warned_about_at_start(capsys, monkeypatch) -> None:
     # A typo is otherwise silent: this one would leave a replica on a SQLite file of its own.
     monkeypatch.setenv("AUTHSVC_DATABSE_URL", "postgresql+asyncpg://db/authsvc")
@@ -228,6 +227,7 @@ def test_a_mistyped_variable_is_warned_about_at_start(capsys, monkeypatch) -> No
         "AUTHSVC_DATABSE_URL is not a setting of authsvc and is ignored; "
         "did you mean AUTHSVC_DATABASE_URL?"
     )
+
 
 def test_a_missing_kek_exits_2(capsys, monkeypatch) -> None:
     monkeypatch.delenv("AUTHSVC_KEK")
