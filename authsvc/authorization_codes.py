@@ -104,8 +104,11 @@ async def exchange_code(
             raise InvalidGrant("redirect_uri does not match the authorization request")
         elif not await tx.mark_code_used(digest, now):
             # A concurrent redemption marked it first (on PostgreSQL both read it unused): this
-            # is a second use all the same. Read again for the family the winner started.
-            used = await tx.get_code(digest) or record
+            # is a second use all the same. Read again for the family the winner started. Gone
+            # instead: its subject or client was revoked meanwhile, which discards it.
+            used = await tx.get_code(digest)
+            if used is None:
+                raise InvalidGrant("authorization code unknown")
             events, refusal = await _refuse_reuse(ctx, tx, used, now), REUSED
         elif not pkce.verifier_matches(code_verifier, record.code_challenge):
             refusal = "code_verifier does not match the code challenge"  # and the code is burnt

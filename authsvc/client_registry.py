@@ -180,10 +180,12 @@ async def revoke_client(
             raise NotFound("unknown client")
         if disable:
             await tx.disable_client(client_id, now)
+        # Codes first, as in revoke_subject: a redemption in flight is waited for, and its
+        # family is then among those revoked.
+        await tx.discard_unused_codes(client_id=client_id)
         revoked = await tx.revoke_families_where(
             now, reason or "client revoked", client_id=client_id
         )
-        await tx.discard_unused_codes(client_id=client_id)
         event = ctx.revocation_event("client", client_id, now, not_before=now)
         events = await append_events(tx, [event])
         await tx.append_audit(

@@ -64,8 +64,10 @@ async def revoke_subject(ctx: AuthorityContext, subject: str, *, reason: str = "
     reason = _reason(reason, "subject revoked")
     now = ctx.clock.now()
     async with ctx.store.transaction() as tx:
-        revoked = await tx.revoke_families_where(now, reason, subject=subject)
+        # Codes first: a redemption in flight holds its code's row, so this waits for it to
+        # commit, and the families read next include the one it started.
         await tx.discard_unused_codes(subject=subject)
+        revoked = await tx.revoke_families_where(now, reason, subject=subject)
         events = await append_events(
             tx, [ctx.revocation_event("subject", subject, now, not_before=now)]
         )

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 from authsvc_client.v1 import authsvc_pb2 as pb
@@ -18,6 +19,7 @@ from authsvc.errors import InvalidRequest
 from authsvc.passwords import Argon2Parameters, Passwords
 from authsvc.storage.schema import users
 from authsvc.testing import RunningAuthority
+from authsvc.tokens import opaque
 from tests.authsvc.calls import (
     INVALID_CLIENT,
     INVALID_GRANT,
@@ -31,6 +33,8 @@ from tests.authsvc.calls import (
     refused,
 )
 from tests.authsvc.conftest import APP_REDIRECT_URI
+from tests.databases import asyncpg_dsn
+from tests.waiting import eventually
 
 VECTOR = json.loads(
     (Path(__file__).parents[1] / "fixtures" / "rfc7636_appendix_b.json").read_text()
@@ -425,6 +429,49 @@ async def test_a_code_not_yet_redeemed_dies_with_its_subject_or_client(
     assert await refused(exchange) == (*INVALID_GRANT, "authorization code unknown")
     sessions = await tokens.ListSessions(pb.ListSessionsRequest(subject="alice"), metadata=admin)
     assert list(sessions.sessions) == []
+
+
+async def test_a_logout_during_a_redemption_revokes_the_session_it_starts(
+    running: RunningAuthority, tokens, authorization, admin, app: RegisteredClient, code: str
+) -> None:
+    # PostgreSQL, READ COMMITTED: a redemption that has marked its code used and started a
+    # family, not yet committed, while "log out everywhere" runs. The logout must wait for it and
+    # revoke that family too, not read the families first and miss it.
+    if running.settings.database_url.startswith("sqlite"):
+        pytest.skip("SQLite runs one writer at a time: no redemption is in flight")
+    other = await running.authority.issue_token_pair(subject="mallory", client_id=app.client_id)
+    redemption = await asyncpg.connect(asyncpg_dsn(running.settings.database_url))
+    try:
+        transaction = redemption.transaction()
+        await transaction.start()
+        await redemption.execute(
+            "UPDATE authorization_codes SET used_at = $1 WHERE code_digest = $2",
+            running.clock.now(),
+            opaque.digest(code),
+        )
+        # Stands in for the family the redemption inserts: alice's, and not committed yet.
+        await redemption.execute(
+            "UPDATE families SET subject = 'alice' WHERE family_id = $1", other.family.family_id
+        )
+        logout = asyncio.ensure_future(
+            tokens.RevokeSubject(pb.RevokeSubjectRequest(subject="alice"), metadata=admin)
+        )
+        await eventually(lambda: _waits_for_a_lock(redemption))
+        assert not logout.done()
+        await transaction.commit()
+        revoked = await logout
+    finally:
+        await redemption.close()
+    assert revoked.families_revoked == 1
+    rotating = tokens.Rotate(
+        pb.RotateRequest(refresh_token=other.refresh_token, client_id=app.client_id),
+        metadata=admin,
+    )
+    assert (await refused(rotating))[:2] == INVALID_GRANT
+
+
+async def _waits_for_a_lock(conn: Any) -> bool:
+    return bool(await conn.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted"))
 
 
 async def test_a_redeemed_code_is_still_seen_as_reused_after_a_logout(
