@@ -131,9 +131,10 @@ def embedded_session_key(settings: Settings) -> bytes:
 def _gateway_socket(config: GatewayConfig) -> socket.socket:
     """The embedded gateway's listening socket, bound before anything serves: a taken address
     is a configuration error at start, not a gateway that dies after the banner."""
+    from authsvc_gateway.server import listening_socket
+
     try:
-        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-        return socket.create_server((config.host, config.port), family=family)
+        return listening_socket(config.host, config.port)
     except OSError as exc:
         raise ConfigError(
             f"AUTHSVC_GATEWAY_ADDRESS={config.host}:{config.port}: cannot listen there "
@@ -149,9 +150,14 @@ async def _embedded_gateway(
 
     # The signals are `serve`'s below: on SIGTERM health turns NOT_SERVING first, then the
     # gateway is cancelled and finishes the requests in flight.
-    await serve_gateway(
-        config, backend=InProcessBackend(authority), sock=sock, stop_on_signals=False
-    )
+    try:
+        await serve_gateway(
+            config, backend=InProcessBackend(authority), sock=sock, stop_on_signals=False
+        )
+    except SystemExit as exc:
+        # uvicorn's way to say it could not start; raised from a task, asyncio would let it
+        # end the whole event loop at once, without the graceful stop below.
+        raise RuntimeError(f"the embedded gateway exited ({exc.code})") from exc
 
 
 def _banner(
@@ -202,6 +208,7 @@ def scheduling_policy(settings: Settings) -> str:
 
 async def serve(settings: Settings) -> int:
     status = 0
+    failure: ConfigError | None = None
     gateway_sock: socket.socket | None = None
     scheduling = scheduling_policy(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -255,13 +262,17 @@ async def serve(settings: Settings) -> int:
         await stop.wait()
         await authority.health.begin_shutdown()  # gRPC health and /readyz: NOT_SERVING first
         if gateway_task is not None:
+            from authsvc_gateway.config import ConfigError as GatewayConfigError
+
             died = gateway_task.done()
             gateway_task.cancel()  # uvicorn finishes requests in flight first
             try:
                 await gateway_task
             except asyncio.CancelledError:
                 pass
-            except (Exception, SystemExit) as exc:  # uvicorn exits with SystemExit
+            except GatewayConfigError as exc:  # found at its start: a refused client, say
+                failure = ConfigError(str(exc))
+            except Exception as exc:
                 log.error("the embedded gateway stopped: %r", exc, exc_info=exc)
             if died:
                 status = 1  # it stopped on its own, not on a signal: say so to the supervisor
@@ -274,4 +285,6 @@ async def serve(settings: Settings) -> int:
             gateway_sock.close()
         await authority.close()
     log.info("stopped")
+    if failure is not None:
+        raise failure  # after the graceful stop: the CLI prints it and exits 2
     return status

@@ -239,3 +239,21 @@ async def test_a_replica_on_a_taken_port_names_the_setting_to_change(
     assert message.startswith(
         f"authsvc: configuration error: AUTHSVC_{variable.upper()}={address}: cannot listen there"
     )
+
+
+async def test_an_embedded_gateway_whose_client_is_refused_is_a_configuration_error(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    # Found at the gateway's first call, after gRPC is serving: authsvc stops gracefully and
+    # exits 2 with the gateway's message, as for any other configuration error.
+    status, message = await Fleet(tmp_path, postgres_url).serve_expecting_exit(
+        "r0",
+        gateway_embedded="true",
+        gateway_address="127.0.0.1:0",
+        gateway_client_id="no-such-client",
+        gateway_client_secret="asc_wrong",
+    )
+    assert status == 2
+    assert message.startswith("authsvc: configuration error: authsvc at ")
+    assert "AUTHSVC_GATEWAY_CLIENT_ID=no-such-client" in message
+    assert "asc_wrong" not in message
