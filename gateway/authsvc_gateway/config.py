@@ -24,7 +24,8 @@ DEFAULT_UPSTREAM = "127.0.0.1:50051"
 DEFAULT_AUDIENCE = "authsvc"
 
 #: The scopes the gateway's own client must be registered with, and no more: it authenticates
-#: clients and users and mints codes (gateway), answers RFC 7662 (introspect) and RFC 7009 (revoke).
+#: clients and users and mints codes (gateway), trades refresh tokens (issue), answers RFC 7662
+#: (introspect) and RFC 7009 (revoke).
 GATEWAY_SCOPES = ("authsvc:gateway", "authsvc:issue", "authsvc:introspect", "authsvc:revoke")
 
 

@@ -28,6 +28,13 @@ log = logging.getLogger(__name__)
 GRACEFUL_SHUTDOWN_SECONDS = 5
 
 
+# What authsvc answers at the first call when the gateway's own client is wrong: fix the
+# configuration. Any other error is authsvc's own (server_error) and may pass.
+REFUSED_CLIENT = frozenset(
+    {"invalid_client", "unauthorized_client", "invalid_scope", "insufficient_scope"}
+)
+
+
 class UpstreamUnavailable(Exception):
     """authsvc was unavailable for the gateway's first call, at start: nothing to serve in front of.
     The message names the address tried; the process exits 1, as authsvc does without its
@@ -59,6 +66,11 @@ async def confirm_issuer(backend: AuthorityBackend, config: GatewayConfig) -> No
         ) from exc
     except OAuthError as exc:
         said = f"{exc.error}: {exc.description}" if exc.description else exc.error
+        if exc.error not in REFUSED_CLIENT:  # authsvc failed, not the client: start again later
+            raise UpstreamUnavailable(
+                f"authsvc at AUTHSVC_GATEWAY_UPSTREAM={config.upstream} could not answer the "
+                f"gateway's first call ({said})"
+            ) from exc
         raise ConfigError(
             f"authsvc at {config.upstream} refused the gateway's own client "
             f"AUTHSVC_GATEWAY_CLIENT_ID={config.client_id} ({said}): "

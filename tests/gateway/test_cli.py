@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from authsvc_gateway.config import GATEWAY_SCOPES
+from authsvc_gateway.config import GATEWAY_SCOPES, ConfigError, GatewayConfig
+from authsvc_gateway.errors import InvalidClient, InvalidScope, ServerError, TemporarilyUnavailable
+from authsvc_gateway.server import UpstreamUnavailable, confirm_issuer
 
 from authsvc.testing import RunningAuthority, start_authority
 from authsvc.tokens import opaque
@@ -116,3 +118,32 @@ async def test_authsvc_gateway_explains_another_issuer(tmp_path: Path) -> None:
     [line] = lines
     assert line.startswith("authsvc: configuration error: AUTHSVC_ISSUER is")
     assert secret not in line
+
+
+class _FirstCallFails:
+    """A backend whose first call, the gateway's own token, fails with `error`."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def client_credentials(self, request: object) -> object:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (InvalidClient("client authentication failed"), ConfigError),
+        (InvalidScope("scope not allowed for this client"), ConfigError),
+        (ServerError("authsvc could not answer"), UpstreamUnavailable),
+        (TemporarilyUnavailable("retry later"), UpstreamUnavailable),
+    ],
+)
+async def test_only_a_refused_client_at_start_is_a_configuration_error(
+    error: Exception, expected: type[Exception]
+) -> None:
+    # A configuration error exits 2 and a supervisor leaves it down; authsvc failing once at
+    # the gateway's start exits 1, to be started again.
+    config = GatewayConfig(client_id="gateway", client_secret="s")
+    with pytest.raises(expected):
+        await confirm_issuer(_FirstCallFails(error), config)  # type: ignore[arg-type]
