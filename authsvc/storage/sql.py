@@ -132,9 +132,23 @@ class DatabaseRefused(ConfigError):
         return DatabaseRefused(self.problem, url)
 
 
+def _parsed_without_password(url: str | URL) -> URL:
+    """`url` parsed, with any password in its user part already replaced. A password holding an
+    unescaped `@` would otherwise be split at its first `@` by the parser, and its tail taken
+    for the host: the user part ends at the last `@` before the query."""
+    text = url.render_as_string(hide_password=False) if isinstance(url, URL) else url
+    scheme, sep, rest = text.partition("://")
+    location, question, query = rest.partition("?")
+    userinfo, at, host_and_path = location.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        text = f"{scheme}{sep}{user}{':***' if colon else ''}@{host_and_path}{question}{query}"
+    return make_url(text)
+
+
 def printable_url(url: str | URL) -> str:
     """`url` safe to print or log: its password hidden, in the user part or in the query."""
-    parsed = make_url(url)
+    parsed = _parsed_without_password(url)
     hidden = {key: "redacted" for key in parsed.query if "password" in key.lower()}
     return parsed.update_query_dict(hidden).render_as_string(hide_password=True)
 
@@ -142,7 +156,7 @@ def printable_url(url: str | URL) -> str:
 def database_address(url: str | URL) -> str | None:
     """host:port that `url` connects to (PostgreSQL's port 5432 unless it says otherwise); None
     for SQLite, or a URL without a host (a Unix socket)."""
-    parsed = make_url(url)
+    parsed = _parsed_without_password(url)
     if parsed.host is None or is_sqlite(parsed):
         return None
     host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host

@@ -74,6 +74,8 @@ def test_an_outage_is_still_temporarily_unavailable() -> None:
         pytest.param(f"postgresql+asyncpg://app:{PASSWORD}@db/orders", id="user-part"),
         pytest.param(f"postgresql+asyncpg://app@db/orders?password={PASSWORD}", id="query"),
         pytest.param(f"postgresql+asyncpg://app@db/orders?sslpassword={PASSWORD}", id="ssl-key"),
+        # Unescaped, an @ in the password splits it for SQLAlchemy's parser, tail into the host.
+        pytest.param(f"postgresql+asyncpg://app:{PASSWORD}@x@db/orders", id="at-sign"),
     ],
 )
 def test_printable_url_hides_every_password(url: str) -> None:
@@ -91,6 +93,7 @@ def test_printable_url_hides_every_password(url: str) -> None:
         pytest.param("postgresql+asyncpg://app@[::1]:5433/orders", "[::1]:5433", id="ipv6"),
         pytest.param("postgresql+asyncpg://app@/orders?host=/run/pg", None, id="unix-socket"),
         pytest.param("sqlite+aiosqlite:///var/authsvc.db", None, id="sqlite"),
+        pytest.param("postgresql+asyncpg://app:p@ss@db:6432/orders", "db:6432", id="at-sign"),
     ],
 )
 def test_database_address(url: str, address: str | None) -> None:
