@@ -19,7 +19,6 @@ import pytest
 from authsvc_client.v1 import authsvc_pb2 as pb
 from authsvc_client.v1 import authsvc_pb2_grpc
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed448
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -30,7 +29,7 @@ from authsvc.keys.sealing import new_kek_text
 from authsvc.rpc.server import stop_server
 from authsvc.testing import RunningAuthority, start_authority
 from tests.authsvc.calls import refused
-from tests.gateway.certificates import CertificateAuthority
+from tests.gateway.certificates import CertificateAuthority, write_pem
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -246,16 +245,7 @@ def _ed448_pair(folder: Path) -> tuple[Path, Path]:
         .not_valid_after(now + datetime.timedelta(hours=1))
         .sign(key, None)
     )
-    cert_file, key_file = folder / "ed448.pem", folder / "ed448.key"
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
+    return write_pem(folder, "ed448", certificate, key)
 
 
 def _tls_files(folder: Path, case: str) -> dict[str, Path]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -39,16 +40,7 @@ class CertificateAuthority:
                 critical=False,
             )
         certificate = builder.sign(self._key, hashes.SHA256())
-        cert_file, key_file = self.folder / f"{name}.pem", self.folder / f"{name}.key"
-        cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-        key_file.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        return cert_file, key_file
+        return write_pem(self.folder, name, certificate, key)
 
     def _builder(
         self, subject: x509.Name, public_key: ec.EllipticCurvePublicKey
@@ -63,3 +55,19 @@ class CertificateAuthority:
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(hours=1))
         )
+
+
+def write_pem(
+    folder: Path, name: str, certificate: x509.Certificate, key: Any
+) -> tuple[Path, Path]:
+    """`name`.pem and `name`.key in `folder`: the certificate, and the key unencrypted (PKCS 8)."""
+    cert_file, key_file = folder / f"{name}.pem", folder / f"{name}.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
