@@ -9,12 +9,14 @@ runs from a copy of its folder with `npm ci` when it has no node_modules.
 The rows against the peer measure the default deployment: the gateway embedded in the authsvc
 process (`make run`), calling the domain in-process. Two more rows put the standalone gateway
 (`authsvc gateway` in its own process, over loopback gRPC) beside it: the network hop issue 3
-asks to be measured. The three are measured in alternation, best round of each.
+asks to be measured. The three are measured in alternation; each ratio is the median
+round pair's (`bench.grpc_rows.paired`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -25,6 +27,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
+from bench.grpc_rows import paired, spread
 from bench.machine import cpu_seconds
 from bench.processes import Child, Processes, python_module
 from bench.runner import REPO, Figure, Run, Skip
@@ -32,7 +35,8 @@ from bench.runner import REPO, Figure, Run, Skip
 TARGET = 1.0
 #: At least this much warm-up before each measurement: Node's JIT needs it more than CPython.
 WARMUP_S = 2.0
-PEERS = REPO.parent / "shared" / "peers"
+# The peers folder beside the checkout, or where AUTHSVC_BENCH_PEERS says (a clone elsewhere).
+PEERS = Path(os.environ.get("AUTHSVC_BENCH_PEERS") or REPO.parent / "shared" / "peers")
 PEER_URL = "http://127.0.0.1:4010"
 PEER_CACHE = REPO / "var" / "bench" / "oidc-provider"  # var/ is ignored by git
 
@@ -208,8 +212,11 @@ def _measure_peer(processes: Processes, run: Run) -> dict[str, dict[str, Any]]:
     )
 
 
-def _best(rounds: list[dict[str, dict[str, Any]]], name: str) -> dict[str, Any]:
-    return max((r[name] for r in rounds), key=lambda r: r["rps"])
+def _paired(
+    baselines: list[dict[str, dict[str, Any]]], subjects: list[dict[str, dict[str, Any]]], name: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The median round pair of one load (`bench.grpc_rows.paired`)."""
+    return paired([r[name] for r in baselines], [r[name] for r in subjects])
 
 
 def _cpu_us(result: dict[str, Any]) -> float:
@@ -227,7 +234,7 @@ def measure(run: Run) -> list[Figure]:
     if find_spec("authsvc_gateway") is None:
         raise Skip("the HTTP gateway (authsvc_gateway) is not installed in this tree yet")
     if not (PEERS / "load.py").is_file():
-        raise Skip(f"no peers folder at {PEERS}")
+        raise Skip(f"no peers folder at {PEERS} (set AUTHSVC_BENCH_PEERS to where it is)")
     if shutil.which("node") is None or shutil.which("npm") is None:
         raise Skip("Node.js is not installed")
     peer_rounds, embedded_rounds, standalone_rounds = [], [], []
@@ -240,8 +247,7 @@ def measure(run: Run) -> list[Figure]:
         ("client_credentials", "client-credentials grants"),
         ("introspection", "introspections"),
     ):
-        peer = _best(peer_rounds, name)
-        ours = _best(embedded_rounds, name)
+        peer, ours = _paired(peer_rounds, embedded_rounds, name)
         figures.append(
             Figure(
                 f"gateway {label}/s vs node-oidc-provider, C={run.concurrency}",
@@ -251,7 +257,13 @@ def measure(run: Run) -> list[Figure]:
                 target=TARGET,
                 note=f"embedded gateway (the default); p99 {ours['p99_ms']} ms vs "
                 f"{peer['p99_ms']} ms; server CPU {_cpu_us(ours):.0f} vs {_cpu_us(peer):.0f} "
-                f"µs/request; errors {ours['errors']} vs {peer['errors']}",
+                f"µs/request; errors {ours['errors']} vs {peer['errors']}; "
+                + spread(
+                    {
+                        "baseline_rounds": [r[name] for r in peer_rounds],
+                        "subject_rounds": [r[name] for r in embedded_rounds],
+                    }
+                ),
                 detail={
                     "baseline": peer,
                     "subject": ours,
@@ -264,8 +276,7 @@ def measure(run: Run) -> list[Figure]:
         ("client_credentials", "client-credentials grants"),
         ("introspection", "introspections"),
     ):
-        embedded = _best(embedded_rounds, name)
-        standalone = _best(standalone_rounds, name)
+        embedded, standalone = _paired(embedded_rounds, standalone_rounds, name)
         figures.append(
             Figure(
                 f"standalone gateway over gRPC vs embedded: {label}/s, C={run.concurrency}",

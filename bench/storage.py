@@ -25,7 +25,16 @@ from typing import Any
 
 from authsvc_client.v1 import authsvc_pb2 as pb
 
-from bench.grpc_rows import TOKEN_SERVICE, Load, bearer, best_of, cpu_us_per_call, drive
+from bench.grpc_rows import (
+    TOKEN_SERVICE,
+    Load,
+    bearer,
+    best_of,
+    cpu_us_per_call,
+    drive,
+    paired,
+    spread,
+)
 from bench.processes import Child, Processes, python_module, run_json
 from bench.runner import Figure, Run, Skip
 
@@ -102,7 +111,7 @@ def _pair(
     database: str,
 ) -> list[Figure]:
     """Per operation: the raw driver, the RPC over gRPC, the domain in-process and the empty
-    handler, in alternation (best round of each); two rows against the same raw figure."""
+    handler, in alternation; two rows against the raw rounds, each its median pair (`paired`)."""
     seeds = _RotationSeeds(server.ready, run.concurrency)
     timing = ["--duration", str(run.duration_s), "--warmup", str(run.warmup_s)]
     figures = []
@@ -115,8 +124,9 @@ def _pair(
             )
             local.append(run_json([*domain, op, *timing], timeout=120))
             transports.append(drive(empty, _transport_load(server.ready, rpc), run))
-        base, subject, in_process = best_of(raws), best_of(remote), best_of(local)
-        transport = best_of(transports)
+        base, subject = paired(raws, remote)
+        local_base, in_process = paired(raws, local)
+        transport = best_of(transports)  # the least the transport costs: noise only adds
         durability = {"authsvc": server.ready["durability"], "raw": base.get("durability")}
         figures += [
             Figure(
@@ -128,7 +138,8 @@ def _pair(
                 note=f"durability {durability}; p99 {subject['p99_ms']} ms vs {base['p99_ms']} ms; "
                 f"CPU per call: server {cpu_us_per_call(subject):.0f} µs, load generator "
                 f"{cpu_us_per_call(subject, 'client'):.0f} µs (on the same cores; the raw loop has "
-                f"none); {_prediction(transport, in_process, base)}",
+                f"none); {_prediction(transport, in_process, base)}; "
+                f"{spread({'baseline_rounds': raws, 'subject_rounds': remote})}",
                 detail={
                     "baseline": base,
                     "subject": subject,
@@ -140,12 +151,13 @@ def _pair(
             Figure(
                 f"{rpc} on {database} in-process (no gRPC), C={run.concurrency}",
                 in_process["rps"],
-                base["rps"],
+                local_base["rps"],
                 "rps",
                 target=TARGET,
                 note=f"the domain call without transport, like the raw loop; p99 "
-                f"{in_process['p99_ms']} ms vs {base['p99_ms']} ms",
-                detail={"baseline": base, "subject": in_process, "subject_rounds": local},
+                f"{in_process['p99_ms']} ms vs {local_base['p99_ms']} ms; "
+                f"{spread({'baseline_rounds': raws, 'subject_rounds': local})}",
+                detail={"baseline": local_base, "subject": in_process, "subject_rounds": local},
             ),
         ]
     return figures
