@@ -41,7 +41,12 @@ RETRY_AFTER_KEY = "retry-after"
 
 
 def status_for(error: errors.AuthError) -> grpc.StatusCode:
-    return GRPC_STATUS[type(error)]
+    """The status of the error's class, or of the nearest class of the table above it (an error
+    defined outside `authsvc.errors`, such as storage's DatabaseRefused, is one of them too)."""
+    for cls in type(error).__mro__:
+        if cls in GRPC_STATUS:
+            return GRPC_STATUS[cls]
+    raise AssertionError(f"{type(error).__name__} is no AuthError")  # pragma: no cover
 
 
 def trailing_metadata(error: errors.AuthError) -> tuple[tuple[str, str], ...]:

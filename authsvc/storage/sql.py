@@ -115,17 +115,21 @@ class TransactionConflict(Exception):
         self.sqlstate = sqlstate
 
 
-class DatabaseRefused(ConfigError):
+class DatabaseRefused(ConfigError, TemporarilyUnavailable):
     """The database server answered and refused us: no such database or role, a wrong password.
 
-    The message names AUTHSVC_DATABASE_URL, what is wrong and what the server said (which names
-    the database or role, never a password); `naming` adds the URL itself, its password hidden.
+    At start it is a configuration error: its message (`str()`) names AUTHSVC_DATABASE_URL, what
+    is wrong and what the server said (which names the database or role, never a password), and
+    `naming` adds the URL itself, its password hidden. To a caller while serving (a password
+    rotated under a running replica) it is temporarily_unavailable, with a description that
+    tells nothing of the configuration.
     """
 
     def __init__(self, problem: str, url: str | URL | None = None) -> None:
         self.problem = problem
         shown = "" if url is None else f"={printable_url(url)}"
-        super().__init__(f"AUTHSVC_DATABASE_URL{shown}: {problem}")
+        ValueError.__init__(self, f"AUTHSVC_DATABASE_URL{shown}: {problem}")
+        self.description = "the database refused the connection, retry later"
 
     def naming(self, url: str | URL) -> DatabaseRefused:
         """The same refusal, its message naming `url` (password hidden)."""

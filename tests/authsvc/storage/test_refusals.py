@@ -4,11 +4,13 @@ password."""
 
 from __future__ import annotations
 
+import grpc
 import pytest
 from sqlalchemy.exc import DBAPIError
 
 from authsvc.config import ConfigError
 from authsvc.errors import TemporarilyUnavailable
+from authsvc.rpc.status import status_for
 from authsvc.storage.sql import DatabaseRefused, classify, database_address, printable_url
 
 PASSWORD = "pw-that-must-not-show"
@@ -98,3 +100,14 @@ def test_printable_url_hides_every_password(url: str) -> None:
 )
 def test_database_address(url: str, address: str | None) -> None:
     assert database_address(url) == address
+
+
+def test_a_refusal_while_serving_is_temporarily_unavailable_and_tells_nothing() -> None:
+    # A password rotated under a running replica: its callers should retry, as during an
+    # outage, and learn nothing of the configuration; the CLI still reads the whole message.
+    refused = classify(wrapped('role "app" does not exist', "28000"))
+    assert isinstance(refused, TemporarilyUnavailable)
+    assert status_for(refused) is grpc.StatusCode.UNAVAILABLE
+    assert "app" not in refused.description
+    assert "AUTHSVC" not in refused.description
+    assert 'role "app" does not exist' in str(refused)
