@@ -58,6 +58,7 @@ class Settings:
     revocation_poll_interval: float = 1.0
     heartbeat_interval: float = 5.0
     shutdown_grace: float = 10.0
+    shutdown_drain: float = 0.0  # seconds still serving after health turns NOT_SERVING
     db_pool_size: int = 10
     db_statement_timeout_ms: int = 5000
     db_pool_recycle: int = 1800
@@ -181,6 +182,7 @@ _FLOAT_FIELDS = {
     "revocation_poll_interval",
     "heartbeat_interval",
     "shutdown_grace",
+    "shutdown_drain",
     "db_connect_timeout",
     "health_probe_interval",
     "health_probe_timeout",
@@ -324,6 +326,7 @@ def _validate(s: Settings) -> None:
         "use seconds within 1s..1d, for example 900 or 15m (the default)",
     )
     _require(s.shutdown_grace >= 0, "SHUTDOWN_GRACE", "must not be negative")
+    _require(s.shutdown_drain >= 0, "SHUTDOWN_DRAIN", "must not be negative")
     _require(
         s.log_level.upper() in {"DEBUG", "INFO", "WARNING", "ERROR"},
         "LOG_LEVEL",

@@ -2,7 +2,8 @@
 
 Start-up: migrate an empty database, load keys, bootstrap dev credentials on the first dev run,
 start gRPC (and, in dev, the HTTP gateway in the same process), then wait for SIGTERM or SIGINT.
-Shutdown: health NOT_SERVING (gRPC and the gateway's /readyz), refuse new calls, end the
+Shutdown: health NOT_SERVING (gRPC and the gateway's /readyz), serve on for
+AUTHSVC_SHUTDOWN_DRAIN seconds (0 by default; a second signal ends it), refuse new calls, end the
 revocation streams cleanly (verifiers resume elsewhere), let calls in flight finish within
 AUTHSVC_SHUTDOWN_GRACE seconds, stop background work (the database health probe too), close the
 database.
@@ -11,6 +12,7 @@ database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -160,6 +162,17 @@ async def _embedded_gateway(
         raise RuntimeError(f"the embedded gateway exited ({exc.code})") from exc
 
 
+async def _drain(seconds: float, stop: asyncio.Event) -> None:
+    """Go on serving for `seconds` after health turned NOT_SERVING, so that load balancers that
+    poll it stop sending calls before this replica refuses them. A second signal ends it early."""
+    if seconds <= 0:
+        return
+    log.info("draining", extra={"drain_seconds": seconds, "hint": "a second signal ends it"})
+    stop.clear()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
 def _banner(
     settings: Settings,
     grpc_port: int,
@@ -261,6 +274,7 @@ async def serve(settings: Settings) -> int:
         print(_banner(settings, running.port, gateway, created), flush=True)
         await stop.wait()
         await authority.health.begin_shutdown()  # gRPC health and /readyz: NOT_SERVING first
+        await _drain(settings.shutdown_drain, stop)
         if gateway_task is not None:
             from authsvc_gateway.config import ConfigError as GatewayConfigError
 

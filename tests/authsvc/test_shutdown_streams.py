@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 from authsvc_client.v1 import authsvc_pb2 as pb
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authsvc.rpc.server import stop_server
 from authsvc.storage.records import FamilyRecord
@@ -21,6 +22,7 @@ from authsvc.testing import RunningAuthority
 from tests.authsvc.calls import Metadata
 from tests.authsvc.test_server import _until_refused
 from tests.fleet import Fleet
+from tests.waiting import eventually
 
 BOUND = 20.0  # seconds for anything to happen before a test gives up
 GRACE = 3600.0
@@ -90,6 +92,37 @@ async def test_authsvc_serve_ends_revocation_streams_and_exits_without_waiting_t
 
         replica.process.send_signal(signal.SIGTERM)
         assert await ended_cleanly(stream) == grpc.StatusCode.OK
+        assert await asyncio.wait_for(replica.process.wait(), BOUND) == 0, replica.log_text()
+        assert '"stopped"' in replica.log_text()
+    finally:
+        await fleet.stop_all()
+
+
+async def test_with_a_drain_authsvc_serve_says_not_serving_and_still_serves_until_told_again(
+    tmp_path: Path,
+) -> None:
+    # AUTHSVC_SHUTDOWN_DRAIN: load balancers that poll health see NOT_SERVING and stop sending
+    # calls before the replica refuses them. An hour here: the second signal ends it.
+    fleet = Fleet(
+        tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'authsvc.db'}", shutdown_drain=str(GRACE)
+    )
+    try:
+        await fleet.cli("migrate")
+        replica = await fleet.start("a")
+        health = health_pb2_grpc.HealthStub(replica.channel)
+
+        async def not_serving() -> bool:
+            answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            return answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+        replica.process.send_signal(signal.SIGTERM)
+        await eventually(not_serving, within=BOUND)
+        keys = await replica.tokens.PublishKeys(pb.PublishKeysRequest(), timeout=5)
+        assert keys.keys  # still answering
+        assert replica.running
+        assert '"draining"' in replica.log_text()
+
+        replica.process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(replica.process.wait(), BOUND) == 0, replica.log_text()
         assert '"stopped"' in replica.log_text()
     finally:
