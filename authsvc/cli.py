@@ -18,7 +18,7 @@ from typing import Any
 from authsvc import log
 from authsvc.authority import Authority, open_authority
 from authsvc.client_registry import ADMIN_SCOPES, GRANT_TYPES
-from authsvc.config import ConfigError, Settings, unknown_variables
+from authsvc.config import ConfigError, Settings, warn_unknown_variables
 from authsvc.errors import AuthError, TemporarilyUnavailable
 from authsvc.keys.sealing import UnsealError, new_kek_text
 from authsvc.serve import gateway_config, read_dev_credentials, run_event_loop, scheduling_policy
@@ -382,8 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides = {"dev": True, "gateway_embedded": True}
         settings = Settings.from_env(**overrides)
         log.configure(settings.log_level)
-        for line in unknown_variables():
-            logging.getLogger("authsvc.config").warning(line)
+        warn_unknown_variables()
         handler: Handler = args.handler
         return run_event_loop(_run(handler, args, settings))
     except (ConfigError, UnsealError) as exc:

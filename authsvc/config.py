@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -136,6 +137,13 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
         hint = f"; did you mean {guess[0]}?" if guess else ""
         lines.append(f"{name} is not a setting of authsvc and is ignored{hint}")
     return lines
+
+
+def warn_unknown_variables() -> None:
+    """Log a warning per line of `unknown_variables`: at the start of every program that reads
+    the `AUTHSVC_*` variables, once logging is configured."""
+    for line in unknown_variables():
+        logging.getLogger(__name__).warning(line)
 
 
 def _parse(name: str, raw: str, parser: Callable[[str], Any]) -> Any:

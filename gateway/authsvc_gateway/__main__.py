@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sys
 
 from authsvc import log
-from authsvc.config import unknown_variables
+from authsvc.config import warn_unknown_variables
 from authsvc_gateway.config import ConfigError, GatewayConfig
 from authsvc_gateway.server import UpstreamUnavailable, serve
 
@@ -22,8 +21,7 @@ def main() -> int:
     except ValueError:
         print(f"authsvc gateway: AUTHSVC_LOG_LEVEL: unknown level {level!r}", file=sys.stderr)
         return 2
-    for line in unknown_variables():
-        logging.getLogger("authsvc.config").warning(line)
+    warn_unknown_variables()
     try:
         config = GatewayConfig.from_env()
         asyncio.run(serve(config))
