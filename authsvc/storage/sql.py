@@ -8,8 +8,9 @@ becomes `TransactionConflict`: PostgreSQL rolled the transaction back, so `retry
 the whole unit of work again. An unreachable, restarting, overloaded or too slow database becomes
 `TemporarilyUnavailable`, so a caller is told to retry instead of seeing an internal error. A server
 that answers but refuses us (no such database, no such role, a wrong password: SQLSTATE classes 3D,
-28) becomes `DatabaseRefused`, a `ConfigError`: retrying cannot help, AUTHSVC_DATABASE_URL must
-change. Anything else (a constraint violated, a bad statement) is a bug and propagates as it is.
+28) becomes `DatabaseRefused`: at start a `ConfigError` (retrying cannot help, AUTHSVC_DATABASE_URL
+must change), to a caller while serving a `TemporarilyUnavailable` like any outage. Anything else
+(a constraint violated, a bad statement) is a bug and propagates as it is.
 """
 
 from __future__ import annotations
