@@ -21,7 +21,7 @@ from authsvc.storage.records import FamilyRecord
 from authsvc.testing import RunningAuthority
 from tests.authsvc.calls import Metadata
 from tests.authsvc.test_server import _until_refused
-from tests.fleet import Fleet
+from tests.fleet import Fleet, Replica
 from tests.waiting import eventually
 
 BOUND = 20.0  # seconds for anything to happen before a test gives up
@@ -75,12 +75,21 @@ async def test_a_stop_ends_revocation_streams_at_once_and_serves_unary_calls_in_
     await asyncio.wait_for(stopping, BOUND)  # and the stop ends with it
 
 
+def _sqlite_fleet(tmp_path: Path, **settings: str) -> Fleet:
+    """`authsvc serve` processes on a SQLite file of the test's own."""
+    return Fleet(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'authsvc.db'}", **settings)
+
+
+async def _stopped_cleanly(replica: Replica) -> None:
+    """The process exits 0 (bounded) after logging its last word."""
+    assert await asyncio.wait_for(replica.process.wait(), BOUND) == 0, replica.log_text()
+    assert '"stopped"' in replica.log_text()
+
+
 async def test_authsvc_serve_ends_revocation_streams_and_exits_without_waiting_the_grace(
     tmp_path: Path,
 ) -> None:
-    fleet = Fleet(
-        tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'authsvc.db'}", shutdown_grace=str(GRACE)
-    )
+    fleet = _sqlite_fleet(tmp_path, shutdown_grace=str(GRACE))
     try:
         await fleet.cli("migrate")
         await fleet.create_admin()
@@ -92,8 +101,7 @@ async def test_authsvc_serve_ends_revocation_streams_and_exits_without_waiting_t
 
         replica.process.send_signal(signal.SIGTERM)
         assert await ended_cleanly(stream) == grpc.StatusCode.OK
-        assert await asyncio.wait_for(replica.process.wait(), BOUND) == 0, replica.log_text()
-        assert '"stopped"' in replica.log_text()
+        await _stopped_cleanly(replica)
     finally:
         await fleet.stop_all()
 
@@ -103,9 +111,7 @@ async def test_with_a_drain_authsvc_serve_says_not_serving_and_still_serves_unti
 ) -> None:
     # AUTHSVC_SHUTDOWN_DRAIN: load balancers that poll health see NOT_SERVING and stop sending
     # calls before the replica refuses them. An hour here: the second signal ends it.
-    fleet = Fleet(
-        tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'authsvc.db'}", shutdown_drain=str(GRACE)
-    )
+    fleet = _sqlite_fleet(tmp_path, shutdown_drain=str(GRACE))
     try:
         await fleet.cli("migrate")
         replica = await fleet.start("a")
@@ -123,7 +129,6 @@ async def test_with_a_drain_authsvc_serve_says_not_serving_and_still_serves_unti
         assert '"draining"' in replica.log_text()
 
         replica.process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(replica.process.wait(), BOUND) == 0, replica.log_text()
-        assert '"stopped"' in replica.log_text()
+        await _stopped_cleanly(replica)
     finally:
         await fleet.stop_all()
