@@ -82,7 +82,14 @@ def challenge_for(authorization: str | None, form: Params) -> str | None:
 async def authenticate(
     backend: AuthorityBackend, credentials: ClientCredentials, *, allow_public: bool = True
 ) -> pb.Client:
-    """The registered client behind `credentials`, checked by authsvc; invalid_client otherwise."""
+    """The registered client behind `credentials`, checked by authsvc; invalid_client otherwise.
+
+    With `allow_public=False` (introspection, RFC 7662 §2.1) a request that names a client without
+    a secret is refused before authsvc is asked, and a public client that sent an empty secret
+    gets the same refusal as a wrong secret: neither answer tells whether the id is registered.
+    """
+    if credentials.method is AuthMethod.NONE and not allow_public:
+        raise InvalidClient("this endpoint needs a confidential client's id and secret")
     client = await backend.authenticate_client(
         pb.AuthenticateClientRequest(
             client_id=credentials.client_id, client_secret=credentials.client_secret
@@ -91,7 +98,7 @@ async def authenticate(
     if credentials.method is AuthMethod.NONE and not client.public:
         raise InvalidClient("client authentication failed")
     if client.public and not allow_public:
-        raise InvalidClient("public clients may not use this endpoint")
+        raise InvalidClient("client authentication failed")
     return client
 
 

@@ -9,11 +9,14 @@ from authsvc_gateway.client_auth import (
     BASIC_CHALLENGE,
     AuthMethod,
     ClientCredentials,
+    authenticate,
     challenge_for,
     client_credentials_from,
 )
 from authsvc_gateway.errors import InvalidClient, InvalidRequest
 from authsvc_gateway.forms import NO_PARAMS, parse_form
+
+from tests.gateway.fakes import FakeBackend
 
 
 def _basic(raw: str) -> str:
@@ -85,3 +88,35 @@ def test_refusals(authorization: str | None, body: str, error: type[Exception]) 
 )
 def test_challenge(authorization: str | None, body: str, challenge: str | None) -> None:
     assert challenge_for(authorization, parse_form(body)) == challenge
+
+
+@pytest.mark.parametrize(
+    ("authorization", "body"),
+    [
+        pytest.param(None, "client_id={id}", id="named-without-secret"),
+        pytest.param("basic", "", id="basic-with-empty-secret"),
+    ],
+)
+async def test_an_endpoint_closed_to_public_clients_does_not_tell_which_ids_are_registered(
+    authorization: str | None, body: str
+) -> None:
+    backend = FakeBackend()
+    backend.add_client("browser-app")  # public: no secret
+    refusals = []
+    for client_id in ("browser-app", "no-such-client"):
+        header = _basic(f"{client_id}:") if authorization else None
+        credentials = client_credentials_from(header, parse_form(body.format(id=client_id)))
+        with pytest.raises(InvalidClient) as refused:
+            await authenticate(backend, credentials, allow_public=False)
+        refusals.append(refused.value.description)
+    assert refusals[0] == refusals[1]
+    if authorization is None:
+        assert backend.called("authenticate_client") == []  # refused before authsvc is asked
+
+
+async def test_a_public_client_may_use_an_endpoint_open_to_it() -> None:
+    backend = FakeBackend()
+    backend.add_client("browser-app")
+    credentials = client_credentials_from(None, parse_form("client_id=browser-app"))
+    client = await authenticate(backend, credentials)
+    assert client.client_id == "browser-app"
