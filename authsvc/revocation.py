@@ -58,7 +58,12 @@ async def revoke_family(
 
 async def revoke_subject(ctx: AuthorityContext, subject: str, *, reason: str = "") -> int:
     """ "Log out everywhere": every live family, every access token issued up to now, and every
-    authorization code not yet redeemed, which would otherwise start a new session after it."""
+    authorization code not yet redeemed, which would otherwise start a new session after it.
+
+    Each revoked family gets an event of its own besides the subject's "not before": a token
+    minted for one of them after this revocation reached the replica (a rotation that read its
+    family just before, or a login earlier in the same second, whose `iat` was moved past an
+    earlier revocation's second) would escape a check by `iat` alone."""
     if not subject:
         raise InvalidRequest("subject is required")
     reason = _reason(reason, "subject revoked")
@@ -69,7 +74,11 @@ async def revoke_subject(ctx: AuthorityContext, subject: str, *, reason: str = "
         await tx.discard_unused_codes(subject=subject)
         revoked = await tx.revoke_families_where(now, reason, subject=subject)
         events = await append_events(
-            tx, [ctx.revocation_event("subject", subject, now, not_before=now)]
+            tx,
+            [
+                ctx.revocation_event("subject", subject, now, not_before=now),
+                *(ctx.revocation_event("family", family_id, now) for family_id in revoked),
+            ],
         )
         await tx.append_audit("subject_revoked", now, subject=subject, families=len(revoked))
     ctx.feed.published(events)
