@@ -106,7 +106,10 @@ async def rotate(
                     token_digest=opaque.digest(child),
                 )
             )
-            await tx.touch_family(family.family_id, now, idle_expires_at)
+            if not await tx.touch_family(family.family_id, now, idle_expires_at):
+                # Revoked since it was read ("log out everywhere" committing meanwhile): refuse,
+                # and the transaction takes back the compare-and-set and the child with it.
+                raise InvalidGrant(_REFUSALS[Refresh.REVOKED])
         elif verdict is Refresh.GRACE_RETRY:
             granted = narrow(scope, family.scope)
         elif verdict is Refresh.REUSE:

@@ -66,7 +66,8 @@ MARK_USED = (
     "AND refresh_tokens.used_at IS NULL"
 )
 TOUCH_FAMILY = (
-    "UPDATE families SET last_used_at = {0}, idle_expires_at = {1} WHERE families.family_id = {2}"
+    "UPDATE families SET last_used_at = {0}, idle_expires_at = {1} WHERE families.family_id = {2} "
+    "AND families.revoked_at IS NULL"
 )
 
 

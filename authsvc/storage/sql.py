@@ -292,7 +292,7 @@ _MARK_REFRESH_TOKEN_USED = (
 )
 _TOUCH_FAMILY = (
     update(t.families)
-    .where(t.families.c.family_id == bindparam("b_family_id"))
+    .where(t.families.c.family_id == bindparam("b_family_id"), t.families.c.revoked_at.is_(None))
     .values(last_used_at=bindparam("b_at"), idle_expires_at=bindparam("b_idle_expires_at"))
 )
 
@@ -733,11 +733,14 @@ class Tx:
         row = result.first()
         return _family(row) if row else None
 
-    async def touch_family(self, family_id: str, at: float, idle_expires_at: float) -> None:
-        await self._driver_write(
+    async def touch_family(self, family_id: str, at: float, idle_expires_at: float) -> bool:
+        """Record a rotation on its family; False if the family is revoked (by a transaction
+        that committed after this one read it: PostgreSQL re-checks the row it waited for)."""
+        changed = await self._driver_write(
             _TOUCH_FAMILY,
             {"b_family_id": family_id, "b_at": at, "b_idle_expires_at": idle_expires_at},
         )
+        return changed > 0
 
     async def revoke_family(self, family_id: str, at: float, reason: str) -> bool:
         """Mark one family revoked; False if it was already revoked or does not exist."""

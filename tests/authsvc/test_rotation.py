@@ -15,6 +15,7 @@ from authsvc_client.v1 import authsvc_pb2_grpc
 from authsvc.client_registry import RegisteredClient
 from authsvc.rotation import Refresh, classify_refresh
 from authsvc.storage.records import FamilyRecord, RefreshTokenRecord
+from authsvc.storage.sql import Tx
 from authsvc.testing import RunningAuthority, start_authority
 from authsvc.tokens import opaque
 from tests.authsvc.calls import (
@@ -297,6 +298,29 @@ async def test_revoked_family_is_refused_without_side_effects(
     running: RunningAuthority, tokens, admin, pair: pb.TokenPair
 ) -> None:
     await tokens.RevokeFamily(pb.RevokeFamilyRequest(family_id=pair.family_id), metadata=admin)
+    before = await database_rows(running)
+    assert await refused(rotate(tokens, admin, pair.refresh_token)) == (
+        *INVALID_GRANT,
+        "refresh token revoked",
+    )
+    assert await database_rows(running) == before
+
+
+async def test_a_family_revoked_after_the_rotation_read_it_is_refused_without_side_effects(
+    running: RunningAuthority, tokens, admin, pair: pb.TokenPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a rotation on PostgreSQL sees when a logout commits between its read of the family
+    # and its update of the family: the family as it was, live.
+    read = Tx.refresh_token_with_family
+
+    async def as_before_the_logout(self: Tx, digest: bytes) -> object:
+        found = await read(self, digest)
+        assert found is not None
+        token, family = found
+        return token, replace(family, revoked_at=None, revoke_reason=None)
+
+    await tokens.RevokeFamily(pb.RevokeFamilyRequest(family_id=pair.family_id), metadata=admin)
+    monkeypatch.setattr(Tx, "refresh_token_with_family", as_before_the_logout)
     before = await database_rows(running)
     assert await refused(rotate(tokens, admin, pair.refresh_token)) == (
         *INVALID_GRANT,
