@@ -21,6 +21,7 @@ from authsvc_gateway.errors import (
     InvalidRequest,
     InvalidScope,
     OAuthError,
+    ServerError,
     UnauthorizedClient,
     UnsupportedResponseType,
 )
@@ -142,6 +143,32 @@ def error_response_url(redirect: ErrorRedirect, issuer: str) -> str:
         parameters["state"] = redirect.state
     parameters["iss"] = issuer
     return response_url(redirect.redirect_uri, parameters)
+
+
+#: RFC 6749 §4.1.2.1: the only codes an authorization error response carries.
+REDIRECTED_ERRORS: Final = frozenset(
+    {
+        "invalid_request",
+        "unauthorized_client",
+        "access_denied",
+        "unsupported_response_type",
+        "invalid_scope",
+        "server_error",
+        "temporarily_unavailable",
+    }
+)
+
+
+def redirected_error(error: OAuthError) -> OAuthError | None:
+    """What goes back to the client for an error raised after the request was checked (authsvc
+    refusing the code): the error itself if §4.1.2.1 has its code, server_error if not, and None
+    for an invalid client (disabled meanwhile, say), which §4.1.2.1 says is never redirected to
+    but shown to the user."""
+    if error.error == "invalid_client":
+        return None
+    if error.error in REDIRECTED_ERRORS:
+        return error
+    return ServerError("the authorization could not be completed")
 
 
 def _checked(

@@ -13,10 +13,18 @@ from authsvc_gateway.authorization import (
     decide,
     error_response_url,
     parse_scope,
+    redirected_error,
     response_url,
     verified_redirect_uri,
 )
-from authsvc_gateway.errors import AccessDenied, InvalidScope
+from authsvc_gateway.errors import (
+    AccessDenied,
+    InvalidClient,
+    InvalidGrant,
+    InvalidScope,
+    OAuthError,
+    TemporarilyUnavailable,
+)
 from authsvc_gateway.forms import parse_params
 
 CALLBACK = "https://app.example/cb"
@@ -148,3 +156,17 @@ def test_parse_scope_drops_duplicates_and_checks_syntax() -> None:
     assert parse_scope(None) == ()
     with pytest.raises(InvalidScope):
         parse_scope("a\\b")
+
+
+@pytest.mark.parametrize(
+    ("error", "sent"),
+    [
+        pytest.param(InvalidScope("no"), "invalid_scope", id="a-4.1.2.1-code-goes-back"),
+        pytest.param(TemporarilyUnavailable("later"), "temporarily_unavailable", id="outage"),
+        pytest.param(InvalidGrant("odd"), "server_error", id="another-code-is-server-error"),
+        pytest.param(InvalidClient("disabled"), None, id="invalid-client-is-never-redirected"),
+    ],
+)
+def test_redirected_error(error: OAuthError, sent: str | None) -> None:
+    found = redirected_error(error)
+    assert (found.error if found is not None else None) == sent

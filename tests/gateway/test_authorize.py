@@ -418,6 +418,22 @@ async def test_denied_consent_answers_access_denied(
     }
 
 
+async def test_a_client_disabled_during_consent_gets_no_redirect(
+    deployment: Deployment, http: httpx.AsyncClient
+) -> None:
+    # RFC 6749 §4.1.2.1: an invalid client is told to the user, never redirected to.
+    client_id, _ = await register_app(deployment, first_party=False)
+    _, challenge = pkce_pair()
+    consent = await sign_in(
+        http, authorize_url(deployment, client_id, challenge), USERNAME, PASSWORD
+    )
+    await deployment.authority.authority.revoke_client(client_id, reason="abuse", disable=True)
+    refused = await decide(http, consent, "allow")
+    assert refused.status_code == 401
+    assert "location" not in refused.headers
+    assert "invalid_client" in refused.text
+
+
 async def test_a_tampered_consent_ticket_is_refused(
     deployment: Deployment, http: httpx.AsyncClient
 ) -> None:

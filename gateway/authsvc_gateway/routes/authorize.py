@@ -27,6 +27,7 @@ from authsvc_gateway.authorization import (
     ErrorRedirect,
     decide,
     error_response_url,
+    redirected_error,
     response_url,
 )
 from authsvc_gateway.backend import AuthorityBackend
@@ -270,7 +271,10 @@ class AuthorizationEndpoints:
                 )
             )
         except OAuthError as error:
-            refused = ErrorRedirect(authorization.redirect_uri, error, authorization.state)
+            sent = redirected_error(error)
+            if sent is None:
+                return error_page(error)
+            refused = ErrorRedirect(authorization.redirect_uri, sent, authorization.state)
             return self._redirect(error_response_url(refused, self._config.issuer))
         parameters = {"code": code.code}
         if authorization.state is not None:
