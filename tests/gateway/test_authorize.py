@@ -401,14 +401,20 @@ async def test_third_party_clients_ask_for_consent_then_issue_a_code(
     assert tokens.json()["scope"] == "photos:read"
 
 
+async def _consent_page(
+    deployment: Deployment, http: httpx.AsyncClient
+) -> tuple[str, httpx.Response]:
+    """A third-party client's id, and its consent page after the user signed in."""
+    client_id, _ = await register_app(deployment, first_party=False)
+    _, challenge = pkce_pair()
+    url = authorize_url(deployment, client_id, challenge)
+    return client_id, await sign_in(http, url, USERNAME, PASSWORD)
+
+
 async def test_denied_consent_answers_access_denied(
     deployment: Deployment, http: httpx.AsyncClient
 ) -> None:
-    client_id, _ = await register_app(deployment, first_party=False)
-    _, challenge = pkce_pair()
-    consent = await sign_in(
-        http, authorize_url(deployment, client_id, challenge), USERNAME, PASSWORD
-    )
+    _, consent = await _consent_page(deployment, http)
     answer = redirect_params(await decide(http, consent, "deny"))
     assert answer == {
         "error": "access_denied",
@@ -422,11 +428,7 @@ async def test_a_client_disabled_during_consent_gets_no_redirect(
     deployment: Deployment, http: httpx.AsyncClient
 ) -> None:
     # RFC 6749 §4.1.2.1: an invalid client is told to the user, never redirected to.
-    client_id, _ = await register_app(deployment, first_party=False)
-    _, challenge = pkce_pair()
-    consent = await sign_in(
-        http, authorize_url(deployment, client_id, challenge), USERNAME, PASSWORD
-    )
+    client_id, consent = await _consent_page(deployment, http)
     await deployment.authority.authority.revoke_client(client_id, reason="abuse", disable=True)
     refused = await decide(http, consent, "allow")
     assert refused.status_code == 401
@@ -437,11 +439,7 @@ async def test_a_client_disabled_during_consent_gets_no_redirect(
 async def test_a_tampered_consent_ticket_is_refused(
     deployment: Deployment, http: httpx.AsyncClient
 ) -> None:
-    client_id, _ = await register_app(deployment, first_party=False)
-    _, challenge = pkce_pair()
-    consent = await sign_in(
-        http, authorize_url(deployment, client_id, challenge), USERNAME, PASSWORD
-    )
+    _, consent = await _consent_page(deployment, http)
     form = read_form(consent)
     body, _, signature = form.fields["ticket"].partition(".")
     forged = {**form.fields, "ticket": body[:-2] + "AA." + signature, "decision": "allow"}
