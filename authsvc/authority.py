@@ -186,8 +186,10 @@ class Authority:
         return self.ctx.key_ring
 
     @_unit_of_work
-    async def rotate_keys(self, *, immediate: bool = False) -> RotationResult:
-        result = await rotate_keys(self.ctx, due=True, immediate=immediate)
+    async def rotate_keys(
+        self, *, immediate: bool = False, compromised: bool = False
+    ) -> RotationResult:
+        result = await rotate_keys(self.ctx, due=True, immediate=immediate, compromised=compromised)
         assert result is not None
         return result
 

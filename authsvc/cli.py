@@ -172,15 +172,20 @@ async def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
     async def work(authority: Authority) -> int:
         before = authority.publish_keys().signer.kid
-        result = await authority.rotate_keys(immediate=args.immediate)
-        if result.active_kid == before and not args.immediate:
+        result = await authority.rotate_keys(immediate=args.immediate, compromised=args.compromised)
+        if result.active_kid == before and not (args.immediate or args.compromised):
             text = (
                 f"active key unchanged ({before}): the next key has not been published for one "
-                f"JWKS cache lifetime ({settings.jwks_max_age}s) yet; retry later, or pass "
-                "--immediate for a compromised key"
+                f"JWKS cache lifetime ({settings.jwks_max_age}s) yet; retry later, pass "
+                "--immediate to sign with it now, or --compromised if the current key leaked"
             )
         else:
             text = f"active key: {result.active_kid}\nnext key:   {result.published_kid}"
+            if args.compromised and result.active_kid != before:
+                text += (
+                    f"\npurged:     {before} (its access tokens no longer verify; "
+                    "refresh tokens still rotate)"
+                )
         _print(args, {"active_kid": result.active_kid, "next_kid": result.published_kid}, text)
         return 0
 
@@ -354,7 +359,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     keys.add_parser("list").set_defaults(handler=cmd_keys_list)
     rotate = keys.add_parser("rotate", help="promote the next key, retire the current one")
-    rotate.add_argument("--immediate", action="store_true", help="for a compromised key")
+    rotate.add_argument(
+        "--immediate", action="store_true", help="sign with the next key now, without waiting"
+    )
+    rotate.add_argument(
+        "--compromised",
+        action="store_true",
+        help="the current key leaked: sign with the next key now and purge the current one, "
+        "so its access tokens stop verifying everywhere",
+    )
     rotate.set_defaults(handler=cmd_keys_rotate)
 
     users = commands.add_parser("users", help="users for the gateway's login").add_subparsers(

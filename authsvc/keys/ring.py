@@ -53,6 +53,7 @@ def plan_rotation(
     *,
     due: bool = False,
     immediate: bool = False,
+    compromised: bool = False,
 ) -> RotationPlan:
     """Decide the ring's next moves.
 
@@ -62,7 +63,11 @@ def plan_rotation(
     - An empty ring, or one with nothing active, activates at once: nobody can have cached it yet.
     - After the plan there is always exactly one pending key waiting.
     - A retired key is purged once every token it signed has expired.
+    - `compromised` (implies `immediate`): the keys that stop signing are purged at once instead
+      of retired, since a retired key still verifies for `retire_for` and the attacker who holds
+      it mints tokens as they please. Nothing is purged unless a fresh key takes over.
     """
+    immediate = immediate or compromised
     active = [k for k in keys if k.state == ACTIVE]
     pending = sorted((k for k in keys if k.state == PENDING), key=lambda k: k.published_at)
     current = max(active, key=lambda k: k.activated_at or 0.0, default=None)
@@ -88,6 +93,8 @@ def plan_rotation(
         for k in keys
         if k.state == RETIRED and (k.retired_at or 0.0) + policy.retire_for <= now
     )
+    if compromised and activate is not None:
+        return RotationPlan(publish_new, activate, (), (*retire, *purge))
     return RotationPlan(publish_new, activate, tuple(retire), purge)
 
 

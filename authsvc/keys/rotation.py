@@ -35,7 +35,12 @@ def _key_event(kid: str, state: str, at: float) -> RevocationEventRecord:
 
 
 async def rotate_keys(
-    ctx: AuthorityContext, *, due: bool = False, immediate: bool = False, wait: bool = True
+    ctx: AuthorityContext,
+    *,
+    due: bool = False,
+    immediate: bool = False,
+    compromised: bool = False,
+    wait: bool = True,
 ) -> RotationResult | None:
     """Apply `plan_rotation` to the stored ring and reload it. None if another replica holds the
     lock and `wait` is False."""
@@ -47,7 +52,9 @@ async def rotate_keys(
         elif not await tx.try_lock(KEY_ROTATION_LOCK):
             return None
         keys = await tx.list_keys()
-        plan = plan_rotation(keys, now, ctx.key_policy, due=due, immediate=immediate)
+        plan = plan_rotation(
+            keys, now, ctx.key_policy, due=due, immediate=immediate, compromised=compromised
+        )
         activate = plan.activate
         published = ""
         if plan.publish_new or (not keys):

@@ -350,7 +350,9 @@ class TokenService(pb_grpc.TokenServiceServicer):
     async def RotateKeys(
         self, request: pb.RotateKeysRequest, context: Context
     ) -> pb.RotateKeysResponse:
-        result = await self._authority.rotate_keys(immediate=request.immediate)
+        result = await self._authority.rotate_keys(
+            immediate=request.immediate, compromised=request.compromised
+        )
         return pb.RotateKeysResponse(
             published_kid=result.published_kid, active_kid=result.active_kid
         )

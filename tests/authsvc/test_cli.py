@@ -176,6 +176,17 @@ def test_keys_list_and_rotate(capsys) -> None:
     assert payload_of(token, part=0)["kid"] == pending
 
 
+def test_keys_rotate_compromised_purges_the_leaked_key(capsys) -> None:
+    [leaked] = [
+        k["kid"] for k in run_json(capsys, "keys", "list", "--json") if k["state"] == "active"
+    ]
+    said = run(capsys, "keys", "rotate", "--compromised")
+    assert f"purged:     {leaked}" in said
+    states = {k["kid"]: k["state"] for k in run_json(capsys, "keys", "list", "--json")}
+    assert leaked not in states
+    assert sorted(states.values()) == ["active", "pending"]
+
+
 def test_users_create_with_password_on_stdin(capsys, monkeypatch) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("correct horse battery staple\n"))
     created = run_json(

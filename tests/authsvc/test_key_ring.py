@@ -58,6 +58,20 @@ PENDING = key("P", "pending", published=0)
             id="immediate-ignores-publish-lead",
         ),
         pytest.param(
+            [ACTIVE, key("P", "pending", published=50), key("R", "retired", retired=40)],
+            50,
+            {"compromised": True},
+            RotationPlan(publish_new=True, activate="P", purge=("A",)),
+            id="compromised-purges-the-active-key-at-once",
+        ),
+        pytest.param(
+            [ACTIVE],
+            50,
+            {"compromised": True},
+            RotationPlan(publish_new=True),
+            id="compromised-purges-nothing-until-a-key-can-take-over",
+        ),
+        pytest.param(
             [ACTIVE, PENDING],
             1000,
             {},

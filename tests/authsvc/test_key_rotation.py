@@ -14,7 +14,7 @@ from authsvc_client.v1 import authsvc_pb2 as pb
 from authsvc_client.v1 import authsvc_pb2_grpc
 
 from authsvc.testing import RunningAuthority, start_authority
-from tests.authsvc.calls import bearer
+from tests.authsvc.calls import INVALID_TOKEN, UNAUTHENTICATED, bearer, refused
 
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}  # RFC 7518 §6
 
@@ -109,6 +109,27 @@ async def test_immediate_rotation_activates_the_next_key_at_once(
     assert sorted(after.values()) == ["active", "pending", "retired"]
     # The caller's old token (signed by the now retired key) still authenticates.
     await tokens.ListSessions(pb.ListSessionsRequest(subject="alice"), metadata=admin)
+
+
+async def test_a_compromised_key_is_purged_at_once_and_its_tokens_stop_verifying(
+    running: RunningAuthority, tokens, admin, pair: pb.TokenPair
+) -> None:
+    leaked = kid_of(pair.access_token)
+    stolen = pb.VerifyRequest(token=pair.access_token, audience="api")
+    await tokens.Verify(stolen, metadata=admin)  # verified once, so cached as good
+    response = await tokens.RotateKeys(pb.RotateKeysRequest(compromised=True), metadata=admin)
+    assert leaked not in states(await tokens.PublishKeys(pb.PublishKeysRequest()))
+    fresh = bearer(await running.admin_token())
+    assert kid_of(fresh[0][1].removeprefix("Bearer ")) == response.active_kid
+    assert (await refused(tokens.Verify(stolen, metadata=fresh)))[:2] == INVALID_TOKEN
+    # The caller's own token was signed by the leaked key too: it no longer authenticates.
+    listing = tokens.ListSessions(pb.ListSessionsRequest(subject="alice"), metadata=admin)
+    assert (await refused(listing))[:2] == UNAUTHENTICATED
+    # The session itself goes on: its refresh token trades for a pair signed by the new key.
+    rotated = await tokens.Rotate(
+        pb.RotateRequest(refresh_token=pair.refresh_token), metadata=fresh
+    )
+    assert kid_of(rotated.access_token) == response.active_kid
 
 
 async def test_scheduled_rotation_by_maintenance(running: RunningAuthority) -> None:

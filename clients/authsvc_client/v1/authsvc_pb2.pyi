@@ -342,10 +342,12 @@ class Heartbeat(_message.Message):
     def __init__(self) -> None: ...
 
 class RotateKeysRequest(_message.Message):
-    __slots__ = ("immediate",)
+    __slots__ = ("immediate", "compromised")
     IMMEDIATE_FIELD_NUMBER: _ClassVar[int]
+    COMPROMISED_FIELD_NUMBER: _ClassVar[int]
     immediate: bool
-    def __init__(self, immediate: _Optional[bool] = ...) -> None: ...
+    compromised: bool
+    def __init__(self, immediate: _Optional[bool] = ..., compromised: _Optional[bool] = ...) -> None: ...
 
 class RotateKeysResponse(_message.Message):
     __slots__ = ("published_kid", "active_kid")
