@@ -186,7 +186,10 @@ async def revoke_client(
         revoked = await tx.revoke_families_where(
             now, reason or "client revoked", client_id=client_id
         )
-        event = ctx.revocation_event("client", client_id, now, not_before=now)
+        not_before = ctx.revocations.not_before_for(
+            now
+        )  # covers tokens minted after an earlier one
+        event = ctx.revocation_event("client", client_id, now, not_before=not_before)
         events = await append_events(tx, [event])
         await tx.append_audit(
             "client_disabled" if disable else "client_revoked",

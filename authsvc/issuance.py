@@ -50,7 +50,9 @@ def mint_access_token(
     `iat` is whole seconds (RFC 7519 NumericDate, as every verifier expects) while a subject or
     client revocation covers `iat <= not_before`. A token minted in the same second as such a
     revocation, but after it, therefore starts at the next second: otherwise it would be born
-    revoked. Strict verifiers with no leeway may see it as not yet valid for under a second.
+    revoked. A second revocation in that second covers the tokens minted between the two
+    (`RevocationState.not_before_for`), so the next ones may start two seconds ahead. Strict
+    verifiers with no leeway may see such a token as not yet valid for that long.
     """
     now = int(ctx.clock.now())
     floor = ctx.revocations.issued_after(subject, client_id)

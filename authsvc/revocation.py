@@ -76,7 +76,9 @@ async def revoke_subject(ctx: AuthorityContext, subject: str, *, reason: str = "
         events = await append_events(
             tx,
             [
-                ctx.revocation_event("subject", subject, now, not_before=now),
+                ctx.revocation_event(
+                    "subject", subject, now, not_before=ctx.revocations.not_before_for(now)
+                ),
                 *(ctx.revocation_event("family", family_id, now) for family_id in revoked),
             ],
         )

@@ -30,6 +30,7 @@ class RevocationState:
         self._jtis: dict[str, float] = {}
         self._subjects: dict[str, _NotBefore] = {}
         self._clients: dict[str, _NotBefore] = {}
+        self._latest_issued_after = 0  # the latest `issued_after` any entry has given
         self.cursor = 0
 
     def __len__(self) -> int:
@@ -47,6 +48,7 @@ class RevocationState:
             not_before = event.not_before or event.occurred_at
             if previous is None or previous.not_before < not_before:
                 table[event.value] = _NotBefore(not_before, event.expires_at)
+            self._latest_issued_after = max(self._latest_issued_after, int(not_before) + 1)
         self.cursor = max(self.cursor, event.cursor)
 
     def revoked(self, claims: AccessClaims) -> RevocationReason | None:
@@ -72,6 +74,12 @@ class RevocationState:
             if entry is not None
         ]
         return int(max(marks)) + 1 if marks else None
+
+    def not_before_for(self, now: float) -> float:
+        """The "not before" of a subject or client revocation made at `now`: `now`, or later when
+        an earlier revocation in this second has moved new tokens' `iat` to the next second
+        (`issued_after`), so that this one covers the tokens minted between the two too."""
+        return max(now, float(self._latest_issued_after))
 
     def prune(self, now: float) -> int:
         """Forget entries whose tokens have all expired; how many were dropped."""

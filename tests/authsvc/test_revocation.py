@@ -327,6 +327,23 @@ async def test_revoke_client_and_disable_it(
     assert await audit_events(running, "client_disabled")
 
 
+async def test_a_second_client_revocation_in_the_same_second_covers_the_token_between(
+    running: RunningAuthority, tokens, admin
+) -> None:
+    # A client-credentials token has no family to be revoked by: only its iat can place it.
+    service = await running.create_client("svc", audiences=["api"])
+    revocation = pb.RevokeClientRequest(client_id=service.client_id)
+    await tokens.RevokeClient(revocation, metadata=admin)
+    between = await running.access_token(service)
+    await verify(tokens, admin, between)
+    await tokens.RevokeClient(revocation, metadata=admin)
+    assert await refused(verify(tokens, admin, between)) == (
+        *INVALID_TOKEN,
+        "token revoked (client revoked)",
+    )
+    await verify(tokens, admin, await running.access_token(service))  # one minted after both
+
+
 async def test_revoke_client_without_disabling_it(
     running: RunningAuthority, tokens, admin, app: RegisteredClient, pair: pb.TokenPair
 ) -> None:

@@ -156,3 +156,17 @@ def test_issued_after_is_the_first_second_no_revocation_covers(
         assert state.revoked(fresh) is None
         stale = replace(fresh, iat=issued_after - 1)
         assert state.revoked(stale) is not None
+
+
+def test_a_revocation_in_the_second_of_an_earlier_one_covers_the_tokens_minted_between() -> None:
+    state = RevocationState()
+    assert state.not_before_for(T + 0.5) == T + 0.5  # no revocation held: now
+    state.apply(event("client", "svc", at=T + 0.2, not_before=T + 0.2))
+    between = state.issued_after("ann", "svc")  # a token minted at T + 0.4
+    assert between == int(T) + 1
+    later = state.not_before_for(T + 0.7)
+    assert later >= between  # a second revocation of anyone at T + 0.7 covers that token
+    state.apply(event("subject", "ann", cursor=2, at=T + 0.7, not_before=later))
+    minted = AccessClaims("iss", "ann", ("api",), between + 600, between, "j", "other", ())
+    assert state.revoked(minted) == "subject revoked"
+    assert state.not_before_for(T + 5) == T + 5  # once the second has passed, now again
