@@ -43,13 +43,16 @@ def classify_refresh(
     client_id: str,
     grace_seconds: int,
 ) -> Refresh:
-    """The pure decision behind `rotate`: one verdict per way a refresh can go."""
+    """The pure decision behind `rotate`: one verdict per way a refresh can go.
+
+    Another client's token is judged first, before its family's state, so that a client learns
+    nothing of a token that is not its own (as introspection tells it only `active: false`)."""
+    if client_id and client_id != family.client_id:
+        return Refresh.WRONG_CLIENT
     if family.revoked_at is not None:
         return Refresh.REVOKED
     if min(family.expires_at, family.idle_expires_at, token.expires_at) <= now:
         return Refresh.EXPIRED
-    if client_id and client_id != family.client_id:
-        return Refresh.WRONG_CLIENT
     if token.used_at is None:
         return Refresh.ROTATE
     if grace_seconds and now - token.used_at <= grace_seconds:
@@ -60,7 +63,7 @@ def classify_refresh(
 _REFUSALS = {
     Refresh.REVOKED: "refresh token revoked",
     Refresh.EXPIRED: "refresh token expired",
-    Refresh.WRONG_CLIENT: "refresh token was issued to another client",
+    Refresh.WRONG_CLIENT: "refresh token unknown",  # the words for a token that does not exist
     Refresh.REUSE: "refresh token reused; the session was revoked",
 }
 

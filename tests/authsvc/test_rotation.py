@@ -107,8 +107,16 @@ USED_5S_AGO = replace(TOKEN, used_at=NOW - 5)
             replace(FAMILY, idle_expires_at=NOW - 1),
             "other",
             0,
-            Refresh.EXPIRED,
-            id="expired-beats-wrong-client",
+            Refresh.WRONG_CLIENT,
+            id="wrong-client-beats-expired",
+        ),
+        pytest.param(
+            TOKEN,
+            replace(FAMILY, revoked_at=NOW - 1),
+            "other",
+            0,
+            Refresh.WRONG_CLIENT,
+            id="wrong-client-beats-revoked",
         ),
     ],
 )
@@ -255,10 +263,24 @@ async def test_rotate_for_another_client_is_refused_without_side_effects(
     before = await database_rows(running)
     assert await refused(rotate(tokens, admin, pair.refresh_token, client_id=other.client_id)) == (
         *INVALID_GRANT,
-        "refresh token was issued to another client",
+        "refresh token unknown",
     )
     assert await database_rows(running) == before
     await rotate(tokens, admin, pair.refresh_token, client_id=app.client_id)
+
+
+async def test_another_client_cannot_tell_a_live_token_from_a_revoked_or_unknown_one(
+    running: RunningAuthority, tokens, admin, pair: pb.TokenPair
+) -> None:
+    other = await running.create_client("other", grant_types=["refresh_token"])
+
+    async def answer(refresh_token: str) -> object:
+        return await refused(rotate(tokens, admin, refresh_token, client_id=other.client_id))
+
+    live = await answer(pair.refresh_token)
+    unknown = await answer(opaque.new_secret(opaque.Kind.REFRESH_TOKEN))
+    await tokens.RevokeFamily(pb.RevokeFamilyRequest(family_id=pair.family_id), metadata=admin)
+    assert live == unknown == await answer(pair.refresh_token)
 
 
 async def test_a_service_that_is_not_a_trusted_caller_cannot_trade_a_refresh_token(
