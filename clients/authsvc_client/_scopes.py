@@ -47,7 +47,11 @@ class MethodScopes:
         self._public = frozenset(
             _checked_path(path) for path in (*DEFAULT_PUBLIC_SERVICES, *public)
         )
-        clash = sorted(p for p in self._required if p in self._public and self._required[p])
+        clash = sorted(
+            p
+            for p, scopes in self._required.items()
+            if scopes and (p in self._public or _service_wildcard(p) in self._public)
+        )
         if clash:
             raise ValueError(f"methods both public and scoped: {', '.join(clash)}")
         self._pool = (pool or descriptor_pool.Default()) if read_proto_options else None
@@ -69,8 +73,12 @@ class MethodScopes:
         return rule
 
     def is_public(self, method: str) -> bool:
-        """Whether `method` may be called without a token."""
-        return method in self._public or _service_wildcard(method) in self._public
+        """Whether `method` may be called without a token: listed as public, itself or its
+        service, and no scope named for the method itself (its proto option; the mapping is
+        checked when it is given), which wins over the listing, failing closed. A scope named
+        for the whole service yields to the method's own public listing."""
+        listed = method in self._public or _service_wildcard(method) in self._public
+        return listed and not (self._required.get(method) or self._option_scopes(method))
 
     def required_for(self, method: str) -> frozenset[str]:
         """Every scope a caller of `method` must hold."""

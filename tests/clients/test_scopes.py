@@ -108,3 +108,22 @@ def test_a_path_that_is_not_a_grpc_method_is_refused(path: str) -> None:
 def test_a_method_cannot_be_both_public_and_scoped() -> None:
     with pytest.raises(ValueError, match="both public and scoped"):
         MethodScopes({"/notes.v1.Notes/Ping": ["x"]}, public=["/notes.v1.Notes/Ping"])
+
+
+def test_a_public_service_cannot_hide_a_scope_named_for_one_of_its_methods() -> None:
+    with pytest.raises(ValueError, match="both public and scoped"):
+        MethodScopes({DELETE: ["notes:admin"]}, public=["/notes.v1.Notes/*"])
+
+
+def test_a_proto_option_scope_wins_over_a_public_listing() -> None:
+    # ReadNote names notes:read in its proto: listing it, or its service, as public fails closed.
+    for public in (READ, "/notes.v1.Notes/*"):
+        scopes = MethodScopes(public=[public])
+        assert scopes.rule(READ) == (False, {"notes:read"})
+    assert MethodScopes(public=["/notes.v1.Notes/*"]).is_public(DELETE)  # it names no scope
+
+
+def test_a_method_listed_as_public_yields_no_scope_to_its_services_wildcard() -> None:
+    scopes = MethodScopes({"/notes.v1.Notes/*": ["notes:any"]}, public=[DELETE])
+    assert scopes.is_public(DELETE)
+    assert not scopes.is_public("/notes.v1.Notes/WhoAmI")
