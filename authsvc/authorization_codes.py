@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from authsvc_client import redirect_uri_registered
+
 from authsvc import pkce
 from authsvc.client_registry import require_grant
 from authsvc.context import AuthorityContext, append_events
@@ -54,7 +56,7 @@ async def create_code(
         if client is None or not client.enabled:
             raise InvalidClient("unknown or disabled client")
         require_grant(client, "authorization_code")
-        if redirect_uri not in client.redirect_uris:
+        if not redirect_uri_registered(client.redirect_uris, redirect_uri):
             raise InvalidRequest("redirect_uri does not match a registered one")
         await tx.insert_code(
             AuthorizationCodeRecord(

@@ -33,6 +33,7 @@ from ._errors import (
 from ._interceptors import AsyncAuthInterceptor, AuthInterceptor
 from ._jwks import KeyCache, PublishedKey, parse_jwks
 from ._policy import WhenStale
+from ._redirect_uris import redirect_uri_registered
 from ._revocations import RevocationSet
 from ._scopes import DEFAULT_PUBLIC_SERVICES, MethodScopes
 from ._verification import (
@@ -92,6 +93,7 @@ __all__ = [
     "check_claims",
     "current_claims",
     "parse_jwks",
+    "redirect_uri_registered",
     "refuses_bearer",
     "verify_access_token",
 ]

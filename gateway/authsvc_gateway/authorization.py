@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
+from authsvc_client import redirect_uri_registered
 from authsvc_client.v1 import authsvc_pb2 as pb
 
 from authsvc_gateway.errors import (
@@ -82,12 +83,14 @@ def verified_redirect_uri(client: pb.Client, params: Params) -> str | None:
     """The redirect URI the response may go to, or None when there is none.
 
     It must be sent exactly once and equal a URI registered for the client exactly: no prefix,
-    wildcard, case or port leniency (OAuth 2.1 §2.3.1, RFC 9700 §4.1.3).
+    wildcard or case leniency, and a different port only for a loopback IP literal over http
+    (`redirect_uri_registered`: OAuth 2.1 §2.3.1, RFC 8252 §7.3, RFC 9700 §4.1.3).
     """
     if params.count("redirect_uri") != 1:
         return None
     uri = params.single("redirect_uri")
-    return uri if uri is not None and uri in client.redirect_uris else None
+    registered = uri is not None and redirect_uri_registered(client.redirect_uris, uri)
+    return uri if registered else None
 
 
 def decide(params: Params, client: pb.Client) -> Decision:

@@ -55,6 +55,7 @@ EXPORTED = {
     "check_claims",
     "current_claims",
     "parse_jwks",
+    "redirect_uri_registered",
     "refuses_bearer",
     "verify_access_token",
 }

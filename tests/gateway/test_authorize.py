@@ -53,6 +53,28 @@ async def test_state_comes_back_unchanged(deployment: Deployment, http: httpx.As
     assert answer["iss"] == deployment.config.issuer
 
 
+async def test_a_native_app_may_listen_on_any_loopback_port(
+    deployment: Deployment, http: httpx.AsyncClient
+) -> None:
+    # RFC 8252 §7.3: registered as http://127.0.0.1:9999/callback, the app got port 53123 now.
+    client_id, _ = await register_app(deployment)
+    verifier, challenge = pkce_pair()
+    ephemeral = REDIRECT_URI.replace("9999", "53123")
+    url = authorize_url(deployment, client_id, challenge, redirect_uri=ephemeral)
+    response = await sign_in(http, url, USERNAME, PASSWORD)
+    assert response.headers["location"].startswith(ephemeral + "?")
+    code = redirect_params(response)["code"]
+    exchange = {"code": code, "code_verifier": verifier, "client_id": client_id}
+    registered = await _token_request(http, **exchange, redirect_uri=REDIRECT_URI)
+    assert registered.json()["error"] == "invalid_grant"  # not the URI of this request
+    verifier, challenge = pkce_pair()
+    url = authorize_url(deployment, client_id, challenge, redirect_uri=ephemeral)
+    code = redirect_params(await sign_in(http, url, USERNAME, PASSWORD))["code"]
+    exchange = {"code": code, "code_verifier": verifier, "client_id": client_id}
+    tokens = await _token_request(http, **exchange, redirect_uri=ephemeral)
+    assert tokens.status_code == 200, tokens.text
+
+
 async def test_the_redirect_uri_keeps_its_own_query(
     deployment: Deployment, http: httpx.AsyncClient
 ) -> None:
@@ -112,7 +134,8 @@ async def test_repeated_parameters_are_refused(
         pytest.param("https://evil.example/callback", id="foreign"),
         pytest.param(REDIRECT_URI + "/../evil", id="path-suffix"),
         pytest.param(REDIRECT_URI + "x", id="prefix-match"),
-        pytest.param(REDIRECT_URI.replace("9999", "9998"), id="other-port"),
+        pytest.param(REDIRECT_URI.replace("127.0.0.1", "localhost"), id="localhost-for-loopback"),
+        pytest.param(REDIRECT_URI.replace("http:", "https:"), id="other-scheme"),
         pytest.param(REDIRECT_URI.replace("callback", "CALLBACK"), id="case"),
         pytest.param(REDIRECT_URI + "?next=https://evil.example", id="added-query"),
         pytest.param(REDIRECT_URI + "#frag", id="fragment"),

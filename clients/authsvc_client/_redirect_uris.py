@@ -1,0 +1,40 @@
+"""Whether a redirect URI sent with an authorization request is one registered for the client.
+
+The one rule authsvc and its HTTP gateway both apply (OAuth 2.1 §2.3.1, RFC 9700 §4.1.3): the URI
+must equal a registered one character for character, with one exception (RFC 8252 §7.3): for a
+loopback IP literal over http (`http://127.0.0.1…`, `http://[::1]…`), the port may differ, because
+a native app listens on whatever port the system gave it for this one request. `localhost` gets no
+exception (RFC 8252 §8.3), and nothing else about the URI may differ: scheme, host, path and query
+are compared exactly, and a URI with user information or a fragment never matches.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+__all__ = ["redirect_uri_registered"]
+
+# http, a loopback IP literal, an optional port of digits, then the path and query (no fragment).
+_LOOPBACK = re.compile(
+    r"http://(127\.0\.0\.1|\[::1\])(?::(?P<port>[0-9]{1,5}))?(?P<rest>[/?][^#]*)?"
+)
+
+
+def _without_loopback_port(uri: str) -> str | None:
+    """`uri` with its port taken out, if it is a loopback redirect URI; None if it is not."""
+    match = _LOOPBACK.fullmatch(uri)
+    if match is None or not 0 < int(match.group("port") or 80) <= 65535:
+        return None
+    return f"http://{match.group(1)}{match.group('rest') or ''}"
+
+
+def redirect_uri_registered(registered: Iterable[str], sent: str) -> bool:
+    """Whether `sent` is one of the `registered` redirect URIs, by the rule above."""
+    registered = tuple(registered)
+    if sent in registered:
+        return True
+    portless = _without_loopback_port(sent)
+    return portless is not None and any(
+        _without_loopback_port(uri) == portless for uri in registered
+    )

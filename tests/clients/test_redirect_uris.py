@@ -1,0 +1,59 @@
+"""redirect_uri_registered: exact matching, and the port of a loopback IP literal (RFC 8252 §7.3)."""
+
+from __future__ import annotations
+
+import pytest
+from authsvc_client import redirect_uri_registered
+
+WEB = "https://app.example/cb"
+LOOPBACK = "http://127.0.0.1/cb"
+LOOPBACK_V6 = "http://[::1]:8000/cb"
+REGISTERED = (WEB, LOOPBACK, LOOPBACK_V6, "http://localhost:3000/cb", "com.example.app:/cb")
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        pytest.param(WEB, id="exact"),
+        pytest.param("com.example.app:/cb", id="custom-scheme-exact"),
+        pytest.param("http://127.0.0.1:53123/cb", id="loopback-any-port"),
+        pytest.param(LOOPBACK, id="loopback-registered-without-port"),
+        pytest.param("http://[::1]:61023/cb", id="ipv6-loopback-another-port"),
+        pytest.param("http://[::1]/cb", id="ipv6-loopback-no-port"),
+    ],
+)
+def test_registered(sent: str) -> None:
+    assert redirect_uri_registered(REGISTERED, sent)
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        pytest.param("https://app.example:8443/cb", id="https-port-is-exact"),
+        pytest.param("http://localhost:3001/cb", id="localhost-port-is-exact"),
+        pytest.param("http://127.0.0.1:53123/cb/extra", id="loopback-other-path"),
+        pytest.param("http://127.0.0.1:53123/cb?next=x", id="loopback-added-query"),
+        pytest.param("http://127.0.0.1:53123/cb#x", id="loopback-fragment"),
+        pytest.param("http://[::1]:53123/callback", id="ipv6-other-path"),
+        pytest.param("http://127.0.0.1:53123/CB", id="loopback-case"),
+        pytest.param("https://127.0.0.1:53123/cb", id="loopback-other-scheme"),
+        pytest.param("http://user@127.0.0.1:53123/cb", id="loopback-userinfo"),
+        pytest.param("http://127.0.0.1:80@evil.example/cb", id="userinfo-trick"),
+        pytest.param("http://127.0.0.1.evil.example/cb", id="loopback-prefix-host"),
+        pytest.param("http://127.0.0.2:53123/cb", id="other-loopback-address"),
+        pytest.param("http://127.0.0.1:99999/cb", id="port-out-of-range"),
+        pytest.param("http://127.0.0.1:0/cb", id="port-zero"),
+        pytest.param("http://127.0.0.1:/cb", id="empty-port"),
+    ],
+)
+def test_not_registered(sent: str) -> None:
+    assert not redirect_uri_registered(REGISTERED, sent)
+
+
+def test_a_non_loopback_registration_never_matches_a_loopback_uri() -> None:
+    assert not redirect_uri_registered([WEB], "http://127.0.0.1:53123/cb")
+
+
+def test_ipv4_and_ipv6_loopback_do_not_stand_for_each_other() -> None:
+    assert not redirect_uri_registered([LOOPBACK_V6], "http://127.0.0.1:8000/cb")
+    assert not redirect_uri_registered([LOOPBACK], "http://[::1]/cb")
