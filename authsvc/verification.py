@@ -12,6 +12,7 @@ entry can never outlive the token's expiry or a revocation.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import authsvc_client
@@ -25,29 +26,34 @@ CACHE_ENTRIES = 100_000
 
 
 class VerifiedTokenCache:
-    """Tokens `verify_access_token` accepted, with their claims, keyed by the token itself.
+    """Tokens `verify_access_token` accepted, with their claims, keyed by the token's SHA-256,
+    so the cache holds no usable token (and 32 bytes a key instead of the whole token).
 
     Bounded: when full, the oldest half is dropped (insertion order), which costs nothing per hit.
     """
 
     def __init__(self, capacity: int = CACHE_ENTRIES) -> None:
         self._capacity = capacity
-        self._entries: dict[str, AccessClaims] = {}
+        self._entries: dict[bytes, AccessClaims] = {}
 
     def __repr__(self) -> str:
         return f"VerifiedTokenCache(entries={len(self._entries)})"
 
     def get(self, token: str) -> AccessClaims | None:
-        return self._entries.get(token)
+        return self._entries.get(_key(token))
 
     def put(self, token: str, claims: AccessClaims) -> None:
         if len(self._entries) >= self._capacity:
             for stale in list(self._entries)[: self._capacity // 2]:
                 del self._entries[stale]
-        self._entries[token] = claims
+        self._entries[_key(token)] = claims
 
     def clear(self) -> None:
         self._entries.clear()
+
+
+def _key(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
 
 
 def check_scopes(claims: AccessClaims, required_scopes: Sequence[str]) -> None:

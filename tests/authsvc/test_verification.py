@@ -381,3 +381,12 @@ def test_a_cached_token_is_checked_again_on_every_call(
     with pytest.raises(errors.InvalidToken) as refused_here:
         verifier.verify(shared.TOKEN, audience=audience)
     assert refused_here.value.description == description
+
+
+def test_the_cache_holds_no_usable_token() -> None:
+    cache = verification.VerifiedTokenCache()
+    claims = unit_verifier().verify(shared.TOKEN, audience=shared.AUDIENCE)
+    cache.put(shared.TOKEN, claims)
+    assert cache.get(shared.TOKEN) is claims
+    assert shared.TOKEN not in repr(vars(cache))
+    assert all(isinstance(key, bytes) and len(key) == 32 for key in vars(cache)["_entries"])
