@@ -6,6 +6,10 @@ claims in `current_claims()`, a refused one is answered by a prebuilt handler th
 the gRPC status of the error and, in trailing metadata, `oauth-error`, `oauth-error-description`
 and an RFC 6750 §3 `www-authenticate` challenge. The request of a refused call is never
 deserialized.
+
+A call that streams its responses is checked again before each message it sends (`_StreamGuard`):
+its token may expire, or be revoked, or the revocation state go stale while the stream lasts, and
+the stream then ends with the refusal a new call would get.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from ._credentials import ServiceCredentials
 from ._errors import InsufficientScope, InvalidToken, UnknownSigningKey
 from ._feed import AsyncAuthorityFeed, ThreadedAuthorityFeed
 from ._jwks import KeyCache
-from ._policy import Deny, Verdict, WhenStale
+from ._policy import Allow, Deny, Verdict, WhenStale
 from ._revocations import RevocationSet
 from ._scopes import MethodScopes
 from ._verification import Claims
@@ -207,15 +211,17 @@ class AsyncAuthInterceptor(_AsyncServerInterceptor):
             verdict = self.verifier.check(method, metadata)
         if isinstance(verdict, Deny):
             return _async_rejection(handler, verdict, self.verifier.audience)
+        guard = _StreamGuard.of(self.verifier, handler, verdict, method, metadata)
         if self._handler_kinds.runs_in_this_task(handler):
             # grpc.aio runs the interceptors and an async handler in one task per call, so the
             # claims set here are that handler's and no other call's (grpc's own example of
             # passing context from interceptor to handler). A wrapping handler built per call
-            # cost about a fifth of the interceptor's time (docs/performance.md).
+            # cost about a fifth of the interceptor's time (docs/performance.md), so only
+            # streaming responses get one.
             CURRENT_CLAIMS.set(verdict.claims)
-            return handler
+            return handler if guard is None else _async_guarded(handler, guard)
         # grpc.aio runs a sync handler in its thread pool: wrapped as a sync handler, it stays one.
-        return _sync_with_claims(handler, verdict.claims)
+        return _sync_with_claims(handler, verdict.claims, guard)
 
 
 class AuthInterceptor(_ServerInterceptor):
@@ -308,7 +314,93 @@ class AuthInterceptor(_ServerInterceptor):
             verdict = self.verifier.check(method, metadata)
         if isinstance(verdict, Deny):
             return _sync_rejection(handler, verdict, self.verifier.audience)
-        return _sync_with_claims(handler, verdict.claims)
+        guard = _StreamGuard.of(self.verifier, handler, verdict, method, metadata)
+        return _sync_with_claims(handler, verdict.claims, guard)
+
+
+class _StreamGuard:
+    """A streaming call's verdict, asked again before each response message it sends."""
+
+    __slots__ = ("_metadata", "_method", "_verifier")
+
+    def __init__(self, verifier: LocalVerifier, method: str, metadata: Any) -> None:
+        self._verifier = verifier
+        self._method = method
+        self._metadata = metadata
+
+    @classmethod
+    def of(
+        cls,
+        verifier: LocalVerifier,
+        handler: _Handler,
+        verdict: Allow,
+        method: str,
+        metadata: Any,
+    ) -> _StreamGuard | None:
+        """A guard for a call that streams its responses with a token; None otherwise (a public
+        call has no token that could lapse)."""
+        if not handler.response_streaming or verdict.claims is None:
+            return None
+        return cls(verifier, method, metadata)
+
+    def refusal(self) -> tuple[grpc.StatusCode, str, _Metadata] | None:
+        """The status, description and trailers to end the stream with, or None to go on."""
+        verdict = self._verifier.check(self._method, self._metadata)
+        if not isinstance(verdict, Deny):
+            return None
+        error = verdict.error
+        return error.status, error.description, rejection_metadata(verdict, self._verifier.audience)
+
+
+class _GuardedContext:
+    """An async handler's context whose `write` asks the guard first (handlers that send their
+    responses with `context.write` rather than by yielding them)."""
+
+    def __init__(self, context: grpc.aio.ServicerContext[Any, Any], guard: _StreamGuard) -> None:
+        self._context = context
+        self._guard = guard
+
+    async def write(self, message: Any) -> None:
+        await _abort_if_refused(self._context, self._guard)
+        await self._context.write(message)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+
+async def _abort_if_refused(
+    context: grpc.aio.ServicerContext[Any, Any], guard: _StreamGuard
+) -> None:
+    refusal = guard.refusal()
+    if refusal is not None:
+        status, description, trailers = refusal
+        await context.abort(status, description, trailing_metadata=trailers)
+
+
+def _async_guarded(handler: _Handler, guard: _StreamGuard) -> _Handler:
+    """`handler` (async, streaming its responses) with `guard` asked before each message."""
+    kind = _kind(handler)
+    behavior = getattr(handler, kind)
+    wrapped: Callable[..., Any]
+    if inspect.isasyncgenfunction(behavior):
+
+        async def yielding(request: Any, context: Any) -> Any:
+            async for response in behavior(request, context):
+                await _abort_if_refused(context, guard)
+                yield response
+
+        wrapped = yielding
+    else:
+
+        async def writing(request: Any, context: Any) -> Any:
+            return await behavior(request, _GuardedContext(context, guard))
+
+        wrapped = writing
+    return _FACTORIES[kind](
+        wrapped,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
 
 
 def _unknown_key(verdict: Verdict) -> bool:
@@ -373,7 +465,9 @@ def _sync_rejection(handler: _Handler, verdict: Deny, realm: str) -> _Handler:
     return _FACTORIES[_kind(handler)](abort)
 
 
-def _sync_with_claims(handler: _Handler, claims: Claims | None) -> _Handler:
+def _sync_with_claims(
+    handler: _Handler, claims: Claims | None, guard: _StreamGuard | None = None
+) -> _Handler:
     kind = _kind(handler)
     behavior = getattr(handler, kind)
 
@@ -382,8 +476,13 @@ def _sync_with_claims(handler: _Handler, claims: Claims | None) -> _Handler:
         def streaming(request: Any, context: Any) -> Iterator[Any]:
             # Each step of a generator runs in whichever thread iterates it (grpc.aio steps sync
             # generators in its thread pool, one step here, the next there), so the claims are
-            # set around every step and cleared after it (not reset: the thread may differ).
-            responses = iter(behavior(request, context))
+            # set around every step, the first call included (a plain function returning an
+            # iterator runs its body then), and cleared after it (the thread may differ).
+            CURRENT_CLAIMS.set(claims)
+            try:
+                responses = iter(behavior(request, context))
+            finally:
+                CURRENT_CLAIMS.set(None)
             while True:
                 CURRENT_CLAIMS.set(claims)
                 try:
@@ -392,6 +491,11 @@ def _sync_with_claims(handler: _Handler, claims: Claims | None) -> _Handler:
                     return
                 finally:
                     CURRENT_CLAIMS.set(None)
+                refusal = guard.refusal() if guard is not None else None
+                if refusal is not None:
+                    status, description, trailers = refusal
+                    context.set_trailing_metadata(trailers)
+                    context.abort(status, description)
                 yield response
 
         wrapped: Callable[..., Any] = streaming

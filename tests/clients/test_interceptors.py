@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent import futures
 from typing import Any
@@ -531,3 +532,128 @@ async def test_the_sync_interceptor_protects_a_sync_server(
     assert outcome["missing"][0] == grpc.StatusCode.UNAUTHENTICATED
     assert outcome["foreign"][1]["oauth-error"] == "invalid_token"
     assert outcome["scope"] == grpc.StatusCode.PERMISSION_DENIED
+
+
+class GatedNotes(notes_pb2_grpc.NotesServicer):
+    """ListNotes sends one note, waits for the test to open the gate, then sends another, in
+    each way a handler can send: async by yielding, async by `context.write`, sync by yielding."""
+
+    def __init__(self, style: str) -> None:
+        self.style = style
+        self.gate = asyncio.Event()
+        self.sync_gate = threading.Event()
+
+    async def _async_list(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        yield notes_pb2.Note(id="1", owner=current_claims().sub)
+        await self.gate.wait()
+        yield notes_pb2.Note(id="2", owner=current_claims().sub)
+
+    async def _write_list(self, request: Any, context: Any) -> None:
+        await context.write(notes_pb2.Note(id="1", owner=current_claims().sub))
+        await self.gate.wait()
+        await context.write(notes_pb2.Note(id="2", owner=current_claims().sub))
+
+    def _sync_list(self, request: Any, context: Any) -> Iterator[Any]:
+        yield notes_pb2.Note(id="1", owner=current_claims().sub)
+        assert self.sync_gate.wait(10)
+        yield notes_pb2.Note(id="2", owner=current_claims().sub)
+
+    def handler(self) -> Any:
+        behavior = {"yield": self._async_list, "write": self._write_list, "sync": self._sync_list}
+        return grpc.method_handlers_generic_handler(
+            "notes.v1.Notes",
+            {
+                "ListNotes": grpc.unary_stream_rpc_method_handler(
+                    behavior[self.style],
+                    request_deserializer=notes_pb2.ListNotesRequest.FromString,
+                    response_serializer=notes_pb2.Note.SerializeToString,
+                )
+            },
+        )
+
+    def open(self) -> None:
+        self.gate.set()
+        self.sync_gate.set()
+
+
+@pytest.mark.parametrize("style", ["yield", "write", "sync"])
+async def test_a_stream_ends_when_its_token_is_revoked_while_it_runs(
+    fake_authority: tuple[FakeAuthority, str], signer: Signer, clock: ManualClock, style: str
+) -> None:
+    authority, address = fake_authority
+    auth = AsyncAuthInterceptor(address, issuer=ISSUER, audience="notes", clock=clock)
+    server = grpc.aio.server(futures.ThreadPoolExecutor(max_workers=2), interceptors=[auth])
+    notes = GatedNotes(style)
+    server.add_generic_rpc_handlers((notes.handler(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    token = signer.mint(sub="erin", jti="jti-live")
+    async with auth:
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stream = notes_pb2_grpc.NotesStub(channel).ListNotes(
+                    notes_pb2.ListNotesRequest(), metadata=(("authorization", f"Bearer {token}"),)
+                )
+                first = await stream.read()
+                await authority.publish(expires_at=timestamp(NOW + 600), jti_revoked="jti-live")
+                await wait_for(lambda: revoked(auth, token))
+                notes.open()
+                with pytest.raises(grpc.aio.AioRpcError) as ended:
+                    await stream.read()
+        finally:
+            notes.open()
+            await server.stop(None)
+    assert first.owner == "erin"
+    assert ended.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert trailers(ended.value)["oauth-error"] == "invalid_token"
+
+
+async def test_the_sync_interceptor_ends_a_stream_whose_token_is_revoked(
+    fake_authority: tuple[FakeAuthority, str], signer: Signer, clock: ManualClock
+) -> None:
+    authority, address = fake_authority
+    auth = AuthInterceptor(address, issuer=ISSUER, audience="notes", clock=clock)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=[auth])
+    notes = GatedNotes("sync")
+    server.add_generic_rpc_handlers((notes.handler(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await asyncio.to_thread(auth.start)
+    server.start()
+    token = signer.mint(sub="erin", jti="jti-live")
+
+    def first_then_rest(stream: Any) -> tuple[Any, Any]:
+        first = next(stream)
+        return first, stream
+
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stream = notes_pb2_grpc.NotesStub(channel).ListNotes(
+                notes_pb2.ListNotesRequest(), metadata=(("authorization", f"Bearer {token}"),)
+            )
+            first, stream = await asyncio.to_thread(first_then_rest, stream)
+            await authority.publish(expires_at=timestamp(NOW + 600), jti_revoked="jti-live")
+            await wait_for(lambda: revoked(auth, token))
+            notes.open()
+            with pytest.raises(grpc.RpcError) as ended:
+                await asyncio.to_thread(next, stream)
+    finally:
+        notes.open()
+        server.stop(None)
+        await asyncio.to_thread(auth.close)
+    assert first.owner == "erin"
+    assert ended.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_plain_function_returning_an_iterator_sees_its_claims() -> None:
+    from authsvc_client._interceptors import _sync_with_claims
+
+    seen: list[Any] = []
+
+    def listing(request: Any, context: Any) -> Iterator[int]:
+        seen.append(current_claims())  # runs when called, before any step
+        return iter([1])
+
+    handler = grpc.unary_stream_rpc_method_handler(listing)
+    wrapped = _sync_with_claims(handler, "claims")  # type: ignore[arg-type]
+    assert list(wrapped.unary_stream(None, None)) == [1]
+    assert seen == ["claims"]
