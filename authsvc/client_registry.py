@@ -186,9 +186,8 @@ async def revoke_client(
         revoked = await tx.revoke_families_where(
             now, reason or "client revoked", client_id=client_id
         )
-        not_before = ctx.revocations.not_before_for(
-            now
-        )  # covers tokens minted after an earlier one
+        # Also covers the tokens minted after an earlier revocation in this second.
+        not_before = ctx.revocations.not_before_for(now)
         event = ctx.revocation_event("client", client_id, now, not_before=not_before)
         events = await append_events(tx, [event])
         await tx.append_audit(
