@@ -2,7 +2,9 @@
 
 After a successful login the gateway does not keep a session. Instead the consent form carries a
 ticket: the authenticated subject and the validated authorization request, with an expiry, under
-an HMAC of the gateway's session key. Tampering or age makes the ticket worthless.
+an HMAC of the gateway's session key. Tampering or age makes the ticket worthless. The ticket also
+names the browser it was shown to (a digest of its CSRF nonce, `browser_binding`), so a ticket
+copied out of one browser is refused in another (RFC 9700 §4.7).
 """
 
 from __future__ import annotations
@@ -24,6 +26,22 @@ _DOMAIN: Final = b"authsvc-gateway consent v1\x00"
 def needs_consent(client: pb.Client, *, first_party_skip_consent: bool) -> bool:
     """Third-party clients always ask the user; first-party ones only when configured to."""
     return not (client.first_party and first_party_skip_consent)
+
+
+def browser_binding(csrf_nonce: str | None) -> str:
+    """What a ticket records of the browser's CSRF nonce: a digest, never the nonce itself."""
+    digest = hashlib.sha256(_DOMAIN + b"browser\x00" + (csrf_nonce or "").encode()).digest()
+    return _b64(digest)
+
+
+def bound_to(payload: Mapping[str, Any], csrf_nonce: str | None) -> bool:
+    """Whether an opened ticket was shown to the browser that holds `csrf_nonce`."""
+    sealed = payload.get("browser")
+    return (
+        isinstance(sealed, str)
+        and csrf_nonce is not None
+        and hmac.compare_digest(sealed, browser_binding(csrf_nonce))
+    )
 
 
 def seal_ticket(key: bytes, payload: Mapping[str, Any], *, now: int, lifetime: int) -> str:

@@ -459,6 +459,24 @@ async def test_a_client_disabled_during_consent_gets_no_redirect(
     assert "invalid_client" in refused.text
 
 
+async def test_a_consent_ticket_copied_into_another_browser_is_refused(
+    deployment: Deployment, http: httpx.AsyncClient
+) -> None:
+    client_id, consent = await _consent_page(deployment, http)
+    ticket = read_form(consent).fields["ticket"]
+    _, challenge = pkce_pair()
+    async with httpx.AsyncClient(base_url=deployment.url) as other_browser:
+        # Its own sign-in form gives it a valid CSRF cookie and token of its own.
+        page = await other_browser.get(authorize_url(deployment, client_id, challenge))
+        form = read_form(page)
+        copied = {CSRF_FIELD: form.fields[CSRF_FIELD], "ticket": ticket, "decision": "allow"}
+        refused = await other_browser.post(deployment.url + paths.CONSENT, data=copied)
+    assert refused.status_code == 400
+    assert "location" not in refused.headers
+    # The browser it was shown to still completes the authorization.
+    assert "code" in redirect_params(await decide(http, consent, "allow"))
+
+
 async def test_a_tampered_consent_ticket_is_refused(
     deployment: Deployment, http: httpx.AsyncClient
 ) -> None:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 from authsvc_client.v1 import authsvc_pb2 as pb
-from authsvc_gateway.consent import needs_consent, open_ticket, seal_ticket
+from authsvc_gateway.consent import (
+    bound_to,
+    browser_binding,
+    needs_consent,
+    open_ticket,
+    seal_ticket,
+)
 
 KEY = b"k" * 32
 
@@ -48,3 +54,24 @@ def test_a_tampered_ticket_opens_to_nothing(tamper) -> None:
 def test_another_key_cannot_open_it() -> None:
     ticket = seal_ticket(KEY, {"sub": "u1"}, now=100, lifetime=10)
     assert open_ticket(b"x" * 32, ticket, now=100) is None
+
+
+@pytest.mark.parametrize(
+    ("payload", "nonce", "bound"),
+    [
+        pytest.param({"browser": browser_binding("n1")}, "n1", True, id="the-same-browser"),
+        pytest.param({"browser": browser_binding("n1")}, "n2", False, id="another-browser"),
+        pytest.param({"browser": browser_binding("n1")}, None, False, id="no-cookie"),
+        pytest.param({}, "n1", False, id="a-ticket-naming-no-browser"),
+        pytest.param({"browser": 1}, "n1", False, id="not-a-string"),
+    ],
+)
+def test_a_ticket_is_bound_to_the_browser_it_was_shown_to(
+    payload: dict[str, object], nonce: str | None, bound: bool
+) -> None:
+    assert bound_to(payload, nonce) is bound
+
+
+def test_the_binding_is_not_the_nonce() -> None:
+    assert "n1" not in browser_binding("n1")
+    assert browser_binding("n1") != browser_binding("n2")

@@ -34,6 +34,8 @@ from authsvc_gateway.backend import AuthorityBackend
 from authsvc_gateway.config import GatewayConfig
 from authsvc_gateway.consent import (
     CONSENT_TICKET_LIFETIME,
+    bound_to,
+    browser_binding,
     needs_consent,
     open_ticket,
     seal_ticket,
@@ -105,6 +107,9 @@ class AuthorizationEndpoints:
             form_or_page.single(TICKET_FIELD) or "",
             now=int(self._clock()),
         )
+        if payload is not None and not bound_to(payload, self._csrf_nonce(request)):
+            log.info("consent ticket refused: shown to another browser")
+            payload = None
         sealed = _request_from_ticket(payload) if payload is not None else None
         if sealed is None:
             return error_page(
@@ -241,13 +246,13 @@ class AuthorizationEndpoints:
         client: pb.Client,
         subject: str,
     ) -> Response:
+        csrf = issue_csrf(self._config.session_key, self._csrf_nonce(request))
         ticket = seal_ticket(
             self._config.session_key,
-            {"sub": subject, **authorization.fields()},
+            {"sub": subject, "browser": browser_binding(csrf.cookie), **authorization.fields()},
             now=int(self._clock()),
             lifetime=CONSENT_TICKET_LIFETIME,
         )
-        csrf = issue_csrf(self._config.session_key, self._csrf_nonce(request))
         response = consent_page(
             client_name=client.name or client.client_id,
             scopes=authorization.scope or tuple(client.scopes),
