@@ -18,7 +18,7 @@ import asyncio
 import inspect
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import grpc
 from google.protobuf.descriptor_pool import DescriptorPool
@@ -343,13 +343,12 @@ class _StreamGuard:
             return None
         return cls(verifier, method, metadata)
 
-    def refusal(self) -> tuple[grpc.StatusCode, str, _Metadata] | None:
-        """The status, description and trailers to end the stream with, or None to go on."""
+    def refusal(self) -> _Refusal | None:
+        """What to end the stream with, or None to go on."""
         verdict = self._verifier.check(self._method, self._metadata)
         if not isinstance(verdict, Deny):
             return None
-        error = verdict.error
-        return error.status, error.description, rejection_metadata(verdict, self._verifier.audience)
+        return _Refusal.of(verdict, self._verifier.audience)
 
 
 class _GuardedContext:
@@ -373,8 +372,7 @@ async def _abort_if_refused(
 ) -> None:
     refusal = guard.refusal()
     if refusal is not None:
-        status, description, trailers = refusal
-        await context.abort(status, description, trailing_metadata=trailers)
+        await refusal.abort_async(context)
 
 
 def _async_guarded(handler: _Handler, guard: _StreamGuard) -> _Handler:
@@ -443,24 +441,42 @@ _FACTORIES: dict[str, Callable[..., _Handler]] = {
 }
 
 
+class _Refusal(NamedTuple):
+    """How a refused call ends: its status, description and trailing metadata."""
+
+    status: grpc.StatusCode
+    description: str
+    trailers: _Metadata
+
+    @classmethod
+    def of(cls, verdict: Deny, realm: str) -> _Refusal:
+        return cls(
+            verdict.error.status, verdict.error.description, rejection_metadata(verdict, realm)
+        )
+
+    async def abort_async(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        await context.abort(self.status, self.description, trailing_metadata=self.trailers)
+
+    def abort_sync(self, context: grpc.ServicerContext) -> None:
+        context.set_trailing_metadata(self.trailers)
+        context.abort(self.status, self.description)
+
+
 def _async_rejection(handler: _Handler, verdict: Deny, realm: str) -> _Handler:
-    status, description = verdict.error.status, verdict.error.description
-    trailers = rejection_metadata(verdict, realm)
+    refusal = _Refusal.of(verdict, realm)
 
     async def abort(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        await context.abort(status, description, trailing_metadata=trailers)
+        await refusal.abort_async(context)
 
     # No request deserializer: a refused caller's bytes are never parsed.
     return _FACTORIES[_kind(handler)](abort)
 
 
 def _sync_rejection(handler: _Handler, verdict: Deny, realm: str) -> _Handler:
-    status, description = verdict.error.status, verdict.error.description
-    trailers = rejection_metadata(verdict, realm)
+    refusal = _Refusal.of(verdict, realm)
 
     def abort(request: Any, context: grpc.ServicerContext) -> None:
-        context.set_trailing_metadata(trailers)
-        context.abort(status, description)
+        refusal.abort_sync(context)
 
     return _FACTORIES[_kind(handler)](abort)
 
@@ -493,9 +509,7 @@ def _sync_with_claims(
                     CURRENT_CLAIMS.set(None)
                 refusal = guard.refusal() if guard is not None else None
                 if refusal is not None:
-                    status, description, trailers = refusal
-                    context.set_trailing_metadata(trailers)
-                    context.abort(status, description)
+                    refusal.abort_sync(context)
                 yield response
 
         wrapped: Callable[..., Any] = streaming

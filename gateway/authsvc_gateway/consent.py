@@ -28,9 +28,9 @@ def needs_consent(client: pb.Client, *, first_party_skip_consent: bool) -> bool:
     return not (client.first_party and first_party_skip_consent)
 
 
-def browser_binding(csrf_nonce: str | None) -> str:
+def browser_binding(csrf_nonce: str) -> str:
     """What a ticket records of the browser's CSRF nonce: a digest, never the nonce itself."""
-    digest = hashlib.sha256(_DOMAIN + b"browser\x00" + (csrf_nonce or "").encode()).digest()
+    digest = hashlib.sha256(_DOMAIN + b"browser\x00" + csrf_nonce.encode()).digest()
     return _b64(digest)
 
 
