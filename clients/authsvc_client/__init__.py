@@ -7,6 +7,7 @@ an `AuthError` carrying its OAuth code.
 """
 
 from ._cache import VerificationCache
+from ._channels import is_local_target
 from ._client import AsyncAuthClient, AuthClient
 from ._clock import Clock, SystemClock
 from ._context import current_claims
@@ -92,6 +93,7 @@ __all__ = [
     "WhenStale",
     "check_claims",
     "current_claims",
+    "is_local_target",
     "parse_jwks",
     "redirect_uri_registered",
     "refuses_bearer",

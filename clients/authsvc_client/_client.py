@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
+from ._channels import aio_plaintext_channel, plaintext_channel
 from ._errors import AuthError, from_rpc_error, refuses_bearer
 from .v1 import authsvc_pb2 as pb
 from .v1 import authsvc_pb2_grpc
@@ -81,10 +82,11 @@ class AuthClient:
         self._tokens, self._authorization = _stubs(channel)
 
     @classmethod
-    def connect(cls, target: str, **options: Any) -> AuthClient:
-        """A client on its own plaintext channel to `target`, closed by `close()`. For TLS, build
+    def connect(cls, target: str, *, plaintext: bool = False, **options: Any) -> AuthClient:
+        """A client on its own plaintext channel to `target`, closed by `close()`: a target on
+        this machine, or any with `plaintext=True` (`authsvc_client._channels`). For TLS, build
         the channel with `grpc.secure_channel` and pass it to the constructor."""
-        client = cls(grpc.insecure_channel(target), **options)
+        client = cls(plaintext_channel(target, plaintext), **options)
         client._owns_channel = True
         return client
 
@@ -322,10 +324,11 @@ class AsyncAuthClient:
         self._tokens, self._authorization = _stubs(channel)
 
     @classmethod
-    def connect(cls, target: str, **options: Any) -> AsyncAuthClient:
-        """A client on its own plaintext channel to `target`, closed by `close()`. For TLS, build
+    def connect(cls, target: str, *, plaintext: bool = False, **options: Any) -> AsyncAuthClient:
+        """A client on its own plaintext channel to `target`, closed by `close()`: a target on
+        this machine, or any with `plaintext=True` (`authsvc_client._channels`). For TLS, build
         the channel with `grpc.aio.secure_channel` and pass it to the constructor."""
-        client = cls(grpc.aio.insecure_channel(target), **options)
+        client = cls(aio_plaintext_channel(target, plaintext), **options)
         client._owns_channel = True
         return client
 

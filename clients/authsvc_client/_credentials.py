@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from ._channels import plaintext_channel
 from ._client import AuthClient
 from ._clock import Clock, SystemClock
 from ._errors import from_rpc_error, refuses_bearer
@@ -102,12 +103,13 @@ class _Flight:
 class ServiceCredentials:
     """Client-credentials tokens for one OAuth client, for calls to other services.
 
-        creds = ServiceCredentials("authsvc:50051", client_id=..., client_secret=...,
+        creds = ServiceCredentials("127.0.0.1:50051", client_id=..., client_secret=...,
                                    audience=["orders"], scope=["orders:read"])
         channel = creds.secure_channel("orders:443", grpc.ssl_channel_credentials())
 
-    `authority` is authsvc's address (a plaintext channel is opened: use it on loopback or a
-    service mesh) or a ready `grpc.Channel` (for TLS). `renew_after` is the share of a token's
+    `authority` is a ready `grpc.Channel` to authsvc (for TLS), or its address, for a plaintext
+    channel: an address on this machine, or any with `plaintext=True` (behind a service mesh that
+    encrypts the hop; `authsvc_client._channels`). `renew_after` is the share of a token's
     lifetime after which it is renewed. `rng` draws the jitter of the back-off between failed
     renewals.
     """
@@ -124,11 +126,12 @@ class ServiceCredentials:
         renew_after: float = 0.8,
         timeout: float = 10.0,
         rng: random.Random | None = None,
+        plaintext: bool = False,
     ) -> None:
         if not 0 < renew_after <= 1:
             raise ValueError("renew_after is a share of the token lifetime, in (0, 1]")
         if isinstance(authority, str):
-            self._channel: grpc.Channel = grpc.insecure_channel(authority)
+            self._channel: grpc.Channel = plaintext_channel(authority, plaintext)
             self._owns_channel = True
         else:
             self._channel = authority

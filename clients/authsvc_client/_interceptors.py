@@ -24,6 +24,7 @@ import grpc
 from google.protobuf.descriptor_pool import DescriptorPool
 
 from ._cache import VerificationCache
+from ._channels import plaintext_channel, require_plaintext_allowed
 from ._clock import Clock, SystemClock
 from ._context import CURRENT_CLAIMS
 from ._credentials import ServiceCredentials
@@ -117,8 +118,9 @@ class AsyncAuthInterceptor(_AsyncServerInterceptor):
         async with auth:
             ...
 
-    `authority` is authsvc's address (plaintext) or a `grpc.aio.Channel` to it. `credentials`
-    authenticate the revocation stream (authsvc requires an authenticated caller for it).
+    `authority` is a `grpc.aio.Channel` to authsvc, or its address for a plaintext channel: an
+    address on this machine, or any with `plaintext=True` (as for `ServiceCredentials`).
+    `credentials` authenticate the revocation stream (authsvc requires an authenticated caller).
     `required_scopes` maps `/package.Service/Method` (or `/package.Service/*`) to scopes; the
     `authsvc.v1.required_scopes` option in the service's proto adds to it. `public_methods` need
     no token, on top of health and reflection. When the revocation stream has been silent longer
@@ -142,6 +144,7 @@ class AsyncAuthInterceptor(_AsyncServerInterceptor):
         min_key_refresh_interval: float = 10.0,
         cache_size: int = 10_000,
         clock: Clock | None = None,
+        plaintext: bool = False,
     ) -> None:
         self.verifier = _local_verifier(
             issuer=issuer,
@@ -157,6 +160,8 @@ class AsyncAuthInterceptor(_AsyncServerInterceptor):
             cache_size=cache_size,
             clock=clock,
         )
+        if isinstance(authority, str):
+            require_plaintext_allowed(authority, plaintext)  # now, not when start() opens it
         self._authority = authority
         self._credentials = credentials
         self._channel: grpc.aio.Channel | None = None
@@ -228,7 +233,8 @@ class AuthInterceptor(_ServerInterceptor):
     """Protects a sync `grpc.server`; the twin of `AsyncAuthInterceptor`, with the same
     arguments, running its background work on two daemon threads.
 
-        auth = AuthInterceptor("authsvc:50051", issuer=ISSUER, audience="notes", credentials=creds)
+        auth = AuthInterceptor("127.0.0.1:50051", issuer=ISSUER, audience="notes",
+                               credentials=creds)
         server = grpc.server(ThreadPoolExecutor(), interceptors=[auth])
         with auth:
             ...
@@ -251,6 +257,7 @@ class AuthInterceptor(_ServerInterceptor):
         min_key_refresh_interval: float = 10.0,
         cache_size: int = 10_000,
         clock: Clock | None = None,
+        plaintext: bool = False,
     ) -> None:
         self.verifier = _local_verifier(
             issuer=issuer,
@@ -267,7 +274,7 @@ class AuthInterceptor(_ServerInterceptor):
             clock=clock,
         )
         if isinstance(authority, str):
-            self._channel: grpc.Channel | None = grpc.insecure_channel(authority)
+            self._channel: grpc.Channel | None = plaintext_channel(authority, plaintext)
             channel = self._channel
         else:
             self._channel = None

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 import grpc
-from authsvc_client import AsyncAuthClient, ServiceCredentials, refuses_bearer
+from authsvc_client import AsyncAuthClient, ServiceCredentials, is_local_target, refuses_bearer
 from authsvc_client import AuthError as ClientAuthError
 from authsvc_client.v1 import authsvc_pb2 as pb
 from google.protobuf.message import Message
@@ -300,8 +300,16 @@ class GrpcBackend:
 
 
 def channel_credentials(config: GatewayConfig) -> grpc.ChannelCredentials | None:
-    """TLS credentials for the channel to authsvc, or None for plaintext (loopback, dev)."""
+    """TLS credentials for the channel to authsvc, or None for plaintext: to an upstream on this
+    machine, or to any with `upstream_plaintext` (a service mesh), since clients' secrets and
+    users' passwords cross this channel."""
     if config.upstream_ca_file is None:
+        if not (config.upstream_plaintext or is_local_target(config.upstream)):
+            raise ConfigError(
+                f"AUTHSVC_GATEWAY_UPSTREAM {config.upstream!r} is not on this machine: set "
+                "AUTHSVC_GATEWAY_UPSTREAM_CA_FILE for TLS to authsvc, or "
+                "AUTHSVC_GATEWAY_UPSTREAM_PLAINTEXT=true where a service mesh encrypts the hop"
+            )
         return None
     certificate = key = None
     if config.upstream_cert_file is not None and config.upstream_key_file is not None:

@@ -69,6 +69,10 @@ class GatewayConfig:
     upstream_ca_file: Path | None = None
     upstream_cert_file: Path | None = None
     upstream_key_file: Path | None = None
+    #: Plaintext to an `upstream` that is not on this machine (behind a service mesh that
+    #: encrypts the hop); without it such an upstream needs `upstream_ca_file`
+    #: (`backend.channel_credentials`).
+    upstream_plaintext: bool = False
 
     def __post_init__(self) -> None:
         pair = (self.upstream_cert_file, self.upstream_key_file)
@@ -123,6 +127,7 @@ class GatewayConfig:
             upstream_ca_file=_path(env, "AUTHSVC_GATEWAY_UPSTREAM_CA_FILE"),
             upstream_cert_file=_path(env, "AUTHSVC_GATEWAY_UPSTREAM_CERT_FILE"),
             upstream_key_file=_path(env, "AUTHSVC_GATEWAY_UPSTREAM_KEY_FILE"),
+            upstream_plaintext=_flag(env, "AUTHSVC_GATEWAY_UPSTREAM_PLAINTEXT", default=False),
         )
 
 

@@ -54,6 +54,7 @@ EXPORTED = {
     "WhenStale",
     "check_claims",
     "current_claims",
+    "is_local_target",
     "parse_jwks",
     "redirect_uri_registered",
     "refuses_bearer",

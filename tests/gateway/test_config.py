@@ -37,6 +37,7 @@ def test_every_setting_is_read() -> None:
             "AUTHSVC_FIRST_PARTY_SKIP_CONSENT": "false",
             "AUTHSVC_GATEWAY_SESSION_KEY": key,
             "AUTHSVC_GATEWAY_TRUSTED_PROXIES": "10.0.0.2",
+            "AUTHSVC_GATEWAY_UPSTREAM_PLAINTEXT": "true",
         }
     )
     assert (config.host, config.port) == ("10.1.2.3", 9000)
@@ -45,6 +46,7 @@ def test_every_setting_is_read() -> None:
     assert config.first_party_skip_consent is False
     assert config.session_key == b"k" * 32
     assert config.trusted_proxies == ("10.0.0.2",)
+    assert config.upstream_plaintext is True
     assert config.secure_cookies is True
     assert config.endpoint("/oauth/token") == "https://auth.example.com/oauth/token"
 
@@ -57,6 +59,9 @@ def test_every_setting_is_read() -> None:
         ),
         pytest.param({"AUTHSVC_GATEWAY_ADDRESS": "8080"}, "AUTHSVC_GATEWAY_ADDRESS", id="address"),
         pytest.param({"AUTHSVC_FIRST_PARTY_SKIP_CONSENT": "maybe"}, "SKIP_CONSENT", id="flag"),
+        pytest.param(
+            {"AUTHSVC_GATEWAY_UPSTREAM_PLAINTEXT": "sure"}, "UPSTREAM_PLAINTEXT", id="plaintext"
+        ),
         pytest.param({"AUTHSVC_GATEWAY_SESSION_KEY": "c2hvcnQ"}, "SESSION_KEY", id="short-key"),
     ],
 )

@@ -90,3 +90,35 @@ def test_an_unreadable_tls_file_is_named_by_its_variable(
     )
     with pytest.raises(ConfigError, match=f"^{variable}=.*: cannot read it"):
         channel_credentials(config)
+
+
+@pytest.mark.parametrize(
+    ("upstream", "plaintext"),
+    [
+        pytest.param("127.0.0.1:50051", False, id="loopback"),
+        pytest.param("localhost:50051", False, id="localhost"),
+        pytest.param("unix:/run/authsvc.sock", False, id="unix-socket"),
+        pytest.param("authsvc.internal:50051", True, id="mesh-by-choice"),
+    ],
+)
+def test_plaintext_goes_where_nothing_leaves_the_machine_or_by_choice(
+    upstream: str, plaintext: bool
+) -> None:
+    config = GatewayConfig(
+        client_id="g", client_secret="s", upstream=upstream, upstream_plaintext=plaintext
+    )
+    assert channel_credentials(config) is None
+
+
+@pytest.mark.parametrize("upstream", ["authsvc.internal:50051", "10.0.0.7:50051", "[::]:50051"])
+def test_a_remote_upstream_without_tls_is_refused_at_start(upstream: str) -> None:
+    config = GatewayConfig(client_id="g", client_secret="s", upstream=upstream)
+    with pytest.raises(ConfigError, match=r"UPSTREAM_CA_FILE.*UPSTREAM_PLAINTEXT"):
+        channel_credentials(config)
+
+
+async def test_the_backend_opens_no_plaintext_channel_to_a_remote_upstream() -> None:
+    config = GatewayConfig(client_id="g", client_secret="s", upstream="authsvc.internal:50051")
+    with pytest.raises(ConfigError, match="not on this machine"):
+        async with GrpcBackend.connect(config):
+            pass
