@@ -3,7 +3,10 @@
 Each method's permissions come from its `authsvc.v1.required_scopes` option in the proto, read once
 from the descriptors. `decide` is the pure verdict; `CallerAuthInterceptor` finds the caller (bearer
 token or client certificate) and applies the verdict, before the servicer runs, so a refused call
-changes nothing.
+changes nothing. A streaming answer (WatchRevocations) outlives the token it was opened with, so
+the caller is found and judged again before each message: a stream ends with UNAUTHENTICATED once
+its token expires or is revoked, or its client is disabled, and the caller reconnects with a fresh
+token from where it was.
 """
 
 from __future__ import annotations
@@ -136,6 +139,8 @@ class CallerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-ar
             return self._deciding_in_handler(handler, policy)
         refusal = self._admit(policy, self._bearer_caller(policy, token))
         if refusal is None:
+            if handler.response_streaming and not policy.anonymous:
+                return self._judged_per_message(handler, policy, token)
             # Most calls end here: the handler runs as registered, with no wrapper around it.
             return handler
         if self._on_refusal is not None:
@@ -181,11 +186,31 @@ class CallerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-ar
             async def admitted(request: Any, context: Context) -> AsyncIterator[Any]:
                 if await admit(policy, context):
                     async for item in behaviour(request, context):
+                        if not await admit(policy, context):
+                            return
                         yield item
 
             return admitted
 
         return wrap_handler(handler, unary, stream)
+
+    def _judged_per_message(
+        self, handler: grpc.RpcMethodHandler[Any, Any], policy: MethodPolicy, token: str | None
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """A streaming handler whose bearer caller is judged again before each message."""
+        admit = self._admit
+
+        def stream(behaviour: StreamBehaviour) -> StreamBehaviour:
+            async def judged(request: Any, context: Context) -> AsyncIterator[Any]:
+                async for item in behaviour(request, context):
+                    refusal = admit(policy, self._bearer_caller(policy, token))
+                    if refusal is not None:
+                        await abort(context, refusal)
+                    yield item
+
+            return judged
+
+        return wrap_handler(handler, _not_judged_per_message, stream)
 
     async def _admit_in_handler(self, policy: MethodPolicy, context: Context) -> bool:
         try:
@@ -208,6 +233,11 @@ class CallerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-ar
         if not names:
             return None
         return await self._certificate(names[0].decode())
+
+
+def _not_judged_per_message(_behaviour: UnaryBehaviour) -> UnaryBehaviour:
+    # Raised from the interceptor, this fails the call rather than let it stream unjudged.
+    raise TypeError("a stream that sends with context.write() cannot be judged per message")
 
 
 def _refusing(

@@ -104,13 +104,23 @@ class _FeedBase:
         )
         return True
 
-    def _drop_refused_token(self, exc: grpc.RpcError | AuthError) -> None:
-        """authsvc refused our own token (UNAUTHENTICATED), say because the keys that signed it
-        went with a replaced database: fetch a fresh one next time instead of presenting this
-        one until it expires."""
+    def _drop_refused_token(self, exc: grpc.RpcError | AuthError) -> bool:
+        """authsvc refused our own token (UNAUTHENTICATED), say because it expired or the keys
+        that signed it went with a replaced database: fetch a fresh one next time instead of
+        presenting this one until it expires. True if it did."""
         error = from_rpc_error(exc) if isinstance(exc, grpc.RpcError) else None
-        if error is not None and refuses_bearer(error) and self._credentials is not None:
-            self._credentials.invalidate()
+        if error is None or not refuses_bearer(error) or self._credentials is None:
+            return False
+        self._credentials.invalidate()
+        return True
+
+    def _stream_failed(self, exc: grpc.RpcError | AuthError, *, delivered: bool) -> None:
+        """Drop a refused token, and log why the stream failed: info where a stream that was
+        delivering had its token refused (authsvc ends a stream once the token it was opened
+        with expires, routinely), a warning otherwise."""
+        refused = self._drop_refused_token(exc)
+        level = logging.INFO if refused and delivered else logging.WARNING
+        log.log(level, "authsvc revocation stream failed: %s", _describe(exc))
 
     def _wake_key_refresh(self) -> None:
         raise NotImplementedError
@@ -201,6 +211,7 @@ class AsyncAuthorityFeed(_FeedBase):
     async def _watch_loop(self) -> None:
         backoff = self._backoff_factory()
         while True:
+            delivered = False
             try:
                 call = self._stub.WatchRevocations(
                     self._watch_request(), metadata=await self._metadata()
@@ -208,12 +219,12 @@ class AsyncAuthorityFeed(_FeedBase):
                 async for event in call:
                     self._on_event(event)
                     backoff.reset()
+                    delivered = True
                 log.info("authsvc revocation stream ended; reconnecting")
             except (grpc.RpcError, AuthError) as exc:
                 if self._started_over(exc):
                     continue
-                self._drop_refused_token(exc)
-                log.warning("authsvc revocation stream failed: %s", _describe(exc))
+                self._stream_failed(exc, delivered=delivered)
             except Exception:
                 # A bug must not end the subscription for good; staleness would then reject
                 # (or silently accept) every call from the bound on.
@@ -315,6 +326,7 @@ class ThreadedAuthorityFeed(_FeedBase):
     def _watch_loop(self) -> None:
         backoff = self._backoff_factory()
         while not self._stopping.is_set():
+            delivered = False
             try:
                 call = self._stub.WatchRevocations(self._watch_request(), metadata=self._metadata())
                 with self._call_lock:
@@ -324,13 +336,13 @@ class ThreadedAuthorityFeed(_FeedBase):
                 for event in call:
                     self._on_event(event)
                     backoff.reset()
+                    delivered = True
             except (grpc.RpcError, AuthError) as exc:
                 if self._stopping.is_set():
                     return
                 if self._started_over(exc):
                     continue
-                self._drop_refused_token(exc)
-                log.warning("authsvc revocation stream failed: %s", _describe(exc))
+                self._stream_failed(exc, delivered=delivered)
             except Exception:
                 log.exception("authsvc revocation stream: unexpected error; reconnecting")
             self._stopping.wait(backoff.next_delay())

@@ -17,7 +17,14 @@ from google.protobuf.message import Message
 from authsvc import pkce
 from authsvc.client_registry import ADMIN_SCOPES, RegisteredClient
 from authsvc.errors import InsufficientScope, Unauthenticated
-from authsvc.rpc.caller_auth import Caller, MethodPolicy, bearer_token, decide, method_policies
+from authsvc.rpc.caller_auth import (
+    Caller,
+    CallerAuthInterceptor,
+    MethodPolicy,
+    bearer_token,
+    decide,
+    method_policies,
+)
 from authsvc.rpc.handlers import wrap_handler
 from authsvc.testing import RunningAuthority, start_authority
 from tests.authsvc.calls import (
@@ -432,3 +439,28 @@ def test_no_method_with_a_policy_streams_from_the_client() -> None:
         if method.client_streaming
     ]
     assert client_streaming == []
+
+
+async def test_a_stream_that_cannot_be_judged_per_message_is_never_passed_through() -> None:
+    # A stream that sends with context.write() has no messages to judge in between; were it
+    # passed through, it would go on after its caller's token expired.
+    async def writes(request: Any, context: Any) -> None:
+        raise AssertionError("must not run")
+
+    method = "/authsvc.v1.TokenService/WatchRevocations"
+    interceptor = CallerAuthInterceptor(
+        {method: MethodPolicy(required_scopes=())},
+        lambda token: Caller("watcher", frozenset(), "bearer"),
+    )
+
+    async def continuation(_details: Any) -> Any:
+        return grpc.unary_stream_rpc_method_handler(writes)
+
+    @dataclass
+    class Details:
+        method: str
+        invocation_metadata: tuple[tuple[str, str], ...]
+
+    details: Any = Details(method, (("authorization", "Bearer t"),))
+    with pytest.raises(TypeError, match="judged per message"):
+        await interceptor.intercept_service(continuation, details)

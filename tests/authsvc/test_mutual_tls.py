@@ -3,6 +3,7 @@ client id, and that client's registered scopes are the caller's permissions."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 from collections.abc import AsyncIterator
@@ -174,3 +175,25 @@ async def test_the_handshake_needs_a_certificate_from_our_ca(mtls: Mtls, client:
             pb.PublishKeysRequest(), timeout=5
         )
         assert (await refused(keys))[0] == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_certificate_callers_stream_ends_once_its_client_is_disabled(mtls: Mtls) -> None:
+    watcher = await mtls.running.create_client("watcher")
+    async with mtls.channel(mtls.ca.issue(watcher.client_id)) as channel:
+        tokens = authsvc_pb2_grpc.TokenServiceStub(channel)
+        stream = tokens.WatchRevocations(pb.WatchRevocationsRequest(cursor=0))
+        try:
+            assert (await stream.read()).cursor > 0
+            await mtls.running.authority.revoke_client(watcher.client_id, disable=True)
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                await _until_it_ends(stream)
+        finally:
+            stream.cancel()
+    assert ended.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def _until_it_ends(stream: grpc.aio.UnaryStreamCall) -> None:
+    """Read the backlog and heartbeats (one a second, each judged first) until the stream fails."""
+    async with asyncio.timeout(5):
+        while True:
+            assert await stream.read() != grpc.aio.EOF

@@ -14,7 +14,7 @@ from authsvc_client.v1 import authsvc_pb2_grpc
 
 from authsvc.client_registry import RegisteredClient
 from authsvc.testing import RunningAuthority, start_authority
-from tests.authsvc.calls import Metadata, bearer
+from tests.authsvc.calls import UNAUTHENTICATED, Metadata, bearer, refused
 
 Stub = authsvc_pb2_grpc.TokenServiceStub
 BOUND = 5.0  # seconds: no event takes this long to arrive on a loopback stream
@@ -228,6 +228,13 @@ async def test_a_revocation_after_the_newest_events_were_purged_is_streamed(
         admin = bearer(await running.admin_token())
         new = await issue(tokens, admin, app, "new")
         await tokens.RevokeFamily(pb.RevokeFamilyRequest(family_id=new.family_id), metadata=admin)
+        # The stream outlived the token it was opened with, so it ends instead of sending this.
+        assert (await refused(next_event(call)))[:2] == UNAUTHENTICATED
+    finally:
+        call.cancel()
+    # Resuming from the purged cursor, with a fresh token, carries on.
+    call = tokens.WatchRevocations(pb.WatchRevocationsRequest(cursor=latest), metadata=admin)
+    try:
         event = await next_event(call)
     finally:
         call.cancel()
@@ -291,3 +298,54 @@ async def test_a_cursor_not_in_this_databases_stream_is_out_of_range(
     assert raised.value.code() == grpc.StatusCode.OUT_OF_RANGE
     assert why in (raised.value.details() or "")
     assert "from cursor 0" in (raised.value.details() or "")
+
+
+# A stream outlives the token it was opened with: the caller is judged again before each message
+
+
+async def watch_live(tokens: Stub, metadata: Metadata, cursor: int) -> grpc.aio.UnaryStreamCall:
+    """A stream from `cursor`, once its backlog is sent (a heartbeat comes only then)."""
+    call = tokens.WatchRevocations(pb.WatchRevocationsRequest(cursor=cursor), metadata=metadata)
+    assert (await next_event(call, heartbeats=True)).WhichOneof("event") == "heartbeat"
+    return call
+
+
+async def test_a_stream_ends_once_its_token_expires(chatty: RunningAuthority) -> None:
+    admin = bearer(await chatty.admin_token())
+    latest = chatty.authority.ctx.feed.cursor
+    async with grpc.aio.insecure_channel(chatty.address) as channel:
+        tokens = Stub(channel)
+        call = await watch_live(tokens, admin, latest)
+        try:
+            chatty.clock.advance(chatty.settings.longest_access_token_life + 1)
+            refusal = await refused(next_event(call, heartbeats=True))
+        finally:
+            call.cancel()
+        assert refusal[:2] == UNAUTHENTICATED
+        assert refusal.description is not None
+        assert "expired" in refusal.description
+        # The subscriber reconnects with a fresh token and goes on from its cursor.
+        call = await watch_live(tokens, bearer(await chatty.admin_token()), latest)
+        call.cancel()
+
+
+async def test_a_stream_ends_once_its_callers_client_is_revoked(chatty: RunningAuthority) -> None:
+    admin = bearer(await chatty.admin_token())
+    watcher = await chatty.create_client("watcher", audiences=[chatty.settings.audience])
+    watching = bearer(await chatty.access_token(watcher, audience=[chatty.settings.audience]))
+    app = await chatty.create_client("app", grant_types=["refresh_token"], audiences=["api"])
+    latest = chatty.authority.ctx.feed.cursor
+    async with grpc.aio.insecure_channel(chatty.address) as channel:
+        tokens = Stub(channel)
+        pair = await issue(tokens, admin, app, "laptop")
+        call = await watch_live(tokens, watching, latest)
+        try:
+            await tokens.RevokeFamily(
+                pb.RevokeFamilyRequest(family_id=pair.family_id), metadata=admin
+            )
+            assert describe(await next_event(call)) == ("family_revoked", pair.family_id)
+            await chatty.authority.revoke_client(watcher.client_id)
+            refusal = await refused(next_event(call, heartbeats=True))
+        finally:
+            call.cancel()
+    assert refusal[:2] == UNAUTHENTICATED

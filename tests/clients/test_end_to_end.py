@@ -135,6 +135,18 @@ async def test_revoke_family_reaches_the_interceptor_within_100_ms(deployed: Dep
     assert took < 0.100
 
 
+async def test_the_revocation_stream_outlives_the_token_it_was_opened_with(tmp_path: Path) -> None:
+    # authsvc ends a stream whose token has expired; the interceptor's feed reconnects with a
+    # fresh one and resumes from its cursor, so the revocation still arrives. (The bound is beside
+    # the point: the clock jumps past it.)
+    async with deployment(tmp_path, staleness_bound=10_000) as deployed:
+        deployed.authority.clock.advance(deployed.authority.settings.longest_access_token_life + 1)
+        pair = await deployed.user_pair()
+        assert await deployed.status(pair.access_token) == OK
+        await deployed.admin.revoke_family(pair.family_id, reason="after the stream's token")
+        await rejected_within(deployed, pair.access_token, seconds=2.0)
+
+
 async def test_a_key_rotation_under_traffic_fails_no_call(tmp_path: Path) -> None:
     # The bound is beside the point here, and each rotation moves the clock by a cache lifetime.
     async with deployment(tmp_path, staleness_bound=10_000) as deployed:

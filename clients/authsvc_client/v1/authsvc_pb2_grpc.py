@@ -205,6 +205,11 @@ class TokenServiceServicer:
         replay at once (the subscriber is caught up) and then marks a live stream when nothing
         happens.
 
+        The caller is judged again before each message: once the token the stream was opened with
+        expires or is revoked, or a certificate caller's client is disabled, the stream ends with
+        UNAUTHENTICATED instead of sending it. The subscriber reconnects with a fresh token and
+        resumes from its cursor.
+
         Cursors count the events of one database. After authsvc's database is reset, replaced or
         restored from an older backup, an earlier cursor means nothing there: the call fails with
         OUT_OF_RANGE, before any message, when the request's `stream_id` is not this database's or
