@@ -752,18 +752,19 @@ class Tx:
         return int(result.rowcount) > 0
 
     async def revoke_families_where(self, at: float, reason: str, **match: str) -> list[str]:
-        """Revoke every live family matching `subject=` or `client_id=`; their ids."""
+        """Revoke every live family matching `subject=` or `client_id=`; their ids.
+
+        One statement with no list of ids: a client may have more live families than a statement
+        may carry parameters (32,767 on PostgreSQL, 32,766 in SQLite's default build)."""
         conditions = [t.families.c[name] == value for name, value in match.items()]
         live = and_(*conditions, t.families.c.revoked_at.is_(None), t.families.c.expires_at > at)
-        result = await self._exec(select(t.families.c.family_id).where(live))
-        ids = [row.family_id for row in result]
-        if ids:
-            await self._exec(
-                update(t.families)
-                .where(t.families.c.family_id.in_(ids), t.families.c.revoked_at.is_(None))
-                .values(revoked_at=at, revoke_reason=reason)
-            )
-        return ids
+        result = await self._exec(
+            update(t.families)
+            .where(live)
+            .values(revoked_at=at, revoke_reason=reason)
+            .returning(t.families.c.family_id)
+        )
+        return [row.family_id for row in result]
 
     async def live_families(self, subject: str, at: float) -> list[FamilyRecord]:
         result = await self._exec(

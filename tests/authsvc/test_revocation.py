@@ -9,8 +9,10 @@ import grpc
 import pytest
 from authsvc_client.v1 import authsvc_pb2 as pb
 from authsvc_client.v1 import authsvc_pb2_grpc
+from sqlalchemy import func, insert, select
 
 from authsvc.client_registry import RegisteredClient
+from authsvc.storage import schema
 from authsvc.storage.records import RevocationEventRecord
 from authsvc.testing import RunningAuthority
 from authsvc.tokens import opaque
@@ -423,3 +425,53 @@ async def test_a_token_issued_after_revoke_client_in_the_same_second_verifies(
         *INVALID_TOKEN,
         "token revoked (client revoked)",
     )
+
+
+# More live families than a statement may carry bind parameters (SQLite's 32,766 in its default
+# build, PostgreSQL's 32,767): a compromised app with that many sessions must still be revocable
+# in one call. revoke_subject runs the same statement.
+MANY_FAMILIES = 40_000
+
+
+async def _seed_families(running: RunningAuthority, client_id: str, subject: str, n: int) -> None:
+    now = running.clock.now()
+    rows = [
+        {
+            "family_id": f"{client_id[:8]}-{subject}-{i}",
+            "subject": subject,
+            "client_id": client_id,
+            "device_id": f"device-{i}",
+            "scope": "",
+            "audience": "api",
+            "created_at": now,
+            "last_used_at": now,
+            "expires_at": now + 3600,
+            "idle_expires_at": now + 3600,
+        }
+        for i in range(n)
+    ]
+    async with running.authority.ctx.store.transaction(bulk=True) as tx:
+        await (await tx.connection()).execute(insert(schema.families), rows)
+
+
+async def _live_families(running: RunningAuthority, **match: str) -> int:
+    f = schema.families
+    conditions = [f.c[name] == value for name, value in match.items()]
+    async with running.authority.ctx.store.transaction(readonly=True) as tx:
+        result = await (await tx.connection()).execute(
+            select(func.count()).select_from(f).where(*conditions, f.c.revoked_at.is_(None))
+        )
+        return int(result.scalar_one())
+
+
+async def test_revoke_client_with_more_families_than_a_statement_has_parameters(
+    running: RunningAuthority,
+) -> None:
+    app = await running.create_client("app", grant_types=["refresh_token"], audiences=["api"])
+    other = await running.create_client("other", grant_types=["refresh_token"], audiences=["api"])
+    await _seed_families(running, app.client_id, "alice", MANY_FAMILIES)
+    await _seed_families(running, other.client_id, "alice", 3)
+    revoked = await running.authority.revoke_client(app.client_id, reason="compromised")
+    assert revoked == MANY_FAMILIES
+    assert await _live_families(running, client_id=app.client_id) == 0
+    assert await _live_families(running, client_id=other.client_id) == 3
