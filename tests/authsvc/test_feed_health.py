@@ -72,6 +72,8 @@ async def test_a_feed_that_cannot_read_its_database_sends_no_heartbeats_until_it
         db_pool_size=TEST_POOL_SIZE,
         heartbeat_interval=HEARTBEAT,
         revocation_poll_interval=POLL,
+        # The subscriber's token outlives the clock's move past POLL (a stream ends with it).
+        access_token_ttl=2 * int(POLL),
     ) as running:
         feed = running.authority.ctx.feed
         app = await running.create_client("app", grant_types=["refresh_token"], audiences=["api"])
