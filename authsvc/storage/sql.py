@@ -931,23 +931,25 @@ class Tx:
             update(s).values(last_cursor=s.c.last_cursor + len(events)).returning(s.c.last_cursor)
         )
         last = int(result.scalar_one())
-        statement = _APPEND_EVENT["sqlite" if self.sqlite else "postgresql"]
-        cursors: list[int | None] = []
-        for cursor, event in zip(range(last - len(events) + 1, last + 1), events, strict=True):
-            result = await self._exec(
-                statement,
-                {
-                    "cursor": cursor,
-                    "occurred_at": event.occurred_at,
-                    "expires_at": event.expires_at,
-                    "kind": event.kind,
-                    "value": event.value,
-                    "not_before": event.not_before,
-                    "state": event.state,
-                },
-            )
-            # A jti revoked already keeps its first event, and this cursor goes unused.
-            cursors.append(cursor if result.scalar_one_or_none() is not None else None)
+        assigned = range(last - len(events) + 1, last + 1)
+        rows = [
+            {
+                "cursor": cursor,
+                "occurred_at": event.occurred_at,
+                "expires_at": event.expires_at,
+                "kind": event.kind,
+                "value": event.value,
+                "not_before": event.not_before,
+                "state": event.state,
+            }
+            for cursor, event in zip(assigned, events, strict=True)
+        ]
+        # Given many rows (an event per family of a subject), SQLAlchemy sends them as a few
+        # multi-row INSERTs ("insertmanyvalues"), each within the database's parameter limit.
+        result = await self._exec(_APPEND_EVENT["sqlite" if self.sqlite else "postgresql"], rows)
+        inserted = set(result.scalars())
+        # A jti revoked already keeps its first event, and its cursor here goes unused.
+        cursors = [cursor if cursor in inserted else None for cursor in assigned]
         appended = [c for c in cursors if c is not None]
         used = max(appended, default=last - len(events))
         if used != last:

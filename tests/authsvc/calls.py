@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import grpc
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from authsvc.storage.schema import metadata
 
@@ -66,3 +67,22 @@ async def audit_events(running: Any, kind: str) -> list[dict[str, Any]]:
     async with running.authority.ctx.store.transaction(readonly=True) as tx:
         events: list[dict[str, Any]] = await tx.audit_events(kind)
     return events
+
+
+@contextmanager
+def counting_statements(running: Any) -> Iterator[list[str]]:
+    """The SQL of every statement the store runs inside the block (of a many-row INSERT, each
+    batch SQLAlchemy sends it in)."""
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    engines = running.authority.ctx.store.engines  # every engine that runs the store's SQL
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", count)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sqlite3
 from typing import Any
 
 import grpc
@@ -24,6 +26,7 @@ from tests.authsvc.calls import (
     Metadata,
     audit_events,
     bearer,
+    counting_statements,
     database_rows,
     refused,
 )
@@ -428,12 +431,32 @@ async def test_a_token_issued_after_revoke_client_in_the_same_second_verifies(
 
 
 # More live families than a statement may carry bind parameters (SQLite's 32,766 in its default
-# build, PostgreSQL's 32,767): a compromised app with that many sessions must still be revocable
-# in one call. revoke_subject runs the same statement.
+# build, PostgreSQL's 32,767): a compromised app, or a subject, with that many sessions must still
+# be revocable in one call.
 MANY_FAMILIES = 40_000
+SQLITE_DEFAULT_MAX_VARIABLES = 32_766
 
 
-async def _seed_families(running: RunningAuthority, client_id: str, subject: str, n: int) -> None:
+@pytest.fixture
+def sqlite_default_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every SQLite connection opened from here on takes as many bind parameters per statement
+    as SQLite's default build does: Debian's, which this venv may load, raises it to 250,000."""
+    connect = sqlite3.connect
+
+    def limited(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = connect(*args, **kwargs)
+        conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, SQLITE_DEFAULT_MAX_VARIABLES)
+        return conn
+
+    for module in (sqlite3, sqlite3.dbapi2):  # aiosqlite calls the one, SQLAlchemy the other
+        monkeypatch.setattr(module, "connect", limited)
+
+
+async def _seed_families(
+    running: RunningAuthority, client_id: str, subject: str, n: int
+) -> list[str]:
+    """`n` live families in one bulk INSERT (issuing them one by one would take minutes); their
+    ids."""
     now = running.clock.now()
     rows = [
         {
@@ -452,6 +475,7 @@ async def _seed_families(running: RunningAuthority, client_id: str, subject: str
     ]
     async with running.authority.ctx.store.transaction(bulk=True) as tx:
         await (await tx.connection()).execute(insert(schema.families), rows)
+    return [row["family_id"] for row in rows]
 
 
 async def _live_families(running: RunningAuthority, **match: str) -> int:
@@ -464,6 +488,17 @@ async def _live_families(running: RunningAuthority, **match: str) -> int:
         return int(result.scalar_one())
 
 
+async def _events(running: RunningAuthority) -> dict[str, list[str]]:
+    """The values of every revocation event, by kind."""
+    async with running.authority.ctx.store.transaction(readonly=True, bulk=True) as tx:
+        events = await tx.events_after(0, limit=2 * MANY_FAMILIES)
+    values: dict[str, list[str]] = {}
+    for event in events:
+        values.setdefault(event.kind, []).append(event.value)
+    return values
+
+
+@pytest.mark.usefixtures("sqlite_default_limits")
 async def test_revoke_client_with_more_families_than_a_statement_has_parameters(
     running: RunningAuthority,
 ) -> None:
@@ -475,3 +510,32 @@ async def test_revoke_client_with_more_families_than_a_statement_has_parameters(
     assert revoked == MANY_FAMILIES
     assert await _live_families(running, client_id=app.client_id) == 0
     assert await _live_families(running, client_id=other.client_id) == 3
+    # One event covers the client's access tokens; its refresh tokens end with their families.
+    assert (await _events(running))["client"] == [app.client_id]
+    [audit] = await audit_events(running, "client_revoked")
+    assert json.loads(audit["detail"])["families"] == MANY_FAMILIES
+
+
+@pytest.mark.usefixtures("sqlite_default_limits")
+async def test_revoke_subject_with_more_families_than_a_statement_has_parameters(
+    running: RunningAuthority,
+) -> None:
+    app = await running.create_client("app", grant_types=["refresh_token"], audiences=["api"])
+    families = await _seed_families(running, app.client_id, "bot", MANY_FAMILIES)
+    await _seed_families(running, app.client_id, "alice", 3)
+    known = len(running.authority.ctx.revocations)
+    with counting_statements(running) as statements:
+        revoked = await running.authority.revoke_subject("bot", reason="abuse")
+    assert revoked == MANY_FAMILIES
+    # A statement for many families at a time, not one for each.
+    assert len(statements) < MANY_FAMILIES / 100
+    assert await _live_families(running, subject="bot") == 0
+    assert await _live_families(running, subject="alice") == 3
+    # An event for each family besides the subject's (`revoke_subject` says why), all applied
+    # here before the reply, so that a Verify right after already says revoked.
+    events = await _events(running)
+    assert events["subject"] == ["bot"]
+    assert sorted(events["family"]) == sorted(families)
+    assert len(running.authority.ctx.revocations) == known + MANY_FAMILIES + 1
+    [audit] = await audit_events(running, "subject_revoked")
+    assert json.loads(audit["detail"])["families"] == MANY_FAMILIES

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,7 +23,6 @@ from authsvc_client import check_claims, verify_access_token
 from authsvc_client.v1 import authsvc_pb2 as pb
 from authsvc_client.v1 import authsvc_pb2_grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import event
 
 from authsvc import errors, verification
 from authsvc.clock import ManualClock
@@ -39,6 +37,7 @@ from tests.authsvc.calls import (
     INVALID_TOKEN,
     Metadata,
     bearer,
+    counting_statements,
     refused,
 )
 from tests.clients import test_verification as shared
@@ -268,23 +267,6 @@ async def test_token_of_a_retired_key_verifies_until_the_key_is_purged(
         *INVALID_TOKEN,
         "unknown signing key",
     )
-
-
-@contextmanager
-def counting_statements(running: RunningAuthority) -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    engines = running.authority.ctx.store.engines  # every engine that runs the store's SQL
-    for engine in engines:
-        event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        for engine in engines:
-            event.remove(engine, "before_cursor_execute", count)
 
 
 async def test_verify_of_a_live_token_never_queries_the_database(tmp_path: Path) -> None:
