@@ -26,7 +26,7 @@ from grpc_reflection.v1alpha import reflection
 
 from authsvc.authority import Authority
 from authsvc.config import ConfigError, Settings
-from authsvc.errors import AuthError
+from authsvc.errors import AuthError, NotFound, Unauthenticated
 from authsvc.health import DatabaseHealth, Listener, Verdict
 from authsvc.metrics import Metrics
 from authsvc.rpc.caller_auth import (
@@ -90,6 +90,9 @@ def _caller_from_certificate(authority: Authority) -> CertificateAuthenticator:
     async def authenticate(common_name: str) -> Caller | None:
         try:
             client = await authority.get_client(common_name)
+        except NotFound:
+            # Said as such, not as "no credential": the certificate came, its client did not.
+            raise Unauthenticated("the client certificate names no enabled client") from None
         except AuthError:
             return None
         return Caller(client.client_id, frozenset(client.scopes), "mtls")

@@ -156,7 +156,11 @@ async def test_a_certificate_for_no_enabled_client_is_unauthenticated(mtls: Mtls
         listing = authsvc_pb2_grpc.TokenServiceStub(channel).ListSessions(
             pb.ListSessionsRequest(subject="alice")
         )
-        assert (await refused(listing))[:2] == UNAUTHENTICATED
+        refusal = await refused(listing)
+    assert refusal[:2] == UNAUTHENTICATED
+    assert refusal.description == (
+        "caller credential rejected: the client certificate names no enabled client"
+    )
 
 
 async def test_a_bearer_token_still_works_over_mutual_tls(mtls: Mtls) -> None:
