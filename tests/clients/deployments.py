@@ -57,8 +57,12 @@ class Deployment:
 
 
 @asynccontextmanager
-async def deployment(tmp_path: Path, **protection: Any) -> AsyncIterator[Deployment]:
-    async with start_authority(tmp_path, **AUTHORITY_SETTINGS) as running:
+async def deployment(
+    tmp_path: Path, *, settings: dict[str, Any] | None = None, **protection: Any
+) -> AsyncIterator[Deployment]:
+    """authsvc with `settings` over AUTHORITY_SETTINGS, and the notes service protected by the
+    interceptor with `protection`."""
+    async with start_authority(tmp_path, **{**AUTHORITY_SETTINGS, **(settings or {})}) as running:
         notes_service = await running.create_client("notes", audiences=["authsvc"])
         caller = await running.create_client("reports", scopes=NOTES_SCOPES, audiences=["notes"])
         web = await running.create_client(
