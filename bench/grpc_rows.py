@@ -87,7 +87,7 @@ def paired(
 def spread(rounds: dict[str, list[dict[str, Any]]]) -> str:
     """The rounds behind a ratio, for its note: each side's range, the ratio of the medians, and
     the ratio of each side's best round, the statistic of the bench's runs before the eighth
-    round of docs/performance.md."""
+    round of docs/performance-history.md."""
     base = [r["rps"] for r in rounds["baseline_rounds"]]
     subject = [r["rps"] for r in rounds["subject_rounds"]]
     ratio = statistics.median(subject) / statistics.median(base)
