@@ -144,15 +144,26 @@ def _number(value: float | None, unit: str) -> str:
     return f"{value:.3g} {unit}"
 
 
-def _row(figure: Figure) -> str:
+def ratio_text(figure: Figure) -> str:
+    """The ratio to two decimals, or to three where two would round it onto its target's line
+    and so read as the opposite of `met` (0.848× is not ≥ 0.85×)."""
     ratio = figure.ratio
+    if ratio is None:
+        return "-"
+    text = f"{ratio:.2f}×"
+    if figure.target is not None and figure.met is not None and round(ratio, 2) == figure.target:
+        text = f"{ratio:.3f}×"
+    return text
+
+
+def _row(figure: Figure) -> str:
     met = {True: "yes", False: "NO", None: ""}[figure.met]
     return " | ".join(
         [
             figure.measurement,
             _number(figure.subject, figure.unit),
             _number(figure.baseline, figure.unit),
-            "-" if ratio is None else f"{ratio:.2f}×",
+            ratio_text(figure),
             figure.target_text,
             met,
         ]
