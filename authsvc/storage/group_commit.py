@@ -35,7 +35,33 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from authsvc.errors import TemporarilyUnavailable
 
 MAX_BATCH = 256  # bounds how long the first unit of a batch waits for its commit
-UNAVAILABLE = (OperationalError, InterfaceError, sqlite3.OperationalError, OSError)
+
+#: SQLite's primary result codes that say the statement itself is wrong, not the database out of
+#: reach: SQLITE_ERROR (a missing table, too many variables, a syntax error), SQLITE_TOOBIG,
+#: SQLITE_MISMATCH, SQLITE_MISUSE, SQLITE_RANGE. Retrying cannot help; it is a bug to report.
+SQLITE_BUG_CODES = frozenset({1, 18, 20, 21, 25})
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether a failure on the SQLite path means the database is out of reach for now (busy,
+    locked, I/O, disk full, unopenable, connection lost), so the caller should retry later,
+    rather than a bug in the statement, which must surface as one."""
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        if not isinstance(exc, (OperationalError, InterfaceError)):
+            return False
+        return not _sqlite_bug(exc.orig)
+    if isinstance(exc, sqlite3.OperationalError):
+        return not _sqlite_bug(exc)
+    return isinstance(exc, OSError)
+
+
+def _sqlite_bug(exc: BaseException | None) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)  # absent on errors SQLite itself did not raise
+    return (
+        isinstance(exc, sqlite3.Error) and isinstance(code, int) and code & 0xFF in SQLITE_BUG_CODES
+    )
 
 
 class InlineConnection:
@@ -296,9 +322,7 @@ class GroupCommit:
 def _unavailable_on_failure() -> Any:
     try:
         yield
-    except UNAVAILABLE as exc:
-        raise TemporarilyUnavailable("the database is unavailable, retry later") from exc
-    except DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise TemporarilyUnavailable("the database connection was lost") from exc
+    except Exception as exc:
+        if is_outage(exc):
+            raise TemporarilyUnavailable("the database is unavailable, retry later") from exc
         raise

@@ -44,7 +44,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.dialects.sqlite import pysqlite as sqlite_dialect
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
@@ -54,7 +54,7 @@ from authsvc.config import ConfigError
 from authsvc.errors import TemporarilyUnavailable
 from authsvc.storage import schema as t
 from authsvc.storage.engine import inline_sqlite_engine, is_sqlite
-from authsvc.storage.group_commit import UNAVAILABLE, GroupCommit, InlineConnection
+from authsvc.storage.group_commit import GroupCommit, InlineConnection, is_outage
 from authsvc.storage.records import (
     AuthorizationCodeRecord,
     ClientRecord,
@@ -205,7 +205,7 @@ def classify(exc: DBAPIError) -> Exception:
         return meaning
     if exc.connection_invalidated:
         return TemporarilyUnavailable("the database connection was lost, retry later")
-    if isinstance(exc, (OperationalError, InterfaceError)):
+    if is_outage(exc):
         return TemporarilyUnavailable("the database is unreachable, retry later")
     return exc
 
@@ -445,8 +445,12 @@ class SqlStore:
             try:
                 async with context as conn:
                     yield Tx(conn, sqlite=True)
-            except UNAVAILABLE as exc:
-                raise TemporarilyUnavailable("the database is unavailable, retry later") from exc
+            except Exception as exc:
+                if is_outage(exc):
+                    raise TemporarilyUnavailable(
+                        "the database is unavailable, retry later"
+                    ) from exc
+                raise
             return
         if self._writer is not None and not readonly:
             async with self._writer, self._begin(readonly) as tx:

@@ -1,0 +1,125 @@
+"""On SQLite, an outage (busy, locked, I/O, disk full) tells the caller to retry later, and a bug
+in a statement (a missing table, too many variables) surfaces as the bug it is: retrying cannot
+help, and "retry later" would send every client round the loop and hide the bug from the logs."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+
+from authsvc.errors import TemporarilyUnavailable
+from authsvc.storage import migrate
+from authsvc.storage.engine import create_engine
+from authsvc.storage.group_commit import is_outage
+from authsvc.storage.records import UserRecord
+from authsvc.storage.sql import SqlStore, classify
+from authsvc.testing import throwaway_settings
+
+
+def raised_by_sqlite(tmp_path: Path, sql: str, *, locked: bool = False) -> sqlite3.Error:
+    """The error SQLite itself raises for `sql` (with its result code), optionally while
+    another connection holds the write lock."""
+    path = tmp_path / "errors.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE IF NOT EXISTS t (x)")
+    if locked:
+        holder.execute("BEGIN EXCLUSIVE")
+    conn = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        conn.execute(sql)
+    except sqlite3.Error as exc:
+        return exc
+    finally:
+        conn.close()
+        holder.close()
+    raise AssertionError(f"{sql!r} did not fail")
+
+
+def wrapped(orig: BaseException, cls: type[DBAPIError] = OperationalError) -> DBAPIError:
+    return cls("SELECT 1", {}, orig)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM no_such_table",  # SQLITE_ERROR: the schema is not what the code expects
+        "SELECT " + ", ".join("?" for _ in range(40_000)),  # too many SQL variables
+        "SELEC 1",  # a syntax error
+    ],
+)
+def test_a_bug_in_a_statement_is_not_an_outage(tmp_path: Path, sql: str) -> None:
+    error = raised_by_sqlite(tmp_path, sql)
+    assert not is_outage(error)
+    assert not is_outage(wrapped(error))
+    assert classify(wrapped(error)) is not None
+    assert not isinstance(classify(wrapped(error)), TemporarilyUnavailable)
+
+
+def test_a_locked_database_is_an_outage(tmp_path: Path) -> None:
+    error = raised_by_sqlite(tmp_path, "INSERT INTO t VALUES (1)", locked=True)
+    assert error.sqlite_errorcode == sqlite3.SQLITE_BUSY
+    assert is_outage(error)
+    assert is_outage(wrapped(error))
+    assert isinstance(classify(wrapped(error)), TemporarilyUnavailable)
+
+
+@pytest.mark.parametrize(
+    ("error", "outage"),
+    [
+        # Raised by Python code, not SQLite: no result code, so taken as an outage as before.
+        (sqlite3.OperationalError("disk I/O error"), True),
+        (OSError("connection refused"), True),
+        (wrapped(sqlite3.OperationalError("disk I/O error")), True),
+        (wrapped(ConnectionResetError(), InterfaceError), True),  # PostgreSQL's driver, say
+        (wrapped(sqlite3.IntegrityError("UNIQUE constraint failed"), IntegrityError), False),
+        (sqlite3.IntegrityError("UNIQUE constraint failed"), False),
+        (ValueError("not a database error"), False),
+    ],
+)
+def test_is_outage(error: BaseException, outage: bool) -> None:
+    assert is_outage(error) is outage
+
+
+def test_a_lost_connection_is_an_outage_whatever_its_error() -> None:
+    error = wrapped(sqlite3.IntegrityError("mid-statement"), IntegrityError)
+    error.connection_invalidated = True
+    assert is_outage(error)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
+    engine = create_engine(throwaway_settings(tmp_path))
+    await migrate.upgrade(engine)
+    store = SqlStore(engine)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("readonly", "bulk"),
+    [(False, False), (True, False), (False, True), (True, True)],
+    ids=["inline write", "inline read", "bulk write", "bulk read"],
+)
+async def test_a_bug_reaches_the_caller_as_itself_and_the_store_keeps_working(
+    store: SqlStore, readonly: bool, bulk: bool
+) -> None:
+
+    async def a_query_on_a_missing_table() -> None:
+        async with store.transaction(readonly=readonly, bulk=bulk) as tx:
+            conn = await tx.connection()
+            await conn.execute(text("SELECT * FROM no_such_table"))
+
+    with pytest.raises(OperationalError, match="no such table") as raised:
+        await a_query_on_a_missing_table()
+    assert not isinstance(raised.value, TemporarilyUnavailable)
+    async with store.transaction() as tx:
+        await tx.insert_user(UserRecord("sub-ada", "ada", 0.0, "hash"))
+    async with store.transaction(readonly=True) as tx:
+        assert await tx.get_user("ada") is not None
