@@ -69,9 +69,14 @@ class _FeedBase:
         interval (a failing authsvc is retried at that pace, not once a tick)."""
         return self.verifier.keys.refresh_due() and self.verifier.keys.claim_refresh()
 
+    def _stream_opened(self) -> None:
+        self.verifier.revocations.stream_opened()
+
     def _on_event(self, event: pb.RevocationEvent) -> None:
-        self.verifier.revocations.apply(event)
-        self._mark_ready()
+        revocations = self.verifier.revocations
+        revocations.apply(event)
+        if revocations.caught_up:  # ready once the replay has ended, not at its first event
+            self._mark_ready()
         if event.WhichOneof("event") == "key_changed" and self._key_change_needs_refresh(event):
             self._wake_key_refresh()
 
@@ -149,8 +154,9 @@ class AsyncAuthorityFeed(_FeedBase):
         self._ready = asyncio.Event()
 
     async def start(self, ready_timeout: float = 5.0) -> None:
-        """Fetch keys, open the revocation stream, and wait (at most `ready_timeout`) until
-        both have answered. Past the timeout the loops keep trying in the background."""
+        """Fetch keys, open the revocation stream, and wait (at most `ready_timeout`) until the
+        keys have loaded and the stream has replayed every revocation authsvc holds (the
+        heartbeat after its replay). Past the timeout the loops keep trying in the background."""
         self._tasks = [
             asyncio.create_task(self._key_loop(), name="authsvc-keys"),
             asyncio.create_task(self._watch_loop(), name="authsvc-revocations"),
@@ -216,6 +222,7 @@ class AsyncAuthorityFeed(_FeedBase):
                 call = self._stub.WatchRevocations(
                     self._watch_request(), metadata=await self._metadata()
                 )
+                self._stream_opened()
                 async for event in call:
                     self._on_event(event)
                     backoff.reset()
@@ -266,8 +273,9 @@ class ThreadedAuthorityFeed(_FeedBase):
         self._ready = threading.Event()
 
     def start(self, ready_timeout: float = 5.0) -> None:
-        """Fetch keys, open the revocation stream, and wait (at most `ready_timeout`) until
-        both have answered. Past the timeout the loops keep trying in the background."""
+        """Fetch keys, open the revocation stream, and wait (at most `ready_timeout`) until the
+        keys have loaded and the stream has replayed every revocation authsvc holds (the
+        heartbeat after its replay). Past the timeout the loops keep trying in the background."""
         self._threads = [
             threading.Thread(target=self._key_loop, name="authsvc-keys", daemon=True),
             threading.Thread(target=self._watch_loop, name="authsvc-revocations", daemon=True),
@@ -333,6 +341,7 @@ class ThreadedAuthorityFeed(_FeedBase):
                     self._call = call
                 if self._stopping.is_set():
                     call.cancel()
+                self._stream_opened()
                 for event in call:
                     self._on_event(event)
                     backoff.reset()

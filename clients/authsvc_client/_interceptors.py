@@ -170,7 +170,8 @@ class AsyncAuthInterceptor(_AsyncServerInterceptor):
         self._handler_kinds = _HandlerKinds()
 
     async def start(self, ready_timeout: float = 5.0) -> None:
-        """Load the keys and open the revocation stream (waits at most `ready_timeout`)."""
+        """Load the keys and open the revocation stream, and wait (at most `ready_timeout`) for
+        its replay of the revocations authsvc holds to end."""
         async with self._start_lock:
             if self._feed is not None:
                 return
@@ -284,7 +285,8 @@ class AuthInterceptor(_ServerInterceptor):
         self._started = False
 
     def start(self, ready_timeout: float = 5.0) -> None:
-        """Load the keys and open the revocation stream (waits at most `ready_timeout`)."""
+        """Load the keys and open the revocation stream, and wait (at most `ready_timeout`) for
+        its replay of the revocations authsvc holds to end."""
         with self._start_lock:
             if self._started:
                 return

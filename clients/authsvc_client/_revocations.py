@@ -5,9 +5,12 @@ families (`sid`), subjects revoked as of a time, revoked `jti`s, and clients rev
 time. Every event says when the last token it covers expires (`expires_at`); the entry is dropped
 after that plus the verifier's leeway, so the set stays as small as the revocations in force.
 
-The set also knows how long ago the stream last spoke (any event or heartbeat), which is what the
-"stream down longer than the bound" rule is decided on, and where to resume it: the cursor, and
-the stream id of the database the cursor counts in.
+The set also knows how long ago the stream last spoke while caught up, which is what the "stream
+down longer than the bound" rule is decided on, and where to resume it: the cursor, and the stream
+id of the database the cursor counts in. A stream replays the events after our cursor first and
+then sends a heartbeat (authsvc's `RevocationFeed._deliver`): until that heartbeat the set lacks
+revocations the authority holds, so the events of the replay apply but do not count as the stream
+being alive, on the first connection and after every reconnection (`stream_opened`).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class RevocationSet:
         # delivered holds no revocations and applies `when_stale` until it does, rather than
         # counting as fresh for a whole staleness bound.
         self._last_heard_at = float("-inf")
+        self._caught_up = False  # has the stream sent its heartbeat since it (re)connected?
         self._next_prune_at = float("-inf")
 
     @property
@@ -64,15 +68,31 @@ class RevocationSet:
     def __len__(self) -> int:
         return len(self._families) + len(self._jtis) + len(self._subjects) + len(self._clients)
 
+    @property
+    def caught_up(self) -> bool:
+        """Whether the stream has sent its heartbeat since it (re)connected: every revocation
+        the authority held then is applied here."""
+        return self._caught_up
+
+    def stream_opened(self) -> None:
+        """A stream is about to deliver, from our cursor: its replay comes first, and until its
+        heartbeat the silence goes on counting."""
+        with self._lock:
+            self._caught_up = False
+
     def apply(self, event: authsvc_pb2.RevocationEvent) -> None:
-        """Apply one event from the stream. Replayed events (cursor not beyond ours) are ignored;
-        every event, heartbeats included, counts as the stream being alive and names its stream."""
+        """Apply one event from the stream. Replayed events (cursor not beyond ours) are ignored.
+        Every event names its stream; a heartbeat says the stream has caught up, and from then on
+        every event, heartbeats included, counts as the stream being alive."""
         now = self._clock.now()
         with self._lock:
-            self._last_heard_at = now
+            kind = event.WhichOneof("event")
+            if kind == "heartbeat":
+                self._caught_up = True
+            if self._caught_up:
+                self._last_heard_at = now
             if event.stream_id:
                 self._stream_id = event.stream_id
-            kind = event.WhichOneof("event")
             if kind in (None, "heartbeat") or event.cursor <= self._cursor:
                 return
             self._cursor = event.cursor
@@ -103,6 +123,7 @@ class RevocationSet:
     def mark_alive(self) -> None:
         """Record that the stream is connected and caught up."""
         with self._lock:
+            self._caught_up = True
             self._last_heard_at = self._clock.now()
 
     def revocation_of(self, claims: Claims) -> str | None:
@@ -124,7 +145,7 @@ class RevocationSet:
         return None
 
     def silent_for(self) -> float:
-        """Seconds since the stream last delivered anything; infinite before it first has."""
+        """Seconds since the stream last spoke while caught up; infinite before it first has."""
         return self._clock.now() - self._last_heard_at
 
     def prune(self) -> None:

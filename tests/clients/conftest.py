@@ -161,6 +161,8 @@ class FakeAuthority(authsvc_pb2_grpc.TokenServiceServicer):
         self.token_lifetime = 600
         self.hold: asyncio.Event | None = None  # set: token requests wait for it to be set
         self.requested = asyncio.Event()  # set by each token request as it arrives
+        # Set: a stream's replay stops after its first event until this is set.
+        self.hold_replay: asyncio.Event | None = None
 
     async def ClientCredentials(self, request: Any, context: Any) -> pb.AccessToken:
         self.token_requests += 1
@@ -194,6 +196,13 @@ class FakeAuthority(authsvc_pb2_grpc.TokenServiceServicer):
         if self._not_in_stream(request):
             await context.abort(grpc.StatusCode.OUT_OF_RANGE, "database replaced; start over")
         sent, generation = request.cursor, self.generation
+        # As authsvc does (`RevocationFeed._deliver`): the events after the cursor, then a
+        # heartbeat that says the subscriber has caught up, then events as they come.
+        for event in [e for e in self.events if e.cursor > sent]:
+            yield event
+            sent = event.cursor
+            if self.hold_replay is not None:
+                await self.hold_replay.wait()
         yield pb.RevocationEvent(cursor=sent, heartbeat=pb.Heartbeat(), stream_id=self.stream_id)
         while generation == self.generation:
             async with self.changed:

@@ -437,6 +437,44 @@ async def test_a_stale_stream_rejects_by_default(
     assert trailers(error)["oauth-error"] == "temporarily_unavailable"
 
 
+@pytest.mark.parametrize("kind", ["async", "sync"])
+async def test_a_verifier_is_not_ready_nor_fresh_until_the_replay_has_caught_up(
+    fake_authority: tuple[FakeAuthority, str], signer: Signer, clock: ManualClock, kind: str
+) -> None:
+    # authsvc replays the events after the cursor, then sends a heartbeat. A call made after the
+    # replay's first event must not pass a token whose revocation comes later in the replay.
+    authority, address = fake_authority
+    await authority.publish(expires_at=timestamp(NOW + 600), jti_revoked="someone-else")
+    await authority.publish(expires_at=timestamp(NOW + 600), family_revoked="family-1")
+    authority.hold_replay = asyncio.Event()
+    token = [("authorization", f"Bearer {signer.mint(sid='family-1', exp=NOW + 3600)}")]
+    auth: Any
+    if kind == "async":
+        auth = AsyncAuthInterceptor(address, issuer=ISSUER, audience="notes", clock=clock)
+        starting = asyncio.ensure_future(auth.start(ready_timeout=30))
+    else:
+        auth = AuthInterceptor(address, issuer=ISSUER, audience="notes", clock=clock)
+        starting = asyncio.ensure_future(asyncio.to_thread(auth.start, 30))
+    try:
+        await wait_for(lambda: auth.verifier.keys.loaded and auth.verifier.revocations.cursor == 1)
+        verdict = auth.verifier.check("/notes.v1.Notes/WhoAmI", token)
+        assert isinstance(verdict, Deny)
+        assert verdict.error.description == "revocation state is stale"
+        assert not starting.done()  # start() waits for the replay to end
+        authority.hold_replay.set()
+        await starting
+        verdict = auth.verifier.check("/notes.v1.Notes/WhoAmI", token)
+        assert isinstance(verdict, Deny)
+        assert "revoked" in verdict.error.description
+    finally:
+        authority.hold_replay.set()
+        await starting
+        if kind == "async":
+            await auth.close()
+        else:
+            await asyncio.to_thread(auth.close)
+
+
 @pytest.mark.parametrize("when_stale", [WhenStale.REJECT, WhenStale.ACCEPT])
 async def test_a_verifier_whose_stream_never_connected_is_stale_at_once(
     fake_authority: tuple[FakeAuthority, str],

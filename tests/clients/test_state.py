@@ -137,11 +137,41 @@ def test_each_kind_of_revocation_covers_its_tokens_only(clock: ManualClock, sign
 
 def test_replayed_events_are_ignored_but_count_as_life(clock: ManualClock, signer: Signer) -> None:
     revocations = RevocationSet(clock)
+    revocations.apply(pb.RevocationEvent(cursor=0, heartbeat=pb.Heartbeat()))
     revocations.apply(event(5, jti_revoked="a"))
     clock.advance(30)
     revocations.apply(event(5, jti_revoked="b"))  # same cursor: already applied
     assert revocations.silent_for() == 0
     assert revocations.revocation_of(verified(signer, jti="b").claims) is None
+
+
+def test_a_replay_applies_but_is_not_life_until_its_heartbeat(
+    clock: ManualClock, signer: Signer
+) -> None:
+    # authsvc replays the events after the cursor, then says it has caught up with a heartbeat:
+    # before that, revocations it holds may not have arrived yet.
+    revocations = RevocationSet(clock)
+    revocations.stream_opened()
+    revocations.apply(event(1, jti_revoked="a"))
+    assert revocations.revocation_of(verified(signer, jti="a").claims) == "token revoked"
+    assert (revocations.caught_up, revocations.silent_for()) == (False, float("inf"))
+    revocations.apply(pb.RevocationEvent(cursor=1, heartbeat=pb.Heartbeat()))
+    assert (revocations.caught_up, revocations.silent_for()) == (True, 0)
+    clock.advance(10)
+    revocations.apply(event(2, jti_revoked="b"))  # live, after the heartbeat: life
+    assert revocations.silent_for() == 0
+
+
+def test_a_reconnection_is_not_life_until_its_replay_ends(clock: ManualClock) -> None:
+    revocations = RevocationSet(clock)
+    revocations.stream_opened()
+    revocations.apply(pb.RevocationEvent(cursor=0, heartbeat=pb.Heartbeat()))
+    clock.advance(100)  # the stream went down for this long
+    revocations.stream_opened()
+    revocations.apply(event(1, jti_revoked="a"))
+    assert (revocations.caught_up, revocations.silent_for()) == (False, 100)
+    revocations.apply(pb.RevocationEvent(cursor=1, heartbeat=pb.Heartbeat()))
+    assert (revocations.caught_up, revocations.silent_for()) == (True, 0)
 
 
 def test_a_later_subject_revocation_moves_not_before_forward(
