@@ -93,6 +93,10 @@ def _import(entry: Mapping[str, Any]) -> PublishedKey | None:
     return PublishedKey(kid=kid, key=key, alg=alg, state=state if isinstance(state, str) else "")
 
 
+#: Purged kids remembered (`KeyCache.forget`): years of daily rotations.
+MAX_PURGED_KIDS = 4096
+
+
 class KeyCache:
     """The keys a verifier trusts now, when to fetch them again, and whether it may fetch now.
 
@@ -112,6 +116,10 @@ class KeyCache:
         self._default_max_age = default_max_age
         self._lock = threading.Lock()
         self._keys: Mapping[str, PublishedKey] = MappingProxyType({})
+        # Kids purged from the key ring, newest last: never trusted again, even from a key set
+        # fetched before the purge and installed after it. A purge is final, so the ring never
+        # publishes one of them again; bounded, since purges come one per rotation.
+        self._purged: dict[str, None] = {}
         self._loaded = False
         self._refresh_due_at = float("-inf")
         self._last_attempt_at = float("-inf")
@@ -127,16 +135,22 @@ class KeyCache:
         return self._loaded
 
     def install(self, keys: Mapping[str, PublishedKey], max_age: float | None = None) -> None:
-        """Trust exactly `keys` from now, until `max_age` seconds from now."""
+        """Trust exactly `keys` from now, until `max_age` seconds from now, but for any key
+        purged meanwhile (`forget`)."""
         age = max_age if max_age and max_age > 0 else self._default_max_age
         with self._lock:
-            self._keys = MappingProxyType(dict(keys))
+            self._keys = MappingProxyType(
+                {kid: key for kid, key in keys.items() if kid not in self._purged}
+            )
             self._loaded = True
             self._refresh_due_at = self._clock.now() + age
 
     def forget(self, kid: str) -> None:
-        """Stop trusting one key at once (it was purged from the key ring)."""
+        """Stop trusting one key at once and for good (it was purged from the key ring)."""
         with self._lock:
+            self._purged[kid] = None
+            while len(self._purged) > MAX_PURGED_KIDS:
+                del self._purged[next(iter(self._purged))]
             if kid in self._keys:
                 self._keys = MappingProxyType({k: v for k, v in self._keys.items() if k != kid})
 

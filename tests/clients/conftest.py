@@ -163,6 +163,9 @@ class FakeAuthority(authsvc_pb2_grpc.TokenServiceServicer):
         self.requested = asyncio.Event()  # set by each token request as it arrives
         # Set: a stream's replay stops after its first event until this is set.
         self.hold_replay: asyncio.Event | None = None
+        # Set: PublishKeys reads the keys, then answers only once this is set.
+        self.hold_keys: asyncio.Event | None = None
+        self.keys_requested = asyncio.Event()  # set by each PublishKeys as it arrives
 
     async def ClientCredentials(self, request: Any, context: Any) -> pb.AccessToken:
         self.token_requests += 1
@@ -182,6 +185,9 @@ class FakeAuthority(authsvc_pb2_grpc.TokenServiceServicer):
         if not self.available:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "down")
         keys = [s.public_key() for s in self.signers]
+        self.keys_requested.set()
+        if self.hold_keys is not None:
+            await self.hold_keys.wait()
         return pb.PublishKeysResponse(keys=keys, max_age_seconds=self.max_age)
 
     async def WatchRevocations(self, request: Any, context: Any) -> AsyncIterator[Any]:

@@ -267,6 +267,31 @@ async def test_a_purged_key_stops_verifying_at_once_even_from_the_cache(
     assert await notes.status("WhoAmI", token) == grpc.StatusCode.UNAUTHENTICATED
 
 
+async def test_a_purged_key_stays_purged_when_a_fetch_from_before_the_purge_lands(
+    service: tuple[Notes, Any],
+    fake_authority: tuple[FakeAuthority, str],
+    signer: Signer,
+    clock: ManualClock,
+) -> None:
+    notes, auth = service
+    authority, _ = fake_authority
+    token = signer.mint(exp=NOW + 3600)
+    assert await notes.status("WhoAmI", token) == grpc.StatusCode.OK
+    authority.hold_keys = asyncio.Event()
+    authority.keys_requested.clear()
+    clock.advance(301)  # past the key set's max age: the feed fetches it again
+    await asyncio.wait_for(authority.keys_requested.wait(), 5)  # read, not yet answered
+    authority.signers.clear()
+    await authority.publish(
+        expires_at=timestamp(NOW + 600), key_changed={"kid": signer.kid, "state": "purged"}
+    )
+    await wait_for(lambda: signer.kid not in auth.verifier.keys.keys)
+    authority.hold_keys.set()  # the answer read before the purge arrives
+    await wait_for(lambda: not auth.verifier.keys.refresh_due())  # and is installed
+    assert signer.kid not in auth.verifier.keys.keys
+    assert await notes.status("WhoAmI", token) == grpc.StatusCode.UNAUTHENTICATED
+
+
 @pytest.mark.parametrize(
     ("event", "token_claims"),
     [

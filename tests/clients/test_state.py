@@ -6,6 +6,7 @@ import random
 
 import pytest
 from authsvc_client import KeyCache, RevocationSet, VerificationCache, verify_access_token
+from authsvc_client._jwks import MAX_PURGED_KIDS
 from authsvc_client._revocations import Backoff
 from authsvc_client.v1 import authsvc_pb2 as pb
 
@@ -57,6 +58,26 @@ def test_forgetting_a_key_leaves_the_others(clock: ManualClock) -> None:
     keys.install({**one.published(), **two.published()})
     keys.forget(one.kid)
     assert list(keys.keys) == [two.kid]
+
+
+def test_a_purged_key_stays_out_of_a_key_set_fetched_before_its_purge(clock: ManualClock) -> None:
+    # The fetch was answered before the purge and installed after it: the key must not return.
+    one, two = Signer(), Signer()
+    keys = KeyCache(clock)
+    keys.install({**one.published(), **two.published()})
+    fetched_before_the_purge = {**one.published(), **two.published()}
+    keys.forget(one.kid)
+    keys.install(fetched_before_the_purge)
+    assert list(keys.keys) == [two.kid]
+
+
+def test_purged_kids_are_remembered_within_a_bound(clock: ManualClock) -> None:
+    keys = KeyCache(clock)
+    for i in range(MAX_PURGED_KIDS + 10):
+        keys.forget(f"kid-{i}")
+    assert len(keys._purged) == MAX_PURGED_KIDS
+    assert "kid-0" not in keys._purged
+    assert f"kid-{MAX_PURGED_KIDS + 9}" in keys._purged
 
 
 # VerificationCache
