@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -86,6 +87,11 @@ def _local_verifier(
     clock: Clock | None,
 ) -> LocalVerifier:
     """The verifier both interceptors are built around, from their shared arguments."""
+    _check_bounds(
+        leeway=leeway,
+        staleness_bound=staleness_bound,
+        min_key_refresh_interval=min_key_refresh_interval,
+    )
     clock = clock or SystemClock()
     return LocalVerifier(
         issuer=issuer,
@@ -104,6 +110,25 @@ def _local_verifier(
         staleness_bound=staleness_bound,
         when_stale=when_stale,
     )
+
+
+#: The most clock skew a verifier may allow, as authsvc itself (AUTHSVC_LEEWAY).
+MAX_LEEWAY = 300.0
+
+
+def _check_bounds(
+    *, leeway: float, staleness_bound: float, min_key_refresh_interval: float
+) -> None:
+    """Refuse, at construction, settings that would switch a check off: a leeway that is not a
+    finite number of seconds within 0..MAX_LEEWAY (NaN compares false, so `exp` would never
+    pass; infinity accepts any expired token), or a staleness bound or key refresh interval
+    that is not finite and positive (a NaN bound never goes stale, failing open)."""
+    if not (math.isfinite(leeway) and 0 <= leeway <= MAX_LEEWAY):
+        raise ValueError(f"leeway is seconds of clock skew within 0..{MAX_LEEWAY:.0f}")
+    if not (math.isfinite(staleness_bound) and staleness_bound > 0):
+        raise ValueError("staleness_bound is a positive, finite number of seconds")
+    if not (math.isfinite(min_key_refresh_interval) and min_key_refresh_interval >= 0):
+        raise ValueError("min_key_refresh_interval is a finite, non-negative number of seconds")
 
 
 class AsyncAuthInterceptor(_AsyncServerInterceptor):

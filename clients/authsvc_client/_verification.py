@@ -266,13 +266,20 @@ def _string(raw: Mapping[str, Any], name: str, *, required: bool = True) -> str:
     return value
 
 
+MAX_NUMERIC_DATE = 2**53
+
+
 def _numeric_date(raw: Mapping[str, Any], name: str) -> int:
-    """RFC 7519 §2 NumericDate: a JSON number. Not a bool (an int in Python), and not NaN or
-    infinity, which never compare as expired. Whole seconds, rounded down."""
+    """RFC 7519 §2 NumericDate: a JSON number. Not a bool (an int in Python), not NaN or
+    infinity, which never compare as expired, and not beyond ±2^53 seconds (JSON's exact
+    integers, 285 million years), where an int no longer compares with the clock's float.
+    Whole seconds, rounded down."""
     value = raw.get(name)
     if isinstance(value, bool) or not (
         isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
     ):
+        raise _malformed(name)
+    if not -MAX_NUMERIC_DATE <= value <= MAX_NUMERIC_DATE:
         raise _malformed(name)
     return int(value)
 

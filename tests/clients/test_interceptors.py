@@ -720,3 +720,38 @@ def test_a_plain_function_returning_an_iterator_sees_its_claims() -> None:
     wrapped = _sync_with_claims(handler, "claims")  # type: ignore[arg-type]
     assert list(wrapped.unary_stream(None, None)) == [1]
     assert seen == ["claims"]
+
+
+@pytest.mark.parametrize("interceptor_class", [AsyncAuthInterceptor, AuthInterceptor])
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("leeway", float("nan")),  # every time comparison false: exp never checked
+        ("leeway", float("inf")),  # any expired token accepted
+        ("leeway", 301.0),  # beyond authsvc's own bound
+        ("leeway", -1.0),
+        ("staleness_bound", float("nan")),  # never stale: fails open
+        ("staleness_bound", float("inf")),
+        ("staleness_bound", 0.0),
+        ("min_key_refresh_interval", float("nan")),
+        ("min_key_refresh_interval", -1.0),
+    ],
+)
+def test_a_setting_that_would_switch_a_check_off_is_refused_at_construction(
+    interceptor_class: Any, setting: str, value: float
+) -> None:
+    with pytest.raises(ValueError, match=setting):
+        interceptor_class("127.0.0.1:1", issuer=ISSUER, audience="notes", **{setting: value})
+
+
+@pytest.mark.parametrize("interceptor_class", [AsyncAuthInterceptor, AuthInterceptor])
+def test_the_bounds_of_each_setting_are_accepted(interceptor_class: Any) -> None:
+    interceptor_class(
+        "127.0.0.1:1",
+        issuer=ISSUER,
+        audience="notes",
+        leeway=300,
+        staleness_bound=0.5,
+        min_key_refresh_interval=0,
+    )
+    interceptor_class("127.0.0.1:1", issuer=ISSUER, audience="notes", leeway=0)
