@@ -169,7 +169,7 @@ def error_body(error: OAuthError) -> dict[str, str]:
 
 
 def error_response(error: OAuthError, *, www_authenticate: str | None = None) -> Response:
-    """The RFC 6749 §5.2 JSON reply for an error, with its status from `HTTP_STATUS`.
+    """The RFC 6749 §5.2 JSON reply for an error, with its status from `http_status`.
 
     `www_authenticate` is the challenge for an `invalid_client` when the client tried (or should
     try) HTTP Basic authentication: RFC 6749 §5.2 requires it then.
@@ -182,5 +182,17 @@ def error_response(error: OAuthError, *, www_authenticate: str | None = None) ->
     elif error.error == "temporarily_unavailable":
         headers["Retry-After"] = "5"
     return NoStoreReply(
-        json.dumps(error_body(error)).encode(), HTTP_STATUS[error.error], headers=headers
+        json.dumps(error_body(error)).encode(),
+        http_status(error, challenged=www_authenticate is not None),
+        headers=headers,
     )
+
+
+def http_status(error: OAuthError, *, challenged: bool) -> int:
+    """The status of an error reply: `HTTP_STATUS`, except that an `invalid_client` without a
+    challenge is 400. A 401 must carry a WWW-Authenticate challenge (RFC 9110 §15.5.2), and RFC
+    6749 §5.2 answers invalid_client with 401 only to name the schemes that work; a client that
+    failed with client_secret_post or as a public client gets 400, and no browser dialog."""
+    if error.error == "invalid_client" and not challenged:
+        return 400
+    return HTTP_STATUS[error.error]

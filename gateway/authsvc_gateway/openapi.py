@@ -43,7 +43,8 @@ def _form(schema: str) -> dict[str, Any]:
 
 _OAUTH_ERROR = _json("An OAuth error (RFC 6749 §5.2)", "OAuthError")
 _CLIENT_ERROR = _json(
-    "invalid_client; carries WWW-Authenticate when HTTP Basic was used",
+    "invalid_client, with its WWW-Authenticate challenge, when HTTP Basic was tried or no "
+    "credentials were sent (otherwise invalid_client is a 400)",
     "OAuthError",
     {"WWW-Authenticate": {"schema": {"type": "string"}}},
 )

@@ -234,13 +234,13 @@ CASES = [
     ),
     pytest.param(
         Case(paths.TOKEN, {**CC, "client_id": "svc", "client_secret": "wrong"}),
-        401,
+        400,  # no challenge for client_secret_post, so not 401 (RFC 9110 §15.5.2)
         id="wrong-secret-post",
     ),
     pytest.param(Case(paths.TOKEN, CC, {"authorization": "Bearer x"}), 401, id="not-basic"),
     pytest.param(_svc(paths.TOKEN, {**CC, "client_secret": "svc-secret"}), 400, id="two-methods"),
     pytest.param(
-        Case(paths.INTROSPECT, {"token": "at", "client_id": "app"}), 401, id="introspect-public"
+        Case(paths.INTROSPECT, {"token": "at", "client_id": "app"}), 400, id="introspect-public"
     ),
     pytest.param(_svc(paths.INTROSPECT, {}), 400, id="introspect-no-token"),
     pytest.param(_svc(paths.REVOKE, {}), 400, id="revoke-no-token"),

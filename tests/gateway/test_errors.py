@@ -68,7 +68,7 @@ def test_every_error_class_has_an_http_status() -> None:
 @pytest.mark.parametrize(
     ("code", "status"),
     [
-        pytest.param("invalid_client", 401, id="invalid_client-401"),
+        pytest.param("invalid_client", 400, id="invalid_client-without-challenge-400"),
         pytest.param("invalid_grant", 400, id="invalid_grant-400"),
         pytest.param("invalid_request", 400, id="invalid_request-400"),
         pytest.param("unsupported_grant_type", 400, id="unsupported_grant_type-400"),
@@ -95,6 +95,7 @@ def test_descriptions_keep_to_the_rfc_character_set() -> None:
 
 def test_the_challenge_goes_into_www_authenticate() -> None:
     reply = error_response(InvalidClient(), www_authenticate='Basic realm="x"')
+    assert reply.status_code == 401
     assert reply.headers["www-authenticate"] == 'Basic realm="x"'
     assert "error_description" not in json.loads(reply.body)
 
@@ -107,3 +108,11 @@ def test_too_many_attempts_is_429_and_says_when_authsvc_said() -> None:
     error = error_from_code("too_many_attempts", "slow down", retry_after=42)
     reply = error_response(error)
     assert (reply.status_code, reply.headers["retry-after"]) == (429, "42")
+
+
+@pytest.mark.parametrize("code", sorted(HTTP_STATUS))
+def test_no_401_goes_without_a_challenge(code: str) -> None:
+    # RFC 9110 §15.5.2: a 401 carries WWW-Authenticate. Only invalid_client is answered with 401
+    # here, and only with its Basic challenge; invalid_token is a resource server's answer.
+    reply = error_response(ERRORS[code]("text"))
+    assert reply.status_code != 401 or code == "invalid_token"

@@ -104,7 +104,8 @@ async def test_a_wrong_secret_is_invalid_client(
             },
         )
         assert "www-authenticate" not in reply.headers
-    assert reply.status_code == 401
+    # A 401 carries a challenge (RFC 9110 §15.5.2); without one, RFC 6749 §5.2's 400.
+    assert reply.status_code == (401 if how == "basic" else 400)
     assert reply.json()["error"] == "invalid_client"
     assert reply.headers["cache-control"] == "no-store"
 
@@ -404,8 +405,9 @@ async def test_introspection_refuses_unauthenticated_callers(
     if auth == "public":
         data["client_id"], _ = await register_app(deployment, public=True)
     reply = await http.post(paths.INTROSPECT, data=data)
-    assert reply.status_code == 401
+    assert reply.status_code == (401 if auth == "none" else 400)  # a challenge only for none
     assert reply.json()["error"] == "invalid_client"
+    assert ("www-authenticate" in reply.headers) is (reply.status_code == 401)
 
 
 async def test_introspection_of_garbage_is_inactive(
