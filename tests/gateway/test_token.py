@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 from urllib.parse import quote_plus
 
 import httpx
@@ -450,3 +451,28 @@ async def test_a_get_on_a_post_endpoint_explains_itself(
     assert reply.status_code == 405
     assert reply.headers["allow"] == "POST"
     assert reply.json()["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize("backend", ["grpc", "in_process"])
+async def test_a_token_longer_than_any_is_unknown_not_a_malformed_request(
+    tmp_path: Any, backend: str
+) -> None:
+    # authsvc's gRPC API refuses fields over 8 KiB as malformed; over HTTP such a token is
+    # simply unknown, and the answer must not depend on how the gateway reaches authsvc.
+    oversized = "A" * 9000
+    async with deploy(tmp_path, backend) as deployment:
+        client_id, secret = await _service(deployment, grant_types=["refresh_token"])
+        auth = _basic(client_id, secret)
+        async with httpx.AsyncClient(base_url=deployment.url) as http:
+            introspected = await http.post(
+                paths.INTROSPECT, data={"token": oversized}, headers=auth
+            )
+            revoked = await http.post(paths.REVOKE, data={"token": oversized}, headers=auth)
+            refreshed = await http.post(
+                paths.TOKEN,
+                data={"grant_type": "refresh_token", "refresh_token": oversized},
+                headers=auth,
+            )
+    assert (introspected.status_code, introspected.json()) == (200, {"active": False})
+    assert revoked.status_code == 200  # RFC 7009 §2.2
+    assert (refreshed.status_code, refreshed.json()["error"]) == (400, "invalid_grant")

@@ -8,6 +8,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from authsvc_client import MAX_TOKEN_BYTES
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -34,3 +35,11 @@ async def answer_client_request(request: Request, respond: Respond) -> Response:
 def json_reply(body: dict[str, Any]) -> Response:
     """A 200 JSON reply that no cache keeps (RFC 6749 §5.1)."""
     return NoStoreReply(json.dumps(body).encode())
+
+
+def beyond_any_token(value: str) -> bool:
+    """Whether `value` is longer than any token authsvc issues or accepts (MAX_TOKEN_BYTES), so
+    unknown without asking it. authsvc's gRPC API refuses such a field as a malformed request;
+    OAuth answers it as the unknown token it is: inactive (RFC 7662 §2.2), nothing to revoke
+    (RFC 7009 §2.2), an invalid grant (RFC 6749 §5.2), whichever backend the gateway uses."""
+    return len(value) > MAX_TOKEN_BYTES

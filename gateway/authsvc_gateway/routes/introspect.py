@@ -12,7 +12,11 @@ from starlette.responses import Response
 from authsvc_gateway.backend import AuthorityBackend
 from authsvc_gateway.client_auth import ClientCredentials, authenticate
 from authsvc_gateway.forms import Params
-from authsvc_gateway.routes.client_request import answer_client_request, json_reply
+from authsvc_gateway.routes.client_request import (
+    answer_client_request,
+    beyond_any_token,
+    json_reply,
+)
 from authsvc_gateway.routes.revoke import token_type_hint
 
 #: A client registered with this scope may introspect any client's tokens (a resource server);
@@ -33,6 +37,8 @@ class IntrospectionEndpoint:
     async def _respond(self, form: Params, credentials: ClientCredentials) -> Response:
         token = form.require("token")
         client = await authenticate(self._backend, credentials, allow_public=False)
+        if beyond_any_token(token):
+            return json_reply({"active": False})
         reply = await self._backend.introspect(
             pb.IntrospectRequest(
                 token=token,

@@ -13,7 +13,7 @@ from authsvc_gateway.backend import AuthorityBackend
 from authsvc_gateway.client_auth import ClientCredentials, authenticate
 from authsvc_gateway.forms import Params
 from authsvc_gateway.replies import NoStoreReply
-from authsvc_gateway.routes.client_request import answer_client_request
+from authsvc_gateway.routes.client_request import answer_client_request, beyond_any_token
 
 #: RFC 7009 §2.1 hints; any other hint is ignored, as the server searches every kind anyway.
 TOKEN_TYPE_HINTS: Final = frozenset({"access_token", "refresh_token"})
@@ -38,6 +38,8 @@ class RevocationEndpoint:
     async def _respond(self, form: Params, credentials: ClientCredentials) -> Response:
         token = form.require("token")
         client = await authenticate(self._backend, credentials)
+        if beyond_any_token(token):
+            return NoStoreReply(json=False)
         await self._backend.revoke(
             pb.RevokeRequest(
                 token=token, token_type_hint=token_type_hint(form), client_id=client.client_id

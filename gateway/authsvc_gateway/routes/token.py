@@ -14,9 +14,13 @@ from starlette.responses import Response
 from authsvc_gateway.authorization import parse_scope
 from authsvc_gateway.backend import AuthorityBackend
 from authsvc_gateway.client_auth import AuthMethod, ClientCredentials, authenticate
-from authsvc_gateway.errors import UnauthorizedClient, UnsupportedGrantType
+from authsvc_gateway.errors import InvalidGrant, UnauthorizedClient, UnsupportedGrantType
 from authsvc_gateway.forms import Params
-from authsvc_gateway.routes.client_request import answer_client_request, json_reply
+from authsvc_gateway.routes.client_request import (
+    answer_client_request,
+    beyond_any_token,
+    json_reply,
+)
 
 Grant = Callable[[AuthorityBackend, ClientCredentials, Params], Awaitable[dict[str, Any]]]
 
@@ -48,7 +52,7 @@ async def authorization_code(
     pair = await backend.exchange_authorization_code(
         pb.ExchangeAuthorizationCodeRequest(
             client_id=client.client_id,
-            code=form.require("code"),
+            code=_grant_token(form, "code"),
             redirect_uri=form.require("redirect_uri"),
             code_verifier=form.require("code_verifier"),
         )
@@ -64,7 +68,7 @@ async def refresh_token(
     _require_grant(client, "refresh_token")
     pair = await backend.rotate(
         pb.RotateRequest(
-            refresh_token=form.require("refresh_token"),
+            refresh_token=_grant_token(form, "refresh_token"),
             client_id=client.client_id,
             scope=_scope(form),
         )
@@ -120,6 +124,14 @@ def _access_token_body(
     if scope:
         body["scope"] = " ".join(scope)
     return body
+
+
+def _grant_token(form: Params, name: str) -> str:
+    """The code or refresh token a grant trades; one longer than any token is invalid_grant."""
+    value = form.require(name)
+    if beyond_any_token(value):
+        raise InvalidGrant(f"the {name} is invalid")
+    return value
 
 
 def _require_grant(client: pb.Client, grant_type: str) -> None:
