@@ -476,3 +476,18 @@ async def test_a_token_longer_than_any_is_unknown_not_a_malformed_request(
     assert (introspected.status_code, introspected.json()) == (200, {"active": False})
     assert revoked.status_code == 200  # RFC 7009 §2.2
     assert (refreshed.status_code, refreshed.json()["error"]) == (400, "invalid_grant")
+
+
+async def test_a_public_client_asking_for_client_credentials_is_unauthorized_either_way(
+    deployment: Deployment, http: httpx.AsyncClient
+) -> None:
+    # RFC 6749 §4.4, §5.2: the same answer whether it names itself in the body or in Basic.
+    client_id, _ = await register_app(deployment)
+    in_body = await http.post(
+        paths.TOKEN, data={"grant_type": "client_credentials", "client_id": client_id}
+    )
+    in_basic = await http.post(
+        paths.TOKEN, data={"grant_type": "client_credentials"}, headers=_basic(client_id, "")
+    )
+    for reply in (in_body, in_basic):
+        assert (reply.status_code, reply.json()["error"]) == (400, "unauthorized_client")

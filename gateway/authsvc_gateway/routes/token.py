@@ -80,8 +80,10 @@ async def client_credentials(
     backend: AuthorityBackend, credentials: ClientCredentials, form: Params
 ) -> dict[str, Any]:
     """RFC 6749 §4.4, confidential clients only. authsvc's ClientCredentials checks the secret
-    itself, so a confidential client costs one call to authsvc, not two."""
-    if credentials.method is AuthMethod.NONE:
+    itself, so a confidential client costs one call to authsvc, not two. A client with no
+    secret, named in the body or in Basic with an empty password, is authenticated as what it
+    is: a public one is then unauthorized_client (§5.2) either way, any other invalid_client."""
+    if credentials.method is AuthMethod.NONE or not credentials.client_secret:
         await authenticate(backend, credentials)
         raise UnauthorizedClient("public clients may not use client_credentials")
     audience = [*(form.single("audience") or "").split(), *form.every("resource")]
