@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode
 
 from authsvc_client import redirect_uri_registered
 from authsvc_client.v1 import authsvc_pb2 as pb
@@ -130,11 +130,19 @@ def requested_scope(raw: str | None, client: pb.Client) -> tuple[str, ...]:
 
 
 def response_url(redirect_uri: str, parameters: Mapping[str, str]) -> str:
-    """`redirect_uri` with `parameters` added to its query, keeping its own (RFC 6749 §3.1.2)."""
-    parts = urlsplit(redirect_uri)
+    """`redirect_uri` with `parameters` added to its query, keeping its own (RFC 6749 §3.1.2).
+
+    The rest of the URI stays as registered, character for character: taken apart and put back
+    together by `urllib`, a private-use scheme's `com.example.app:///cb` (RFC 8252 §7.1) came
+    back as `com.example.app:/cb`. A redirect URI carries no fragment (registration refuses
+    one), so its query, if any, is its end."""
+    if "#" in redirect_uri:
+        raise ValueError("a redirect URI carries no fragment")
     added = urlencode(parameters, quote_via=quote)
-    query = f"{parts.query}&{added}" if parts.query else added
-    return urlunsplit(parts._replace(query=query))
+    _, question, query = redirect_uri.partition("?")
+    if not question:
+        return f"{redirect_uri}?{added}"
+    return f"{redirect_uri}&{added}" if query else f"{redirect_uri}{added}"
 
 
 def error_response_url(redirect: ErrorRedirect, issuer: str) -> str:

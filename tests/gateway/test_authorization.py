@@ -141,6 +141,28 @@ def test_response_url_keeps_the_registered_query() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("registered", "expected"),
+    [
+        ("com.example.app:///cb", "com.example.app:///cb?code=c"),  # urllib made it :/cb
+        ("com.example.app:/cb", "com.example.app:/cb?code=c"),
+        ("com.example.app://cb/path", "com.example.app://cb/path?code=c"),
+        ("https://a.example/cb", "https://a.example/cb?code=c"),
+        ("https://a.example/cb?", "https://a.example/cb?code=c"),
+        ("https://a.example/cb?x=1", "https://a.example/cb?x=1&code=c"),
+        ("http://127.0.0.1:8080/cb", "http://127.0.0.1:8080/cb?code=c"),
+        ("https://a.example", "https://a.example?code=c"),
+    ],
+)
+def test_response_url_changes_nothing_of_the_registered_uri(registered: str, expected: str) -> None:
+    assert response_url(registered, {"code": "c"}) == expected
+
+
+def test_response_url_refuses_a_fragment() -> None:
+    with pytest.raises(ValueError, match="fragment"):
+        response_url("https://a.example/cb#x", {"code": "c"})
+
+
 def test_error_response_url_carries_error_state_and_issuer() -> None:
     url = error_response_url(
         ErrorRedirect(CALLBACK, AccessDenied("no"), "s"), "https://issuer.example"
