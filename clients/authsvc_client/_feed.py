@@ -51,6 +51,19 @@ class _FeedBase:
         self.verifier = verifier
         self._credentials = credentials
         self._backoff_factory = backoff_factory
+        self._fetches_started = 0
+        self._installed_fetch = 0  # the number of the newest fetch whose keys were installed
+
+    def _served_since(self, arrival: int) -> bool:
+        """Whether a key fetch that started after a caller arrived (`arrival`, the number of
+        fetches started then) has installed its keys. Only such a fetch read the key ring after
+        whatever made the caller ask (a key_changed event, an unknown kid); one already in
+        flight when it asked may have read the ring before, and does not serve it."""
+        return self._installed_fetch > arrival
+
+    def _fetch_starting(self) -> int:
+        self._fetches_started += 1
+        return self._fetches_started
 
     def _install(self, answer: pb.PublishKeysResponse) -> None:
         self.verifier.keys.install(keys_from_response(answer), answer.max_age_seconds)
@@ -148,7 +161,6 @@ class AsyncAuthorityFeed(_FeedBase):
         super().__init__(verifier, credentials, backoff_factory)
         self._stub: Any = authsvc_pb2_grpc.TokenServiceStub(channel)
         self._refresh_lock = asyncio.Lock()
-        self._refreshes = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._wake_keys = asyncio.Event()
         self._ready = asyncio.Event()
@@ -178,12 +190,14 @@ class AsyncAuthorityFeed(_FeedBase):
         self._tasks = []
 
     async def refresh_keys(self) -> bool:
-        """Fetch the key set now, single-flight: a caller arriving during a fetch waits for it
-        instead of starting another. True when keys were installed."""
-        seen = self._refreshes
+        """Fetch the key set now, single-flight: callers arriving while a fetch is in flight
+        wait for it, then share one fetch after it (`_served_since`), however many they are.
+        True when keys were installed."""
+        arrival = self._fetches_started
         async with self._refresh_lock:
-            if self._refreshes != seen:
+            if self._served_since(arrival):
                 return True
+            fetch = self._fetch_starting()
             self.verifier.keys.note_attempt()
             try:
                 answer = await self._stub.PublishKeys(
@@ -194,7 +208,7 @@ class AsyncAuthorityFeed(_FeedBase):
                 log.warning("authsvc key refresh failed: %s", _describe(exc))
                 return False
             self._install(answer)
-            self._refreshes += 1
+            self._installed_fetch = fetch
             return True
 
     async def refresh_for_unknown_kid(self) -> bool:
@@ -264,7 +278,6 @@ class ThreadedAuthorityFeed(_FeedBase):
         super().__init__(verifier, credentials, backoff_factory)
         self._stub: Any = authsvc_pb2_grpc.TokenServiceStub(channel)
         self._refresh_lock = threading.Lock()
-        self._refreshes = 0
         self._stopping = threading.Event()
         self._wake_keys = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -298,11 +311,13 @@ class ThreadedAuthorityFeed(_FeedBase):
         self._threads = []
 
     def refresh_keys(self) -> bool:
-        """Fetch the key set now, single-flight. True when keys were installed."""
-        seen = self._refreshes
+        """Fetch the key set now, single-flight as `AsyncAuthorityFeed.refresh_keys`. True when
+        keys were installed."""
+        arrival = self._fetches_started
         with self._refresh_lock:
-            if self._refreshes != seen:
+            if self._served_since(arrival):
                 return True
+            fetch = self._fetch_starting()
             self.verifier.keys.note_attempt()
             try:
                 answer = self._stub.PublishKeys(
@@ -313,7 +328,7 @@ class ThreadedAuthorityFeed(_FeedBase):
                 log.warning("authsvc key refresh failed: %s", _describe(exc))
                 return False
             self._install(answer)
-            self._refreshes += 1
+            self._installed_fetch = fetch
             return True
 
     def refresh_for_unknown_kid(self) -> bool:

@@ -292,6 +292,32 @@ async def test_a_purged_key_stays_purged_when_a_fetch_from_before_the_purge_land
     assert await notes.status("WhoAmI", token) == grpc.StatusCode.UNAUTHENTICATED
 
 
+async def test_a_key_change_during_a_fetch_in_flight_is_fetched_after_it(
+    service: tuple[Notes, Any], fake_authority: tuple[FakeAuthority, str], clock: ManualClock
+) -> None:
+    # A fetch already in flight may have read the key ring before the change: the refresh the
+    # change asks for must not be satisfied by it.
+    notes, auth = service
+    authority, _ = fake_authority
+    newcomer = Signer()
+    authority.hold_keys = asyncio.Event()
+    authority.keys_requested.clear()
+    clock.advance(11)  # past the minimum interval since start()'s fetch
+    # An unknown kid starts a fetch in the call's own task; it reads the ring without newcomer.
+    call = asyncio.ensure_future(notes.status("WhoAmI", newcomer.mint()))
+    await asyncio.wait_for(authority.keys_requested.wait(), 5)
+    authority.signers.append(newcomer)
+    await authority.publish(
+        expires_at=timestamp(NOW + 600), key_changed={"kid": newcomer.kid, "state": "active"}
+    )
+    lock = auth._feed._refresh_lock
+    await wait_for(lambda: bool(lock._waiters))  # the change's refresh waits for the flight
+    authority.hold_keys.set()
+    assert await call == grpc.StatusCode.UNAUTHENTICATED  # its fetch predates newcomer
+    await wait_for(lambda: newcomer.kid in auth.verifier.keys.keys)
+    assert await notes.status("WhoAmI", newcomer.mint()) == grpc.StatusCode.OK
+
+
 @pytest.mark.parametrize(
     ("event", "token_claims"),
     [
