@@ -7,13 +7,16 @@ single-flight: however many calls need a token at once, one request goes to auth
 wait for its answer. Past `renew_after` of its lifetime a token is renewed in the background,
 started by the first call that notices, while every call, that one included, keeps using the
 still-valid old one: no call waits for a renewal. A renewal that fails is tried again only after a
-back-off; once the old token is no longer valid, every call fetches, or waits for the fetch in
-flight (`next_step`).
+back-off. Once no valid token is left, a call fetches, or waits for the fetch in flight; right
+after a fetch failed, for a short back-off of its own, calls fail at once with its error instead
+(`next_step`): a wrong secret or an authsvc that is down costs one request per back-off, not one
+per outgoing call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import enum
 import random
 import threading
@@ -54,6 +57,13 @@ _EXPIRY_MARGIN = 5.0
 RENEWAL_BACKOFF_MAXIMUM = 60.0
 RENEWAL_BACKOFF_JITTER = 0.5
 
+# With no valid token, after a failed fetch calls fail fast for 0.5-1 s, then 1-2 s, doubling to
+# 15-30 s: short at first, so a service whose authsvc was a moment late gets its token within a
+# second of it coming up; long in the end, so a wrong secret costs authsvc a request every half
+# minute per process.
+FAIL_FAST_BACKOFF_INITIAL = 1.0
+FAIL_FAST_BACKOFF_MAXIMUM = 30.0
+
 
 @dataclass(frozen=True)
 class CachedToken:
@@ -74,18 +84,28 @@ class Step(enum.Enum):
     RENEW = "start renewing the cached token in the background, and use it meanwhile"
     FETCH = "fetch a token, the others waiting meanwhile"
     WAIT = "wait for the fetch in flight"
+    FAIL = "raise the error of the fetch that just failed, without asking again"
 
 
-def next_step(now: float, cached: CachedToken | None, in_flight: bool, retry_at: float) -> Step:
-    """Use the cache, start a renewal, fetch, or wait for the fetch in flight.
+def next_step(
+    now: float,
+    cached: CachedToken | None,
+    in_flight: bool,
+    retry_at: float,
+    fail_until: float = float("-inf"),
+) -> Step:
+    """Use the cache, start a renewal, fetch, wait for the fetch in flight, or fail at once.
 
     A valid token is used until `renew_at`, then while a renewal is in flight or, after a failed
     renewal, until `retry_at`; the first call after that starts a renewal and still uses it. A
     token that is no longer valid is never handed out, back-off or not: the call fetches, or
-    waits for the fetch in flight. One fetch at a time either way.
+    waits for the fetch in flight, or, until `fail_until` after a fetch failed, fails with that
+    fetch's error. One fetch at a time either way.
     """
     if cached is None or not cached.valid_at(now):
-        return Step.WAIT if in_flight else Step.FETCH
+        if in_flight:
+            return Step.WAIT
+        return Step.FAIL if now < fail_until else Step.FETCH
     if now < cached.renew_at or in_flight or now < retry_at:
         return Step.USE_CACHED
     return Step.RENEW
@@ -152,6 +172,11 @@ class ServiceCredentials:
             first, max(first, RENEWAL_BACKOFF_MAXIMUM), jitter=RENEWAL_BACKOFF_JITTER, rng=rng
         )
         self._retry_at = float("-inf")  # no renewal may start before this
+        self._fail_fast = Backoff(
+            FAIL_FAST_BACKOFF_INITIAL, FAIL_FAST_BACKOFF_MAXIMUM, jitter=0.5, rng=rng
+        )
+        self._fail_until = float("-inf")  # without a valid token, calls fail at once until this
+        self._last_error: BaseException | None = None
 
     def __repr__(self) -> str:
         return f"ServiceCredentials(client_id={self._client_id!r}, audience={self._audience!r})"
@@ -172,7 +197,8 @@ class ServiceCredentials:
         step, flight, cached = self._claim()
         if cached is not None:
             return cached.value
-        assert flight is not None
+        if flight is None:
+            raise self._failed_fast()
         return self._outcome(step, flight)
 
     async def token_async(self) -> str:
@@ -180,7 +206,8 @@ class ServiceCredentials:
         step, flight, cached = self._claim()  # the lock is held only for the decision
         if cached is not None:
             return cached.value
-        assert flight is not None
+        if flight is None:
+            raise self._failed_fast()
         return await asyncio.to_thread(self._outcome, step, flight)
 
     def wait_for_renewal(self, timeout: float | None = None) -> bool:
@@ -244,6 +271,8 @@ class ServiceCredentials:
             step = self._next_step()
             if step is Step.USE_CACHED:
                 return step, None, self._cached
+            if step is Step.FAIL:
+                return step, None, None
             if step is Step.WAIT:
                 return step, self._flight, None
             self._flight = flight = _Flight()
@@ -271,7 +300,18 @@ class ServiceCredentials:
     def _next_step(self) -> Step:
         """`next_step` on the current state; the caller holds the lock."""
         in_flight = self._flight is not None
-        return next_step(self._clock.now(), self._cached, in_flight, self._retry_at)
+        now = self._clock.now()
+        return next_step(now, self._cached, in_flight, self._retry_at, self._fail_until)
+
+    def _failed_fast(self) -> BaseException:
+        """A copy of the last fetch's error, for a call that fails fast: raising the one object
+        from many calls at once would pile every caller's frames onto its traceback."""
+        error = self._last_error
+        assert error is not None
+        try:
+            return copy.copy(error).with_traceback(None)
+        except TypeError:  # an exception that cannot be rebuilt from its args
+            return error
 
     def _still_valid(self) -> CachedToken | None:
         cached = self._cached
@@ -287,14 +327,18 @@ class ServiceCredentials:
         except Exception as exc:  # whatever went wrong, the waiters must be released
             with self._lock:
                 self._flight = None
-                self._retry_at = self._clock.now() + self._backoff.next_delay()
-                flight.error = exc
+                failed_at = self._clock.now()
+                self._retry_at = failed_at + self._backoff.next_delay()
+                self._fail_until = failed_at + self._fail_fast.next_delay()
+                self._last_error = flight.error = exc
             flight.done.set()
             return
         fetched_at = self._clock.now()
         with self._lock:
             self._backoff.reset()
-            self._retry_at = float("-inf")
+            self._fail_fast.reset()
+            self._retry_at = self._fail_until = float("-inf")
+            self._last_error = None
             self._generation += 1
             flight.token = CachedToken(
                 value=answer.access_token,

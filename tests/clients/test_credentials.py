@@ -278,6 +278,24 @@ def test_the_next_step_for_a_call_that_needs_a_token(
     assert next_step(now, cached, in_flight, retry_at) is step
 
 
+@pytest.mark.parametrize(
+    ("now", "cached", "in_flight", "step"),
+    [
+        pytest.param(0, None, False, Step.FAIL, id="no-token-fails-fast-after-a-failed-fetch"),
+        pytest.param(1, None, False, Step.FETCH, id="no-token-fetches-once-it-is-over"),
+        pytest.param(0, None, True, Step.WAIT, id="a-flight-is-waited-for-all-the-same"),
+        pytest.param(700, TOKEN, False, Step.FAIL, id="expired-token-fails-fast"),
+        pytest.param(100, TOKEN, False, Step.USE_CACHED, id="a-valid-token-is-used-all-the-same"),
+        pytest.param(480, TOKEN, False, Step.RENEW, id="a-due-renewal-is-not-held-back"),
+    ],
+)
+def test_right_after_a_failed_fetch_a_call_without_a_valid_token_fails_fast(
+    now: float, cached: CachedToken | None, in_flight: bool, step: Step
+) -> None:
+    fail_until = 1.0 if cached is None else 701.0
+    assert next_step(now, cached, in_flight, NO_BACKOFF, fail_until) is step
+
+
 def test_a_token_renewed_at_expiry_is_not_sent_within_the_margin() -> None:
     late = CachedToken(value="t", renew_at=600.0, expires_at=600.0, generation=1)  # renew_after=1
     assert next_step(594.9, late, False, NO_BACKOFF) is Step.USE_CACHED
@@ -431,3 +449,36 @@ async def test_a_call_without_a_valid_token_waits_for_the_renewal_in_flight(
     hold.set()
     assert await asyncio.wait_for(waiting, BOUND) == "token-2"
     assert authority.token_requests == 2
+
+
+async def test_without_a_token_a_down_authsvc_is_asked_once_per_back_off_not_once_per_call(
+    fake_authority: tuple[FakeAuthority, str],
+    clock: ManualClock,
+    backing_off: ServiceCredentials,
+    token_of: Callable[[ServiceCredentials], Any],
+) -> None:
+    authority = fake_authority[0]
+    authority.available = False
+    for _ in range(50):  # a service making its calls: each fails, one request reaches authsvc
+        with pytest.raises(TemporarilyUnavailable):
+            await token_of(backing_off)
+    assert authority.token_requests == 1
+    clock.advance(1)  # LongestJitter: the first window is 1 s
+    with pytest.raises(TemporarilyUnavailable):
+        await token_of(backing_off)
+    assert authority.token_requests == 2
+    clock.advance(1)  # the second window is 2 s: still failing fast
+    with pytest.raises(TemporarilyUnavailable):
+        await token_of(backing_off)
+    assert authority.token_requests == 2
+    authority.available = True
+    clock.advance(1)
+    assert await token_of(backing_off) == "token-3"
+    authority.available = False
+    clock.advance(600)  # expired; the success reset the back-off to its first window
+    with pytest.raises(TemporarilyUnavailable):
+        await token_of(backing_off)
+    clock.advance(1)
+    with pytest.raises(TemporarilyUnavailable):
+        await token_of(backing_off)
+    assert authority.token_requests == 5
