@@ -270,7 +270,8 @@ async def serve_protected(args: argparse.Namespace) -> None:
         public_methods=[],
     )
     async with interceptor:
-        # The replay of revocations in force may still be streaming in when the feed is ready.
+        # start() waits at most its ready_timeout (5 s) for the replay of the revocations in
+        # force to end; 100,000 of them may take longer on a slow machine.
         deadline = asyncio.get_running_loop().time() + 60
         while len(interceptor.verifier.revocations) < args.expect_revocations:
             if asyncio.get_running_loop().time() > deadline:
