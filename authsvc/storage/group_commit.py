@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from authsvc.errors import TemporarilyUnavailable
 
@@ -43,13 +43,16 @@ SQLITE_BUG_CODES = frozenset({1, 18, 20, 21, 25})
 
 
 def is_outage(exc: BaseException) -> bool:
-    """Whether a failure on the SQLite path means the database is out of reach for now (busy,
-    locked, I/O, disk full, unopenable, connection lost), so the caller should retry later,
-    rather than a bug in the statement, which must surface as one."""
+    """Whether a database failure means the database is out of reach for now (busy, locked,
+    I/O, disk full, unopenable, connection lost), so the caller should retry later, rather than
+    a bug in the statement, which must surface as one. An InterfaceError is the driver refusing
+    a call (a parameter it cannot bind, more arguments than the protocol allows) unless the
+    connection went with it; PostgreSQL's errors with a SQLSTATE are sorted before this
+    (`authsvc.storage.sql.classify`)."""
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
             return True
-        if not isinstance(exc, (OperationalError, InterfaceError)):
+        if not isinstance(exc, OperationalError):
             return False
         return not _sqlite_bug(exc.orig)
     if isinstance(exc, sqlite3.OperationalError):

@@ -229,9 +229,9 @@ async def database_errors() -> AsyncIterator[None]:
 
 
 @asynccontextmanager
-async def driver_errors() -> AsyncIterator[None]:
-    """`database_errors` for statements run on the bare asyncpg connection (`Tx` hot paths):
-    asyncpg's own exceptions, sorted by the same SQLSTATE table."""
+async def driver_errors(connection: Any) -> AsyncIterator[None]:
+    """`database_errors` for statements run on `connection`, the bare asyncpg connection (`Tx`
+    hot paths): asyncpg's own exceptions, sorted by the same SQLSTATE table."""
     import asyncpg
 
     try:
@@ -241,9 +241,14 @@ async def driver_errors() -> AsyncIterator[None]:
         if meaning is None:
             raise
         raise meaning from exc
-    except (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError) as exc:
-        # The connection is gone, the client-side timeout fired on a silent network, or asyncpg
-        # was left mid-operation by either.
+    except asyncpg.InterfaceError as exc:
+        if not connection.is_closed():
+            # Refused before it was sent, on a connection still open: a misuse (more than
+            # 32,767 arguments, a second operation at once), which retrying cannot fix.
+            raise
+        raise TemporarilyUnavailable("the database connection was lost, retry later") from exc
+    except (asyncpg.InternalClientError, OSError, TimeoutError) as exc:
+        # The client-side timeout fired on a silent network, or asyncpg was left mid-operation.
         raise TemporarilyUnavailable("the database connection was lost, retry later") from exc
 
 
@@ -480,7 +485,7 @@ class SqlStore:
             clean = False
             try:
                 transaction = tx.driver.transaction()
-                async with driver_errors():
+                async with driver_errors(tx.driver):
                     await transaction.start()
                 try:
                     yield tx
@@ -488,11 +493,11 @@ class SqlStore:
                     # Cancelled, a statement may still be in flight: asyncpg cannot roll back
                     # until it answers, and the error from trying would replace the cancellation.
                     if not isinstance(exc, asyncio.CancelledError):
-                        async with driver_errors():
+                        async with driver_errors(tx.driver):
                             await transaction.rollback()
                         clean = True
                     raise
-                async with driver_errors():
+                async with driver_errors(tx.driver):
                     await transaction.commit()
                 clean = True
             finally:
@@ -580,7 +585,7 @@ class Tx:
         if self.sqlite:  # a bulk transaction on the driver's thread: SQLAlchemy as usual
             return list(await self._exec(statement, parameters))
         driver = DriverStatement.of(statement, "postgresql", ())
-        async with driver_errors():
+        async with driver_errors(self.driver):
             records = await self.driver.fetch(driver.sql, *driver.arguments(parameters))
         return [driver.row._make(r.values()) for r in records]
 
@@ -593,7 +598,7 @@ class Tx:
         if self.sqlite:
             return int((await self._exec(statement, parameters)).rowcount)
         driver = DriverStatement.of(statement, "postgresql", keys)
-        async with driver_errors():
+        async with driver_errors(self.driver):
             status = await self.driver.execute(driver.sql, *driver.arguments(parameters))
         return int(status.rsplit(" ", 1)[-1])  # "UPDATE 1", "INSERT 0 1"
 

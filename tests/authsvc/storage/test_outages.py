@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from authsvc.errors import TemporarilyUnavailable
 from authsvc.storage.group_commit import is_outage
 from authsvc.storage.records import UserRecord
-from authsvc.storage.sql import SqlStore, classify
+from authsvc.storage.sql import SqlStore, classify, driver_errors
 
 
 def raised_by_sqlite(tmp_path: Path, sql: str, *, locked: bool = False) -> sqlite3.Error:
@@ -73,7 +73,15 @@ def test_a_locked_database_is_an_outage(tmp_path: Path) -> None:
         (sqlite3.OperationalError("disk I/O error"), True),
         (OSError("connection refused"), True),
         (wrapped(sqlite3.OperationalError("disk I/O error")), True),
-        (wrapped(ConnectionResetError(), InterfaceError), True),  # PostgreSQL's driver, say
+        # The driver refusing a call (a parameter it cannot bind, too many arguments) is a bug,
+        # unless the connection went with it (below).
+        (wrapped(sqlite3.InterfaceError("Error binding parameter 1"), InterfaceError), False),
+        (
+            wrapped(
+                ValueError("the number of query arguments cannot exceed 32767"), InterfaceError
+            ),
+            False,
+        ),
         (wrapped(sqlite3.IntegrityError("UNIQUE constraint failed"), IntegrityError), False),
         (sqlite3.IntegrityError("UNIQUE constraint failed"), False),
         (ValueError("not a database error"), False),
@@ -83,8 +91,9 @@ def test_is_outage(error: BaseException, outage: bool) -> None:
     assert is_outage(error) is outage
 
 
-def test_a_lost_connection_is_an_outage_whatever_its_error() -> None:
-    error = wrapped(sqlite3.IntegrityError("mid-statement"), IntegrityError)
+@pytest.mark.parametrize("cls", [IntegrityError, InterfaceError, OperationalError])
+def test_a_lost_connection_is_an_outage_whatever_its_error(cls: type[DBAPIError]) -> None:
+    error = wrapped(sqlite3.IntegrityError("mid-statement"), cls)
     error.connection_invalidated = True
     assert is_outage(error)
 
@@ -111,3 +120,46 @@ async def test_a_bug_reaches_the_caller_as_itself_and_the_store_keeps_working(
         await tx.insert_user(UserRecord("sub-ada", "ada", 0.0, "hash"))  # the store still works
     async with store.transaction(readonly=True) as tx:
         assert await tx.get_user("ada") is not None
+
+
+TOO_MANY_ARGUMENTS = 40_000  # asyncpg's protocol carries at most 32,767
+
+
+async def test_too_many_arguments_for_postgres_is_a_bug_on_either_path(store: SqlStore) -> None:
+    if store.sqlite:
+        pytest.skip("PostgreSQL's driver limit; SQLite's own is a result code (above)")
+    import asyncpg
+
+    placeholders = ", ".join(f"${i}" for i in range(1, TOO_MANY_ARGUMENTS + 1))
+    async with store.transaction() as tx:
+        # The hot paths' bare driver: asyncpg refuses the call on a connection still open.
+        with pytest.raises(asyncpg.InterfaceError, match="32767"):
+            async with driver_errors(tx.driver):
+                await tx.driver.fetch(
+                    f"SELECT 1 WHERE 1 IN ({placeholders})", *range(TOO_MANY_ARGUMENTS)
+                )
+
+    async def through_sqlalchemy() -> None:
+        async with store.transaction() as tx:
+            conn = await tx.connection()
+            names = {f"p{i}": i for i in range(TOO_MANY_ARGUMENTS)}
+            in_list = ", ".join(f":{name}" for name in names)
+            await conn.execute(text(f"SELECT 1 WHERE 1 IN ({in_list})"), names)
+
+    with pytest.raises(InterfaceError, match="32767"):
+        await through_sqlalchemy()
+    async with store.transaction() as tx:  # and the store still works
+        await tx.insert_user(UserRecord("sub-bea", "bea", 0.0, "hash"))
+
+
+async def test_a_closed_postgres_connection_is_an_outage(store: SqlStore) -> None:
+    if store.sqlite:
+        pytest.skip("PostgreSQL's driver")
+    import asyncpg
+
+    url = store.engine.url.set(drivername="postgresql")
+    conn = await asyncpg.connect(url.render_as_string(hide_password=False))
+    await conn.close()
+    with pytest.raises(TemporarilyUnavailable, match="connection was lost"):
+        async with driver_errors(conn):
+            await conn.fetch("SELECT 1")
