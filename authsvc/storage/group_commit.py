@@ -155,12 +155,12 @@ class GroupCommit:
             if self._reader is None:
                 self._reader = self.engine.connect()
             raw = self._raw(self._reader)
-            with _unavailable_on_failure():
+            with unavailable_on_failure():
                 raw.execute("BEGIN")
             try:
                 yield InlineConnection(self._reader)
             finally:
-                with _unavailable_on_failure():
+                with unavailable_on_failure():
                     raw.execute("COMMIT")
 
     # writes
@@ -173,7 +173,7 @@ class GroupCommit:
         savepoint = f"unit_{batch.units}"
         try:
             raw = self._raw(self._writer)
-            with _unavailable_on_failure():
+            with unavailable_on_failure():
                 raw.execute(f"SAVEPOINT {savepoint}")
             try:
                 assert self._writer is not None
@@ -223,7 +223,7 @@ class GroupCommit:
                 if self._writer is None:
                     self._writer = self.engine.connect()
                 raw = self._raw(self._writer)
-                with _unavailable_on_failure():
+                with unavailable_on_failure():
                     # In the worker thread: another process may hold the lock (busy_timeout).
                     await asyncio.to_thread(raw.execute, "BEGIN IMMEDIATE")
             except BaseException:
@@ -322,7 +322,9 @@ class GroupCommit:
 
 
 @contextlib.contextmanager
-def _unavailable_on_failure() -> Any:
+def unavailable_on_failure() -> Any:
+    """Raise an outage inside the block (`is_outage`) as TemporarilyUnavailable; anything else,
+    a bug among them, as itself."""
     try:
         yield
     except Exception as exc:

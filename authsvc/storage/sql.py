@@ -54,7 +54,12 @@ from authsvc.config import ConfigError
 from authsvc.errors import TemporarilyUnavailable
 from authsvc.storage import schema as t
 from authsvc.storage.engine import inline_sqlite_engine, is_sqlite
-from authsvc.storage.group_commit import GroupCommit, InlineConnection, is_outage
+from authsvc.storage.group_commit import (
+    GroupCommit,
+    InlineConnection,
+    is_outage,
+    unavailable_on_failure,
+)
 from authsvc.storage.records import (
     AuthorizationCodeRecord,
     ClientRecord,
@@ -447,15 +452,9 @@ class SqlStore:
         """
         if self._inline is not None and not bulk:
             context = self._inline.read() if readonly else self._inline.write()
-            try:
+            with unavailable_on_failure():
                 async with context as conn:
                     yield Tx(conn, sqlite=True)
-            except Exception as exc:
-                if is_outage(exc):
-                    raise TemporarilyUnavailable(
-                        "the database is unavailable, retry later"
-                    ) from exc
-                raise
             return
         if self._writer is not None and not readonly:
             async with self._writer, self._begin(readonly) as tx:
