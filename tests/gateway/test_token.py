@@ -411,6 +411,28 @@ async def test_introspection_refuses_unauthenticated_callers(
     assert ("www-authenticate" in reply.headers) is (reply.status_code == 401)
 
 
+@pytest.mark.parametrize("path", [paths.INTROSPECT, paths.REVOKE])
+async def test_the_client_is_authenticated_before_the_token_is_asked_for(
+    deployment: Deployment, http: httpx.AsyncClient, path: str
+) -> None:
+    """RFC 7009 §2.1, RFC 7662 §2.1: a caller without credentials learns nothing about its
+    request, not even that it lacks a token; an authenticated one is told what is missing."""
+    anonymous = await http.post(path, data={"token_type_hint": "access_token"})
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error"] == "invalid_client"
+    wrong = await http.post(
+        path, data={"token_type_hint": "access_token"}, headers=_basic("nobody", "secret")
+    )
+    assert (wrong.status_code, wrong.json()["error"]) == (401, "invalid_client")
+    client_id, secret = await _service(deployment)
+    authenticated = await http.post(
+        path, data={"token_type_hint": "access_token"}, headers=_basic(client_id, secret)
+    )
+    assert authenticated.status_code == 400
+    assert authenticated.json()["error"] == "invalid_request"
+    assert "token" in authenticated.json()["error_description"]
+
+
 async def test_introspection_of_garbage_is_inactive(
     deployment: Deployment, http: httpx.AsyncClient
 ) -> None:

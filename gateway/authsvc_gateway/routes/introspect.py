@@ -35,8 +35,10 @@ class IntrospectionEndpoint:
         return await answer_client_request(request, self._respond)
 
     async def _respond(self, form: Params, credentials: ClientCredentials) -> Response:
-        token = form.require("token")
+        # The client first (RFC 7009 §2.1): a caller who cannot authenticate learns nothing,
+        # not even that its request lacks a token.
         client = await authenticate(self._backend, credentials, allow_public=False)
+        token = form.require("token")
         if beyond_any_token(token):
             return json_reply({"active": False})
         reply = await self._backend.introspect(

@@ -36,8 +36,10 @@ class RevocationEndpoint:
         return await answer_client_request(request, self._respond)
 
     async def _respond(self, form: Params, credentials: ClientCredentials) -> Response:
-        token = form.require("token")
+        # The client first (RFC 7009 §2.1): a caller who cannot authenticate learns nothing,
+        # not even that its request lacks a token.
         client = await authenticate(self._backend, credentials)
+        token = form.require("token")
         if beyond_any_token(token):
             return NoStoreReply(json=False)
         await self._backend.revoke(
