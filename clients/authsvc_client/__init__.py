@@ -11,7 +11,12 @@ from ._channels import is_local_target
 from ._client import AsyncAuthClient, AuthClient
 from ._clock import Clock, SystemClock
 from ._context import current_claims
-from ._credentials import AsyncRetryOnUnauthenticated, RetryOnUnauthenticated, ServiceCredentials
+from ._credentials import (
+    AsyncRetryOnUnauthenticated,
+    CredentialsClosed,
+    RetryOnUnauthenticated,
+    ServiceCredentials,
+)
 from ._errors import (
     AccessDenied,
     AuthError,
@@ -66,6 +71,7 @@ __all__ = [
     "AuthInterceptor",
     "Claims",
     "Clock",
+    "CredentialsClosed",
     "InsufficientScope",
     "InvalidClient",
     "InvalidGrant",

@@ -77,6 +77,10 @@ class CachedToken:
         return now < self.expires_at - _EXPIRY_MARGIN
 
 
+class CredentialsClosed(RuntimeError):
+    """A call needed a new token from `ServiceCredentials` after their `close()`."""
+
+
 class Step(enum.Enum):
     """What a call that needs a token does."""
 
@@ -157,6 +161,8 @@ class ServiceCredentials:
             self._channel = authority
             self._owns_channel = False
         self._client = AuthClient(self._channel, timeout=timeout)
+        self._timeout = timeout
+        self._closed = False
         self._client_id = client_id
         self._client_secret = client_secret
         self._scope = tuple(scope)
@@ -259,8 +265,17 @@ class ServiceCredentials:
             **options,
         )
 
-    def close(self) -> None:
-        """Close the channel to authsvc if these credentials opened it."""
+    def close(self, timeout: float | None = None) -> None:
+        """Stop fetching tokens, then close the channel to authsvc if these credentials opened
+        it. A fetch in flight (a background renewal among them) is waited for first, up to
+        `timeout` (by default the calls' own timeout), so that it ends with its answer instead of
+        failing on a channel closed under it. A token still valid is served after `close`; a
+        call that would need a new one raises `CredentialsClosed`."""
+        with self._lock:
+            self._closed = True
+            flight = self._flight
+        if flight is not None:
+            flight.done.wait(self._timeout if timeout is None else timeout)
         if self._owns_channel:
             self._channel.close()
 
@@ -269,6 +284,12 @@ class ServiceCredentials:
         started in the background, if due), or the flight to fly or wait on."""
         with self._lock:
             step = self._next_step()
+            if self._closed and step is Step.RENEW:  # no new fetch; the cached token is valid
+                return Step.USE_CACHED, None, self._cached
+            if self._closed and step is Step.FETCH:
+                raise CredentialsClosed(
+                    "these ServiceCredentials were closed; create new ones to fetch a token"
+                )
             if step is Step.USE_CACHED:
                 return step, None, self._cached
             if step is Step.FAIL:

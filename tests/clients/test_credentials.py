@@ -17,7 +17,12 @@ import grpc
 import notes_pb2
 import notes_pb2_grpc
 import pytest
-from authsvc_client import InvalidClient, ServiceCredentials, TemporarilyUnavailable
+from authsvc_client import (
+    CredentialsClosed,
+    InvalidClient,
+    ServiceCredentials,
+    TemporarilyUnavailable,
+)
 from authsvc_client._credentials import CachedToken, Step, next_step
 
 from authsvc.rpc.server import stop_server
@@ -434,6 +439,28 @@ async def test_a_renewal_holds_no_call_while_authsvc_is_slow_to_answer(
     await renewed(backing_off)
     assert await backing_off.token_async() == "token-2"
     assert authority.token_requests == 2  # one renewal for every call that noticed it was due
+
+
+async def test_close_lets_the_renewal_in_flight_finish_before_closing_the_channel(
+    fake_authority: tuple[FakeAuthority, str],
+    clock: ManualClock,
+    backing_off: ServiceCredentials,
+) -> None:
+    authority = fake_authority[0]
+    hold = await _renewal_held(authority, clock, backing_off)
+    closing = asyncio.ensure_future(asyncio.to_thread(backing_off.close))
+    done, _ = await asyncio.wait([closing], timeout=0.5)
+    assert not done  # close() waits while authsvc holds the renewal's answer
+    hold.set()
+    await closing
+    assert await backing_off.token_async() == "token-2"  # the renewal ended with its answer
+    clock.advance(500)  # token-2 is due for renewal: none starts after close
+    assert await backing_off.token_async() == "token-2"
+    assert authority.token_requests == 2
+    clock.advance(200)  # and expired: a call that needs a new token is told why it has none
+    with pytest.raises(CredentialsClosed, match="closed"):
+        await backing_off.token_async()
+    assert authority.token_requests == 2
 
 
 async def test_a_call_without_a_valid_token_waits_for_the_renewal_in_flight(

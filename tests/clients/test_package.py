@@ -27,6 +27,7 @@ EXPORTED = {
     "AuthInterceptor",
     "Claims",
     "Clock",
+    "CredentialsClosed",
     "InsufficientScope",
     "InvalidClient",
     "InvalidGrant",
