@@ -89,6 +89,7 @@ class Step(enum.Enum):
     FETCH = "fetch a token, the others waiting meanwhile"
     WAIT = "wait for the fetch in flight"
     FAIL = "raise the error of the fetch that just failed, without asking again"
+    CLOSED = "raise CredentialsClosed: no token is fetched after close()"
 
 
 def next_step(
@@ -97,6 +98,7 @@ def next_step(
     in_flight: bool,
     retry_at: float,
     fail_until: float = float("-inf"),
+    closed: bool = False,
 ) -> Step:
     """Use the cache, start a renewal, fetch, wait for the fetch in flight, or fail at once.
 
@@ -104,13 +106,16 @@ def next_step(
     renewal, until `retry_at`; the first call after that starts a renewal and still uses it. A
     token that is no longer valid is never handed out, back-off or not: the call fetches, or
     waits for the fetch in flight, or, until `fail_until` after a fetch failed, fails with that
-    fetch's error. One fetch at a time either way.
+    fetch's error. One fetch at a time either way. Once `closed`, nothing new is fetched: a valid
+    token is used without renewing it, and a call that would fetch is told it is closed.
     """
     if cached is None or not cached.valid_at(now):
         if in_flight:
             return Step.WAIT
-        return Step.FAIL if now < fail_until else Step.FETCH
-    if now < cached.renew_at or in_flight or now < retry_at:
+        if now < fail_until:
+            return Step.FAIL
+        return Step.CLOSED if closed else Step.FETCH
+    if now < cached.renew_at or in_flight or now < retry_at or closed:
         return Step.USE_CACHED
     return Step.RENEW
 
@@ -284,9 +289,7 @@ class ServiceCredentials:
         started in the background, if due), or the flight to fly or wait on."""
         with self._lock:
             step = self._next_step()
-            if self._closed and step is Step.RENEW:  # no new fetch; the cached token is valid
-                return Step.USE_CACHED, None, self._cached
-            if self._closed and step is Step.FETCH:
+            if step is Step.CLOSED:
                 raise CredentialsClosed(
                     "these ServiceCredentials were closed; create new ones to fetch a token"
                 )
@@ -322,7 +325,9 @@ class ServiceCredentials:
         """`next_step` on the current state; the caller holds the lock."""
         in_flight = self._flight is not None
         now = self._clock.now()
-        return next_step(now, self._cached, in_flight, self._retry_at, self._fail_until)
+        return next_step(
+            now, self._cached, in_flight, self._retry_at, self._fail_until, closed=self._closed
+        )
 
     def _failed_fast(self) -> BaseException:
         """A copy of the last fetch's error, for a call that fails fast: raising the one object

@@ -301,6 +301,23 @@ def test_right_after_a_failed_fetch_a_call_without_a_valid_token_fails_fast(
     assert next_step(now, cached, in_flight, NO_BACKOFF, fail_until) is step
 
 
+@pytest.mark.parametrize(
+    ("now", "cached", "in_flight", "fail_until", "step"),
+    [
+        pytest.param(0, None, False, NO_BACKOFF, Step.CLOSED, id="no-token-is-not-fetched"),
+        pytest.param(700, TOKEN, False, NO_BACKOFF, Step.CLOSED, id="expired-is-not-fetched"),
+        pytest.param(480, TOKEN, False, NO_BACKOFF, Step.USE_CACHED, id="due-is-not-renewed"),
+        pytest.param(100, TOKEN, False, NO_BACKOFF, Step.USE_CACHED, id="valid-is-used"),
+        pytest.param(0, None, True, NO_BACKOFF, Step.WAIT, id="a-flight-is-waited-for"),
+        pytest.param(0, None, False, 1.0, Step.FAIL, id="a-failed-fetch-still-fails-fast"),
+    ],
+)
+def test_after_close_no_token_is_fetched(
+    now: float, cached: CachedToken | None, in_flight: bool, fail_until: float, step: Step
+) -> None:
+    assert next_step(now, cached, in_flight, NO_BACKOFF, fail_until, closed=True) is step
+
+
 def test_a_token_renewed_at_expiry_is_not_sent_within_the_margin() -> None:
     late = CachedToken(value="t", renew_at=600.0, expires_at=600.0, generation=1)  # renew_after=1
     assert next_step(594.9, late, False, NO_BACKOFF) is Step.USE_CACHED
