@@ -9,10 +9,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from authsvc_client import MAX_TOKEN_BYTES
+from authsvc_client.v1 import authsvc_pb2 as pb
 from starlette.requests import Request
 from starlette.responses import Response
 
-from authsvc_gateway.client_auth import ClientCredentials, challenge_for, client_credentials_from
+from authsvc_gateway.backend import AuthorityBackend
+from authsvc_gateway.client_auth import (
+    ClientCredentials,
+    authenticate,
+    challenge_for,
+    client_credentials_from,
+)
 from authsvc_gateway.errors import OAuthError, error_response
 from authsvc_gateway.forms import NO_PARAMS, Params, header, read_form
 from authsvc_gateway.replies import NoStoreReply
@@ -30,6 +37,20 @@ async def answer_client_request(request: Request, respond: Respond) -> Response:
     except OAuthError as error:
         challenge = challenge_for(authorization, form) if error.error == "invalid_client" else None
         return error_response(error, www_authenticate=challenge)
+
+
+async def client_and_token(
+    backend: AuthorityBackend,
+    form: Params,
+    credentials: ClientCredentials,
+    *,
+    allow_public: bool = True,
+) -> tuple[pb.Client, str]:
+    """The authenticated client, then the request's `token` (revocation, introspection). The
+    client first (RFC 7009 §2.1): a caller who cannot authenticate learns nothing about its
+    request, not even that it lacks a token."""
+    client = await authenticate(backend, credentials, allow_public=allow_public)
+    return client, form.require("token")
 
 
 def json_reply(body: dict[str, Any]) -> Response:

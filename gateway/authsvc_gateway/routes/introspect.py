@@ -10,11 +10,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from authsvc_gateway.backend import AuthorityBackend
-from authsvc_gateway.client_auth import ClientCredentials, authenticate
+from authsvc_gateway.client_auth import ClientCredentials
 from authsvc_gateway.forms import Params
 from authsvc_gateway.routes.client_request import (
     answer_client_request,
     beyond_any_token,
+    client_and_token,
     json_reply,
 )
 from authsvc_gateway.routes.revoke import token_type_hint
@@ -35,10 +36,7 @@ class IntrospectionEndpoint:
         return await answer_client_request(request, self._respond)
 
     async def _respond(self, form: Params, credentials: ClientCredentials) -> Response:
-        # The client first (RFC 7009 §2.1): a caller who cannot authenticate learns nothing,
-        # not even that its request lacks a token.
-        client = await authenticate(self._backend, credentials, allow_public=False)
-        token = form.require("token")
+        client, token = await client_and_token(self._backend, form, credentials, allow_public=False)
         if beyond_any_token(token):
             return json_reply({"active": False})
         reply = await self._backend.introspect(

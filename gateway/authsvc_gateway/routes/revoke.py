@@ -10,10 +10,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from authsvc_gateway.backend import AuthorityBackend
-from authsvc_gateway.client_auth import ClientCredentials, authenticate
+from authsvc_gateway.client_auth import ClientCredentials
 from authsvc_gateway.forms import Params
 from authsvc_gateway.replies import NoStoreReply
-from authsvc_gateway.routes.client_request import answer_client_request, beyond_any_token
+from authsvc_gateway.routes.client_request import (
+    answer_client_request,
+    beyond_any_token,
+    client_and_token,
+)
 
 #: RFC 7009 §2.1 hints; any other hint is ignored, as the server searches every kind anyway.
 TOKEN_TYPE_HINTS: Final = frozenset({"access_token", "refresh_token"})
@@ -36,10 +40,7 @@ class RevocationEndpoint:
         return await answer_client_request(request, self._respond)
 
     async def _respond(self, form: Params, credentials: ClientCredentials) -> Response:
-        # The client first (RFC 7009 §2.1): a caller who cannot authenticate learns nothing,
-        # not even that its request lacks a token.
-        client = await authenticate(self._backend, credentials)
-        token = form.require("token")
+        client, token = await client_and_token(self._backend, form, credentials)
         if beyond_any_token(token):
             return NoStoreReply(json=False)
         await self._backend.revoke(
