@@ -31,6 +31,7 @@ from joserfc.errors import (
 )
 
 from ._errors import InvalidToken, UnknownSigningKey
+from ._frozen import freeze
 from ._jwks import PublishedKey
 
 __all__ = [
@@ -78,7 +79,9 @@ class Claims:
     """The verified claims of an RFC 9068 access token (§2.2).
 
     `scope` is the set of granted scopes (the token carries them space-separated), `sid` the
-    family (session) id, empty for client-credentials tokens, and `raw` every claim as signed.
+    family (session) id, empty for client-credentials tokens, and `raw` every claim as signed:
+    read-only, because a cached verification hands the same claims to every call with the token
+    (`FrozenDict`; `dict(claims.raw)` is a copy to change).
     """
 
     iss: str
@@ -234,7 +237,7 @@ def _claims(payload: bytes) -> Claims:
     """The typed claims; RFC 9068 §2.2: iss, sub, aud, exp, iat, jti and client_id are always
     present, and every claim present has its registered type (RFC 7519 §4.1)."""
     try:
-        raw = json.loads(payload.decode())
+        raw = freeze(json.loads(payload.decode()))
     except (ValueError, RecursionError):
         raise InvalidToken("malformed token claims") from None
     if not isinstance(raw, dict):

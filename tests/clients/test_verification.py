@@ -320,6 +320,23 @@ def test_a_valid_token_yields_its_claims() -> None:
     assert verified.claims.raw == claims
 
 
+def test_the_verified_claims_are_read_only_at_every_depth() -> None:
+    # A cached verification hands these same claims to every later call with the token.
+    claims = ED.claims(aud=[AUDIENCE, "orders"], cnf={"jkt": "thumb"}, roles=[{"name": "admin"}])
+    token = ED.forge(header(), claims)
+    raw = verify(token).claims.raw
+    with pytest.raises(TypeError, match="read-only"):
+        raw["sub"] = "mallory"  # type: ignore[index]
+    with pytest.raises(TypeError, match="read-only"):
+        raw["aud"].append("billing")
+    with pytest.raises(TypeError, match="read-only"):
+        raw["cnf"].pop("jkt")
+    with pytest.raises(TypeError, match="read-only"):
+        raw["roles"][0]["name"] = "root"
+    assert raw == verify(token).claims.raw == claims
+    assert json.loads(json.dumps(raw)) == claims
+
+
 def test_without_an_audience_any_audience_is_accepted() -> None:
     # authsvc's Verify checks the audience per call on cached claims; introspection reports it.
     assert verify(forged(aud=["orders"]), audience=None).claims.aud == ("orders",)
