@@ -1,7 +1,9 @@
 """Authorization codes for the code flow with PKCE (RFC 6749 §4.1, RFC 7636, OAuth 2.1 §4.1).
 
 Codes are single-use, live at most 60 s, and are bound to the client, the exact redirect URI, the
-user and an S256 challenge. A second use fails and revokes the family issued from the first
+user and an S256 challenge. An authorization request may leave the redirect URI out where the
+client registered only one (OAuth 2.1 §4.1.1): its code is bound to "", and `redirect_uri_refusal`
+`token_redirect_refusal` says what its token request may send. A second use fails and revokes the family issued from the first
 (RFC 6749 §4.1.2, RFC 9700 §4.5). A wrong verifier burns the code, so verifiers cannot be guessed.
 """
 
@@ -23,6 +25,38 @@ from authsvc.storage.sql import Tx
 from authsvc.tokens import opaque
 
 REUSED = "authorization code already used; tokens issued from it were revoked"
+
+
+MISMATCHED_REDIRECT_URI = "redirect_uri does not match the authorization request"
+
+
+def authorization_redirect_refusal(registered: Sequence[str], sent: str) -> str | None:
+    """Why a code may not be bound to the redirect URI `sent`, or None when it may.
+
+    One of the client's `registered` URIs (`redirect_uri_registered`), or none ("") where the
+    client registered exactly one (OAuth 2.1 §4.1.1): then the response went to that one.
+    """
+    if not sent:
+        if len(registered) == 1:
+            return None
+        return "redirect_uri is required: the client registered more than one"
+    if redirect_uri_registered(registered, sent):
+        return None
+    return "redirect_uri does not match a registered one"
+
+
+def token_redirect_refusal(bound: str, presented: str, registered: Sequence[str]) -> str | None:
+    """Why a token request's redirect URI `presented` may not redeem a code bound to `bound`.
+
+    OAuth 2.1 §4.1.3: a code bound to a URI needs that URI, character for character. A code
+    whose authorization request named none (`bound` is "") takes none, or the client's one
+    registered URI, where its response went.
+    """
+    if bound:
+        return None if presented == bound else MISMATCHED_REDIRECT_URI
+    if not presented or tuple(registered) == (presented,):
+        return None
+    return MISMATCHED_REDIRECT_URI
 
 
 @dataclass(frozen=True)
@@ -56,8 +90,9 @@ async def create_code(
         if client is None or not client.enabled:
             raise InvalidClient("unknown or disabled client")
         require_grant(client, "authorization_code")
-        if not redirect_uri_registered(client.redirect_uris, redirect_uri):
-            raise InvalidRequest("redirect_uri does not match a registered one")
+        refusal = authorization_redirect_refusal(client.redirect_uris, redirect_uri)
+        if refusal is not None:
+            raise InvalidRequest(refusal)
         await tx.insert_code(
             AuthorizationCodeRecord(
                 client_id=client_id,
@@ -98,12 +133,14 @@ async def exchange_code(
         record = await tx.get_code(digest)
         if record is None or record.client_id != client_id:
             raise InvalidGrant("authorization code unknown")
+        client = await tx.get_client(client_id)
+        registered = client.redirect_uris if client is not None else ()
         if record.used_at is not None:
             events, refusal = await _refuse_reuse(ctx, tx, record, now), REUSED
         elif record.expires_at <= now:
             raise InvalidGrant("authorization code expired")
-        elif record.redirect_uri != redirect_uri:
-            raise InvalidGrant("redirect_uri does not match the authorization request")
+        elif mismatch := token_redirect_refusal(record.redirect_uri, redirect_uri, registered):
+            raise InvalidGrant(mismatch)
         elif not await tx.mark_code_used(digest, now):
             # A concurrent redemption marked it first (on PostgreSQL both read it unused): this
             # is a second use all the same. Read again for the family the winner started. Gone
@@ -115,7 +152,6 @@ async def exchange_code(
         elif not pkce.verifier_matches(code_verifier, record.code_challenge):
             refusal = "code_verifier does not match the code challenge"  # and the code is burnt
         else:
-            client = await tx.get_client(client_id)
             if client is None or not client.enabled:
                 raise InvalidClient("unknown or disabled client")
             family, refresh_token = await start_family(

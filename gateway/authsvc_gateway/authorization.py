@@ -3,8 +3,9 @@
 `decide` turns the parameters of `GET /oauth/authorize` and the client's registration into one of
 three outcomes: a valid `AuthorizationRequest`, an `ErrorRedirect` back to the client, or an
 `ErrorPage`. Errors go back to the client only through a redirect URI that was sent exactly once
-and is registered for the client character for character (RFC 9700 §4.1.3, OAuth 2.1 §4.1.2.1);
-anything else is an error page, so the endpoint is never an open redirect.
+and is registered for the client character for character (RFC 9700 §4.1.3, OAuth 2.1 §4.1.2.1),
+or, when none was sent, to the one URI a client registered (OAuth 2.1 §4.1.1); anything else is
+an error page, so the endpoint is never an open redirect.
 """
 
 from __future__ import annotations
@@ -37,24 +38,35 @@ _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 @dataclass(frozen=True)
 class AuthorizationRequest:
-    """A request that may proceed to login: every parameter checked against the client."""
+    """A request that may proceed to login: every parameter checked against the client.
+
+    `redirect_uri` is where the response goes; `redirect_uri_sent` whether the request named it,
+    which the token request must then repeat (OAuth 2.1 §4.1.3).
+    """
 
     client_id: str
     redirect_uri: str
     scope: tuple[str, ...]
     state: str | None
     code_challenge: str
+    redirect_uri_sent: bool = True
+
+    @property
+    def bound_redirect_uri(self) -> str:
+        """The redirect URI the code is bound to: the one sent, or "" where none was."""
+        return self.redirect_uri if self.redirect_uri_sent else ""
 
     def fields(self) -> dict[str, str]:
         """The parameters to carry through the login form, as `decide` reads them back."""
         carried = {
             "client_id": self.client_id,
-            "redirect_uri": self.redirect_uri,
             "response_type": "code",
             "code_challenge": self.code_challenge,
             "code_challenge_method": S256,
             "scope": " ".join(self.scope),
         }
+        if self.redirect_uri_sent:
+            carried["redirect_uri"] = self.redirect_uri
         if self.state is not None:
             carried["state"] = self.state
         return carried
@@ -82,11 +94,15 @@ Decision = AuthorizationRequest | ErrorRedirect | ErrorPage
 def verified_redirect_uri(client: pb.Client, params: Params) -> str | None:
     """The redirect URI the response may go to, or None when there is none.
 
-    It must be sent exactly once and equal a URI registered for the client exactly: no prefix,
+    When sent, it must be sent once and equal a URI registered for the client exactly: no prefix,
     wildcard or case leniency, and a different port only for a loopback IP literal over http
-    (`redirect_uri_registered`: OAuth 2.1 §2.3.1, RFC 8252 §7.3, RFC 9700 §4.1.3).
+    (`redirect_uri_registered`: OAuth 2.1 §2.3.1, RFC 8252 §7.3, RFC 9700 §4.1.3). It may be left
+    out only by a client that registered exactly one, which is then the one (OAuth 2.1 §4.1.1).
     """
-    if params.count("redirect_uri") != 1:
+    sent = params.count("redirect_uri")
+    if sent == 0 and len(client.redirect_uris) == 1:
+        return client.redirect_uris[0]
+    if sent != 1:
         return None
     uri = params.single("redirect_uri")
     registered = uri is not None and redirect_uri_registered(client.redirect_uris, uri)
@@ -210,4 +226,5 @@ def _checked(
         scope=scope,
         state=state,
         code_challenge=challenge,
+        redirect_uri_sent=params.count("redirect_uri") == 1,
     )

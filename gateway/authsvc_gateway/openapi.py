@@ -104,7 +104,12 @@ def _authorize() -> dict[str, Any]:
         "parameters": [
             _query("response_type", "Only `code`."),
             _query("client_id", "The registered client."),
-            _query("redirect_uri", "Exactly one of the client's registered redirect URIs."),
+            _query(
+                "redirect_uri",
+                "One of the client's registered redirect URIs; may be left out by a client that"
+                " registered exactly one (OAuth 2.1 §4.1.1).",
+                required=False,
+            ),
             _query("code_challenge", "BASE64URL(SHA256(code_verifier)), 43 characters."),
             _query("code_challenge_method", "Only `S256`."),
             _query("scope", "Space-separated scopes the client may request.", required=False),
@@ -276,7 +281,10 @@ _SCHEMAS: dict[str, Any] = {
                 "enum": ["authorization_code", "refresh_token", "client_credentials"],
             },
             "code": _STRING,
-            "redirect_uri": _STRING,
+            "redirect_uri": {
+                "type": "string",
+                "description": "authorization_code: as sent in the authorization request, if it was",
+            },
             "code_verifier": {"type": "string", "minLength": 43, "maxLength": 128},
             "refresh_token": _STRING,
             "scope": _STRING,
@@ -348,7 +356,7 @@ _SCHEMAS: dict[str, Any] = {
     },
     "LoginForm": {
         "type": "object",
-        "required": ["csrf_token", "username", "password", "client_id", "redirect_uri"],
+        "required": ["csrf_token", "username", "password", "client_id"],
         "properties": {
             "csrf_token": _STRING,
             "username": _STRING,

@@ -276,7 +276,6 @@ async def test_create_authorization_code(
         pytest.param(
             {"redirect_uri": "https://evil.example/callback"}, INVALID_REQUEST, id="redirect-other"
         ),
-        pytest.param({"redirect_uri": ""}, INVALID_REQUEST, id="no-redirect"),
         pytest.param({"subject": ""}, INVALID_REQUEST, id="no-subject"),
         pytest.param({"scope": ["admin"]}, INVALID_SCOPE, id="scope-not-allowed"),
         pytest.param({"audience": ["payments"]}, INVALID_SCOPE, id="audience-not-allowed"),
@@ -295,6 +294,57 @@ async def test_create_authorization_code_refuses(
     creating = authorization.CreateAuthorizationCode(code_request(app, **fields), metadata=admin)
     assert (await refused(creating))[:2] == refusal
     assert await database_rows(running) == before
+
+
+async def test_a_code_without_a_redirect_uri_needs_a_client_with_exactly_one(
+    running: RunningAuthority, authorization, admin
+) -> None:
+    several = await running.create_client(
+        "several",
+        grant_types=["authorization_code"],
+        redirect_uris=[APP_REDIRECT_URI, "https://app.example/other"],
+    )
+    before = await database_rows(running)
+    creating = authorization.CreateAuthorizationCode(
+        code_request(several, scope=[], audience=[], redirect_uri=""), metadata=admin
+    )
+    assert await refused(creating) == (
+        *INVALID_REQUEST,
+        "redirect_uri is required: the client registered more than one",
+    )
+    assert await database_rows(running) == before
+
+
+@pytest.mark.parametrize(
+    "presented", ["", APP_REDIRECT_URI], ids=["none-again", "the-one-registered"]
+)
+async def test_a_code_issued_without_a_redirect_uri_is_redeemed_without_one_or_with_the_one(
+    authorization, admin, app: RegisteredClient, presented: str
+) -> None:
+    # OAuth 2.1 §4.1.1 and §4.1.3: the authorization request left it out, the client has one.
+    issued = await authorization.CreateAuthorizationCode(
+        code_request(app, redirect_uri=""), metadata=admin
+    )
+    wrong = exchange_request(app, issued.code, redirect_uri="https://app.example/other")
+    assert await refused(authorization.ExchangeAuthorizationCode(wrong, metadata=admin)) == (
+        *INVALID_GRANT,
+        "redirect_uri does not match the authorization request",
+    )
+    redeemed = exchange_request(app, issued.code, redirect_uri=presented)
+    pair = await authorization.ExchangeAuthorizationCode(redeemed, metadata=admin)
+    assert pair.refresh_token
+
+
+async def test_a_code_issued_with_a_redirect_uri_needs_it_again(
+    authorization, admin, app: RegisteredClient, code: str
+) -> None:
+    # RFC 6749 §4.1.3: required, if it was included in the authorization request.
+    missing = exchange_request(app, code, redirect_uri="")
+    assert await refused(authorization.ExchangeAuthorizationCode(missing, metadata=admin)) == (
+        *INVALID_GRANT,
+        "redirect_uri does not match the authorization request",
+    )
+    await authorization.ExchangeAuthorizationCode(exchange_request(app, code), metadata=admin)
 
 
 async def test_create_authorization_code_needs_the_grant(

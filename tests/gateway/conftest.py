@@ -144,6 +144,7 @@ async def register_app(
     public: bool = True,
     first_party: bool = True,
     grant_types: tuple[str, ...] = ("authorization_code", "refresh_token"),
+    redirect_uris: tuple[str, ...] = (REDIRECT_URI, "com.example.app:/oauth2redirect"),
 ) -> tuple[str, str]:
     """A browser or server app using the code flow: (client_id, client_secret or "")."""
     client = await deployment.authority.create_client(
@@ -151,15 +152,18 @@ async def register_app(
         grant_types=grant_types,
         scopes=["profile", "photos:read"],
         audiences=["photos-api"],
-        redirect_uris=[REDIRECT_URI, "com.example.app:/oauth2redirect"],
+        redirect_uris=redirect_uris,
         public=public,
         first_party=first_party,
     )
     return client.client_id, client.client_secret
 
 
-def authorize_url(deployment: Deployment, client_id: str, challenge: str, **params: str) -> str:
-    """An authorization request URL with sensible defaults; `params` override or add."""
+def authorize_url(
+    deployment: Deployment, client_id: str, challenge: str, **params: str | None
+) -> str:
+    """An authorization request URL with sensible defaults; `params` override, add or, given
+    None, leave out."""
     query = {
         "response_type": "code",
         "client_id": client_id,
@@ -169,7 +173,8 @@ def authorize_url(deployment: Deployment, client_id: str, challenge: str, **para
         "state": "af0ifjsldkj",
         **params,
     }
-    return str(httpx.URL(deployment.url + "/oauth/authorize", params=query))
+    sent = {name: value for name, value in query.items() if value is not None}
+    return str(httpx.URL(deployment.url + "/oauth/authorize", params=sent))
 
 
 def redirect_params(response: httpx.Response) -> dict[str, str]:

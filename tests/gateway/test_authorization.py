@@ -74,7 +74,7 @@ def test_unknown_parameters_are_ignored() -> None:
 @pytest.mark.parametrize(
     ("changes", "extra"),
     [
-        pytest.param({"redirect_uri": None}, "", id="missing"),
+        pytest.param({"redirect_uri": None}, "", id="missing-with-two-registered"),
         pytest.param({"redirect_uri": "https://evil.example/cb"}, "", id="foreign"),
         pytest.param({"redirect_uri": CALLBACK + "/"}, "", id="trailing-slash"),
         pytest.param({"redirect_uri": "HTTPS://app.example/cb"}, "", id="scheme-case"),
@@ -128,6 +128,50 @@ def test_a_repeated_state_is_not_echoed() -> None:
     decision = _decide("&state=s2")
     assert isinstance(decision, ErrorRedirect)
     assert decision.state is None
+
+
+ONE_URI = pb.Client(
+    client_id="app", grant_types=["authorization_code"], redirect_uris=[CALLBACK], scopes=["read"]
+)
+
+
+def test_a_client_with_one_redirect_uri_may_leave_it_out() -> None:
+    # OAuth 2.1 §4.1.1: optional if only one redirect URI is registered for this client.
+    request = _decide(client=ONE_URI, redirect_uri=None, scope="read")
+    assert request == AuthorizationRequest(
+        client_id="app",
+        redirect_uri=CALLBACK,
+        scope=("read",),
+        state="s1",
+        code_challenge=CHALLENGE,
+        redirect_uri_sent=False,
+    )
+    assert isinstance(request, AuthorizationRequest)
+    assert request.bound_redirect_uri == ""
+    assert "redirect_uri" not in request.fields()
+    assert decide(parse_params(urlencode(request.fields())), ONE_URI) == request
+    sent = _decide(client=ONE_URI, scope="read")
+    assert isinstance(sent, AuthorizationRequest)
+    assert (sent.redirect_uri_sent, sent.bound_redirect_uri) == (True, CALLBACK)
+    assert sent.fields()["redirect_uri"] == CALLBACK
+
+
+def test_a_refusal_without_a_redirect_uri_goes_to_the_one_registered() -> None:
+    decision = _decide(client=ONE_URI, redirect_uri=None, scope="admin")
+    assert decision == ErrorRedirect(CALLBACK, decision.error, "s1")  # type: ignore[union-attr]
+    assert decision.error.error == "invalid_scope"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param("&redirect_uri=https%3A%2F%2Fevil.example%2Fcb", id="another"),
+        pytest.param("&redirect_uri=", id="empty"),
+        pytest.param("&redirect_uri=&redirect_uri=", id="repeated-empty"),
+    ],
+)
+def test_a_client_with_one_redirect_uri_still_gets_only_that_one(extra: str) -> None:
+    assert isinstance(_decide(extra, client=ONE_URI, redirect_uri=None), ErrorPage)
 
 
 def test_verified_redirect_uri_accepts_a_custom_scheme_exactly() -> None:

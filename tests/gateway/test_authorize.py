@@ -75,6 +75,32 @@ async def test_a_native_app_may_listen_on_any_loopback_port(
     assert tokens.status_code == 200, tokens.text
 
 
+@pytest.mark.parametrize("first_party", [True, False], ids=["first-party", "with-consent"])
+async def test_a_client_with_one_redirect_uri_may_leave_it_out(
+    deployment: Deployment, http: httpx.AsyncClient, first_party: bool
+) -> None:
+    # OAuth 2.1 §4.1.1: optional where one is registered; §4.1.3: then optional at the token
+    # endpoint too, and if sent, it is the one the response went to.
+    client_id, _ = await register_app(
+        deployment, first_party=first_party, redirect_uris=(REDIRECT_URI,)
+    )
+    for presented in (None, "com.example.app:/oauth2redirect", REDIRECT_URI):
+        verifier, challenge = pkce_pair()
+        url = authorize_url(deployment, client_id, challenge, redirect_uri=None)
+        response = await sign_in(http, url, USERNAME, PASSWORD)
+        if not first_party:
+            response = await decide(http, response, "allow")
+        assert response.headers["location"].startswith(REDIRECT_URI + "?")
+        exchange = {"code": redirect_params(response)["code"], "code_verifier": verifier}
+        if presented is not None:
+            exchange["redirect_uri"] = presented
+        tokens = await _token_request(http, client_id=client_id, **exchange)
+        if presented == "com.example.app:/oauth2redirect":
+            assert tokens.json()["error"] == "invalid_grant", tokens.text
+        else:
+            assert tokens.status_code == 200, tokens.text
+
+
 async def test_the_redirect_uri_keeps_its_own_query(
     deployment: Deployment, http: httpx.AsyncClient
 ) -> None:
@@ -498,10 +524,12 @@ async def test_a_tampered_consent_ticket_is_refused(
             {"redirect_uri": "com.example.app:/oauth2redirect"}, "invalid_grant", id="other-uri"
         ),
         pytest.param({"code": "asac_" + "A" * 43}, "invalid_grant", id="unknown-code"),
+        # RFC 6749 §4.1.3: required, since the authorization request had one.
+        pytest.param({"redirect_uri": None}, "invalid_grant", id="redirect-uri-left-out"),
     ],
 )
 async def test_the_code_exchange_refuses(
-    deployment: Deployment, http: httpx.AsyncClient, change: dict[str, str], error: str
+    deployment: Deployment, http: httpx.AsyncClient, change: dict[str, str | None], error: str
 ) -> None:
     client_id, _ = await register_app(deployment)
     verifier, challenge = pkce_pair()
@@ -515,7 +543,7 @@ async def test_the_code_exchange_refuses(
         "code_verifier": verifier,
         **change,
     }
-    refused = await _token_request(http, **form)
+    refused = await _token_request(http, **{k: v for k, v in form.items() if v is not None})
     assert refused.status_code == 400
     assert refused.json()["error"] == error
     assert refused.headers["cache-control"] == "no-store"

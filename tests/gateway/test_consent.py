@@ -11,6 +11,7 @@ from authsvc_gateway.consent import (
     open_ticket,
     seal_ticket,
 )
+from authsvc_gateway.routes.authorize import _request_from_ticket
 
 KEY = b"k" * 32
 
@@ -75,3 +76,48 @@ def test_a_ticket_is_bound_to_the_browser_it_was_shown_to(
 def test_the_binding_is_not_the_nonce() -> None:
     assert "n1" not in browser_binding("n1")
     assert browser_binding("n1") != browser_binding("n2")
+
+
+SEALED = {
+    "sub": "alice",
+    "client_id": "app",
+    "redirect_uri": "https://app.example/cb",
+    "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+    "scope": "read",
+    "state": "s1",
+}
+
+
+@pytest.mark.parametrize(
+    ("sent", "expected"),
+    [
+        pytest.param({"redirect_uri_sent": False}, False, id="left-out"),
+        pytest.param({"redirect_uri_sent": True}, True, id="sent"),
+        # A ticket sealed before requests could leave it out always named it.
+        pytest.param({}, True, id="older-ticket"),
+    ],
+)
+def test_a_ticket_says_whether_the_request_named_its_redirect_uri(
+    sent: dict[str, bool], expected: bool
+) -> None:
+    opened = _request_from_ticket({**SEALED, **sent})
+    assert opened is not None
+    subject, request = opened
+    assert (subject, request.redirect_uri, request.redirect_uri_sent) == (
+        "alice",
+        "https://app.example/cb",
+        expected,
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param({"redirect_uri_sent": "false"}, id="sent-not-a-bool"),
+        pytest.param({"redirect_uri": None}, id="no-redirect-uri"),
+        pytest.param({"state": 1}, id="state-not-a-string"),
+        pytest.param({"sub": None}, id="no-subject"),
+    ],
+)
+def test_a_ticket_with_a_malformed_field_carries_no_request(change: dict[str, object]) -> None:
+    assert _request_from_ticket({**SEALED, **change}) is None

@@ -249,7 +249,13 @@ class AuthorizationEndpoints:
         csrf = issue_csrf(self._config.session_key, self._csrf_nonce(request))
         ticket = seal_ticket(
             self._config.session_key,
-            {"sub": subject, "browser": browser_binding(csrf.cookie), **authorization.fields()},
+            {
+                "sub": subject,
+                "browser": browser_binding(csrf.cookie),
+                **authorization.fields(),
+                "redirect_uri": authorization.redirect_uri,
+                "redirect_uri_sent": authorization.redirect_uri_sent,
+            },
             now=int(self._clock()),
             lifetime=CONSENT_TICKET_LIFETIME,
         )
@@ -266,7 +272,7 @@ class AuthorizationEndpoints:
             code = await self._backend.create_authorization_code(
                 pb.CreateAuthorizationCodeRequest(
                     client_id=authorization.client_id,
-                    redirect_uri=authorization.redirect_uri,
+                    redirect_uri=authorization.bound_redirect_uri,
                     subject=subject,
                     scope=list(authorization.scope),
                     code_challenge=authorization.code_challenge,
@@ -313,9 +319,11 @@ def _request_from_ticket(payload: Mapping[str, object]) -> tuple[str, Authorizat
         for name in ("sub", "client_id", "redirect_uri", "code_challenge", "scope")
     }
     state = payload.get("state")
+    # Tickets sealed before the gateway accepted a request without one always named it.
+    sent = payload.get("redirect_uri_sent", True)
     if not all(isinstance(value, str) for value in fields.values()):
         return None
-    if state is not None and not isinstance(state, str):
+    if (state is not None and not isinstance(state, str)) or not isinstance(sent, bool):
         return None
     values = {name: str(value) for name, value in fields.items()}
     return values["sub"], AuthorizationRequest(
@@ -324,4 +332,5 @@ def _request_from_ticket(payload: Mapping[str, object]) -> tuple[str, Authorizat
         scope=tuple(values["scope"].split()),
         state=state,
         code_challenge=values["code_challenge"],
+        redirect_uri_sent=sent,
     )

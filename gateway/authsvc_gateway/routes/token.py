@@ -53,7 +53,9 @@ async def authorization_code(
         pb.ExchangeAuthorizationCodeRequest(
             client_id=client.client_id,
             code=_grant_token(form, "code"),
-            redirect_uri=form.require("redirect_uri"),
+            # OAuth 2.1 §4.1.3: required only if the authorization request had one; authsvc
+            # compares it with what the code was bound to.
+            redirect_uri=form.single("redirect_uri") or "",
             code_verifier=form.require("code_verifier"),
         )
     )
