@@ -87,6 +87,11 @@ class GatewayConfig:
         """The public URL of one of the gateway's paths."""
         return self.public_url.rstrip("/") + path
 
+    def browser_path(self, path: str) -> str:
+        """Where a browser finds one of the gateway's paths on its host: under the public URL's
+        own path, for a gateway behind a proxy that serves it under a prefix (and strips it)."""
+        return urlsplit(self.public_url).path.rstrip("/") + path
+
     @property
     def secure_cookies(self) -> bool:
         """Cookies carry `Secure` when clients reach the gateway over HTTPS."""

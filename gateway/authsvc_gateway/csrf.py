@@ -37,10 +37,13 @@ class CsrfCookie:
     path: str
 
 
-def csrf_cookie(secure: bool) -> CsrfCookie:
+def csrf_cookie(secure: bool, prefix: str = "") -> CsrfCookie:
     """Over HTTPS (`secure`), the `__Host-` cookie for Path=/ that only this host can set; over
-    plain HTTP, which cannot carry that prefix, the plain one for the gateway's paths."""
-    return CsrfCookie(HOST_ONLY_CSRF_COOKIE, "/") if secure else CsrfCookie(CSRF_COOKIE, "/oauth")
+    plain HTTP, which cannot carry that prefix, the plain one for the gateway's paths, under the
+    `prefix` the browser reaches them at (`GatewayConfig.browser_path`)."""
+    if secure:
+        return CsrfCookie(HOST_ONLY_CSRF_COOKIE, "/")
+    return CsrfCookie(CSRF_COOKIE, prefix + "/oauth")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ from typing import Final
 
 from starlette.responses import HTMLResponse
 
-from authsvc_gateway import paths
 from authsvc_gateway.errors import HTTP_STATUS, OAuthError
 
 INVALID_CREDENTIALS: Final = "Invalid credentials."
@@ -90,18 +89,20 @@ def page(title: str, content: Html, *, status: int = 200) -> HTMLResponse:
 
 def login_page(
     *,
+    action: str,
     client_name: str,
     fields: Mapping[str, str],
     username: str = "",
     message: str = "",
     status: int = 200,
 ) -> HTMLResponse:
-    """The sign-in form; `fields` carries the authorization request and the CSRF token."""
+    """The sign-in form, posting to `action`; `fields` carries the authorization request and the
+    CSRF token."""
     content = render(
         _LOGIN,
         client_name=client_name,
         message=_message(message),
-        action=paths.LOGIN,
+        action=action,
         hidden=hidden_fields(fields),
         username=username,
     )
@@ -109,9 +110,10 @@ def login_page(
 
 
 def consent_page(
-    *, client_name: str, scopes: Iterable[str], fields: Mapping[str, str]
+    *, action: str, client_name: str, scopes: Iterable[str], fields: Mapping[str, str]
 ) -> HTMLResponse:
-    """The consent form: which client asks for which scopes, Allow or Deny."""
+    """The consent form, posting to `action`: which client asks for which scopes, Allow or
+    Deny."""
     items = Html(
         "\n".join(f"<li><code>{html.escape(scope)}</code></li>" for scope in scopes)
         or "<li>its default permissions</li>"
@@ -120,7 +122,7 @@ def consent_page(
         _CONSENT,
         client_name=client_name,
         scopes=items,
-        action=paths.CONSENT,
+        action=action,
         hidden=hidden_fields(fields),
     )
     return page("Allow access?", content)

@@ -65,6 +65,7 @@ async def deploy(
     backend: str = "grpc",
     *,
     authsvc: dict[str, Any] | None = None,
+    public_path: str = "",
     **config: Any,
 ) -> AsyncIterator[Deployment]:
     """Start authsvc with the gateway's URL as issuer, register the gateway's own client, start
@@ -72,7 +73,8 @@ async def deploy(
 
     `backend` is how the gateway reaches authsvc: "grpc" as a standalone gateway does, or
     "in_process" as the gateway embedded in `authsvc serve` does. `authsvc` overrides authsvc's
-    settings (the login limits are among them); `config` the gateway's."""
+    settings (the login limits are among them); `config` the gateway's. `public_path` is a prefix
+    under which a reverse proxy serves the gateway, as its public URL says (`PrefixProxy`)."""
     sock: socket.socket = listening_socket("127.0.0.1", 0)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     try:
@@ -89,7 +91,7 @@ async def deploy(
                 issuer=url,
                 upstream=authority.address,
                 port=sock.getsockname()[1],
-                public_url=url,
+                public_url=url + public_path,
             )
             settings = replace(settings, **config)
             subject = await authority.create_user(USERNAME, PASSWORD)
@@ -157,6 +159,30 @@ async def register_app(
         first_party=first_party,
     )
     return client.client_id, client.client_secret
+
+
+class PrefixProxy(httpx.AsyncBaseTransport):
+    """A reverse proxy serving the gateway under `prefix` and stripping it, as nginx does with
+    `location /auth/ { proxy_pass http://gateway/; }`; anything else is not found."""
+
+    def __init__(self, prefix: str) -> None:
+        self._prefix = prefix.encode()
+        self._upstream = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.raw_path
+        if not path.startswith(self._prefix + b"/"):
+            return httpx.Response(404, request=request)
+        forwarded = httpx.Request(
+            request.method,
+            request.url.copy_with(raw_path=path[len(self._prefix) :]),
+            headers=request.headers,
+            stream=request.stream,
+        )
+        return await self._upstream.handle_async_request(forwarded)
+
+    async def aclose(self) -> None:
+        await self._upstream.aclose()
 
 
 def authorize_url(

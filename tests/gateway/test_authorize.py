@@ -17,6 +17,7 @@ from tests.gateway.conftest import (
     REDIRECT_URI,
     USERNAME,
     Deployment,
+    PrefixProxy,
     authorize_url,
     deploy,
     pkce_pair,
@@ -604,6 +605,37 @@ async def _expired_code_is_refused(deployment: Deployment, http: httpx.AsyncClie
         code_verifier=verifier,
     )
     assert refused.json()["error"] == "invalid_grant"
+
+
+async def test_a_gateway_behind_a_path_prefix_completes_the_flow(tmp_path) -> None:
+    # Its public URL is http://host/auth, where a proxy strips /auth: the forms must post, and
+    # the plain-HTTP CSRF cookie be scoped, under /auth as the browser sees it.
+    async with (
+        deploy(tmp_path, public_path="/auth") as deployment,
+        httpx.AsyncClient(
+            base_url=deployment.url + "/auth", transport=PrefixProxy("/auth")
+        ) as browser,
+    ):
+        client_id, _ = await register_app(deployment, first_party=False)
+        verifier, challenge = pkce_pair()
+        url = authorize_url(deployment, client_id, challenge)
+        login = await browser.get(url.replace(deployment.url, deployment.url + "/auth", 1))
+        assert httpx.URL(read_form(login).action).path == "/auth/oauth/login"
+        assert "Path=/auth/oauth" in login.headers["set-cookie"]
+        form = read_form(login)
+        consent = await browser.post(
+            form.action, data={**form.fields, "username": USERNAME, "password": PASSWORD}
+        )
+        assert httpx.URL(read_form(consent).action).path == "/auth/oauth/consent"
+        code = redirect_params(await decide(browser, consent, "allow"))["code"]
+        exchange = {"code": code, "code_verifier": verifier, "redirect_uri": REDIRECT_URI}
+        tokens = await browser.post(
+            paths.TOKEN,
+            data={"grant_type": "authorization_code", "client_id": client_id, **exchange},
+        )
+        assert tokens.status_code == 200, tokens.text
+        metadata = (await browser.get(paths.METADATA)).json()
+        assert metadata["token_endpoint"] == deployment.url + "/auth" + paths.TOKEN
 
 
 async def test_codes_are_bound_to_their_client(

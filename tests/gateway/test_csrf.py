@@ -58,3 +58,8 @@ def test_the_cookie_is_host_only_where_the_browser_allows_it(
     # RFC 6265bis §4.1.3.2: a `__Host-` cookie must be Secure and for Path=/, so over plain
     # HTTP the browser would drop it.
     assert csrf_cookie(secure) == expected
+
+
+def test_behind_a_prefix_the_plain_cookie_follows_the_prefix() -> None:
+    assert csrf_cookie(False, "/auth") == CsrfCookie("authsvc_csrf", "/auth/oauth")
+    assert csrf_cookie(True, "/auth") == CsrfCookie("__Host-authsvc_csrf", "/")

@@ -11,15 +11,15 @@ from authsvc_gateway.pages import HTML_HEADERS, consent_page, error_page, login_
 
 
 def test_the_password_field_is_never_prefilled() -> None:
-    page = login_page(client_name="x", fields={}, username="alice")
+    page = login_page(action="/oauth/login", client_name="x", fields={}, username="alice")
     assert re.search(r'type="password"[^>]*value=', page.body.decode()) is None
 
 
 def test_every_value_is_escaped() -> None:
     evil = '"><script>alert(1)</script>'
     pages = [
-        login_page(client_name=evil, fields={evil: evil}, username=evil, message=evil),
-        consent_page(client_name=evil, scopes=[evil], fields={"ticket": evil}),
+        login_page(action=evil, client_name=evil, fields={evil: evil}, username=evil, message=evil),
+        consent_page(action=evil, client_name=evil, scopes=[evil], fields={"ticket": evil}),
         error_page(InvalidRequest(evil)),
     ]
     for page in pages:

@@ -19,6 +19,7 @@ from authsvc_client.v1 import authsvc_pb2 as pb
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from authsvc_gateway import paths
 from authsvc_gateway.authorization import (
     S256,
     AuthorizationRequest,
@@ -40,7 +41,14 @@ from authsvc_gateway.consent import (
     open_ticket,
     seal_ticket,
 )
-from authsvc_gateway.csrf import CSRF_FIELD, CsrfVerdict, check_csrf, csrf_cookie, issue_csrf
+from authsvc_gateway.csrf import (
+    CSRF_FIELD,
+    CsrfCookie,
+    CsrfVerdict,
+    check_csrf,
+    csrf_cookie,
+    issue_csrf,
+)
 from authsvc_gateway.errors import (
     AccessDenied,
     InvalidGrant,
@@ -179,6 +187,7 @@ class AuthorizationEndpoints:
     ) -> Response:
         csrf = issue_csrf(self._config.session_key, self._csrf_nonce(request))
         response = login_page(
+            action=self._config.browser_path(paths.LOGIN),
             client_name=client.name or client.client_id,
             fields={**authorization.fields(), CSRF_FIELD: csrf.token},
             username=username,
@@ -260,6 +269,7 @@ class AuthorizationEndpoints:
             lifetime=CONSENT_TICKET_LIFETIME,
         )
         response = consent_page(
+            action=self._config.browser_path(paths.CONSENT),
             client_name=client.name or client.client_id,
             scopes=authorization.scope or tuple(client.scopes),
             fields={TICKET_FIELD: ticket, CSRF_FIELD: csrf.token},
@@ -298,10 +308,10 @@ class AuthorizationEndpoints:
         return RedirectResponse(url, status_code=303, headers=_REDIRECT_HEADERS)
 
     def _csrf_nonce(self, request: Request) -> str | None:
-        return request.cookies.get(csrf_cookie(self._config.secure_cookies).name)
+        return request.cookies.get(self._csrf_cookie().name)
 
     def _set_csrf_cookie(self, response: Response, value: str) -> None:
-        cookie = csrf_cookie(self._config.secure_cookies)
+        cookie = self._csrf_cookie()
         response.set_cookie(
             cookie.name,
             value,
@@ -310,6 +320,9 @@ class AuthorizationEndpoints:
             samesite="strict",
             secure=self._config.secure_cookies,
         )
+
+    def _csrf_cookie(self) -> CsrfCookie:
+        return csrf_cookie(self._config.secure_cookies, self._config.browser_path(""))
 
 
 def _request_from_ticket(payload: Mapping[str, object]) -> tuple[str, AuthorizationRequest] | None:
