@@ -5,6 +5,7 @@ from __future__ import annotations
 import notes_pb2  # noqa: F401 - registers notes.v1 (and its options) in the default pool
 import pytest
 from authsvc_client import DEFAULT_PUBLIC_SERVICES, MethodScopes
+from authsvc_client._scopes import MAX_REMEMBERED_RULES
 
 READ = "/notes.v1.Notes/ReadNote"
 DELETE = "/notes.v1.Notes/DeleteNote"
@@ -88,6 +89,18 @@ def test_made_up_method_names_get_no_remembered_rule() -> None:
         assert scopes.rule(f"/attacker.v1.X/M{i}") == (False, set())
     assert scopes.rule(READ) == (False, {"notes:read"})
     assert list(scopes._rules) == [READ]
+
+
+def test_without_proto_options_a_flood_of_names_is_remembered_only_up_to_the_bound() -> None:
+    # A server with a catch-all handler sees whatever method names its callers make up.
+    scopes = MethodScopes({DELETE: ["notes:write"]}, read_proto_options=False)
+    assert scopes.rule(DELETE) == (False, {"notes:write"})
+    for i in range(MAX_REMEMBERED_RULES + 100):
+        assert scopes.rule(f"/attacker.v1.X/M{i}") == (False, set())
+    assert len(scopes._rules) == MAX_REMEMBERED_RULES
+    assert scopes.rule(DELETE) == (False, {"notes:write"})  # remembered before the flood
+    assert scopes.rule("/attacker.v1.X/Late") == (False, set())  # still answered, not kept
+    assert "/attacker.v1.X/Late" not in scopes._rules
 
 
 @pytest.mark.parametrize(
