@@ -2,9 +2,11 @@
 
 Codes are single-use, live at most 60 s, and are bound to the client, the exact redirect URI, the
 user and an S256 challenge. An authorization request may leave the redirect URI out where the
-client registered only one (OAuth 2.1 §4.1.1): its code is bound to "", and `redirect_uri_refusal`
-`token_redirect_refusal` says what its token request may send. A second use fails and revokes the family issued from the first
-(RFC 6749 §4.1.2, RFC 9700 §4.5). A wrong verifier burns the code, so verifiers cannot be guessed.
+client registered only one (OAuth 2.1 §4.1.1): its code is bound to "", and
+`token_redirect_refusal` says what its token request may send. One authorization request, named
+by its client and PKCE challenge, gets one code: a consent or sign-in form posted again gets
+none. A second use fails and revokes the family issued from the first (RFC 6749 §4.1.2, RFC 9700
+§4.5). A wrong verifier burns the code, so verifiers cannot be guessed.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from authsvc.storage.sql import Tx
 from authsvc.tokens import opaque
 
 REUSED = "authorization code already used; tokens issued from it were revoked"
+#: A second code for one authorization request, which its PKCE challenge names: a consent or a
+#: sign-in posted again, or a client reusing its code_verifier (RFC 7636 §4.1: one per request).
+ANSWERED = "this authorization request was answered already; start a new one"
 
 
 MISMATCHED_REDIRECT_URI = "redirect_uri does not match the authorization request"
@@ -93,7 +98,7 @@ async def create_code(
         refusal = authorization_redirect_refusal(client.redirect_uris, redirect_uri)
         if refusal is not None:
             raise InvalidRequest(refusal)
-        await tx.insert_code(
+        stored = await tx.insert_code(
             AuthorizationCodeRecord(
                 client_id=client_id,
                 redirect_uri=redirect_uri,
@@ -109,6 +114,8 @@ async def create_code(
                 code_digest=opaque.digest(code),
             )
         )
+        if not stored:
+            raise InvalidRequest(ANSWERED)
     return IssuedCode(code, ctx.settings.authorization_code_ttl)
 
 

@@ -105,6 +105,9 @@ authorization_codes = Table(
     Column("used_at", Double, nullable=True),
     Column("family_id", String(32), nullable=True),  # the family the code was exchanged for
     Index(None, "expires_at"),
+    # One code per authorization request, which its PKCE challenge names (RFC 7636 §4.1: a
+    # verifier per request): a consent ticket or a sign-in form posted again gets no second code.
+    Index("uq_authorization_codes_challenge", "client_id", "code_challenge", unique=True),
 )
 
 signing_keys = Table(

@@ -826,9 +826,14 @@ class Tx:
 
     # authorization codes
 
-    async def insert_code(self, code: AuthorizationCodeRecord) -> None:
-        await self._exec(
-            insert(t.authorization_codes).values(
+    async def insert_code(self, code: AuthorizationCodeRecord) -> bool:
+        """Store a code; False, storing nothing, where its client has a code for the same PKCE
+        challenge already (`uq_authorization_codes_challenge`), concurrently or not."""
+        dialect_insert = sqlite.insert if self.sqlite else postgresql.insert
+        c = t.authorization_codes
+        result = await self._exec(
+            dialect_insert(c)
+            .values(
                 code_digest=code.code_digest,
                 client_id=code.client_id,
                 redirect_uri=code.redirect_uri,
@@ -840,7 +845,10 @@ class Tx:
                 created_at=code.created_at,
                 expires_at=code.expires_at,
             )
+            .on_conflict_do_nothing(index_elements=[c.c.client_id, c.c.code_challenge])
+            .returning(c.c.code_digest)
         )
+        return result.first() is not None
 
     async def get_code(self, code_digest: bytes) -> AuthorizationCodeRecord | None:
         c = t.authorization_codes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -347,6 +348,46 @@ async def test_a_code_issued_with_a_redirect_uri_needs_it_again(
     await authorization.ExchangeAuthorizationCode(exchange_request(app, code), metadata=admin)
 
 
+async def test_one_authorization_request_gets_one_code(
+    running: RunningAuthority, authorization, admin, app: RegisteredClient
+) -> None:
+    # Its PKCE challenge names the request: a consent or sign-in form posted again (its ticket
+    # lives ten minutes), or a client that reuses its verifier, gets no second code.
+    first = await authorization.CreateAuthorizationCode(code_request(app), metadata=admin)
+    before = await database_rows(running)
+    again = authorization.CreateAuthorizationCode(code_request(app), metadata=admin)
+    assert await refused(again) == (
+        *INVALID_REQUEST,
+        "this authorization request was answered already; start a new one",
+    )
+    assert await database_rows(running) == before
+    other = await running.create_client(
+        "other", grant_types=["authorization_code"], redirect_uris=[APP_REDIRECT_URI]
+    )
+    # Another client's request with the same challenge is another request.
+    await authorization.CreateAuthorizationCode(
+        code_request(other, scope=[], audience=[]), metadata=admin
+    )
+    await authorization.ExchangeAuthorizationCode(exchange_request(app, first.code), metadata=admin)
+
+
+async def test_concurrent_answers_to_one_authorization_request_get_one_code(
+    running: RunningAuthority, authorization, admin, app: RegisteredClient
+) -> None:
+    # On PostgreSQL both may find no code for the challenge; the unique index decides.
+    for _ in range(5):
+        _, challenge = fresh_pkce()
+        request = code_request(app, code_challenge=challenge)
+        results = await asyncio.gather(
+            *(authorization.CreateAuthorizationCode(request, metadata=admin) for _ in range(4)),
+            return_exceptions=True,
+        )
+        codes = [r for r in results if isinstance(r, pb.AuthorizationCode)]
+        refusals = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+        assert len(codes) == 1
+        assert [r.code() for r in refusals] == [grpc.StatusCode.INVALID_ARGUMENT] * 3
+
+
 async def test_create_authorization_code_needs_the_grant(
     running: RunningAuthority, authorization, admin
 ) -> None:
@@ -356,6 +397,12 @@ async def test_create_authorization_code_needs_the_grant(
 
 
 # ExchangeAuthorizationCode
+
+
+def fresh_pkce() -> tuple[str, str]:
+    """A verifier of its own and its challenge: one per authorization request (RFC 7636 §4.1)."""
+    verifier = secrets.token_urlsafe(32)
+    return verifier, pkce.s256(verifier)
 
 
 def exchange_request(
@@ -556,8 +603,11 @@ async def test_a_concurrent_second_redemption_revokes_the_family_too(
     # the compare-and-set is a second use all the same. Whichever way they interleave, no family
     # issued from a code used twice may live (RFC 6749 §4.1.2).
     for _ in range(10):
-        issued = await authorization.CreateAuthorizationCode(code_request(app), metadata=admin)
-        request = exchange_request(app, issued.code)
+        verifier, challenge = fresh_pkce()
+        issued = await authorization.CreateAuthorizationCode(
+            code_request(app, code_challenge=challenge), metadata=admin
+        )
+        request = exchange_request(app, issued.code, code_verifier=verifier)
         results = await asyncio.gather(
             *(authorization.ExchangeAuthorizationCode(request, metadata=admin) for _ in range(2)),
             return_exceptions=True,
@@ -576,11 +626,14 @@ async def test_code_expires_at_sixty_seconds(
     running: RunningAuthority, authorization, app: RegisteredClient, admin
 ) -> None:
     first = await authorization.CreateAuthorizationCode(code_request(app), metadata=admin)
-    second = await authorization.CreateAuthorizationCode(code_request(app), metadata=admin)
+    verifier, challenge = fresh_pkce()
+    second = await authorization.CreateAuthorizationCode(
+        code_request(app, code_challenge=challenge), metadata=admin
+    )
     running.clock.advance(59.9)
     await authorization.ExchangeAuthorizationCode(exchange_request(app, first.code), metadata=admin)
     running.clock.advance(0.1)
-    expired = exchange_request(app, second.code)
+    expired = exchange_request(app, second.code, code_verifier=verifier)
     assert await refused(authorization.ExchangeAuthorizationCode(expired, metadata=admin)) == (
         *INVALID_GRANT,
         "authorization code expired",

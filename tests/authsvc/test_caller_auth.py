@@ -3,6 +3,7 @@ services refusing a caller without a token or without the method's permission, c
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -164,7 +165,8 @@ REQUESTS: dict[str, Callable[[World], Message]] = {
         client_id=w.app.client_id,
         redirect_uri=APP_REDIRECT_URI,
         subject="alice",
-        code_challenge=pkce.s256(VERIFIER),
+        # A request of its own: the world's code answered the one VERIFIER names.
+        code_challenge=pkce.s256(secrets.token_urlsafe(32)),
         code_challenge_method="S256",
     ),
     "ExchangeAuthorizationCode": lambda w: pb.ExchangeAuthorizationCodeRequest(

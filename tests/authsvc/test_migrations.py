@@ -197,6 +197,51 @@ async def test_a_downgrade_leaves_the_sequence_past_every_cursor_assigned(
     assert cursor == 42
 
 
+async def test_0005_keeps_the_newest_code_of_each_authorization_request(
+    empty_database: AsyncEngine,
+) -> None:
+    await migrate.upgrade(empty_database, "0004")
+    rows = [  # (digest, client, challenge, created_at)
+        (b"a" * 32, "app", "c1", 1.0),
+        (b"b" * 32, "app", "c1", 3.0),  # the newest of app's c1
+        (b"c" * 32, "app", "c1", 2.0),
+        (b"d" * 32, "app", "c2", 1.0),
+        (b"e" * 32, "other", "c1", 1.0),  # another client's request
+        (b"f" * 32, "app", "c3", 5.0),
+        (b"g" * 32, "app", "c3", 5.0),  # the same instant: the larger digest stays
+    ]
+    async with empty_database.begin() as conn:
+        for client_id in ("app", "other"):
+            await conn.execute(
+                text(
+                    "INSERT INTO clients (client_id, name, public, first_party, grant_types,"
+                    " redirect_uris, scopes, audiences, created_at)"
+                    " VALUES (:id, :id, true, false, '', '[]', '', '', 0)"
+                ),
+                {"id": client_id},
+            )
+        for digest, client_id, challenge, created_at in rows:
+            await conn.execute(
+                text(
+                    "INSERT INTO authorization_codes (code_digest, client_id, redirect_uri,"
+                    " subject, scope, audience, code_challenge, device_id, created_at,"
+                    " expires_at) VALUES (:digest, :client_id, '', 'alice', '', '',"
+                    " :challenge, 'web', :created_at, :expires_at)"
+                ),
+                {
+                    "digest": digest,
+                    "client_id": client_id,
+                    "challenge": challenge,
+                    "created_at": created_at,
+                    "expires_at": created_at + 60,
+                },
+            )
+    await migrate.upgrade(empty_database)
+    async with empty_database.connect() as conn:
+        kept = await conn.execute(text("SELECT code_digest FROM authorization_codes"))
+        assert sorted(bytes(row[0])[:1] for row in kept) == [b"b", b"d", b"e", b"g"]
+
+
 async def test_the_first_open_names_the_event_stream_and_later_opens_keep_it(
     tmp_path: Path,
 ) -> None:

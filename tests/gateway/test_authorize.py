@@ -486,6 +486,23 @@ async def test_a_client_disabled_during_consent_gets_no_redirect(
     assert "invalid_client" in refused.text
 
 
+async def test_a_consent_posted_again_gets_no_second_code(
+    deployment: Deployment, http: httpx.AsyncClient
+) -> None:
+    # The ticket lives ten minutes; the request it carries is answered once (its PKCE challenge
+    # names it), whichever gateway replica the second post reaches.
+    _, consent = await _consent_page(deployment, http)
+    first = redirect_params(await decide(http, consent, "allow"))
+    assert first["code"].startswith("asac_")
+    again = redirect_params(await decide(http, consent, "allow"))
+    assert again == {
+        "error": "invalid_request",
+        "error_description": "this authorization request was answered already; start a new one",
+        "state": "af0ifjsldkj",
+        "iss": deployment.config.issuer,
+    }
+
+
 async def test_a_consent_ticket_copied_into_another_browser_is_refused(
     deployment: Deployment, http: httpx.AsyncClient
 ) -> None:

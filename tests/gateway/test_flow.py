@@ -128,7 +128,9 @@ async def test_authlib_runs_the_whole_flow(deployment: Deployment, http: httpx.A
         )
         assert dead.json() == {"active": False}
 
-    # A second login, then revocation of its refresh token kills its access token too.
+    # A second login, then revocation of its refresh token kills its access token too. A verifier
+    # of its own: the first one's request was answered already.
+    verifier = "w" * 20 + "-._~" + "b2" * 20
     async with AsyncOAuth2Client(
         client_id=client_id,
         token_endpoint_auth_method="none",
