@@ -19,10 +19,11 @@ $(STAMP): pyproject.toml clients/pyproject.toml
 run: $(STAMP)
 	$(BIN)/authsvc serve --dev
 
-## test: lint, types, then the whole suite. PostgreSQL tests run when AUTHSVC_TEST_POSTGRES_URL is
+## test: lint, types, then the whole suite, a worker per core (each test module on one worker, so
+## its module-scoped servers start once). PostgreSQL tests run when AUTHSVC_TEST_POSTGRES_URL is
 ## set (.ci/run sets it).
 test: $(STAMP) lint typecheck
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 ## protos: regenerate clients/authsvc_client/v1 from protos/ (a test fails if they drift apart).
 protos: $(STAMP)
