@@ -6,12 +6,15 @@ own, popped one it had read) would change what the next call with that token is 
 So the signed claims are frozen once, when they are parsed.
 
 `FrozenDict` and `FrozenList` subclass `dict` and `list`: `json.dumps`, equality with plain values,
-`isinstance` checks, pickling and copying work as before, and every method that would change them
-raises `TypeError`. `dict(value)` or `value.copy()` gives a plain, changeable copy.
+`isinstance` checks, pickling and copying work as before, and every method of theirs that would
+change them raises `TypeError` (only calling `dict`'s or `list`'s own methods on them directly
+gets past that). `dict(value)`, `list(value)` and `value.copy()` give plain copies of the top
+level, whose nested objects and arrays stay frozen; `json.loads(json.dumps(value))` thaws all.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any, NoReturn
 
 __all__ = ["FrozenDict", "FrozenList", "freeze"]
@@ -28,6 +31,14 @@ class FrozenDict(dict[str, Any]):
 
     __slots__ = ()
 
+    def __new__(cls, items: Mapping[str, Any] | Iterable[tuple[str, Any]] = ()) -> FrozenDict:
+        frozen = super().__new__(cls)
+        dict.update(frozen, items)
+        return frozen
+
+    def __init__(self, *_args: object) -> None:
+        """Built in `__new__`: `__init__`, called again, must not refill it."""
+
     __setitem__ = __delitem__ = __ior__ = _refuse
     clear = pop = popitem = setdefault = update = _refuse
 
@@ -40,6 +51,14 @@ class FrozenList(list[Any]):
     """A JSON array that cannot be changed once built."""
 
     __slots__ = ()
+
+    def __new__(cls, items: Iterable[Any] = ()) -> FrozenList:
+        frozen = super().__new__(cls)
+        list.extend(frozen, items)
+        return frozen
+
+    def __init__(self, *_args: object) -> None:
+        """Built in `__new__`: list's `__init__` would empty it and refill it."""
 
     __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
     append = clear = extend = insert = pop = remove = reverse = sort = _refuse

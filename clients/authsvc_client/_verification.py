@@ -31,7 +31,7 @@ from joserfc.errors import (
 )
 
 from ._errors import InvalidToken, UnknownSigningKey
-from ._frozen import freeze
+from ._frozen import FrozenDict, freeze
 from ._jwks import PublishedKey
 
 __all__ = [
@@ -81,7 +81,7 @@ class Claims:
     `scope` is the set of granted scopes (the token carries them space-separated), `sid` the
     family (session) id, empty for client-credentials tokens, and `raw` every claim as signed:
     read-only, because a cached verification hands the same claims to every call with the token
-    (`FrozenDict`; `dict(claims.raw)` is a copy to change).
+    (`FrozenDict`; `dict(claims.raw)` is a copy of its top level to change).
     """
 
     iss: str
@@ -94,7 +94,7 @@ class Claims:
     scope: frozenset[str] = frozenset()
     nbf: int | None = None
     sid: str = ""
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    raw: Mapping[str, Any] = field(default_factory=FrozenDict, repr=False, compare=False)
 
     def has_scopes(self, required: Iterable[str]) -> bool:
         """Whether every scope in `required` was granted."""

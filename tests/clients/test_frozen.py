@@ -116,3 +116,20 @@ def test_copies_and_pickles_stay_frozen_and_equal(duplicate: Callable[[Any], Any
 def test_values_other_than_objects_and_arrays_are_kept_as_they_are() -> None:
     for value in ("text", 1, 1.5, True, None):
         assert freeze(value) is value
+
+
+def test_calling_init_again_changes_nothing() -> None:
+    claims = frozen()
+    claims.__init__({"sub": "mallory"})  # type: ignore[misc]
+    claims["aud"].__init__()  # type: ignore[misc]
+    assert claims == CLAIMS
+
+
+def test_a_copy_of_the_top_level_keeps_nested_values_frozen_and_json_thaws_all() -> None:
+    claims = frozen()
+    with pytest.raises(TypeError, match="read-only"):
+        dict(claims)["aud"].append("billing")
+    thawed = json.loads(json.dumps(claims))
+    thawed["aud"].append("billing")
+    thawed["act"]["chain"][0]["sub"] = "other"
+    assert claims == CLAIMS
