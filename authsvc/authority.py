@@ -256,6 +256,7 @@ class Authority:
         scope: Sequence[str] = (),
         audience: Sequence[str] = (),
         device_id: str = "",
+        redirect_uri_omitted: bool = False,
     ) -> authorization_codes.IssuedCode:
         return await authorization_codes.create_code(
             self.ctx,
@@ -267,6 +268,7 @@ class Authority:
             code_challenge=code_challenge,
             code_challenge_method=code_challenge_method,
             device_id=device_id,
+            redirect_uri_omitted=redirect_uri_omitted,
         )
 
     @_unit_of_work

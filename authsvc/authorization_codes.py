@@ -2,10 +2,10 @@
 
 Codes are single-use, live at most 60 s, and are bound to the client, the exact redirect URI, the
 user and an S256 challenge. An authorization request may leave the redirect URI out where the
-client registered only one (OAuth 2.1 §4.1.1): its code is bound to "", and
-`token_redirect_refusal` says what its token request may send. One authorization request, named
-by its client and PKCE challenge, gets one code: a consent or sign-in form posted again gets
-none. A second use fails and revokes the family issued from the first (RFC 6749 §4.1.2, RFC 9700
+client registered only one (OAuth 2.1 §4.1.1), and then its token request may too. One
+authorization request, named by its client and PKCE challenge, has one live code: a consent or
+sign-in posted again replaces it while it is unused, and gets none once it is used (until its row
+is purged, an hour after the code expired). A second use fails and revokes the family issued from the first (RFC 6749 §4.1.2, RFC 9700
 §4.5). A wrong verifier burns the code, so verifiers cannot be guessed.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from authsvc_client import redirect_uri_registered
+from authsvc_client import implied_redirect_uri, redirect_uri_registered
 
 from authsvc import pkce
 from authsvc.client_registry import require_grant
@@ -27,39 +27,39 @@ from authsvc.storage.sql import Tx
 from authsvc.tokens import opaque
 
 REUSED = "authorization code already used; tokens issued from it were revoked"
-#: A second code for one authorization request, which its PKCE challenge names: a consent or a
-#: sign-in posted again, or a client reusing its code_verifier (RFC 7636 §4.1: one per request).
+#: A second code for one authorization request, which its PKCE challenge names, once the first
+#: is used or went to another subject (a client reusing its code_verifier, against RFC 7636 §4.1).
 ANSWERED = "this authorization request was answered already; start a new one"
-
-
 MISMATCHED_REDIRECT_URI = "redirect_uri does not match the authorization request"
 
 
-def authorization_redirect_refusal(registered: Sequence[str], sent: str) -> str | None:
-    """Why a code may not be bound to the redirect URI `sent`, or None when it may.
+def authorization_redirect_refusal(
+    registered: Sequence[str], redirect_uri: str, *, omitted: bool
+) -> str | None:
+    """Why a code may not be issued for a response to `redirect_uri`, or None when it may.
 
-    One of the client's `registered` URIs (`redirect_uri_registered`), or none ("") where the
-    client registered exactly one (OAuth 2.1 §4.1.1): then the response went to that one.
+    It must be one of the client's `registered` URIs (`redirect_uri_registered`). Where the
+    authorization request named none (`omitted`), it must be the one URI a request may then
+    imply (`implied_redirect_uri`: OAuth 2.1 §4.1.1, and never a loopback one).
     """
-    if not sent:
-        if len(registered) == 1:
+    if not redirect_uri:
+        return "redirect_uri is required"
+    if omitted:
+        if implied_redirect_uri(registered) == redirect_uri:
             return None
-        return "redirect_uri is required: the client registered more than one"
-    if redirect_uri_registered(registered, sent):
+        return "redirect_uri is required: the client has no single redirect URI to imply"
+    if redirect_uri_registered(registered, redirect_uri):
         return None
     return "redirect_uri does not match a registered one"
 
 
-def token_redirect_refusal(bound: str, presented: str, registered: Sequence[str]) -> str | None:
-    """Why a token request's redirect URI `presented` may not redeem a code bound to `bound`.
+def token_redirect_refusal(record: AuthorizationCodeRecord, presented: str) -> str | None:
+    """Why a token request's redirect URI `presented` may not redeem the code `record`.
 
-    OAuth 2.1 §4.1.3: a code bound to a URI needs that URI, character for character. A code
-    whose authorization request named none (`bound` is "") takes none, or the client's one
-    registered URI, where its response went.
+    OAuth 2.1 §4.1.3: the URI its response went to, character for character; or none, where
+    the authorization request named none either.
     """
-    if bound:
-        return None if presented == bound else MISMATCHED_REDIRECT_URI
-    if not presented or tuple(registered) == (presented,):
+    if presented == record.redirect_uri or (not presented and not record.redirect_uri_sent):
         return None
     return MISMATCHED_REDIRECT_URI
 
@@ -81,8 +81,10 @@ async def create_code(
     code_challenge: str,
     code_challenge_method: str,
     device_id: str = "",
+    redirect_uri_omitted: bool = False,
 ) -> IssuedCode:
-    """Store a code for a user who has logged in and consented."""
+    """Store a code for a user who has logged in and consented; the response goes to
+    `redirect_uri`, which the authorization request named unless `redirect_uri_omitted`."""
     check_subject(subject, device_id)
     if code_challenge_method not in pkce.SUPPORTED_METHODS:
         raise InvalidRequest("code_challenge_method must be S256")
@@ -95,7 +97,9 @@ async def create_code(
         if client is None or not client.enabled:
             raise InvalidClient("unknown or disabled client")
         require_grant(client, "authorization_code")
-        refusal = authorization_redirect_refusal(client.redirect_uris, redirect_uri)
+        refusal = authorization_redirect_refusal(
+            client.redirect_uris, redirect_uri, omitted=redirect_uri_omitted
+        )
         if refusal is not None:
             raise InvalidRequest(refusal)
         stored = await tx.insert_code(
@@ -112,6 +116,7 @@ async def create_code(
                 family_id=None,
                 code_challenge=code_challenge,
                 code_digest=opaque.digest(code),
+                redirect_uri_sent=not redirect_uri_omitted,
             )
         )
         if not stored:
@@ -140,13 +145,11 @@ async def exchange_code(
         record = await tx.get_code(digest)
         if record is None or record.client_id != client_id:
             raise InvalidGrant("authorization code unknown")
-        client = await tx.get_client(client_id)
-        registered = client.redirect_uris if client is not None else ()
         if record.used_at is not None:
             events, refusal = await _refuse_reuse(ctx, tx, record, now), REUSED
         elif record.expires_at <= now:
             raise InvalidGrant("authorization code expired")
-        elif mismatch := token_redirect_refusal(record.redirect_uri, redirect_uri, registered):
+        elif mismatch := token_redirect_refusal(record, redirect_uri):
             raise InvalidGrant(mismatch)
         elif not await tx.mark_code_used(digest, now):
             # A concurrent redemption marked it first (on PostgreSQL both read it unused): this
@@ -159,6 +162,7 @@ async def exchange_code(
         elif not pkce.verifier_matches(code_verifier, record.code_challenge):
             refusal = "code_verifier does not match the code challenge"  # and the code is burnt
         else:
+            client = await tx.get_client(client_id)
             if client is None or not client.enabled:
                 raise InvalidClient("unknown or disabled client")
             family, refresh_token = await start_family(

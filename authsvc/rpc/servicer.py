@@ -401,6 +401,7 @@ class AuthorizationService(pb_grpc.AuthorizationServiceServicer):
             code_challenge=request.code_challenge,
             code_challenge_method=request.code_challenge_method,
             device_id=request.device_id,
+            redirect_uri_omitted=request.redirect_uri_omitted,
         )
         return pb.AuthorizationCode(code=issued.code, expires_in=issued.expires_in)
 

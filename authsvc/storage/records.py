@@ -73,6 +73,8 @@ class AuthorizationCodeRecord:
     family_id: str | None
     code_challenge: str = field(repr=False)
     code_digest: bytes = field(repr=False)
+    #: False where the authorization request named no redirect URI (OAuth 2.1 §4.1.1).
+    redirect_uri_sent: bool = True
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     literal_column,
+    true,
 )
 
 NAMING = {
@@ -94,7 +95,10 @@ authorization_codes = Table(
     metadata,
     Column("code_digest", LargeBinary(32), primary_key=True),
     Column("client_id", String(64), ForeignKey("clients.client_id"), nullable=False),
-    Column("redirect_uri", Text, nullable=False),
+    Column("redirect_uri", Text, nullable=False),  # where the response went
+    # False where the authorization request named none (OAuth 2.1 §4.1.1): the token request
+    # may then leave it out too (§4.1.3).
+    Column("redirect_uri_sent", Boolean, nullable=False, server_default=true()),
     Column("subject", String(200), nullable=False),
     Column("scope", Text, nullable=False),
     Column("audience", Text, nullable=False),
@@ -105,8 +109,9 @@ authorization_codes = Table(
     Column("used_at", Double, nullable=True),
     Column("family_id", String(32), nullable=True),  # the family the code was exchanged for
     Index(None, "expires_at"),
-    # One code per authorization request, which its PKCE challenge names (RFC 7636 §4.1: a
-    # verifier per request): a consent ticket or a sign-in form posted again gets no second code.
+    # One live code per authorization request, which its PKCE challenge names (RFC 7636 §4.1: a
+    # verifier per request), until its row is purged an hour after it expires: a consent or a
+    # sign-in posted again replaces the code while it is unused, and gets none once it is used.
     Index("uq_authorization_codes_challenge", "client_id", "code_challenge", unique=True),
 )
 

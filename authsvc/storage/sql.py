@@ -827,26 +827,46 @@ class Tx:
     # authorization codes
 
     async def insert_code(self, code: AuthorizationCodeRecord) -> bool:
-        """Store a code; False, storing nothing, where its client has a code for the same PKCE
-        challenge already (`uq_authorization_codes_challenge`), concurrently or not."""
+        """Store a code, one per client and PKCE challenge (`uq_authorization_codes_challenge`).
+
+        Where the client has one for the challenge already, the new one replaces it if that one
+        is unused and for the same subject (the same consent or sign-in posted twice: the
+        browser follows the last answer); otherwise nothing is stored and the answer is False.
+        One statement, so concurrent posts on PostgreSQL are decided by the index too."""
         dialect_insert = sqlite.insert if self.sqlite else postgresql.insert
         c = t.authorization_codes
-        result = await self._exec(
-            dialect_insert(c)
-            .values(
-                code_digest=code.code_digest,
-                client_id=code.client_id,
-                redirect_uri=code.redirect_uri,
-                subject=code.subject,
-                scope=" ".join(code.scope),
-                audience=" ".join(code.audience),
-                code_challenge=code.code_challenge,
-                device_id=code.device_id,
-                created_at=code.created_at,
-                expires_at=code.expires_at,
+        statement = dialect_insert(c).values(
+            code_digest=code.code_digest,
+            client_id=code.client_id,
+            redirect_uri=code.redirect_uri,
+            redirect_uri_sent=code.redirect_uri_sent,
+            subject=code.subject,
+            scope=" ".join(code.scope),
+            audience=" ".join(code.audience),
+            code_challenge=code.code_challenge,
+            device_id=code.device_id,
+            created_at=code.created_at,
+            expires_at=code.expires_at,
+        )
+        replaced = {
+            name: statement.excluded[name]
+            for name in (
+                "code_digest",
+                "redirect_uri",
+                "redirect_uri_sent",
+                "scope",
+                "audience",
+                "device_id",
+                "created_at",
+                "expires_at",
             )
-            .on_conflict_do_nothing(index_elements=[c.c.client_id, c.c.code_challenge])
-            .returning(c.c.code_digest)
+        }
+        result = await self._exec(
+            statement.on_conflict_do_update(
+                index_elements=[c.c.client_id, c.c.code_challenge],
+                set_=replaced,
+                where=and_(c.c.used_at.is_(None), c.c.subject == statement.excluded.subject),
+            ).returning(c.c.code_digest)
         )
         return result.first() is not None
 
@@ -869,6 +889,7 @@ class Tx:
             family_id=row.family_id,
             code_challenge=row.code_challenge,
             code_digest=row.code_digest,
+            redirect_uri_sent=row.redirect_uri_sent,
         )
 
     async def mark_code_used(self, code_digest: bytes, at: float) -> bool:

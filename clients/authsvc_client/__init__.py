@@ -39,7 +39,7 @@ from ._errors import (
 from ._interceptors import AsyncAuthInterceptor, AuthInterceptor
 from ._jwks import KeyCache, PublishedKey, parse_jwks
 from ._policy import WhenStale
-from ._redirect_uris import redirect_uri_registered
+from ._redirect_uris import implied_redirect_uri, redirect_uri_registered
 from ._revocations import RevocationSet
 from ._scopes import DEFAULT_PUBLIC_SERVICES, MethodScopes
 from ._verification import (
@@ -99,6 +99,7 @@ __all__ = [
     "WhenStale",
     "check_claims",
     "current_claims",
+    "implied_redirect_uri",
     "is_local_target",
     "parse_jwks",
     "redirect_uri_registered",

@@ -260,8 +260,11 @@ class AuthClient:
         audience: Sequence[str] = (),
         code_challenge_method: str = "S256",
         device_id: str = "",
+        redirect_uri_omitted: bool = False,
     ) -> pb.AuthorizationCode:
-        """Store a single-use authorization code (RFC 6749 §4.1.2, RFC 7636 §4.4)."""
+        """Store a single-use authorization code (RFC 6749 §4.1.2, RFC 7636 §4.4).
+        `redirect_uri_omitted`: the authorization request named no redirect URI, and
+        `redirect_uri` is the client's only one (OAuth 2.1 §4.1.1)."""
         request = pb.CreateAuthorizationCodeRequest(
             client_id=client_id,
             redirect_uri=redirect_uri,
@@ -271,6 +274,7 @@ class AuthClient:
             code_challenge=code_challenge,
             code_challenge_method=code_challenge_method,
             device_id=device_id,
+            redirect_uri_omitted=redirect_uri_omitted,
         )
         return self._unary(
             self._authorization.CreateAuthorizationCode, request, pb.AuthorizationCode
@@ -500,8 +504,11 @@ class AsyncAuthClient:
         audience: Sequence[str] = (),
         code_challenge_method: str = "S256",
         device_id: str = "",
+        redirect_uri_omitted: bool = False,
     ) -> pb.AuthorizationCode:
-        """Store a single-use authorization code (RFC 6749 §4.1.2, RFC 7636 §4.4)."""
+        """Store a single-use authorization code (RFC 6749 §4.1.2, RFC 7636 §4.4).
+        `redirect_uri_omitted`: the authorization request named no redirect URI, and
+        `redirect_uri` is the client's only one (OAuth 2.1 §4.1.1)."""
         request = pb.CreateAuthorizationCodeRequest(
             client_id=client_id,
             redirect_uri=redirect_uri,
@@ -511,6 +518,7 @@ class AsyncAuthClient:
             code_challenge=code_challenge,
             code_challenge_method=code_challenge_method,
             device_id=device_id,
+            redirect_uri_omitted=redirect_uri_omitted,
         )
         return await self._unary(
             self._authorization.CreateAuthorizationCode, request, pb.AuthorizationCode

@@ -6,6 +6,10 @@ loopback IP literal over http (`http://127.0.0.1…`, `http://[::1]…`), the po
 a native app listens on whatever port the system gave it for this one request. `localhost` gets no
 exception (RFC 8252 §8.3), and nothing else about the URI may differ: scheme, host, path and query
 are compared exactly, and a URI with user information or a fragment never matches.
+
+A request may leave the redirect URI out only where the client registered exactly one (OAuth 2.1
+§4.1.1), and that one is not a loopback IP literal: a native app names the port it listens on in
+each request, and a response to the registered port would go to whatever listens there.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-__all__ = ["redirect_uri_registered"]
+__all__ = ["implied_redirect_uri", "redirect_uri_registered"]
 
 # http, a loopback IP literal, an optional port of digits, then the path and query (no fragment).
 _LOOPBACK = re.compile(
@@ -27,6 +31,15 @@ def _without_loopback_port(uri: str) -> str | None:
     if match is None or not 0 < int(match.group("port") or 80) <= 65535:
         return None
     return f"http://{match.group(1)}{match.group('rest') or ''}"
+
+
+def implied_redirect_uri(registered: Iterable[str]) -> str | None:
+    """Where a request that names no redirect URI is answered, by the rule above; None where
+    it must name one."""
+    registered = tuple(registered)
+    if len(registered) != 1 or _without_loopback_port(registered[0]) is not None:
+        return None
+    return registered[0]
 
 
 def redirect_uri_registered(registered: Iterable[str], sent: str) -> bool:

@@ -4,8 +4,8 @@
 three outcomes: a valid `AuthorizationRequest`, an `ErrorRedirect` back to the client, or an
 `ErrorPage`. Errors go back to the client only through a redirect URI that was sent exactly once
 and is registered for the client character for character (RFC 9700 §4.1.3, OAuth 2.1 §4.1.2.1),
-or, when none was sent, to the one URI a client registered (OAuth 2.1 §4.1.1); anything else is
-an error page, so the endpoint is never an open redirect.
+or, when none was sent, to the one URI a client registered (OAuth 2.1 §4.1.1, unless it is a
+loopback one); anything else is an error page, so the endpoint is never an open redirect.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote, urlencode
 
-from authsvc_client import redirect_uri_registered
+from authsvc_client import implied_redirect_uri, redirect_uri_registered
 from authsvc_client.v1 import authsvc_pb2 as pb
 
 from authsvc_gateway.errors import (
@@ -50,11 +50,6 @@ class AuthorizationRequest:
     state: str | None
     code_challenge: str
     redirect_uri_sent: bool = True
-
-    @property
-    def bound_redirect_uri(self) -> str:
-        """The redirect URI the code is bound to: the one sent, or "" where none was."""
-        return self.redirect_uri if self.redirect_uri_sent else ""
 
     def fields(self) -> dict[str, str]:
         """The parameters to carry through the login form, as `decide` reads them back."""
@@ -97,11 +92,12 @@ def verified_redirect_uri(client: pb.Client, params: Params) -> str | None:
     When sent, it must be sent once and equal a URI registered for the client exactly: no prefix,
     wildcard or case leniency, and a different port only for a loopback IP literal over http
     (`redirect_uri_registered`: OAuth 2.1 §2.3.1, RFC 8252 §7.3, RFC 9700 §4.1.3). It may be left
-    out only by a client that registered exactly one, which is then the one (OAuth 2.1 §4.1.1).
+    out only by a client that registered exactly one, not a loopback one, which is then the one
+    (`implied_redirect_uri`: OAuth 2.1 §4.1.1).
     """
     sent = params.count("redirect_uri")
-    if sent == 0 and len(client.redirect_uris) == 1:
-        return client.redirect_uris[0]
+    if sent == 0:
+        return implied_redirect_uri(client.redirect_uris)
     if sent != 1:
         return None
     uri = params.single("redirect_uri")

@@ -197,6 +197,7 @@ class GrpcBackend:
                 audience=request.audience,
                 code_challenge_method=request.code_challenge_method,
                 device_id=request.device_id,
+                redirect_uri_omitted=request.redirect_uri_omitted,
             )
         )
 

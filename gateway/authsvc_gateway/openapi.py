@@ -107,7 +107,7 @@ def _authorize() -> dict[str, Any]:
             _query(
                 "redirect_uri",
                 "One of the client's registered redirect URIs; may be left out by a client that"
-                " registered exactly one (OAuth 2.1 §4.1.1).",
+                " registered exactly one, not a loopback one (OAuth 2.1 §4.1.1).",
                 required=False,
             ),
             _query("code_challenge", "BASE64URL(SHA256(code_verifier)), 43 characters."),

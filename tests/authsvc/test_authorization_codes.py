@@ -9,68 +9,76 @@ from authsvc.authorization_codes import (
     authorization_redirect_refusal,
     token_redirect_refusal,
 )
+from authsvc.storage.records import AuthorizationCodeRecord
 
 ONE = ("https://app.example/cb",)
 SEVERAL = ("https://app.example/cb", "https://app.example/other")
 LOOPBACK = ("http://127.0.0.1:9999/cb",)
+NOT_REGISTERED = "redirect_uri does not match a registered one"
+NOT_IMPLIED = "redirect_uri is required: the client has no single redirect URI to imply"
 
 
 @pytest.mark.parametrize(
-    ("registered", "sent", "refusal"),
+    ("registered", "redirect_uri", "omitted", "refusal"),
     [
-        pytest.param(ONE, "https://app.example/cb", None, id="registered"),
-        pytest.param(SEVERAL, "https://app.example/other", None, id="one-of-several"),
-        pytest.param(LOOPBACK, "http://127.0.0.1:53123/cb", None, id="loopback-port"),
-        pytest.param(ONE, "", None, id="none-with-one-registered"),
-        pytest.param(
-            SEVERAL,
-            "",
-            "redirect_uri is required: the client registered more than one",
-            id="none-with-several",
-        ),
-        pytest.param(
-            (), "", "redirect_uri is required: the client registered more than one", id="none-none"
-        ),
-        pytest.param(
-            ONE,
-            "https://app.example/cb/",
-            "redirect_uri does not match a registered one",
-            id="slash",
-        ),
-        pytest.param(
-            ONE,
-            "https://evil.example/cb",
-            "redirect_uri does not match a registered one",
-            id="other",
-        ),
+        pytest.param(ONE, ONE[0], False, None, id="registered"),
+        pytest.param(SEVERAL, SEVERAL[1], False, None, id="one-of-several"),
+        pytest.param(LOOPBACK, "http://127.0.0.1:53123/cb", False, None, id="loopback-port"),
+        pytest.param(ONE, ONE[0], True, None, id="omitted-with-one-registered"),
+        pytest.param(SEVERAL, SEVERAL[0], True, NOT_IMPLIED, id="omitted-with-several"),
+        # The registration changed since the request was shown: that URI is not the client's.
+        pytest.param(("https://app.example/new",), ONE[0], True, NOT_IMPLIED, id="omitted-stale"),
+        pytest.param(LOOPBACK, LOOPBACK[0], True, NOT_IMPLIED, id="omitted-loopback"),
+        pytest.param(ONE, "", False, "redirect_uri is required", id="empty"),
+        pytest.param(ONE, "", True, "redirect_uri is required", id="empty-omitted"),
+        pytest.param(ONE, ONE[0] + "/", False, NOT_REGISTERED, id="slash"),
+        pytest.param(ONE, "https://evil.example/cb", False, NOT_REGISTERED, id="other"),
     ],
 )
 def test_authorization_redirect_refusal(
-    registered: tuple[str, ...], sent: str, refusal: str | None
+    registered: tuple[str, ...], redirect_uri: str, omitted: bool, refusal: str | None
 ) -> None:
-    assert authorization_redirect_refusal(registered, sent) == refusal
+    assert authorization_redirect_refusal(registered, redirect_uri, omitted=omitted) == refusal
+
+
+def code(redirect_uri: str, *, sent: bool) -> AuthorizationCodeRecord:
+    return AuthorizationCodeRecord(
+        client_id="app",
+        redirect_uri=redirect_uri,
+        subject="alice",
+        scope=(),
+        audience=(),
+        device_id="web",
+        created_at=0.0,
+        expires_at=60.0,
+        used_at=None,
+        family_id=None,
+        code_challenge="c",
+        code_digest=b"d" * 32,
+        redirect_uri_sent=sent,
+    )
 
 
 @pytest.mark.parametrize(
-    ("bound", "presented", "registered", "accepted"),
+    ("record", "presented", "accepted"),
     [
-        pytest.param(ONE[0], ONE[0], ONE, True, id="same"),
-        pytest.param(ONE[0], "", ONE, False, id="sent-then-left-out"),
-        pytest.param(ONE[0], ONE[0] + "/", ONE, False, id="slash"),
-        pytest.param(SEVERAL[0], SEVERAL[1], SEVERAL, False, id="another-registered"),
+        pytest.param(code(ONE[0], sent=True), ONE[0], True, id="same"),
+        pytest.param(code(ONE[0], sent=True), "", False, id="sent-then-left-out"),
+        pytest.param(code(ONE[0], sent=True), ONE[0] + "/", False, id="slash"),
+        pytest.param(code(SEVERAL[0], sent=True), SEVERAL[1], False, id="another-registered"),
         # RFC 8252 §7.3 lets the authorization request vary a loopback port; the token request
         # then repeats the port it used, not the registered one.
-        pytest.param("http://127.0.0.1:53123/cb", LOOPBACK[0], LOOPBACK, False, id="loopback"),
-        pytest.param("", "", ONE, True, id="left-out-twice"),
-        pytest.param("", ONE[0], ONE, True, id="left-out-then-the-one"),
-        pytest.param("", "https://evil.example/cb", ONE, False, id="left-out-then-other"),
-        pytest.param("", SEVERAL[0], SEVERAL, False, id="left-out-then-registered-since"),
-        pytest.param("", "http://127.0.0.1:53123/cb", LOOPBACK, False, id="left-out-then-port"),
-        pytest.param("", ONE[0], (), False, id="left-out-client-gone"),
+        pytest.param(
+            code("http://127.0.0.1:53123/cb", sent=True), LOOPBACK[0], False, id="loopback"
+        ),
+        pytest.param(code(ONE[0], sent=False), "", True, id="left-out-twice"),
+        pytest.param(code(ONE[0], sent=False), ONE[0], True, id="left-out-then-the-one"),
+        pytest.param(code(ONE[0], sent=False), "https://evil.example/cb", False, id="then-other"),
+        pytest.param(code(ONE[0], sent=False), SEVERAL[1], False, id="then-registered-since"),
     ],
 )
 def test_token_redirect_refusal(
-    bound: str, presented: str, registered: tuple[str, ...], accepted: bool
+    record: AuthorizationCodeRecord, presented: str, accepted: bool
 ) -> None:
     expected = None if accepted else MISMATCHED_REDIRECT_URI
-    assert token_redirect_refusal(bound, presented, registered) == expected
+    assert token_redirect_refusal(record, presented) == expected

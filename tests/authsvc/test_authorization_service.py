@@ -307,11 +307,11 @@ async def test_a_code_without_a_redirect_uri_needs_a_client_with_exactly_one(
     )
     before = await database_rows(running)
     creating = authorization.CreateAuthorizationCode(
-        code_request(several, scope=[], audience=[], redirect_uri=""), metadata=admin
+        code_request(several, scope=[], audience=[], redirect_uri_omitted=True), metadata=admin
     )
     assert await refused(creating) == (
         *INVALID_REQUEST,
-        "redirect_uri is required: the client registered more than one",
+        "redirect_uri is required: the client has no single redirect URI to imply",
     )
     assert await database_rows(running) == before
 
@@ -324,7 +324,7 @@ async def test_a_code_issued_without_a_redirect_uri_is_redeemed_without_one_or_w
 ) -> None:
     # OAuth 2.1 §4.1.1 and §4.1.3: the authorization request left it out, the client has one.
     issued = await authorization.CreateAuthorizationCode(
-        code_request(app, redirect_uri=""), metadata=admin
+        code_request(app, redirect_uri_omitted=True), metadata=admin
     )
     wrong = exchange_request(app, issued.code, redirect_uri="https://app.example/other")
     assert await refused(authorization.ExchangeAuthorizationCode(wrong, metadata=admin)) == (
@@ -348,12 +348,23 @@ async def test_a_code_issued_with_a_redirect_uri_needs_it_again(
     await authorization.ExchangeAuthorizationCode(exchange_request(app, code), metadata=admin)
 
 
-async def test_one_authorization_request_gets_one_code(
+async def test_one_authorization_request_has_one_live_code(
     running: RunningAuthority, authorization, admin, app: RegisteredClient
 ) -> None:
-    # Its PKCE challenge names the request: a consent or sign-in form posted again (its ticket
-    # lives ten minutes), or a client that reuses its verifier, gets no second code.
+    # Its PKCE challenge names the request. The same consent or sign-in posted again (a double
+    # click; its ticket lives ten minutes) replaces the code while it is unused: the browser
+    # follows the last answer, and the first code is gone.
     first = await authorization.CreateAuthorizationCode(code_request(app), metadata=admin)
+    second = await authorization.CreateAuthorizationCode(code_request(app), metadata=admin)
+    gone = exchange_request(app, first.code)
+    assert await refused(authorization.ExchangeAuthorizationCode(gone, metadata=admin)) == (
+        *INVALID_GRANT,
+        "authorization code unknown",
+    )
+    await authorization.ExchangeAuthorizationCode(
+        exchange_request(app, second.code), metadata=admin
+    )
+    # Once used, the request is answered: a third post gets nothing.
     before = await database_rows(running)
     again = authorization.CreateAuthorizationCode(code_request(app), metadata=admin)
     assert await refused(again) == (
@@ -361,31 +372,62 @@ async def test_one_authorization_request_gets_one_code(
         "this authorization request was answered already; start a new one",
     )
     assert await database_rows(running) == before
+
+
+async def test_another_subject_cannot_answer_an_authorization_request_again(
+    running: RunningAuthority, authorization, admin, app: RegisteredClient
+) -> None:
+    # Someone who saw the request's URL signs in as themselves: the code for it stays the one
+    # issued, and another client's request with the same challenge is another request.
+    first = await authorization.CreateAuthorizationCode(code_request(app), metadata=admin)
+    before = await database_rows(running)
+    other_subject = authorization.CreateAuthorizationCode(
+        code_request(app, subject="mallory"), metadata=admin
+    )
+    assert (await refused(other_subject))[:2] == INVALID_REQUEST
+    assert await database_rows(running) == before
     other = await running.create_client(
         "other", grant_types=["authorization_code"], redirect_uris=[APP_REDIRECT_URI]
     )
-    # Another client's request with the same challenge is another request.
     await authorization.CreateAuthorizationCode(
         code_request(other, scope=[], audience=[]), metadata=admin
     )
     await authorization.ExchangeAuthorizationCode(exchange_request(app, first.code), metadata=admin)
 
 
-async def test_concurrent_answers_to_one_authorization_request_get_one_code(
+async def _live(running: RunningAuthority, code: str) -> bool:
+    async with running.authority.ctx.store.transaction(readonly=True) as tx:
+        return await tx.get_code(opaque.digest(code)) is not None
+
+
+async def test_concurrent_answers_to_one_authorization_request_leave_one_code(
     running: RunningAuthority, authorization, admin, app: RegisteredClient
 ) -> None:
-    # On PostgreSQL both may find no code for the challenge; the unique index decides.
+    # On PostgreSQL both may find no code for the challenge; the unique index decides, and
+    # the subjects' posts that lose to another subject's get nothing.
     for _ in range(5):
-        _, challenge = fresh_pkce()
-        request = code_request(app, code_challenge=challenge)
+        verifier, challenge = fresh_pkce()
+        subjects = ["alice", "bob", "alice", "bob"]
         results = await asyncio.gather(
-            *(authorization.CreateAuthorizationCode(request, metadata=admin) for _ in range(4)),
+            *(
+                authorization.CreateAuthorizationCode(
+                    code_request(app, code_challenge=challenge, subject=subject), metadata=admin
+                )
+                for subject in subjects
+            ),
             return_exceptions=True,
         )
         codes = [r for r in results if isinstance(r, pb.AuthorizationCode)]
         refusals = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
-        assert len(codes) == 1
-        assert [r.code() for r in refusals] == [grpc.StatusCode.INVALID_ARGUMENT] * 3
+        assert {r.code() for r in refusals} <= {grpc.StatusCode.INVALID_ARGUMENT}
+        redeemed = [
+            await authorization.ExchangeAuthorizationCode(
+                exchange_request(app, c.code, code_verifier=verifier), metadata=admin
+            )
+            for c in codes
+            if await _live(running, c.code)
+        ]
+        assert len(redeemed) == 1  # one live code, whoever won
 
 
 async def test_create_authorization_code_needs_the_grant(

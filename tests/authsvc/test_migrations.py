@@ -197,18 +197,21 @@ async def test_a_downgrade_leaves_the_sequence_past_every_cursor_assigned(
     assert cursor == 42
 
 
-async def test_0005_keeps_the_newest_code_of_each_authorization_request(
+async def test_0005_keeps_one_code_of_each_authorization_request(
     empty_database: AsyncEngine,
 ) -> None:
     await migrate.upgrade(empty_database, "0004")
-    rows = [  # (digest, client, challenge, created_at)
-        (b"a" * 32, "app", "c1", 1.0),
-        (b"b" * 32, "app", "c1", 3.0),  # the newest of app's c1
-        (b"c" * 32, "app", "c1", 2.0),
-        (b"d" * 32, "app", "c2", 1.0),
-        (b"e" * 32, "other", "c1", 1.0),  # another client's request
-        (b"f" * 32, "app", "c3", 5.0),
-        (b"g" * 32, "app", "c3", 5.0),  # the same instant: the larger digest stays
+    rows = [  # (digest, client, challenge, created_at, used_at)
+        (b"a" * 32, "app", "c1", 1.0, None),
+        (b"b" * 32, "app", "c1", 3.0, None),  # the newest of app's c1
+        (b"c" * 32, "app", "c1", 2.0, None),
+        (b"d" * 32, "app", "c2", 1.0, None),
+        (b"e" * 32, "other", "c1", 1.0, None),  # another client's request
+        (b"f" * 32, "app", "c3", 5.0, None),
+        (b"g" * 32, "app", "c3", 5.0, None),  # the same instant: the larger digest stays
+        (b"h" * 32, "app", "c4", 1.0, 2.0),  # redeemed: kept, so that its reuse is detected
+        (b"i" * 32, "app", "c4", 3.0, None),
+        (b"j" * 32, "app", "c4", 0.5, 1.0),
     ]
     async with empty_database.begin() as conn:
         for client_id in ("app", "other"):
@@ -220,13 +223,13 @@ async def test_0005_keeps_the_newest_code_of_each_authorization_request(
                 ),
                 {"id": client_id},
             )
-        for digest, client_id, challenge, created_at in rows:
+        for digest, client_id, challenge, created_at, used_at in rows:
             await conn.execute(
                 text(
                     "INSERT INTO authorization_codes (code_digest, client_id, redirect_uri,"
                     " subject, scope, audience, code_challenge, device_id, created_at,"
-                    " expires_at) VALUES (:digest, :client_id, '', 'alice', '', '',"
-                    " :challenge, 'web', :created_at, :expires_at)"
+                    " expires_at, used_at) VALUES (:digest, :client_id, '', 'alice', '', '',"
+                    " :challenge, 'web', :created_at, :expires_at, :used_at)"
                 ),
                 {
                     "digest": digest,
@@ -234,12 +237,16 @@ async def test_0005_keeps_the_newest_code_of_each_authorization_request(
                     "challenge": challenge,
                     "created_at": created_at,
                     "expires_at": created_at + 60,
+                    "used_at": used_at,
                 },
             )
     await migrate.upgrade(empty_database)
     async with empty_database.connect() as conn:
-        kept = await conn.execute(text("SELECT code_digest FROM authorization_codes"))
-        assert sorted(bytes(row[0])[:1] for row in kept) == [b"b", b"d", b"e", b"g"]
+        kept = await conn.execute(
+            text("SELECT code_digest, redirect_uri_sent FROM authorization_codes")
+        )
+        rows_kept = sorted((bytes(row[0])[:1], bool(row[1])) for row in kept)
+    assert rows_kept == [(name, True) for name in (b"b", b"d", b"e", b"g", b"h")]
 
 
 async def test_the_first_open_names_the_event_stream_and_later_opens_keep_it(

@@ -55,6 +55,7 @@ EXPORTED = {
     "WhenStale",
     "check_claims",
     "current_claims",
+    "implied_redirect_uri",
     "is_local_target",
     "parse_jwks",
     "redirect_uri_registered",

@@ -1,9 +1,10 @@
-"""redirect_uri_registered: exact matching, and the port of a loopback IP literal (RFC 8252 §7.3)."""
+"""redirect_uri_registered: exact matching, and the port of a loopback IP literal (RFC 8252 §7.3);
+implied_redirect_uri: when a request may leave it out (OAuth 2.1 §4.1.1)."""
 
 from __future__ import annotations
 
 import pytest
-from authsvc_client import redirect_uri_registered
+from authsvc_client import implied_redirect_uri, redirect_uri_registered
 
 WEB = "https://app.example/cb"
 LOOPBACK = "http://127.0.0.1/cb"
@@ -57,3 +58,23 @@ def test_a_non_loopback_registration_never_matches_a_loopback_uri() -> None:
 def test_ipv4_and_ipv6_loopback_do_not_stand_for_each_other() -> None:
     assert not redirect_uri_registered([LOOPBACK_V6], "http://127.0.0.1:8000/cb")
     assert not redirect_uri_registered([LOOPBACK], "http://[::1]/cb")
+
+
+@pytest.mark.parametrize(
+    ("registered", "implied"),
+    [
+        pytest.param((WEB,), WEB, id="one"),
+        pytest.param(("com.example.app:/cb",), "com.example.app:/cb", id="one-custom-scheme"),
+        pytest.param(("http://localhost:3000/cb",), "http://localhost:3000/cb", id="localhost"),
+        pytest.param((WEB, "com.example.app:/cb"), None, id="two"),
+        pytest.param((), None, id="none"),
+        # A native app names its port per request; the registered one may be anyone's now.
+        pytest.param((LOOPBACK,), None, id="loopback"),
+        pytest.param((LOOPBACK_V6,), None, id="loopback-v6"),
+        pytest.param(("http://127.0.0.1:9999/cb",), None, id="loopback-with-port"),
+    ],
+)
+def test_a_request_may_leave_the_redirect_uri_out_only_for_one_registered_elsewhere(
+    registered: tuple[str, ...], implied: str | None
+) -> None:
+    assert implied_redirect_uri(registered) == implied

@@ -147,13 +147,23 @@ def test_a_client_with_one_redirect_uri_may_leave_it_out() -> None:
         redirect_uri_sent=False,
     )
     assert isinstance(request, AuthorizationRequest)
-    assert request.bound_redirect_uri == ""
     assert "redirect_uri" not in request.fields()
     assert decide(parse_params(urlencode(request.fields())), ONE_URI) == request
     sent = _decide(client=ONE_URI, scope="read")
     assert isinstance(sent, AuthorizationRequest)
-    assert (sent.redirect_uri_sent, sent.bound_redirect_uri) == (True, CALLBACK)
+    assert sent.redirect_uri_sent
     assert sent.fields()["redirect_uri"] == CALLBACK
+
+
+def test_a_client_with_one_loopback_redirect_uri_must_name_it() -> None:
+    # RFC 8252 §7.3: a native app names the port it listens on now; the registered port may be
+    # another program's.
+    native = pb.Client(
+        client_id="app",
+        grant_types=["authorization_code"],
+        redirect_uris=["http://127.0.0.1:9999/cb"],
+    )
+    assert isinstance(_decide(client=native, redirect_uri=None), ErrorPage)
 
 
 def test_a_refusal_without_a_redirect_uri_goes_to_the_one_registered() -> None:

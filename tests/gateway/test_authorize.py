@@ -82,24 +82,34 @@ async def test_a_client_with_one_redirect_uri_may_leave_it_out(
 ) -> None:
     # OAuth 2.1 §4.1.1: optional where one is registered; §4.1.3: then optional at the token
     # endpoint too, and if sent, it is the one the response went to.
-    client_id, _ = await register_app(
-        deployment, first_party=first_party, redirect_uris=(REDIRECT_URI,)
-    )
-    for presented in (None, "com.example.app:/oauth2redirect", REDIRECT_URI):
+    only = "https://app.example/callback"
+    client_id, _ = await register_app(deployment, first_party=first_party, redirect_uris=(only,))
+    for presented in (None, REDIRECT_URI, only):
         verifier, challenge = pkce_pair()
         url = authorize_url(deployment, client_id, challenge, redirect_uri=None)
         response = await sign_in(http, url, USERNAME, PASSWORD)
         if not first_party:
             response = await decide(http, response, "allow")
-        assert response.headers["location"].startswith(REDIRECT_URI + "?")
+        assert response.headers["location"].startswith(only + "?")
         exchange = {"code": redirect_params(response)["code"], "code_verifier": verifier}
         if presented is not None:
             exchange["redirect_uri"] = presented
         tokens = await _token_request(http, client_id=client_id, **exchange)
-        if presented == "com.example.app:/oauth2redirect":
+        if presented == REDIRECT_URI:
             assert tokens.json()["error"] == "invalid_grant", tokens.text
         else:
             assert tokens.status_code == 200, tokens.text
+
+
+async def test_a_native_app_must_name_its_loopback_redirect_uri(
+    deployment: Deployment, http: httpx.AsyncClient
+) -> None:
+    # Its port changes per request (RFC 8252 §7.3): the registered one may be anyone's now.
+    client_id, _ = await register_app(deployment, redirect_uris=(REDIRECT_URI,))
+    _, challenge = pkce_pair()
+    page = await http.get(authorize_url(deployment, client_id, challenge, redirect_uri=None))
+    assert page.status_code == 400
+    assert "location" not in page.headers
 
 
 async def test_the_redirect_uri_keeps_its_own_query(
@@ -486,14 +496,25 @@ async def test_a_client_disabled_during_consent_gets_no_redirect(
     assert "invalid_client" in refused.text
 
 
-async def test_a_consent_posted_again_gets_no_second_code(
+async def test_a_consent_posted_again_replaces_the_code_until_it_is_used(
     deployment: Deployment, http: httpx.AsyncClient
 ) -> None:
-    # The ticket lives ten minutes; the request it carries is answered once (its PKCE challenge
-    # names it), whichever gateway replica the second post reaches.
-    _, consent = await _consent_page(deployment, http)
-    first = redirect_params(await decide(http, consent, "allow"))
-    assert first["code"].startswith("asac_")
+    # The ticket lives ten minutes; the request it carries (its PKCE challenge names it) has one
+    # live code, whichever gateway replica a post reaches. A double click gets the browser a
+    # working code (the last), and once a code is redeemed, posting again gets none.
+    client_id, _ = await register_app(deployment, first_party=False)
+    verifier, challenge = pkce_pair()
+    consent = await sign_in(
+        http, authorize_url(deployment, client_id, challenge), USERNAME, PASSWORD
+    )
+    first = redirect_params(await decide(http, consent, "allow"))["code"]
+    second = redirect_params(await decide(http, consent, "allow"))["code"]
+    assert first != second
+    exchange = {"client_id": client_id, "code_verifier": verifier, "redirect_uri": REDIRECT_URI}
+    replaced = await _token_request(http, code=first, **exchange)
+    assert replaced.json()["error"] == "invalid_grant"
+    tokens = await _token_request(http, code=second, **exchange)
+    assert tokens.status_code == 200, tokens.text
     again = redirect_params(await decide(http, consent, "allow"))
     assert again == {
         "error": "invalid_request",

@@ -408,7 +408,7 @@ class AuthenticateUserResponse(_message.Message):
     def __init__(self, subject: _Optional[str] = ...) -> None: ...
 
 class CreateAuthorizationCodeRequest(_message.Message):
-    __slots__ = ("client_id", "redirect_uri", "subject", "scope", "audience", "code_challenge", "code_challenge_method", "device_id")
+    __slots__ = ("client_id", "redirect_uri", "subject", "scope", "audience", "code_challenge", "code_challenge_method", "device_id", "redirect_uri_omitted")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     REDIRECT_URI_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
@@ -417,6 +417,7 @@ class CreateAuthorizationCodeRequest(_message.Message):
     CODE_CHALLENGE_FIELD_NUMBER: _ClassVar[int]
     CODE_CHALLENGE_METHOD_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    REDIRECT_URI_OMITTED_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     redirect_uri: str
     subject: str
@@ -425,7 +426,8 @@ class CreateAuthorizationCodeRequest(_message.Message):
     code_challenge: str
     code_challenge_method: str
     device_id: str
-    def __init__(self, client_id: _Optional[str] = ..., redirect_uri: _Optional[str] = ..., subject: _Optional[str] = ..., scope: _Optional[_Iterable[str]] = ..., audience: _Optional[_Iterable[str]] = ..., code_challenge: _Optional[str] = ..., code_challenge_method: _Optional[str] = ..., device_id: _Optional[str] = ...) -> None: ...
+    redirect_uri_omitted: bool
+    def __init__(self, client_id: _Optional[str] = ..., redirect_uri: _Optional[str] = ..., subject: _Optional[str] = ..., scope: _Optional[_Iterable[str]] = ..., audience: _Optional[_Iterable[str]] = ..., code_challenge: _Optional[str] = ..., code_challenge_method: _Optional[str] = ..., device_id: _Optional[str] = ..., redirect_uri_omitted: _Optional[bool] = ...) -> None: ...
 
 class AuthorizationCode(_message.Message):
     __slots__ = ("code", "expires_in")

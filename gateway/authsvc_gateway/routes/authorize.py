@@ -282,7 +282,8 @@ class AuthorizationEndpoints:
             code = await self._backend.create_authorization_code(
                 pb.CreateAuthorizationCodeRequest(
                     client_id=authorization.client_id,
-                    redirect_uri=authorization.bound_redirect_uri,
+                    redirect_uri=authorization.redirect_uri,
+                    redirect_uri_omitted=not authorization.redirect_uri_sent,
                     subject=subject,
                     scope=list(authorization.scope),
                     code_challenge=authorization.code_challenge,
