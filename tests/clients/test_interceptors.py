@@ -99,7 +99,8 @@ async def test_the_async_interceptor_hands_claims_to_sync_handlers_too(
     does not reach: those handlers are wrapped instead."""
     _, address = fake_authority
     auth = AsyncAuthInterceptor(address, issuer=ISSUER, audience="notes", clock=clock)
-    server = grpc.aio.server(futures.ThreadPoolExecutor(max_workers=2), interceptors=[auth])
+    executor = futures.ThreadPoolExecutor(max_workers=2)
+    server = grpc.aio.server(executor, interceptors=[auth])
     notes_pb2_grpc.add_NotesServicer_to_server(SyncNotes(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     async with auth:
@@ -114,6 +115,7 @@ async def test_the_async_interceptor_hands_claims_to_sync_handlers_too(
                 ]
         finally:
             await server.stop(None)
+            await asyncio.to_thread(executor.shutdown)  # as in the revoked-stream test below
     assert who.subject == "dora"
     assert [n.owner for n in listed] == ["dora"] * 3
 
@@ -671,7 +673,8 @@ async def test_a_stream_ends_when_its_token_is_revoked_while_it_runs(
 ) -> None:
     authority, address = fake_authority
     auth = AsyncAuthInterceptor(address, issuer=ISSUER, audience="notes", clock=clock)
-    server = grpc.aio.server(futures.ThreadPoolExecutor(max_workers=2), interceptors=[auth])
+    executor = futures.ThreadPoolExecutor(max_workers=2)
+    server = grpc.aio.server(executor, interceptors=[auth])
     notes = GatedNotes(style)
     server.add_generic_rpc_handlers((notes.handler(),))
     port = server.add_insecure_port("127.0.0.1:0")
@@ -692,6 +695,9 @@ async def test_a_stream_ends_when_its_token_is_revoked_while_it_runs(
         finally:
             notes.open()
             await server.stop(None)
+            # A sync handler's thread hands grpc.aio its messages through this loop; let it
+            # finish while the loop still runs them, not after the test's loop is closed.
+            await asyncio.to_thread(executor.shutdown)
     assert first.owner == "erin"
     assert ended.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert trailers(ended.value)["oauth-error"] == "invalid_token"
