@@ -2,11 +2,12 @@
 
 Codes are single-use, live at most 60 s, and are bound to the client, the exact redirect URI, the
 user and an S256 challenge. An authorization request may leave the redirect URI out where the
-client registered only one (OAuth 2.1 §4.1.1), and then its token request may too. One
-authorization request, named by its client and PKCE challenge, has one live code: a consent or
-sign-in posted again replaces it while it is unused, and gets none once it is used (until its row
-is purged, an hour after the code expired). A second use fails and revokes the family issued from the first (RFC 6749 §4.1.2, RFC 9700
-§4.5). A wrong verifier burns the code, so verifiers cannot be guessed.
+client registered only one, not a loopback one (OAuth 2.1 §4.1.1), and then its token request may
+too. One authorization request, named by its client and PKCE challenge, has one live code: the
+same user's consent or sign-in posted again replaces it while it is unused, and gets none once it
+is used (until its row is purged, an hour after the code expired). A second use fails and revokes
+the family issued from the first (RFC 6749 §4.1.2, RFC 9700 §4.5). A wrong verifier burns the
+code, so verifiers cannot be guessed.
 """
 
 from __future__ import annotations
@@ -154,7 +155,8 @@ async def exchange_code(
         elif not await tx.mark_code_used(digest, now):
             # A concurrent redemption marked it first (on PostgreSQL both read it unused): this
             # is a second use all the same. Read again for the family the winner started. Gone
-            # instead: its subject or client was revoked meanwhile, which discards it.
+            # instead: its subject or client was revoked meanwhile, which discards it, or the
+            # same request's next code replaced it.
             used = await tx.get_code(digest)
             if used is None:
                 raise InvalidGrant("authorization code unknown")

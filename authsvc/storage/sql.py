@@ -848,7 +848,8 @@ class Tx:
             created_at=code.created_at,
             expires_at=code.expires_at,
         )
-        replaced = {
+        replaced: dict[str, Any] = {"family_id": None}
+        replaced |= {
             name: statement.excluded[name]
             for name in (
                 "code_digest",

@@ -105,6 +105,15 @@ def verified_redirect_uri(client: pb.Client, params: Params) -> str | None:
     return uri if registered else None
 
 
+def still_registered(client: pb.Client, request: AuthorizationRequest) -> bool:
+    """Whether the response to `request`, checked against `client` some time ago (a consent
+    ticket lives ten minutes), may still go to its redirect URI: the registration may have
+    changed since, and a response goes only to a URI registered now (RFC 6749 §4.1.2.1)."""
+    if request.redirect_uri_sent:
+        return redirect_uri_registered(client.redirect_uris, request.redirect_uri)
+    return implied_redirect_uri(client.redirect_uris) == request.redirect_uri
+
+
 def decide(params: Params, client: pb.Client) -> Decision:
     """What to do with an authorization request from `client` (RFC 6749 §4.1.1, §4.1.2.1)."""
     if params.count("client_id") != 1 or params.single("client_id") != client.client_id:

@@ -15,6 +15,7 @@ from authsvc_gateway.authorization import (
     parse_scope,
     redirected_error,
     response_url,
+    still_registered,
     verified_redirect_uri,
 )
 from authsvc_gateway.errors import (
@@ -182,6 +183,30 @@ def test_a_refusal_without_a_redirect_uri_goes_to_the_one_registered() -> None:
 )
 def test_a_client_with_one_redirect_uri_still_gets_only_that_one(extra: str) -> None:
     assert isinstance(_decide(extra, client=ONE_URI, redirect_uri=None), ErrorPage)
+
+
+@pytest.mark.parametrize(
+    ("registered", "sent", "still"),
+    [
+        pytest.param([CALLBACK], True, True, id="sent-still-registered"),
+        pytest.param([CALLBACK, "https://app.example/new"], True, True, id="sent-among-more-now"),
+        pytest.param(["https://app.example/new"], True, False, id="sent-unregistered"),
+        pytest.param([CALLBACK], False, True, id="implied-still-the-one"),
+        pytest.param([CALLBACK, "https://app.example/new"], False, False, id="implied-not-alone"),
+        pytest.param(["https://app.example/new"], False, False, id="implied-replaced"),
+        pytest.param([], True, False, id="none-registered"),
+    ],
+)
+def test_still_registered(registered: list[str], sent: bool, still: bool) -> None:
+    request = AuthorizationRequest(
+        client_id="app",
+        redirect_uri=CALLBACK,
+        scope=(),
+        state=None,
+        code_challenge=CHALLENGE,
+        redirect_uri_sent=sent,
+    )
+    assert still_registered(pb.Client(client_id="app", redirect_uris=registered), request) is still
 
 
 def test_verified_redirect_uri_accepts_a_custom_scheme_exactly() -> None:

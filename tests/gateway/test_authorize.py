@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 from authsvc_gateway import paths
@@ -9,6 +11,7 @@ from authsvc_gateway.csrf import CSRF_COOKIE, CSRF_FIELD, HOST_ONLY_CSRF_COOKIE
 from authsvc_gateway.in_process import InProcessBackend
 from authsvc_gateway.pages import INVALID_CREDENTIALS, TOO_MANY_ATTEMPTS
 from authsvc_gateway.server import listening_socket, start_gateway
+from sqlalchemy import text
 
 from tests.gateway.browser import decide, read_form, sign_in
 from tests.gateway.conftest import (
@@ -522,6 +525,30 @@ async def test_a_consent_posted_again_replaces_the_code_until_it_is_used(
         "state": "af0ifjsldkj",
         "iss": deployment.config.issuer,
     }
+
+
+async def _set_redirect_uris(deployment: Deployment, client_id: str, uris: list[str]) -> None:
+    """Change a registration behind authsvc's back (it has no API for it yet)."""
+    store = deployment.authority.authority.ctx.store
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE clients SET redirect_uris = :uris WHERE client_id = :id"),
+            {"uris": json.dumps(uris), "id": client_id},
+        )
+
+
+@pytest.mark.parametrize("decision", ["allow", "deny"])
+async def test_a_consent_whose_redirect_uri_was_unregistered_meanwhile_redirects_nowhere(
+    deployment: Deployment, http: httpx.AsyncClient, decision: str
+) -> None:
+    # RFC 6749 §4.1.2.1: the ticket's URI was registered when the page was shown; a response,
+    # even a denial, goes only to a URI registered now.
+    client_id, consent = await _consent_page(deployment, http)
+    await _set_redirect_uris(deployment, client_id, ["https://app.example/new"])
+    answer = await decide(http, consent, decision)
+    assert answer.status_code == 400
+    assert "location" not in answer.headers
+    assert "settings changed" in answer.text
 
 
 async def test_a_consent_ticket_copied_into_another_browser_is_refused(

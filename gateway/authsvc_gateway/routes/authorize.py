@@ -30,6 +30,7 @@ from authsvc_gateway.authorization import (
     error_response_url,
     redirected_error,
     response_url,
+    still_registered,
 )
 from authsvc_gateway.backend import AuthorityBackend
 from authsvc_gateway.config import GatewayConfig
@@ -51,6 +52,7 @@ from authsvc_gateway.csrf import (
 )
 from authsvc_gateway.errors import (
     AccessDenied,
+    InvalidClient,
     InvalidGrant,
     InvalidRequest,
     OAuthError,
@@ -124,6 +126,18 @@ class AuthorizationEndpoints:
                 InvalidRequest("This consent request has expired. Start again from the app.")
             )
         subject, authorization = sealed
+        try:
+            client = await self._backend.get_client(
+                pb.GetClientRequest(client_id=authorization.client_id)
+            )
+        except TemporarilyUnavailable as error:
+            return error_page(error)
+        except OAuthError:
+            return error_page(InvalidClient("The application is no longer registered."))
+        if not still_registered(client, authorization):
+            return error_page(
+                InvalidRequest("The application's settings changed. Start again from the app.")
+            )
         if form_or_page.single("decision") != "allow":
             denied = ErrorRedirect(
                 authorization.redirect_uri,

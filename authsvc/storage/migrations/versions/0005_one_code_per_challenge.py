@@ -9,11 +9,17 @@ authorization request, which its PKCE challenge names. A consent ticket or a sig
 again, in the ten minutes a ticket lives, had yielded another code for the same request; now it
 replaces the code while that is unused, and gets none once it is used.
 
-A database that already holds several codes for one client and challenge keeps one of them: a
-redeemed one if there is one (its reuse is still detected), else the newest. On PostgreSQL the
-table is locked against writes first, so that no replica of the previous build inserts another
-between the cleanup and the index. Until they are restarted, such replicas answer an internal
-error where they would have issued a second code for a request.
+A database that already holds several codes for one client and challenge keeps one of them: the
+newest redeemed one if there is one (so its reuse is still detected), else the newest. On
+PostgreSQL the table is locked first (ACCESS EXCLUSIVE, which adding the column takes anyway;
+taken up front, a replica of the previous build reading the table cannot deadlock with it), so
+that no such replica inserts another code between the cleanup and the index. Until they are
+restarted, those replicas answer an internal error where they would have issued a second code
+for a request.
+
+Upgrade authsvc before standalone gateways: a gateway of this build lets a request leave its
+redirect URI out, and an authsvc of the previous build would bind that code to the URI, so its
+token request without one would be refused. (The gateway `authsvc serve` embeds upgrades with it.)
 
 `redirect_uri_sent`: false where the authorization request named no redirect URI (OAuth 2.1
 §4.1.1), so that its token request may leave it out too (§4.1.3). Every existing code's request
@@ -42,7 +48,7 @@ codes = sa.table(
 
 def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        op.execute("LOCK TABLE authorization_codes IN SHARE ROW EXCLUSIVE MODE")
+        op.execute("LOCK TABLE authorization_codes IN ACCESS EXCLUSIVE MODE")
     other = codes.alias("other")
     used, other_used = codes.c.used_at.is_not(None), other.c.used_at.is_not(None)
     same_use = sa.or_(sa.and_(used, other_used), sa.and_(~used, ~other_used))
