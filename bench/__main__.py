@@ -19,6 +19,7 @@ from pathlib import Path
 from types import FrameType
 
 from bench import gateway, interceptor, memory, scaling, storage, transport, verify
+from bench.machine import wait_for_quiet
 from bench.runner import Measurement, Run, now, report, run_all, save, table
 
 MEASUREMENTS: list[tuple[str, Measurement]] = [
@@ -52,9 +53,17 @@ def main(argv: list[str] | None = None) -> int:
             print(line, flush=True)
 
     selected = [(n, m) for n, m in MEASUREMENTS if not args.only or n in args.only]
+    quiet = wait_for_quiet()
+    if quiet.quiet:
+        echo(f"# machine {quiet.idle:.0%} idle (waited {quiet.waited_s:.0f} s for it)")
+    else:
+        echo(
+            f"# machine still busy after {quiet.waited_s:.0f} s ({quiet.idle:.0%} idle): "
+            "the figures may come out lower than on a quiet machine"
+        )
     started = now()
     with tempfile.TemporaryDirectory(prefix="authsvc-bench-") as workdir:
-        run = Run(workdir=Path(workdir), quick=args.quick)
+        run = Run(workdir=Path(workdir), quick=args.quick, quiet=quiet)
         try:
             outcomes = run_all(selected, run, echo)
         except KeyboardInterrupt:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from bench.machine import describe
+from bench.machine import Quiet, describe
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -36,6 +36,8 @@ class Run:
     workdir: Path
     quick: bool
     concurrency: int = 16
+    #: How the machine was when the measurements began (`machine.wait_for_quiet`).
+    quiet: Quiet | None = None
 
     @property
     def duration_s(self) -> float:
@@ -191,7 +193,7 @@ def report(outcomes: Sequence[Outcome], run: Run, started: datetime) -> dict[str
         "started_utc": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "quick": run.quick,
         "concurrency": run.concurrency,
-        "machine": describe(),
+        "machine": describe(run.quiet),
         "measurements": [
             {
                 "name": o.name,
