@@ -772,7 +772,8 @@ class Tx:
             .values(revoked_at=at, revoke_reason=reason)
             .returning(t.families.c.family_id)
         )
-        return [row.family_id for row in result]
+        # Up to a client's every family: scalars() builds the list without a Row per family.
+        return list(result.scalars())
 
     async def live_families(self, subject: str, at: float) -> list[FamilyRecord]:
         result = await self._exec(
