@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from authsvc_client import implied_redirect_uri, redirect_uri_registered
+from authsvc_client import redirect_uri_allowed
 
 from authsvc import pkce
 from authsvc.client_registry import require_grant
@@ -39,18 +39,16 @@ def authorization_redirect_refusal(
 ) -> str | None:
     """Why a code may not be issued for a response to `redirect_uri`, or None when it may.
 
-    It must be one of the client's `registered` URIs (`redirect_uri_registered`). Where the
-    authorization request named none (`omitted`), it must be the one URI a request may then
-    imply (`implied_redirect_uri`: OAuth 2.1 §4.1.1, and never a loopback one).
+    It must be one of the client's `registered` URIs or, where the authorization request named
+    none (`omitted`), the one URI a request may then imply (`redirect_uri_allowed`: OAuth 2.1
+    §4.1.1, and never a loopback one).
     """
     if not redirect_uri:
         return "redirect_uri is required"
-    if omitted:
-        if implied_redirect_uri(registered) == redirect_uri:
-            return None
-        return "redirect_uri is required: the client has no single redirect URI to imply"
-    if redirect_uri_registered(registered, redirect_uri):
+    if redirect_uri_allowed(registered, redirect_uri, sent=not omitted):
         return None
+    if omitted:
+        return "redirect_uri is required: the client has no single redirect URI to imply"
     return "redirect_uri does not match a registered one"
 
 

@@ -836,33 +836,25 @@ class Tx:
         One statement, so concurrent posts on PostgreSQL are decided by the index too."""
         dialect_insert = sqlite.insert if self.sqlite else postgresql.insert
         c = t.authorization_codes
-        statement = dialect_insert(c).values(
-            code_digest=code.code_digest,
-            client_id=code.client_id,
-            redirect_uri=code.redirect_uri,
-            redirect_uri_sent=code.redirect_uri_sent,
-            subject=code.subject,
-            scope=" ".join(code.scope),
-            audience=" ".join(code.audience),
-            code_challenge=code.code_challenge,
-            device_id=code.device_id,
-            created_at=code.created_at,
-            expires_at=code.expires_at,
-        )
-        replaced: dict[str, Any] = {"family_id": None}
-        replaced |= {
-            name: statement.excluded[name]
-            for name in (
-                "code_digest",
-                "redirect_uri",
-                "redirect_uri_sent",
-                "scope",
-                "audience",
-                "device_id",
-                "created_at",
-                "expires_at",
-            )
+        values = {
+            "code_digest": code.code_digest,
+            "client_id": code.client_id,
+            "redirect_uri": code.redirect_uri,
+            "redirect_uri_sent": code.redirect_uri_sent,
+            "subject": code.subject,
+            "scope": " ".join(code.scope),
+            "audience": " ".join(code.audience),
+            "code_challenge": code.code_challenge,
+            "device_id": code.device_id,
+            "created_at": code.created_at,
+            "expires_at": code.expires_at,
         }
+        statement = dialect_insert(c).values(values)
+        # The replacement takes every new value but the request's key and the subject it
+        # matched on, and the row starts over unused.
+        kept = {"client_id", "code_challenge", "subject"}
+        replaced: dict[str, Any] = {"family_id": None}
+        replaced |= {name: statement.excluded[name] for name in values if name not in kept}
         result = await self._exec(
             statement.on_conflict_do_update(
                 index_elements=[c.c.client_id, c.c.code_challenge],

@@ -39,7 +39,7 @@ from ._errors import (
 from ._interceptors import AsyncAuthInterceptor, AuthInterceptor
 from ._jwks import KeyCache, PublishedKey, parse_jwks
 from ._policy import WhenStale
-from ._redirect_uris import implied_redirect_uri, redirect_uri_registered
+from ._redirect_uris import implied_redirect_uri, redirect_uri_allowed, redirect_uri_registered
 from ._revocations import RevocationSet
 from ._scopes import DEFAULT_PUBLIC_SERVICES, MethodScopes
 from ._verification import (
@@ -102,6 +102,7 @@ __all__ = [
     "implied_redirect_uri",
     "is_local_target",
     "parse_jwks",
+    "redirect_uri_allowed",
     "redirect_uri_registered",
     "refuses_bearer",
     "verify_access_token",

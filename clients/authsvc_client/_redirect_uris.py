@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-__all__ = ["implied_redirect_uri", "redirect_uri_registered"]
+__all__ = ["implied_redirect_uri", "redirect_uri_allowed", "redirect_uri_registered"]
 
 # http, a loopback IP literal, an optional port of digits, then the path and query (no fragment).
 _LOOPBACK = re.compile(
@@ -40,6 +40,14 @@ def implied_redirect_uri(registered: Iterable[str]) -> str | None:
     if len(registered) != 1 or _without_loopback_port(registered[0]) is not None:
         return None
     return registered[0]
+
+
+def redirect_uri_allowed(registered: Iterable[str], uri: str, *, sent: bool) -> bool:
+    """Whether a response may go to `uri`: one of the `registered` URIs where the request named
+    it (`sent`), the one a request may imply where it named none."""
+    if sent:
+        return redirect_uri_registered(registered, uri)
+    return implied_redirect_uri(registered) == uri
 
 
 def redirect_uri_registered(registered: Iterable[str], sent: str) -> bool:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote, urlencode
 
-from authsvc_client import implied_redirect_uri, redirect_uri_registered
+from authsvc_client import implied_redirect_uri, redirect_uri_allowed, redirect_uri_registered
 from authsvc_client.v1 import authsvc_pb2 as pb
 
 from authsvc_gateway.errors import (
@@ -109,9 +109,9 @@ def still_registered(client: pb.Client, request: AuthorizationRequest) -> bool:
     """Whether the response to `request`, checked against `client` some time ago (a consent
     ticket lives ten minutes), may still go to its redirect URI: the registration may have
     changed since, and a response goes only to a URI registered now (RFC 6749 §4.1.2.1)."""
-    if request.redirect_uri_sent:
-        return redirect_uri_registered(client.redirect_uris, request.redirect_uri)
-    return implied_redirect_uri(client.redirect_uris) == request.redirect_uri
+    return redirect_uri_allowed(
+        client.redirect_uris, request.redirect_uri, sent=request.redirect_uri_sent
+    )
 
 
 def decide(params: Params, client: pb.Client) -> Decision:

@@ -58,6 +58,7 @@ EXPORTED = {
     "implied_redirect_uri",
     "is_local_target",
     "parse_jwks",
+    "redirect_uri_allowed",
     "redirect_uri_registered",
     "refuses_bearer",
     "verify_access_token",

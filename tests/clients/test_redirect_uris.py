@@ -4,7 +4,7 @@ implied_redirect_uri: when a request may leave it out (OAuth 2.1 §4.1.1)."""
 from __future__ import annotations
 
 import pytest
-from authsvc_client import implied_redirect_uri, redirect_uri_registered
+from authsvc_client import implied_redirect_uri, redirect_uri_allowed, redirect_uri_registered
 
 WEB = "https://app.example/cb"
 LOOPBACK = "http://127.0.0.1/cb"
@@ -78,3 +78,21 @@ def test_a_request_may_leave_the_redirect_uri_out_only_for_one_registered_elsewh
     registered: tuple[str, ...], implied: str | None
 ) -> None:
     assert implied_redirect_uri(registered) == implied
+
+
+@pytest.mark.parametrize(
+    ("registered", "uri", "sent", "allowed"),
+    [
+        pytest.param((WEB,), WEB, True, True, id="sent-registered"),
+        pytest.param((WEB, LOOPBACK), "http://127.0.0.1:5000/cb", True, True, id="sent-loopback"),
+        pytest.param((WEB,), WEB + "/", True, False, id="sent-unregistered"),
+        pytest.param((WEB,), WEB, False, True, id="implied"),
+        pytest.param((WEB, LOOPBACK), WEB, False, False, id="implied-among-several"),
+        pytest.param((LOOPBACK,), LOOPBACK, False, False, id="implied-loopback"),
+        pytest.param(("https://app.example/new",), WEB, False, False, id="implied-another"),
+    ],
+)
+def test_redirect_uri_allowed(
+    registered: tuple[str, ...], uri: str, sent: bool, allowed: bool
+) -> None:
+    assert redirect_uri_allowed(registered, uri, sent=sent) is allowed
