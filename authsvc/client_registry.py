@@ -175,7 +175,8 @@ async def revoke_client(
     """Revoke every family and access token of a client, and its authorization codes not yet
     redeemed; optionally disable it. Families revoked."""
     now = ctx.clock.now()
-    async with ctx.store.transaction() as tx:
+    # A bulk transaction, as for `revoke_subject`: a client may have a family per user.
+    async with ctx.store.transaction(bulk=True) as tx:
         if await tx.get_client(client_id) is None:
             raise NotFound("unknown client")
         if disable:

@@ -248,6 +248,9 @@ class RevocationFeed:
                 self.cursor = event.cursor
             if keys_changed:
                 await self._on_key_change()
+            # On SQLite the read runs on the event loop: between two batches (a bulk
+            # revocation's 40,000 events are 40 of them) the loop serves other calls.
+            await asyncio.sleep(0)
 
     def _offer(self, queue: asyncio.Queue[_Item], event: RevocationEventRecord) -> None:
         if queue.qsize() >= SUBSCRIBER_QUEUE:

@@ -447,8 +447,8 @@ class SqlStore:
         """One transaction; committed when the block exits normally, rolled back otherwise.
 
         On SQLite a short transaction runs on the event loop and writes share commits (see
-        `authsvc.storage.group_commit`); `bulk=True` marks a long one (a purge, a backlog), which
-        runs in the driver's thread instead so it never stalls the loop.
+        `authsvc.storage.group_commit`); `bulk=True` marks a long one (a purge, a backlog, a
+        bulk revocation), which runs in the driver's thread instead so it never stalls the loop.
         """
         if self._inline is not None and not bulk:
             context = self._inline.read() if readonly else self._inline.write()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sqlite3
 from typing import Any
@@ -13,6 +14,7 @@ from authsvc_client.v1 import authsvc_pb2 as pb
 from authsvc_client.v1 import authsvc_pb2_grpc
 from sqlalchemy import func, insert, select
 
+from authsvc import revocation
 from authsvc.client_registry import RegisteredClient
 from authsvc.storage import schema
 from authsvc.storage.records import RevocationEventRecord
@@ -30,6 +32,7 @@ from tests.authsvc.calls import (
     database_rows,
     refused,
 )
+from tests.waiting import eventually
 
 Stub = authsvc_pb2_grpc.TokenServiceStub
 
@@ -539,3 +542,50 @@ async def test_revoke_subject_with_more_families_than_a_statement_has_parameters
     assert len(running.authority.ctx.revocations) == known + MANY_FAMILIES + 1
     [audit] = await audit_events(running, "subject_revoked")
     assert json.loads(audit["detail"])["families"] == MANY_FAMILIES
+
+
+@pytest.mark.parametrize("revoke", ["subject", "client"])
+async def test_a_bulk_revocation_lets_the_loop_serve_other_calls_between_its_statements(
+    running: RunningAuthority, revoke: str
+) -> None:
+    """Revoking thousands of families must not hold the event loop from its first statement to
+    its last: on SQLite they run on the driver's thread, and the events are appended
+    `BULK_EVENTS` at a time, so other calls are served in between. Run inline, the whole
+    transaction was one stretch of the loop (half a second for 40,000 families)."""
+    app = await running.create_client("app", grant_types=["refresh_token"], audiences=["api"])
+    await _seed_families(running, app.client_id, "bot", MANY_FAMILIES)
+    stop = asyncio.Event()
+    with counting_statements(running) as timeline:
+
+        async def other_calls() -> None:
+            while not stop.is_set():
+                timeline.append("loop served another call")
+                await asyncio.sleep(0)
+
+        probe = asyncio.create_task(other_calls())
+        await asyncio.sleep(0)
+        if revoke == "subject":
+            revoked = await running.authority.revoke_subject("bot", reason="abuse")
+        else:
+            revoked = await running.authority.revoke_client(app.client_id, reason="leak")
+        done = len(timeline)
+        # Then this replica's feed reads the new events, as every replica's does.
+        feed = running.authority.ctx.feed
+        async with running.authority.ctx.store.transaction(readonly=True) as tx:
+            last = await tx.last_event_cursor()
+        await eventually(lambda: feed.cursor == last)
+        timeline = timeline[:]
+        stop.set()
+        await probe
+    assert revoked == MANY_FAMILIES
+    # The transaction's writes; the feed's reads of the events may come between them.
+    writes = [i for i, sql in enumerate(timeline) if sql.startswith(("INSERT", "UPDATE", "DELETE"))]
+    reads = [i for i, sql in enumerate(timeline) if sql.startswith("SELECT revocation_events")]
+    assert writes[-1] < done
+    for statements in (writes, [i for i in reads if i > done]):
+        for before, after in itertools.pairwise(statements):
+            assert "loop served another call" in timeline[before:after], timeline[before]
+    if revoke == "subject":
+        inserts = [sql for sql in timeline if sql.startswith("INSERT INTO revocation_events")]
+        assert len(inserts) >= MANY_FAMILIES // revocation.BULK_EVENTS
+        assert len([i for i in reads if i > done]) >= MANY_FAMILIES // 1000
