@@ -12,6 +12,7 @@ import pytest
 from authsvc_client.v1 import authsvc_pb2 as pb
 from authsvc_client.v1 import authsvc_pb2_grpc
 
+from authsvc import events
 from authsvc.client_registry import RegisteredClient
 from authsvc.testing import RunningAuthority, start_authority
 from tests.authsvc.calls import UNAUTHENTICATED, Metadata, bearer, refused
@@ -44,6 +45,18 @@ async def events_until(
         seen.append(event)
         wanted.discard(describe(event))
     return seen
+
+
+async def events_until_it_fails(
+    call: grpc.aio.UnaryStreamCall,
+) -> tuple[list[pb.RevocationEvent], grpc.aio.AioRpcError]:
+    """Every event until the stream fails, in order, and how it failed."""
+    received: list[pb.RevocationEvent] = []
+    try:
+        while True:
+            received.append(await next_event(call))
+    except grpc.aio.AioRpcError as exc:
+        return received, exc
 
 
 def describe(event: pb.RevocationEvent) -> tuple[str, str]:
@@ -211,6 +224,43 @@ async def test_a_new_revocation_is_streamed_live(chatty: RunningAuthority) -> No
             call.cancel()
     assert describe(event) == ("family_revoked", pair.family_id)
     assert event.cursor > latest
+
+
+async def test_a_subscriber_that_falls_behind_resumes_from_its_cursor_and_misses_nothing(
+    chatty: RunningAuthority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A subscriber's queue holds 20 events here: a subject's 30 families overflow it at once.
+    monkeypatch.setattr(events, "SUBSCRIBER_QUEUE", 20)
+    admin = bearer(await chatty.admin_token())
+    app = await chatty.create_client("app", grant_types=["refresh_token"], audiences=["api"])
+    latest = chatty.authority.ctx.feed.cursor
+    async with grpc.aio.insecure_channel(chatty.address) as channel:
+        tokens = Stub(channel)
+        families = {(await issue(tokens, admin, app, f"device-{i}")).family_id for i in range(30)}
+        call = tokens.WatchRevocations(pb.WatchRevocationsRequest(cursor=latest), metadata=admin)
+        try:
+            assert (await next_event(call, heartbeats=True)).WhichOneof("event") == "heartbeat"
+            await tokens.RevokeSubject(pb.RevokeSubjectRequest(subject="alice"), metadata=admin)
+            received, ended = await events_until_it_fails(call)
+        finally:
+            call.cancel()
+        assert ended.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert ended.details() == "fell behind; resume from cursor"
+        assert len(received) == 20  # what its queue held
+        # Resumed from the last cursor it got, as authsvc_client's feed does.
+        wanted = {("family_revoked", family) for family in families}
+        wanted -= {describe(e) for e in received}
+        request = pb.WatchRevocationsRequest(cursor=received[-1].cursor)
+        call = tokens.WatchRevocations(request, metadata=admin)
+        try:
+            received += await events_until(call, wanted)
+        finally:
+            call.cancel()
+    described = [describe(e) for e in received]
+    assert described[0] == ("subject_revoked", "alice")
+    assert sorted(described[1:]) == sorted(("family_revoked", f) for f in families)
+    cursors = [e.cursor for e in received]
+    assert cursors == sorted(set(cursors))  # in order, none twice
 
 
 async def test_a_revocation_after_the_newest_events_were_purged_is_streamed(

@@ -21,8 +21,10 @@ import notes_pb2_grpc
 import pytest
 from authsvc_client import AuthInterceptor, ServiceCredentials, WhenStale, current_claims
 
+from authsvc import events
 from authsvc.rpc.server import stop_server
 from authsvc.testing import start_authority
+from tests.waiting import eventually
 
 from .deployments import (
     AUTHORITY_SETTINGS,
@@ -104,6 +106,25 @@ async def test_revoking_a_client_rejects_its_tokens(deployed: Deployment) -> Non
     assert await deployed.status(token) == OK
     await deployed.admin.revoke_client(deployed.caller.client_id, reason="compromised")
     await rejected_within(deployed, token)
+
+
+async def test_a_verifier_that_falls_behind_a_burst_of_revocations_resumes_and_holds_them_all(
+    deployed: Deployment, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # authsvc queues 20 events for a subscriber here: a subject's 30 sessions overflow it, and
+    # authsvc ends the stream ("fell behind; resume from cursor") rather than drop an event.
+    monkeypatch.setattr(events, "SUBSCRIBER_QUEUE", 20)
+    pairs = [await deployed.user_pair("alice", f"device-{i}") for i in range(30)]
+    revocations = deployed.interceptor.verifier.revocations
+    held = len(revocations)
+    await deployed.admin.revoke_subject("alice", reason="log out everywhere")
+    async with deployed.authority.authority.ctx.store.transaction(readonly=True) as tx:
+        newest = await tx.last_event_cursor()
+    await eventually(lambda: revocations.cursor == newest)
+    assert "stream failed: RESOURCE_EXHAUSTED" in caplog.text  # it did fall behind
+    assert len(revocations) == held + 1 + len(pairs)  # the subject and each of its families
+    for pair in pairs:
+        assert await deployed.status(pair.access_token) == UNAUTHENTICATED
 
 
 @pytest.mark.parametrize(
