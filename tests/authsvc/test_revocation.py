@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import json
 import sqlite3
@@ -10,6 +11,7 @@ from typing import Any
 
 import grpc
 import pytest
+import sqlalchemy
 from authsvc_client.v1 import authsvc_pb2 as pb
 from authsvc_client.v1 import authsvc_pb2_grpc
 from sqlalchemy import func, insert, select
@@ -568,7 +570,6 @@ async def test_a_bulk_revocation_lets_the_loop_serve_other_calls_between_its_sta
             revoked = await running.authority.revoke_subject("bot", reason="abuse")
         else:
             revoked = await running.authority.revoke_client(app.client_id, reason="leak")
-        done = len(timeline)
         # Then this replica's feed reads the new events, as every replica's does.
         feed = running.authority.ctx.feed
         async with running.authority.ctx.store.transaction(readonly=True) as tx:
@@ -581,11 +582,77 @@ async def test_a_bulk_revocation_lets_the_loop_serve_other_calls_between_its_sta
     # The transaction's writes; the feed's reads of the events may come between them.
     writes = [i for i, sql in enumerate(timeline) if sql.startswith(("INSERT", "UPDATE", "DELETE"))]
     reads = [i for i, sql in enumerate(timeline) if sql.startswith("SELECT revocation_events")]
-    assert writes[-1] < done
-    for statements in (writes, [i for i in reads if i > done]):
+    reads_back = [i for i in reads if i > writes[-1]]
+    for statements in (writes, reads_back):
         for before, after in itertools.pairwise(statements):
             assert "loop served another call" in timeline[before:after], timeline[before]
     if revoke == "subject":
         inserts = [sql for sql in timeline if sql.startswith("INSERT INTO revocation_events")]
         assert len(inserts) >= MANY_FAMILIES // revocation.BULK_EVENTS
-        assert len([i for i in reads if i > done]) >= MANY_FAMILIES // 1000
+        assert len(reads_back) >= MANY_FAMILIES // 1000
+
+
+@pytest.mark.parametrize("revoke", ["subject", "client"])
+async def test_a_bulk_revocation_whose_caller_gives_up_still_completes_and_writes_go_on(
+    running: RunningAuthority, revoke: str
+) -> None:
+    """A caller cancelled (its deadline, a disconnect) while its bulk revocation revokes the
+    families: the revocation completes all the same, and the database takes writes at once.
+    Cut off inside that statement, the transaction's abandoned cursor held SQLite's write lock
+    until the garbage collector freed it, and every write waited out the busy timeout."""
+    app = await running.create_client("app", grant_types=["refresh_token"], audiences=["api"])
+    await _seed_families(running, app.client_id, "bot", 5000)
+    caller: asyncio.Task[int] | None = None
+
+    def give_up(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("UPDATE families") and caller is not None:
+            caller.cancel()
+
+    engine = running.authority.ctx.store.engine.sync_engine
+    sqlalchemy.event.listen(engine, "before_cursor_execute", give_up)
+    gc.disable()  # a collection would free the cursor and hide a held lock
+    try:
+        if revoke == "subject":
+            caller = asyncio.create_task(running.authority.revoke_subject("bot"))
+        else:
+            caller = asyncio.create_task(running.authority.revoke_client(app.client_id))
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        caller = None
+
+        async def revoked() -> bool:
+            return await _live_families(running, client_id=app.client_id) == 0
+
+        await eventually(revoked)
+        # A write right after, where the lock would have made it wait out the busy timeout.
+        async with asyncio.timeout(2):
+            await running.create_client("after")
+    finally:
+        gc.enable()
+        sqlalchemy.event.remove(engine, "before_cursor_execute", give_up)
+
+
+async def test_a_bulk_revocation_that_fails_after_its_caller_gave_up_is_logged(
+    running: RunningAuthority, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = await running.create_client("app", grant_types=["refresh_token"], audiences=["api"])
+    await _seed_families(running, app.client_id, "bot", 10)
+    caller: asyncio.Task[int] | None = None
+
+    def give_up_then_fail(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("UPDATE families") and caller is not None:
+            caller.cancel()
+        if statement.startswith("INSERT INTO revocation_events"):
+            raise RuntimeError("the disk caught fire")
+
+    engine = running.authority.ctx.store.engine.sync_engine
+    sqlalchemy.event.listen(engine, "before_cursor_execute", give_up_then_fail)
+    try:
+        caller = asyncio.create_task(running.authority.revoke_subject("bot"))
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        await eventually(lambda: "work whose caller had gone failed" in caplog.text)
+    finally:
+        sqlalchemy.event.remove(engine, "before_cursor_execute", give_up_then_fail)
+    assert "the disk caught fire" in caplog.text
+    assert await _live_families(running, subject="bot") == 10  # rolled back, whole
