@@ -449,6 +449,9 @@ class SqlStore:
         On SQLite a short transaction runs on the event loop and writes share commits (see
         `authsvc.storage.group_commit`); `bulk=True` marks a long one (a purge, a backlog, a
         bulk revocation), which runs in the driver's thread instead so it never stalls the loop.
+        A bulk write must not be cancelled inside a statement: on SQLite the abandoned cursor
+        keeps the write lock until the garbage collector frees it, so one that a caller can
+        cancel runs to its end (`authsvc.authority._to_completion`).
         """
         if self._inline is not None and not bulk:
             context = self._inline.read() if readonly else self._inline.write()
