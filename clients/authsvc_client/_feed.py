@@ -383,10 +383,19 @@ class ThreadedAuthorityFeed(_FeedBase):
         return self._credentials.metadata()
 
 
+#: How much of a server's error details a log line repeats.
+MAX_LOGGED_DETAILS = 200
+
+
 def _describe(exc: BaseException) -> str:
+    """A failure as the feed's log lines say it: the OAuth error and its description, or the
+    gRPC status and the server's details, which say what happened ("fell behind; resume from
+    cursor"), cut to MAX_LOGGED_DETAILS. authsvc's details never carry a credential."""
     if isinstance(exc, AuthError):
         return f"{exc.error}: {exc.description}"
-    return getattr(_status(exc), "name", type(exc).__name__)
+    status = getattr(_status(exc), "name", type(exc).__name__)
+    details = _details(exc)[:MAX_LOGGED_DETAILS]
+    return f"{status}: {details}" if details else status
 
 
 def _status(exc: BaseException) -> grpc.StatusCode | None:

@@ -19,6 +19,7 @@ from authsvc_client import (
     ServerError,
     TemporarilyUnavailable,
     TooManyAttempts,
+    _feed,
 )
 from authsvc_client._errors import GRPC_STATUS, from_rpc_error, refuses_bearer
 
@@ -180,3 +181,24 @@ def test_refuses_bearer_only_for_the_callers_own_token(
 ) -> None:
     trailers = (("oauth-error", code),) if code else ()
     assert refuses_bearer(from_rpc_error(FakeRpcError(status, "", trailers))) is refused
+
+
+@pytest.mark.parametrize(
+    ("failure", "said"),
+    [
+        pytest.param(
+            FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "fell behind; resume from cursor"),
+            "RESOURCE_EXHAUSTED: fell behind; resume from cursor",
+            id="status-and-details",
+        ),
+        pytest.param(FakeRpcError(grpc.StatusCode.UNAVAILABLE), "UNAVAILABLE", id="no-details"),
+        pytest.param(
+            FakeRpcError(grpc.StatusCode.INTERNAL, "x" * 5000),
+            "INTERNAL: " + "x" * _feed.MAX_LOGGED_DETAILS,
+            id="details-cut",
+        ),
+        pytest.param(ValueError("boom"), "ValueError", id="not-an-rpc-error"),
+    ],
+)
+def test_how_the_feed_logs_a_failure(failure: BaseException, said: str) -> None:
+    assert _feed._describe(failure) == said
