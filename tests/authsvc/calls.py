@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
@@ -70,19 +70,27 @@ async def audit_events(running: Any, kind: str) -> list[dict[str, Any]]:
 
 
 @contextmanager
-def counting_statements(running: Any) -> Iterator[list[str]]:
-    """The SQL of every statement the store runs inside the block (of a many-row INSERT, each
-    batch SQLAlchemy sends it in)."""
-    statements: list[str] = []
+def on_statements(running: Any, hook: Callable[[str], None]) -> Iterator[None]:
+    """Call `hook` with the SQL of every statement the store runs inside the block, before it
+    runs (of a many-row INSERT, each batch SQLAlchemy sends it in); what `hook` raises, the
+    statement raises."""
 
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        hook(statement)
 
     engines = running.authority.ctx.store.engines  # every engine that runs the store's SQL
     for engine in engines:
-        event.listen(engine, "before_cursor_execute", count)
+        event.listen(engine, "before_cursor_execute", before)
     try:
-        yield statements
+        yield
     finally:
         for engine in engines:
-            event.remove(engine, "before_cursor_execute", count)
+            event.remove(engine, "before_cursor_execute", before)
+
+
+@contextmanager
+def counting_statements(running: Any) -> Iterator[list[str]]:
+    """The SQL of every statement the store runs inside the block (`on_statements`)."""
+    statements: list[str] = []
+    with on_statements(running, statements.append):
+        yield statements

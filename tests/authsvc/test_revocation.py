@@ -11,7 +11,6 @@ from typing import Any
 
 import grpc
 import pytest
-import sqlalchemy
 from authsvc_client.v1 import authsvc_pb2 as pb
 from authsvc_client.v1 import authsvc_pb2_grpc
 from sqlalchemy import func, insert, select
@@ -32,6 +31,7 @@ from tests.authsvc.calls import (
     bearer,
     counting_statements,
     database_rows,
+    on_statements,
     refused,
 )
 from tests.waiting import eventually
@@ -604,32 +604,30 @@ async def test_a_bulk_revocation_whose_caller_gives_up_still_completes_and_write
     await _seed_families(running, app.client_id, "bot", 5000)
     caller: asyncio.Task[int] | None = None
 
-    def give_up(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+    def give_up(statement: str) -> None:
         if statement.startswith("UPDATE families") and caller is not None:
             caller.cancel()
 
-    engine = running.authority.ctx.store.engine.sync_engine
-    sqlalchemy.event.listen(engine, "before_cursor_execute", give_up)
     gc.disable()  # a collection would free the cursor and hide a held lock
     try:
-        if revoke == "subject":
-            caller = asyncio.create_task(running.authority.revoke_subject("bot"))
-        else:
-            caller = asyncio.create_task(running.authority.revoke_client(app.client_id))
-        with pytest.raises(asyncio.CancelledError):
-            await caller
-        caller = None
+        with on_statements(running, give_up):
+            if revoke == "subject":
+                caller = asyncio.create_task(running.authority.revoke_subject("bot"))
+            else:
+                caller = asyncio.create_task(running.authority.revoke_client(app.client_id))
+            with pytest.raises(asyncio.CancelledError):
+                await caller
+            caller = None
 
-        async def revoked() -> bool:
-            return await _live_families(running, client_id=app.client_id) == 0
+            async def revoked() -> bool:
+                return await _live_families(running, client_id=app.client_id) == 0
 
-        await eventually(revoked)
-        # A write right after, where the lock would have made it wait out the busy timeout.
-        async with asyncio.timeout(2):
-            await running.create_client("after")
+            await eventually(revoked)
+            # A write right after, where the lock would have made it wait out the busy timeout.
+            async with asyncio.timeout(2):
+                await running.create_client("after")
     finally:
         gc.enable()
-        sqlalchemy.event.remove(engine, "before_cursor_execute", give_up)
 
 
 async def test_a_bulk_revocation_that_fails_after_its_caller_gave_up_is_logged(
@@ -639,20 +637,16 @@ async def test_a_bulk_revocation_that_fails_after_its_caller_gave_up_is_logged(
     await _seed_families(running, app.client_id, "bot", 10)
     caller: asyncio.Task[int] | None = None
 
-    def give_up_then_fail(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+    def give_up_then_fail(statement: str) -> None:
         if statement.startswith("UPDATE families") and caller is not None:
             caller.cancel()
         if statement.startswith("INSERT INTO revocation_events"):
             raise RuntimeError("the disk caught fire")
 
-    engine = running.authority.ctx.store.engine.sync_engine
-    sqlalchemy.event.listen(engine, "before_cursor_execute", give_up_then_fail)
-    try:
+    with on_statements(running, give_up_then_fail):
         caller = asyncio.create_task(running.authority.revoke_subject("bot"))
         with pytest.raises(asyncio.CancelledError):
             await caller
         await eventually(lambda: "work whose caller had gone failed" in caplog.text)
-    finally:
-        sqlalchemy.event.remove(engine, "before_cursor_execute", give_up_then_fail)
     assert "the disk caught fire" in caplog.text
     assert await _live_families(running, subject="bot") == 10  # rolled back, whole
