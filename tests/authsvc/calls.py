@@ -69,6 +69,13 @@ async def audit_events(running: Any, kind: str) -> list[dict[str, Any]]:
     return events
 
 
+async def newest_cursor(running: Any) -> int:
+    """The newest cursor in the database (the feed may not have read it yet)."""
+    async with running.authority.ctx.store.transaction(readonly=True) as tx:
+        cursor: int = await tx.last_event_cursor()
+    return cursor
+
+
 @contextmanager
 def on_statements(running: Any, hook: Callable[[str], None]) -> Iterator[None]:
     """Call `hook` with the SQL of every statement the store runs inside the block, before it

@@ -31,6 +31,7 @@ from tests.authsvc.calls import (
     bearer,
     counting_statements,
     database_rows,
+    newest_cursor,
     on_statements,
     refused,
 )
@@ -572,8 +573,7 @@ async def test_a_bulk_revocation_lets_the_loop_serve_other_calls_between_its_sta
             revoked = await running.authority.revoke_client(app.client_id, reason="leak")
         # Then this replica's feed reads the new events, as every replica's does.
         feed = running.authority.ctx.feed
-        async with running.authority.ctx.store.transaction(readonly=True) as tx:
-            last = await tx.last_event_cursor()
+        last = await newest_cursor(running)
         await eventually(lambda: feed.cursor == last)
         timeline = timeline[:]
         stop.set()

@@ -15,7 +15,7 @@ from authsvc_client.v1 import authsvc_pb2_grpc
 from authsvc import events
 from authsvc.client_registry import RegisteredClient
 from authsvc.testing import RunningAuthority, start_authority
-from tests.authsvc.calls import UNAUTHENTICATED, Metadata, bearer, refused
+from tests.authsvc.calls import UNAUTHENTICATED, Metadata, bearer, newest_cursor, refused
 
 Stub = authsvc_pb2_grpc.TokenServiceStub
 BOUND = 5.0  # seconds: no event takes this long to arrive on a loopback stream
@@ -70,12 +70,6 @@ def describe(event: pb.RevocationEvent) -> tuple[str, str]:
     if kind == "heartbeat":
         return kind, ""
     return kind, getattr(event, kind)
-
-
-async def newest_cursor(running: RunningAuthority) -> int:
-    """The newest cursor in the database (the feed may not have read it yet)."""
-    async with running.authority.ctx.store.transaction(readonly=True) as tx:
-        return await tx.last_event_cursor()
 
 
 async def issue(tokens: Stub, admin: Metadata, app: RegisteredClient, device: str) -> pb.TokenPair:

@@ -24,6 +24,7 @@ from authsvc_client import AuthInterceptor, ServiceCredentials, WhenStale, curre
 from authsvc import events
 from authsvc.rpc.server import stop_server
 from authsvc.testing import start_authority
+from tests.authsvc.calls import newest_cursor
 from tests.waiting import eventually
 
 from .deployments import (
@@ -118,8 +119,7 @@ async def test_a_verifier_that_falls_behind_a_burst_of_revocations_resumes_and_h
     revocations = deployed.interceptor.verifier.revocations
     held = len(revocations)
     await deployed.admin.revoke_subject("alice", reason="log out everywhere")
-    async with deployed.authority.authority.ctx.store.transaction(readonly=True) as tx:
-        newest = await tx.last_event_cursor()
+    newest = await newest_cursor(deployed.authority)
     await eventually(lambda: revocations.cursor == newest)
     assert "stream failed: RESOURCE_EXHAUSTED: fell behind; resume from cursor" in caplog.text
     assert len(revocations) == held + 1 + len(pairs)  # the subject and each of its families
