@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -34,6 +35,8 @@ class AuthorityContext:
     #: Keys the HMAC digests of usernames and IPs in `login_failures` (`authsvc.login_limits`).
     login_key: bytes = field(repr=False)
     key_purge_listeners: list[Callable[[], None]] = field(default_factory=list)
+    #: Reloads of the key ring take turns (`authsvc.keys.rotation.reload_keys`).
+    key_reloads: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     def on_keys_purged(self) -> None:
         """A key left the ring: anything that cached a verdict made with it must forget it."""

@@ -102,22 +102,28 @@ async def rotate_keys(
             events.append(_key_event(nxt.kid, PENDING, now))
             published = nxt.kid
         stored = await append_events(tx, events) if events else []
-        records = await tx.list_keys()
-    await reload_keys(ctx, records)
+    await reload_keys(ctx)
     if stored:
         ctx.feed.published(stored)
         log.info("key ring changed", extra={"changes": [(e.value, e.state) for e in stored]})
     active = ctx.key_ring.signer.kid
-    pending = [r.kid for r in records if r.state == PENDING]
+    pending = [r.kid for r in ctx.key_ring.records if r.state == PENDING]
     return RotationResult(published or (pending[-1] if pending else ""), active, bool(stored))
 
 
-async def reload_keys(ctx: AuthorityContext, records: list[KeyRecord] | None = None) -> None:
-    """Rebuild the in-memory ring from storage (after a key event from any replica)."""
-    if records is None:
+async def reload_keys(ctx: AuthorityContext) -> None:
+    """Rebuild the in-memory ring from storage (after a key event from any replica, or a
+    rotation here).
+
+    Reloads take turns, and each reads the keys once it has its turn: one that read them before
+    another transaction committed must not load them after a reload that read the newer ones.
+    (The feed's reload for one rotation's events, finishing after the next rotation's own,
+    put keys that rotation had purged back into the ring until the next key event.)
+    """
+    async with ctx.key_reloads:
         async with ctx.store.transaction(readonly=True) as tx:
             records = await tx.list_keys()
-    before = set(ctx.key_ring.verification_keys)
-    ctx.key_ring.load(records)
-    if before - set(ctx.key_ring.verification_keys):
-        ctx.on_keys_purged()
+        before = set(ctx.key_ring.verification_keys)
+        ctx.key_ring.load(records)
+        if before - set(ctx.key_ring.verification_keys):
+            ctx.on_keys_purged()

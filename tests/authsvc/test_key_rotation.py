@@ -3,6 +3,7 @@ on schedule, and a signing algorithm other than the default."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Iterator
@@ -10,9 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 from authsvc_client.v1 import authsvc_pb2 as pb
 from authsvc_client.v1 import authsvc_pb2_grpc
 
+from authsvc.keys.rotation import reload_keys
+from authsvc.storage.records import KeyRecord
+from authsvc.storage.sql import Tx
 from authsvc.testing import RunningAuthority, start_authority
 from tests.authsvc.calls import INVALID_TOKEN, UNAUTHENTICATED, bearer, refused
 
@@ -175,3 +180,49 @@ async def test_an_es256_authority_signs_and_publishes_ec_keys(tmp_path: Path) ->
             pb.VerifyRequest(token=await running.admin_token(), audience="authsvc"),
             metadata=bearer(token),
         )
+
+
+async def test_a_reload_that_read_the_keys_first_cannot_install_them_last(
+    running: RunningAuthority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The feed reloads the ring when it reads a key event, and a rotation loads the keys its
+    own transaction wrote. A feed reload that read the keys before a purge committed, and
+    finished after the purge's load, put the purged key back until the next key event. (Seen on
+    PostgreSQL, where a read awaits the server; on SQLite the stalled read also holds the
+    reader, so this only checks that the order holds there.)"""
+    s = running.settings
+    for _ in range(3):
+        running.clock.advance(s.jwks_max_age)
+        await running.authority.rotate_keys()
+    ctx = running.authority.ctx
+    read, go_on = asyncio.Event(), asyncio.Event()
+    list_keys = Tx.list_keys
+
+    async def read_then_stall(tx: Tx) -> list[KeyRecord]:
+        records = await list_keys(tx)
+        if not read.is_set():
+            read.set()
+            await go_on.wait()
+        return records
+
+    contended = asyncio.Event()
+
+    class WatchedLock(asyncio.Lock):
+        async def acquire(self) -> bool:
+            if self.locked():
+                contended.set()
+            return await super().acquire()
+
+    monkeypatch.setattr(Tx, "list_keys", read_then_stall)
+    monkeypatch.setattr(ctx, "key_reloads", WatchedLock())
+    stale = asyncio.create_task(reload_keys(ctx))  # the feed's, for the last rotation's event
+    await read.wait()
+    running.clock.advance(s.longest_access_token_life + s.jwks_max_age)
+    purging = asyncio.create_task(running.authority.run_maintenance())
+    # The purge commits, then loads its keys, or waits for the stale reload to finish first.
+    waiting = asyncio.create_task(contended.wait())
+    await asyncio.wait([purging, waiting], timeout=5, return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+    go_on.set()
+    await asyncio.gather(stale, purging)
+    assert {r.state for r in running.authority.publish_keys().records} == {"active", "pending"}
