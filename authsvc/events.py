@@ -233,6 +233,10 @@ class RevocationFeed:
         """Read and dispatch every event after the current cursor; `caught_up_at` is then when
         the last (empty) read began."""
         while True:
+            # On SQLite the read runs on the event loop: before each one (a bulk revocation's
+            # 40,000 events are 40 of them, and a pass may follow the last at once) the loop
+            # serves other calls.
+            await asyncio.sleep(0)
             began = self._clock.now()
             async with self._store.transaction(readonly=True) as tx:
                 batch = await tx.events_after(self.cursor)
@@ -248,9 +252,6 @@ class RevocationFeed:
                 self.cursor = event.cursor
             if keys_changed:
                 await self._on_key_change()
-            # On SQLite the read runs on the event loop: between two batches (a bulk
-            # revocation's 40,000 events are 40 of them) the loop serves other calls.
-            await asyncio.sleep(0)
 
     def _offer(self, queue: asyncio.Queue[_Item], event: RevocationEventRecord) -> None:
         if queue.qsize() >= SUBSCRIBER_QUEUE:
