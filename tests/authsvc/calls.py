@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 import grpc
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, insert, select
 
 from authsvc.storage.schema import metadata
 
@@ -101,3 +101,27 @@ def counting_statements(running: Any) -> Iterator[list[str]]:
     statements: list[str] = []
     with on_statements(running, statements.append):
         yield statements
+
+
+async def seed_families(running: Any, client_id: str, subject: str, n: int) -> list[str]:
+    """`n` live families in one bulk INSERT (issuing them one by one would take minutes); their
+    ids."""
+    now = running.clock.now()
+    rows = [
+        {
+            "family_id": f"{client_id[:8]}-{subject}-{i}",
+            "subject": subject,
+            "client_id": client_id,
+            "device_id": f"device-{i}",
+            "scope": "",
+            "audience": "api",
+            "created_at": now,
+            "last_used_at": now,
+            "expires_at": now + 3600,
+            "idle_expires_at": now + 3600,
+        }
+        for i in range(n)
+    ]
+    async with running.authority.ctx.store.transaction(bulk=True) as tx:
+        await (await tx.connection()).execute(insert(metadata.tables["families"]), rows)
+    return [row["family_id"] for row in rows]

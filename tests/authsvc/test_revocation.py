@@ -13,7 +13,7 @@ import grpc
 import pytest
 from authsvc_client.v1 import authsvc_pb2 as pb
 from authsvc_client.v1 import authsvc_pb2_grpc
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 
 from authsvc import revocation
 from authsvc.client_registry import RegisteredClient
@@ -34,6 +34,7 @@ from tests.authsvc.calls import (
     newest_cursor,
     on_statements,
     refused,
+    seed_families,
 )
 from tests.waiting import eventually
 
@@ -458,32 +459,6 @@ def sqlite_default_limits(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(module, "connect", limited)
 
 
-async def _seed_families(
-    running: RunningAuthority, client_id: str, subject: str, n: int
-) -> list[str]:
-    """`n` live families in one bulk INSERT (issuing them one by one would take minutes); their
-    ids."""
-    now = running.clock.now()
-    rows = [
-        {
-            "family_id": f"{client_id[:8]}-{subject}-{i}",
-            "subject": subject,
-            "client_id": client_id,
-            "device_id": f"device-{i}",
-            "scope": "",
-            "audience": "api",
-            "created_at": now,
-            "last_used_at": now,
-            "expires_at": now + 3600,
-            "idle_expires_at": now + 3600,
-        }
-        for i in range(n)
-    ]
-    async with running.authority.ctx.store.transaction(bulk=True) as tx:
-        await (await tx.connection()).execute(insert(schema.families), rows)
-    return [row["family_id"] for row in rows]
-
-
 async def _live_families(running: RunningAuthority, **match: str) -> int:
     f = schema.families
     conditions = [f.c[name] == value for name, value in match.items()]
@@ -510,8 +485,8 @@ async def test_revoke_client_with_more_families_than_a_statement_has_parameters(
 ) -> None:
     app = await running.create_client("app", grant_types=["refresh_token"], audiences=["api"])
     other = await running.create_client("other", grant_types=["refresh_token"], audiences=["api"])
-    await _seed_families(running, app.client_id, "alice", MANY_FAMILIES)
-    await _seed_families(running, other.client_id, "alice", 3)
+    await seed_families(running, app.client_id, "alice", MANY_FAMILIES)
+    await seed_families(running, other.client_id, "alice", 3)
     revoked = await running.authority.revoke_client(app.client_id, reason="compromised")
     assert revoked == MANY_FAMILIES
     assert await _live_families(running, client_id=app.client_id) == 0
@@ -527,8 +502,8 @@ async def test_revoke_subject_with_more_families_than_a_statement_has_parameters
     running: RunningAuthority,
 ) -> None:
     app = await running.create_client("app", grant_types=["refresh_token"], audiences=["api"])
-    families = await _seed_families(running, app.client_id, "bot", MANY_FAMILIES)
-    await _seed_families(running, app.client_id, "alice", 3)
+    families = await seed_families(running, app.client_id, "bot", MANY_FAMILIES)
+    await seed_families(running, app.client_id, "alice", 3)
     known = len(running.authority.ctx.revocations)
     with counting_statements(running) as statements:
         revoked = await running.authority.revoke_subject("bot", reason="abuse")
@@ -556,7 +531,7 @@ async def test_a_bulk_revocation_lets_the_loop_serve_other_calls_between_its_sta
     `BULK_EVENTS` at a time, so other calls are served in between. Run inline, the whole
     transaction was one stretch of the loop (half a second for 40,000 families)."""
     app = await running.create_client("app", grant_types=["refresh_token"], audiences=["api"])
-    await _seed_families(running, app.client_id, "bot", MANY_FAMILIES)
+    await seed_families(running, app.client_id, "bot", MANY_FAMILIES)
     stop = asyncio.Event()
     with counting_statements(running) as timeline:
 
@@ -601,12 +576,13 @@ async def test_a_bulk_revocation_whose_caller_gives_up_still_completes_and_write
     Cut off inside that statement, the transaction's abandoned cursor held SQLite's write lock
     until the garbage collector freed it, and every write waited out the busy timeout."""
     app = await running.create_client("app", grant_types=["refresh_token"], audiences=["api"])
-    await _seed_families(running, app.client_id, "bot", 5000)
+    await seed_families(running, app.client_id, "bot", 5000)
     caller: asyncio.Task[int] | None = None
+    loop = asyncio.get_running_loop()
 
     def give_up(statement: str) -> None:
         if statement.startswith("UPDATE families") and caller is not None:
-            caller.cancel()
+            loop.call_soon_threadsafe(caller.cancel)  # SQLite runs it on the driver's thread
 
     gc.disable()  # a collection would free the cursor and hide a held lock
     try:
@@ -634,12 +610,13 @@ async def test_a_bulk_revocation_that_fails_after_its_caller_gave_up_is_logged(
     running: RunningAuthority, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = await running.create_client("app", grant_types=["refresh_token"], audiences=["api"])
-    await _seed_families(running, app.client_id, "bot", 10)
+    await seed_families(running, app.client_id, "bot", 10)
     caller: asyncio.Task[int] | None = None
+    loop = asyncio.get_running_loop()
 
     def give_up_then_fail(statement: str) -> None:
         if statement.startswith("UPDATE families") and caller is not None:
-            caller.cancel()
+            loop.call_soon_threadsafe(caller.cancel)
         if statement.startswith("INSERT INTO revocation_events"):
             raise RuntimeError("the disk caught fire")
 
