@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+
 import pytest
 
 from authsvc import maintenance, pkce
@@ -9,7 +12,7 @@ from authsvc.client_registry import RegisteredClient
 from authsvc.errors import InvalidGrant
 from authsvc.maintenance import AUDIT_RETENTION
 from authsvc.testing import RunningAuthority
-from tests.authsvc.calls import database_rows
+from tests.authsvc.calls import database_rows, on_statements, seed_families
 from tests.authsvc.conftest import APP_REDIRECT_URI
 
 
@@ -124,3 +127,34 @@ async def test_a_backlog_is_purged_in_short_transactions_over_passes(
     assert (await database_rows(running))["families"] == []
     third = await running.authority.run_maintenance()
     assert not any(third.purged.values())
+
+
+async def test_a_purge_cancelled_inside_its_delete_leaves_the_database_writable(
+    running: RunningAuthority, app: RegisteredClient
+) -> None:
+    """`close()` cancels the maintenance pass wherever it is, purges included (unlike bulk
+    revocations, which run to their end): a DELETE has no rows to read back, so no abandoned
+    cursor keeps SQLite's write lock; the purge's transaction is undone whole, and the next pass
+    does it."""
+    await seed_families(running, app.client_id, "bot", 5000)
+    running.clock.advance(3600)  # every seeded family has expired
+    loop = asyncio.get_running_loop()
+    purge: asyncio.Task[maintenance.MaintenanceReport] | None = None
+
+    def stop_it(statement: str) -> None:
+        if statement.startswith("DELETE FROM families") and purge is not None:
+            loop.call_soon_threadsafe(purge.cancel)  # SQLite runs it on the driver's thread
+
+    gc.disable()  # a collection would free an abandoned cursor and hide a held lock
+    try:
+        with on_statements(running, stop_it):
+            purge = asyncio.create_task(running.authority.run_maintenance())
+            with pytest.raises(asyncio.CancelledError):
+                await purge
+            purge = None
+        async with asyncio.timeout(2):  # a held lock would make it wait out the busy timeout
+            await running.create_client("after")
+    finally:
+        gc.enable()
+    assert len((await database_rows(running))["families"]) == 5000
+    assert (await running.authority.run_maintenance()).purged["families"] == 5000
