@@ -46,18 +46,25 @@ def classify_refresh(
     """The pure decision behind `rotate`: one verdict per way a refresh can go.
 
     Another client's token is judged first, before its family's state, so that a client learns
-    nothing of a token that is not its own (as introspection tells it only `active: false`)."""
+    nothing of a token that is not its own (as introspection tells it only `active: false`).
+
+    A used token in a live family is reuse however long ago its own expiry passed: the family
+    lives on because it was rotated since, perhaps by whoever stole the token, and the holder
+    coming back with it is how the theft shows (RFC 9700 §4.14.2). Judged by the token's expiry
+    first, the replay would only be "expired", and the thief would keep the session."""
     if client_id and client_id != family.client_id:
         return Refresh.WRONG_CLIENT
     if family.revoked_at is not None:
         return Refresh.REVOKED
-    if min(family.expires_at, family.idle_expires_at, token.expires_at) <= now:
+    if min(family.expires_at, family.idle_expires_at) <= now:
         return Refresh.EXPIRED
-    if token.used_at is None:
-        return Refresh.ROTATE
-    if grace_seconds and now - token.used_at <= grace_seconds:
-        return Refresh.GRACE_RETRY
-    return Refresh.REUSE
+    if token.used_at is not None:
+        if grace_seconds and now - token.used_at <= grace_seconds:
+            return Refresh.GRACE_RETRY
+        return Refresh.REUSE
+    if token.expires_at <= now:
+        return Refresh.EXPIRED
+    return Refresh.ROTATE
 
 
 _REFUSALS = {

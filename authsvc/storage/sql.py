@@ -1079,9 +1079,16 @@ class Tx:
         f = t.login_failures
         # Each: the table's key, and which of its rows are done with.
         done = {
+            # A used token stays as long as its family lives, however old: presenting it again
+            # is reuse, which must revoke the family (`rotation.classify_refresh`), and a purged
+            # one would only be "unknown". So a family keeps one row per rotation for at most its
+            # absolute lifetime; an unused token goes at its own expiry.
             "refresh_tokens": (
                 rt.c.token_digest,
-                or_(rt.c.expires_at <= at, rt.c.family_id.in_(dead_families)),
+                or_(
+                    and_(rt.c.expires_at <= at, rt.c.used_at.is_(None)),
+                    rt.c.family_id.in_(dead_families),
+                ),
             ),
             # A family row outlives its revocation briefly so a replay still reads as revoked.
             "families": (

@@ -13,6 +13,7 @@ from authsvc_client.v1 import authsvc_pb2 as pb
 from authsvc_client.v1 import authsvc_pb2_grpc
 
 from authsvc.client_registry import RegisteredClient
+from authsvc.errors import InvalidGrant
 from authsvc.rotation import Refresh, classify_refresh
 from authsvc.storage.records import FamilyRecord, RefreshTokenRecord
 from authsvc.storage.sql import Tx
@@ -31,6 +32,7 @@ from tests.authsvc.calls import (
     refused,
 )
 from tests.authsvc.conftest import APP_SCOPES
+from tests.conftest import TEST_POOL_SIZE
 
 NOW = 1_800_000_000.0
 FAMILY = FamilyRecord(
@@ -89,6 +91,22 @@ USED_5S_AGO = replace(TOKEN, used_at=NOW - 5)
             0,
             Refresh.EXPIRED,
             id="expired-beats-reuse",
+        ),
+        pytest.param(
+            replace(USED_5S_AGO, expires_at=NOW - 1),
+            FAMILY,
+            "",
+            0,
+            Refresh.REUSE,
+            id="used-token-past-its-expiry-in-a-live-family-is-reuse",
+        ),
+        pytest.param(
+            replace(USED_5S_AGO, expires_at=NOW - 1),
+            FAMILY,
+            "",
+            10,
+            Refresh.GRACE_RETRY,
+            id="used-token-past-its-expiry-within-grace",
         ),
         pytest.param(
             replace(TOKEN, expires_at=NOW),
@@ -191,6 +209,33 @@ async def test_rotation_extends_idle_expiry_but_never_past_absolute_expiry(
         with pytest.raises(Exception, match="refresh token expired"):
             await r.authority.rotate(refresh)
         assert await database_rows(r) == before
+
+
+async def test_a_replay_long_after_the_token_expired_revokes_the_family_a_thief_kept_alive(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The thief rotates the stolen token and keeps rotating; the holder comes back with it after
+    its own idle expiry, a purge in between. The replay is reuse, and the thief's session dies."""
+    async with start_authority(
+        tmp_path,
+        database_url=database_url,
+        db_pool_size=TEST_POOL_SIZE,
+        refresh_idle_ttl=1000,
+        refresh_absolute_ttl=100_000,
+    ) as r:
+        app = await r.create_client("app", grant_types=["refresh_token"], audiences=["api"])
+        stolen = await r.authority.issue_token_pair(subject="alice", client_id=app.client_id)
+        thief = await r.authority.rotate(stolen.refresh_token)
+        for _ in range(3):
+            r.clock.advance(900)
+            thief = await r.authority.rotate(thief.refresh_token)
+        await r.authority.run_maintenance()  # the stolen token's own expiry has passed
+        with pytest.raises(InvalidGrant, match="refresh token reused; the session was revoked"):
+            await r.authority.rotate(stolen.refresh_token)
+        with pytest.raises(InvalidGrant, match="refresh token revoked"):
+            await r.authority.rotate(thief.refresh_token)
+        [event] = await audit_events(r, "refresh_reuse_detected")
+        assert event["family_id"] == stolen.family.family_id
 
 
 async def test_replayed_refresh_token_revokes_the_whole_family(
