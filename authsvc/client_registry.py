@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from authsvc.context import AuthorityContext, append_events
 from authsvc.errors import InvalidClient, InvalidRequest, NotFound, UnauthorizedClient
+from authsvc.revocation import append_family_events, bounded_reason
 from authsvc.storage.records import ClientRecord
 from authsvc.storage.sql import Tx
 from authsvc.tokens import opaque
@@ -173,7 +174,9 @@ async def revoke_client(
     ctx: AuthorityContext, client_id: str, *, reason: str, disable: bool
 ) -> int:
     """Revoke every family and access token of a client, and its authorization codes not yet
-    redeemed; optionally disable it. Families revoked."""
+    redeemed; optionally disable it. Families revoked. Each revoked family gets an event of its
+    own, as for `revocation.revoke_subject` (`revocation.append_family_events` says why)."""
+    reason = bounded_reason(reason, "client revoked")
     now = ctx.clock.now()
     # A bulk transaction, as for `revoke_subject`: a client may have a family per user.
     async with ctx.store.transaction(bulk=True) as tx:
@@ -184,13 +187,12 @@ async def revoke_client(
         # Codes first, as in revoke_subject: a redemption in flight is waited for, and its
         # family is then among those revoked.
         await tx.discard_unused_codes(client_id=client_id)
-        revoked = await tx.revoke_families_where(
-            now, reason or "client revoked", client_id=client_id
-        )
+        revoked = await tx.revoke_families_where(now, reason, client_id=client_id)
         # Also covers the tokens minted after an earlier revocation in this second.
         not_before = ctx.revocations.not_before_for(now)
         event = ctx.revocation_event("client", client_id, now, not_before=not_before)
         events = await append_events(tx, [event])
+        events += await append_family_events(ctx, tx, revoked, now)
         await tx.append_audit(
             "client_disabled" if disable else "client_revoked",
             now,

@@ -1,4 +1,5 @@
-"""Revocation: one family, one token (RFC 7009), every family of a subject.
+"""Revocation: one family, one token (RFC 7009), every family of a subject (and, for
+`client_registry.revoke_client`, the events of every family of a client).
 
 Each writes a revocation event in the same transaction as the change, then applies it to this
 replica's state before returning, so a `Verify` right after the reply already says revoked. Revoking
@@ -7,12 +8,15 @@ a family or a token that is revoked already writes nothing: no second event, no 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import authsvc_client
 from authsvc_client import verify_access_token
 
 from authsvc.context import AuthorityContext, append_events
 from authsvc.errors import InvalidRequest
-from authsvc.storage.records import FamilyRecord
+from authsvc.storage.records import FamilyRecord, RevocationEventRecord
+from authsvc.storage.sql import Tx
 from authsvc.tokens import opaque
 
 MAX_REASON = 200
@@ -24,10 +28,28 @@ MAX_REASON = 200
 BULK_EVENTS = 1000
 
 
-def _reason(reason: str, default: str) -> str:
+def bounded_reason(reason: str, default: str) -> str:
+    """The reason to record: the caller's, at most `MAX_REASON` characters, or `default`."""
     if len(reason) > MAX_REASON:
         raise InvalidRequest(f"reason is at most {MAX_REASON} characters")
     return reason or default
+
+
+async def append_family_events(
+    ctx: AuthorityContext, tx: Tx, family_ids: Sequence[str], at: float
+) -> list[RevocationEventRecord]:
+    """An event for each family of a bulk revocation, besides the subject's or the client's "not
+    before": a token minted for one of them after the revocation reached the replica (a rotation
+    that read its family just before, or a login earlier in the same second, whose `iat` was moved
+    past an earlier revocation's second) would escape a check by `iat` alone. Appended
+    `BULK_EVENTS` at a time."""
+    events: list[RevocationEventRecord] = []
+    for start in range(0, len(family_ids), BULK_EVENTS):
+        chunk = family_ids[start : start + BULK_EVENTS]
+        events += await append_events(
+            tx, [ctx.revocation_event("family", family_id, at) for family_id in chunk]
+        )
+    return events
 
 
 async def revoke_family(
@@ -35,7 +57,7 @@ async def revoke_family(
 ) -> bool:
     """Revoke one family; False when it was already revoked, unknown, or (with `client_id`)
     belongs to another client."""
-    reason = _reason(reason, "revoked")
+    reason = bounded_reason(reason, "revoked")
     now = ctx.clock.now()
     async with ctx.store.transaction() as tx:
         family: FamilyRecord | None = await tx.get_family(family_id) if family_id else None
@@ -65,14 +87,10 @@ async def revoke_family(
 async def revoke_subject(ctx: AuthorityContext, subject: str, *, reason: str = "") -> int:
     """ "Log out everywhere": every live family, every access token issued up to now, and every
     authorization code not yet redeemed, which would otherwise start a new session after it.
-
-    Each revoked family gets an event of its own besides the subject's "not before": a token
-    minted for one of them after this revocation reached the replica (a rotation that read its
-    family just before, or a login earlier in the same second, whose `iat` was moved past an
-    earlier revocation's second) would escape a check by `iat` alone."""
+    Each revoked family gets an event of its own (`append_family_events` says why)."""
     if not subject:
         raise InvalidRequest("subject is required")
-    reason = _reason(reason, "subject revoked")
+    reason = bounded_reason(reason, "subject revoked")
     now = ctx.clock.now()
     # A bulk transaction: a subject may have thousands of families (BULK_EVENTS says why).
     async with ctx.store.transaction(bulk=True) as tx:
@@ -84,11 +102,7 @@ async def revoke_subject(ctx: AuthorityContext, subject: str, *, reason: str = "
         events = await append_events(
             tx, [ctx.revocation_event("subject", subject, now, not_before=not_before)]
         )
-        for start in range(0, len(revoked), BULK_EVENTS):
-            chunk = revoked[start : start + BULK_EVENTS]
-            events += await append_events(
-                tx, [ctx.revocation_event("family", family_id, now) for family_id in chunk]
-            )
+        events += await append_family_events(ctx, tx, revoked, now)
         await tx.append_audit("subject_revoked", now, subject=subject, families=len(revoked))
     ctx.feed.published(events)
     return len(revoked)

@@ -7,6 +7,7 @@ import gc
 import itertools
 import json
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -15,7 +16,7 @@ from authsvc_client.v1 import authsvc_pb2 as pb
 from authsvc_client.v1 import authsvc_pb2_grpc
 from sqlalchemy import func, select
 
-from authsvc import revocation
+from authsvc import issuance, revocation
 from authsvc.client_registry import RegisteredClient
 from authsvc.storage import schema
 from authsvc.storage.records import RevocationEventRecord
@@ -321,7 +322,7 @@ async def test_revoke_client_and_disable_it(
             metadata=admin,
         )
         assert response.families_revoked == (1 if client is app else 0)
-    await assert_family_dead(tokens, admin, pair, "client revoked")
+    await assert_family_dead(tokens, admin, pair)
     assert await refused(verify(tokens, admin, service_token)) == (
         *INVALID_TOKEN,
         "token revoked (client revoked)",
@@ -363,10 +364,60 @@ async def test_revoke_client_without_disabling_it(
         pb.RevokeClientRequest(client_id=app.client_id), metadata=admin
     )
     assert response.families_revoked == 1
-    await assert_family_dead(tokens, admin, pair, "client revoked")
+    await assert_family_dead(tokens, admin, pair)
     running.clock.advance(1)
     admin = bearer(await running.admin_token())
     await assert_family_live(tokens, admin, await issue(tokens, admin, app))
+
+
+async def test_revoke_client_bounds_its_reason_as_the_other_revocations_do(
+    running: RunningAuthority, tokens, admin, app: RegisteredClient
+) -> None:
+    before = await database_rows(running)
+    request = pb.RevokeClientRequest(client_id=app.client_id, reason="r" * 201)
+    assert await refused(tokens.RevokeClient(request, metadata=admin)) == (
+        *INVALID_REQUEST,
+        "reason is at most 200 characters",
+    )
+    assert await database_rows(running) == before
+
+
+@pytest.mark.parametrize("revoke", ["subject", "client"])
+async def test_a_login_committed_before_a_bulk_revocation_but_signed_after_it_is_revoked(
+    running: RunningAuthority,
+    tokens,
+    admin,
+    app: RegisteredClient,
+    monkeypatch: pytest.MonkeyPatch,
+    revoke: str,
+) -> None:
+    """A login's family commits, the revocation commits and reaches this replica, then the login
+    signs its access token: that token's `iat` is moved past the revocation's second, so only
+    the family's own event refuses it."""
+    signed_later: list[Callable[[], issuance.IssuedAccessToken]] = []
+
+    def sign_later(ctx: Any, **claims: Any) -> issuance.IssuedAccessToken:
+        signed_later.append(lambda: mint(ctx, **claims))
+        raise _SignedLater
+
+    mint = issuance.mint_access_token
+    monkeypatch.setattr(issuance, "mint_access_token", sign_later)
+    with pytest.raises(_SignedLater):
+        await running.authority.issue_token_pair(subject="alice", client_id=app.client_id)
+    monkeypatch.setattr(issuance, "mint_access_token", mint)
+    if revoke == "subject":
+        assert await running.authority.revoke_subject("alice") == 1
+    else:
+        assert await running.authority.revoke_client(app.client_id) == 1
+    [sign] = signed_later
+    assert await refused(verify(tokens, admin, sign().token)) == (
+        *INVALID_TOKEN,
+        "token revoked (family revoked)",
+    )
+
+
+class _SignedLater(Exception):
+    """Stops an issuance after its commit, before it signs."""
 
 
 async def test_revoke_unknown_client_is_not_found(running: RunningAuthority, tokens, admin) -> None:
