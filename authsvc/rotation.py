@@ -99,7 +99,21 @@ async def rotate(
             token, family, now=now, client_id=client_id, grace_seconds=s.refresh_grace_seconds
         )
         if verdict is Refresh.ROTATE and not await tx.mark_refresh_token_used(digest, now):
-            verdict = Refresh.REUSE  # lost the compare-and-set to a concurrent rotation
+            # Lost the compare-and-set to a concurrent rotation. On PostgreSQL the UPDATE waited
+            # for the winner's commit; judged again as it is now, the token is used, so a retry
+            # in flight gets the grace window just as one sent a moment later does (on SQLite
+            # one unit runs at a time, and the retry already reads the winner's write).
+            verdict = Refresh.REUSE
+            if s.refresh_grace_seconds and (found := await tx.refresh_token_with_family(digest)):
+                token, family = found
+                again = classify_refresh(
+                    token,
+                    family,
+                    now=now,
+                    client_id=client_id,
+                    grace_seconds=s.refresh_grace_seconds,
+                )
+                verdict = Refresh.REUSE if again is Refresh.ROTATE else again
         if verdict is Refresh.GRACE_RETRY:
             sibling = await tx.refresh_token_with_family(opaque.digest(child))
             if sibling is None or sibling[0].used_at is not None:

@@ -454,6 +454,27 @@ async def test_grace_window_retry_gets_the_same_child(graceful) -> None:
         assert await audit_events(running, "refresh_reuse_detected")
 
 
+async def test_a_retry_in_flight_gets_the_same_child_within_the_grace_window(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Two rotations of one token at once: on PostgreSQL the second's compare-and-set waits for
+    the first's commit and loses; it must then be judged a retry, as it is on SQLite."""
+    async with start_authority(
+        tmp_path, database_url=database_url, db_pool_size=TEST_POOL_SIZE, refresh_grace_seconds=10
+    ) as running:
+        admin = bearer(await running.admin_token())
+        async with grpc.aio.insecure_channel(running.address) as channel:
+            tokens = authsvc_pb2_grpc.TokenServiceStub(channel)
+            for _ in range(5):  # a few rounds, so the compare-and-set is raced at least once
+                pair = await _graceful_pair(running, admin, tokens)
+                first, second = await asyncio.gather(
+                    *(rotate(tokens, admin, pair.refresh_token) for _ in range(2))
+                )
+                assert first.refresh_token == second.refresh_token
+                await verify(tokens, admin, first.access_token)
+        assert not await audit_events(running, "refresh_reuse_detected")
+
+
 async def test_reuse_after_the_grace_window_kills_the_family(graceful) -> None:
     running, admin = graceful
     async with grpc.aio.insecure_channel(running.address) as channel:
