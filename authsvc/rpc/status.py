@@ -49,10 +49,23 @@ def status_for(error: errors.AuthError) -> grpc.StatusCode:
     raise AssertionError(f"{type(error).__name__} is no AuthError")  # pragma: no cover
 
 
+#: The longest description sent. Some echo what the caller sent (the scopes a Verify required,
+#: the scopes a grant refused), and a header past gRPC's metadata limit (8 KiB by default) would
+#: turn the refusal into RESOURCE_EXHAUSTED with no OAuth code at all.
+MAX_DESCRIPTION = 256
+
+
+def description_of(error: errors.AuthError) -> str:
+    """The error's description as a header may carry it: printable ASCII (anything else, a CR or
+    an LF among them, becomes "?"), at most `MAX_DESCRIPTION` characters."""
+    text = "".join(c if " " <= c <= "~" else "?" for c in error.description)
+    if len(text) <= MAX_DESCRIPTION:
+        return text
+    return text[: MAX_DESCRIPTION - 3] + "..."
+
+
 def trailing_metadata(error: errors.AuthError) -> tuple[tuple[str, str], ...]:
-    # Metadata values must be printable ASCII; descriptions are ours and kept that way.
-    description = error.description.encode("ascii", "replace").decode("ascii")
-    metadata = ((OAUTH_ERROR_KEY, error.code), (OAUTH_DESCRIPTION_KEY, description))
+    metadata = ((OAUTH_ERROR_KEY, error.code), (OAUTH_DESCRIPTION_KEY, description_of(error)))
     if error.retry_after is None:
         return metadata
     return (*metadata, (RETRY_AFTER_KEY, str(error.retry_after)))
@@ -61,4 +74,4 @@ def trailing_metadata(error: errors.AuthError) -> tuple[tuple[str, str], ...]:
 async def abort(context: grpc.aio.ServicerContext[Any, Any], error: errors.AuthError) -> None:
     """End the call with the status and trailing metadata for `error`. Never returns."""
     context.set_trailing_metadata(trailing_metadata(error))
-    await context.abort(status_for(error), error.description)
+    await context.abort(status_for(error), description_of(error))

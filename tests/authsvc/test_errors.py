@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from authsvc import errors
-from authsvc.rpc.status import GRPC_STATUS, status_for, trailing_metadata
+from authsvc.rpc.status import GRPC_STATUS, description_of, status_for, trailing_metadata
 
 DEFINED = [
     cls
@@ -103,6 +103,20 @@ def test_trailing_metadata_carries_code_and_ascii_description() -> None:
         ("oauth-error", "invalid_grant"),
         ("oauth-error-description", "refresh token expired ? caf?"),
     )
+
+
+@pytest.mark.parametrize(
+    ("description", "sent"),
+    [
+        pytest.param("a\r\nb\x00c\td", "a??b?c?d", id="control-characters"),
+        pytest.param("x" * 256, "x" * 256, id="at-the-bound"),
+        pytest.param("x" * 20_000, "x" * 253 + "...", id="past-the-bound"),
+    ],
+)
+def test_a_description_is_sent_printable_and_bounded(description: str, sent: str) -> None:
+    error = errors.InsufficientScope(description)
+    assert description_of(error) == sent
+    assert trailing_metadata(error)[1] == ("oauth-error-description", sent)
 
 
 def test_trailing_metadata_says_when_to_retry() -> None:

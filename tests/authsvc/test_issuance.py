@@ -103,6 +103,12 @@ async def test_each_issue_starts_a_new_family_with_unique_tokens(
     ("fields", "refusal"),
     [
         pytest.param({"scope": ["admin"]}, INVALID_SCOPE, id="scope-not-allowed"),
+        pytest.param(
+            # The refusal names them all: 8 KiB, past what gRPC's trailing metadata may carry.
+            {"scope": [f"{i:02d}" + "z" * 126 for i in range(64)]},
+            INVALID_SCOPE,
+            id="scopes-not-allowed-longer-than-a-header",
+        ),
         pytest.param({"audience": ["payments"]}, INVALID_SCOPE, id="audience-not-allowed"),
         pytest.param({"scope": ['"quoted"']}, INVALID_REQUEST, id="malformed-scope"),
         pytest.param({"subject": ""}, INVALID_REQUEST, id="no-subject"),

@@ -123,6 +123,26 @@ async def test_verify_checks_required_scopes(tokens, admin, pair: pb.TokenPair) 
     )
 
 
+@pytest.mark.parametrize(
+    "required",
+    [
+        pytest.param(("x" * 20_000,), id="one-long-scope"),
+        pytest.param(tuple(f"s{i:04d}" + "y" * 100 for i in range(200)), id="many-scopes"),
+        pytest.param(("a\r\nb",), id="a-line-break"),
+    ],
+)
+async def test_verify_requiring_what_no_header_could_echo_still_answers_insufficient_scope(
+    tokens, admin, pair: pb.TokenPair, required: tuple[str, ...]
+) -> None:
+    """The refusal names the missing scopes, which the caller chose: past gRPC's metadata limit,
+    or with a line break in a header, the caller got RESOURCE_EXHAUSTED or INTERNAL instead."""
+    refusal = await refused(verify(tokens, admin, pair.access_token, required_scopes=required))
+    assert refusal[:2] == INSUFFICIENT_SCOPE
+    assert refusal.description is not None
+    assert refusal.description.startswith("token lacks scope: ")
+    assert len(refusal.description) <= 256
+
+
 async def test_verify_needs_an_audience(tokens, admin, pair: pb.TokenPair) -> None:
     assert (await refused(verify(tokens, admin, pair.access_token, audience="")))[
         :2
