@@ -21,10 +21,11 @@ from authsvc import pkce
 from authsvc.client_registry import require_grant
 from authsvc.context import AuthorityContext, append_events
 from authsvc.errors import InvalidClient, InvalidGrant, InvalidRequest
-from authsvc.issuance import IssuedTokenPair, check_subject, mint_access_token, start_family
+from authsvc.issuance import IssuedTokenPair, mint_access_token, start_family
 from authsvc.scopes import grant
 from authsvc.storage.records import AuthorizationCodeRecord, RevocationEventRecord
 from authsvc.storage.sql import Tx
+from authsvc.subjects import check_subject
 from authsvc.tokens import opaque
 
 REUSED = "authorization code already used; tokens issued from it were revoked"

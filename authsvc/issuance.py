@@ -7,13 +7,12 @@ from dataclasses import dataclass, field
 
 from authsvc.client_registry import authenticate, require_grant
 from authsvc.context import AuthorityContext, new_id
-from authsvc.errors import InvalidClient, InvalidRequest
+from authsvc.errors import InvalidClient
 from authsvc.scopes import grant
 from authsvc.storage.records import ClientRecord, FamilyRecord, RefreshTokenRecord
 from authsvc.storage.sql import Tx
+from authsvc.subjects import check_subject
 from authsvc.tokens import access, opaque
-
-MAX_DEVICE_ID = 200
 
 
 @dataclass(frozen=True)
@@ -70,13 +69,6 @@ def mint_access_token(
         sid=family_id,
     )
     return IssuedAccessToken(ctx.key_ring.signer.access_tokens.sign(claims), claims, ttl)
-
-
-def check_subject(subject: str, device_id: str) -> None:
-    if not subject or len(subject) > 200:
-        raise InvalidRequest("subject is required (at most 200 characters)")
-    if len(device_id) > MAX_DEVICE_ID:
-        raise InvalidRequest(f"device_id is at most {MAX_DEVICE_ID} characters")
 
 
 async def start_family(

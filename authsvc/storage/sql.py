@@ -51,7 +51,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
 
 from authsvc.config import ConfigError
-from authsvc.errors import TemporarilyUnavailable
+from authsvc.errors import InvalidRequest, TemporarilyUnavailable
 from authsvc.storage import schema as t
 from authsvc.storage.engine import inline_sqlite_engine, is_sqlite
 from authsvc.storage.group_commit import (
@@ -90,6 +90,15 @@ CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, dea
 # restart, statement timeout), system error (58).
 UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "58"})
 LOCK_NOT_AVAILABLE = "55P03"
+#: Data exceptions (class 22) that only a value the caller sent can cause, said in the caller's
+#: terms: a NUL character, which PostgreSQL's text cannot hold (SQLite stores it), or a string
+#: longer than its column. The domain checks what it knows (`subjects.check_subject`); this is
+#: the one place that answers invalid_request for every other field, instead of INTERNAL.
+UNSTORABLE_VALUE_SQLSTATES = {
+    "22021": "a value contains a character the database cannot store (NUL)",
+    "22P05": "a value contains a character the database cannot store",
+    "22001": "a value is longer than the database stores",
+}
 # SQLSTATE classes with which a server refuses the connection itself, and what to change then:
 # invalid catalog name (3D: no such database), invalid authorization specification (28: no such
 # role, a wrong password, or pg_hba.conf does not let the role connect from here).
@@ -193,6 +202,8 @@ def _sqlstate_meaning(code: str | None, said: str) -> Exception | None:
         return _refusal(code, said)
     if code in CONFLICT_SQLSTATES:
         return TransactionConflict(code)
+    if code in UNSTORABLE_VALUE_SQLSTATES:
+        return InvalidRequest(UNSTORABLE_VALUE_SQLSTATES[code])
     if code is not None and (
         code[:2] in UNAVAILABLE_SQLSTATE_CLASSES or code == LOCK_NOT_AVAILABLE
     ):

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.exc import DBAPIError
 
 from authsvc.config import ConfigError
-from authsvc.errors import TemporarilyUnavailable
+from authsvc.errors import InvalidRequest, TemporarilyUnavailable
 from authsvc.rpc.status import status_for
 from authsvc.storage.sql import DatabaseRefused, classify, database_address, printable_url
 
@@ -68,6 +68,22 @@ def test_a_refusal_is_a_configuration_error_saying_what_is_wrong(
 def test_an_outage_is_still_temporarily_unavailable() -> None:
     outage = classify(wrapped("the database system is shutting down", "57P03"))
     assert isinstance(outage, TemporarilyUnavailable)
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "said"),
+    [
+        pytest.param("22021", 'invalid byte sequence for encoding "UTF8": 0x00', id="nul"),
+        pytest.param("22001", "value too long for type character varying(200)", id="too-long"),
+    ],
+)
+def test_a_value_the_database_cannot_store_is_the_callers_invalid_request(
+    sqlstate: str, said: str
+) -> None:
+    refused = classify(wrapped(said, sqlstate))
+    assert isinstance(refused, InvalidRequest)
+    assert status_for(refused) is grpc.StatusCode.INVALID_ARGUMENT
+    assert said not in refused.description  # the server's words name our columns
 
 
 @pytest.mark.parametrize(
