@@ -118,7 +118,7 @@ def _basic_credentials(authorization: str) -> tuple[str, str]:
         secret = unquote_plus(raw_secret, errors="strict")
     except ValueError as exc:
         raise InvalidClient("malformed HTTP Basic credentials") from exc
-    if not client_id:
+    if not client_id or "\x00" in client_id or "\x00" in secret:
         raise InvalidClient("malformed HTTP Basic credentials")
     _check_length(client_id, secret)
     return client_id, secret

@@ -152,9 +152,11 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
 
 
 def _pairs(encoded: bytes | str) -> list[tuple[str, str]]:
+    """The decoded name-value pairs; InvalidRequest for anything but form-encoded UTF-8, and for a
+    NUL character (`%00`), which no OAuth parameter may hold and PostgreSQL cannot store."""
     try:
         text = encoded.decode("utf-8") if isinstance(encoded, bytes) else encoded
-        return parse_qsl(
+        pairs = parse_qsl(
             text,
             keep_blank_values=True,
             encoding="utf-8",
@@ -163,6 +165,9 @@ def _pairs(encoded: bytes | str) -> list[tuple[str, str]]:
         )
     except ValueError as exc:  # UnicodeDecodeError is a ValueError, and so is too many fields
         raise InvalidRequest("the parameters are not valid form-encoded UTF-8") from exc
+    if any("\x00" in name or "\x00" in value for name, value in pairs):
+        raise InvalidRequest("a parameter contains a NUL character")
+    return pairs
 
 
 def _grouped(pairs: Iterable[tuple[str, str]]) -> Params:

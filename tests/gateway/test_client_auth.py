@@ -66,6 +66,8 @@ def test_the_secret_stays_out_of_repr() -> None:
             "Basic " + base64.b64encode(b"\xff:x").decode(), "", InvalidClient, id="not-utf8"
         ),
         pytest.param(_basic("id%ff:x"), "", InvalidClient, id="bad-percent"),
+        pytest.param(_basic("id%00:x"), "", InvalidClient, id="nul-in-the-id"),
+        pytest.param(_basic("id:x%00"), "", InvalidClient, id="nul-in-the-secret"),
         pytest.param(_basic("x" * 600 + ":s"), "", InvalidClient, id="huge-id"),
         pytest.param(_basic("id:s"), "client_secret=s", InvalidRequest, id="two-methods"),
         pytest.param(_basic("id:s"), "client_id=other", InvalidRequest, id="two-ids"),

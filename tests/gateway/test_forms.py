@@ -58,6 +58,8 @@ def test_resource_may_repeat() -> None:
         pytest.param(b"a=%ff", id="bad-percent-utf8"),
         pytest.param(b"a=\xff", id="bad-raw-utf8"),
         pytest.param("&".join(f"k{i}=v" for i in range(MAX_FIELDS + 1)), id="too-many-fields"),
+        pytest.param("client_id=app%00", id="nul-in-a-value"),
+        pytest.param("user%00name=alice", id="nul-in-a-name"),
     ],
 )
 def test_undecodable_input_is_invalid_request(body: bytes | str) -> None:

@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from urllib.parse import urlencode
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import quote_plus, urlencode
 
 import httpx
+import pytest
 from authsvc_gateway import create_app, paths
 from authsvc_gateway.config import GatewayConfig
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import TEST_POOL_SIZE
+from tests.gateway.browser import read_form
+from tests.gateway.conftest import (
+    BACKENDS,
+    Deployment,
+    authorize_url,
+    deploy,
+    pkce_pair,
+    register_app,
+)
 from tests.gateway.fakes import FakeBackend
 
 CALLBACK = "https://app.example/cb"
@@ -119,3 +132,48 @@ def test_no_query_produces_a_server_error(
     headers = {"origin": "https://a.example", "access-control-request-method": "POST"}
     reply = _run(method, path + "?" + urlencode(query), headers=headers)
     assert reply.status_code < 500, (reply.status_code, reply.text[:300])
+
+
+# A NUL character, against real servers on both databases: PostgreSQL cannot store one, and the
+# domain had let it through to the database (a 500 there) where SQLite stored it.
+
+
+def _basic_nul(client_id: str, secret: str) -> dict[str, str]:
+    raw = f"{quote_plus(client_id)}:{quote_plus(secret)}".encode()
+    return {"authorization": "Basic " + base64.b64encode(raw).decode()}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+async def nul_deployment(
+    request: pytest.FixtureRequest, tmp_path: Path, database_url: str
+) -> AsyncIterator[Deployment]:
+    authsvc = {"database_url": database_url, "db_pool_size": TEST_POOL_SIZE}
+    async with deploy(tmp_path, backend=request.param, authsvc=authsvc) as deployment:
+        yield deployment
+
+
+async def test_a_nul_character_in_any_parameter_is_refused_before_the_database(
+    nul_deployment: Deployment,
+) -> None:
+    client_id, _ = await register_app(nul_deployment)
+    _, challenge = pkce_pair()
+    async with httpx.AsyncClient(base_url=nul_deployment.url) as http:
+        for endpoint in (paths.TOKEN, paths.REVOKE, paths.INTROSPECT):
+            basic = await http.post(
+                endpoint,
+                data={"grant_type": "client_credentials", "token": "x"},
+                headers=_basic_nul("svc\x00", "secret"),
+            )
+            assert (basic.status_code, basic.json()["error"]) == (401, "invalid_client")
+            body = await http.post(
+                endpoint,
+                data={"grant_type": "refresh_token", "refresh_token": "x", "client_id": "app\x00"},
+            )
+            assert (body.status_code, body.json()["error"]) == (400, "invalid_request")
+        authorize = await http.get(authorize_url(nul_deployment, client_id + "\x00", challenge))
+        assert authorize.status_code == 400
+        form = read_form(await http.get(authorize_url(nul_deployment, client_id, challenge)))
+        login = await http.post(
+            form.action, data={**form.fields, "username": "alice\x00", "password": "pw-pw-pw"}
+        )
+        assert login.status_code == 400
