@@ -219,7 +219,12 @@ class ServiceCredentials:
             return cached.value
         if flight is None:
             raise self._failed_fast()
-        return await asyncio.to_thread(self._outcome, step, flight)
+        # Shielded: a fetch this call claimed must run even when the call is cancelled first (a
+        # deadline). Queued behind other work in the executor and cancelled there, it would never
+        # run, never release the flight, and every later caller would wait for it for ever.
+        outcome = asyncio.ensure_future(asyncio.to_thread(self._outcome, step, flight))
+        outcome.add_done_callback(_retrieve_exception)
+        return await asyncio.shield(outcome)
 
     def wait_for_renewal(self, timeout: float | None = None) -> bool:
         """Wait until no fetch is in flight (a background renewal among them); False if one
@@ -346,6 +351,10 @@ class ServiceCredentials:
         return None
 
     def _fetch(self, flight: _Flight) -> None:
+        # authsvc counts the token's lifetime from when it issued it, which is no later than
+        # this: counted from the answer's arrival, a slow answer would stretch it, and the
+        # token would be sent past its `exp`.
+        requested_at = self._clock.now()
         try:
             answer = self._client.client_credentials(
                 self._client_id, self._client_secret, scope=self._scope, audience=self._audience
@@ -359,7 +368,6 @@ class ServiceCredentials:
                 self._last_error = flight.error = exc
             flight.done.set()
             return
-        fetched_at = self._clock.now()
         with self._lock:
             self._backoff.reset()
             self._fail_fast.reset()
@@ -368,13 +376,20 @@ class ServiceCredentials:
             self._generation += 1
             flight.token = CachedToken(
                 value=answer.access_token,
-                renew_at=fetched_at + answer.expires_in * self._renew_after,
-                expires_at=fetched_at + answer.expires_in,
+                renew_at=requested_at + answer.expires_in * self._renew_after,
+                expires_at=requested_at + answer.expires_in,
                 generation=self._generation,
             )
             self._cached = flight.token
             self._flight = None
         flight.done.set()
+
+
+def _retrieve_exception(outcome: asyncio.Future[Any]) -> None:
+    """Mark an outcome's exception retrieved: its caller may have gone (`token_async`), and
+    the caller that is there gets it from the shield."""
+    if not outcome.cancelled():
+        outcome.exception()
 
 
 class _TokenPlugin(grpc.AuthMetadataPlugin):

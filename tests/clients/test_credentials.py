@@ -526,3 +526,56 @@ async def test_without_a_token_a_down_authsvc_is_asked_once_per_back_off_not_onc
     with pytest.raises(TemporarilyUnavailable):
         await token_of(backing_off)
     assert authority.token_requests == 5
+
+
+async def test_a_fetch_claimed_by_a_call_cancelled_before_it_ran_still_runs(
+    fake_authority: tuple[FakeAuthority, str], clock: ManualClock
+) -> None:
+    """`token_async` hands the fetch it claimed to the loop's executor. Cancelled (a deadline)
+    while that job still waited for a worker, the job was cancelled with it: the fetch never ran,
+    nothing released its flight, and every later caller waited for that flight for ever."""
+    authority, address = fake_authority
+    creds = ServiceCredentials(address, client_id="svc", client_secret="s3cret", clock=clock)
+    loop = asyncio.get_running_loop()
+    executor = ThreadPoolExecutor(max_workers=1)
+    loop.set_default_executor(executor)  # this test's own loop
+    busy = threading.Event()
+    other_work = loop.run_in_executor(None, busy.wait)  # holds the only worker
+    try:
+        caller = asyncio.create_task(creds.token_async())
+        await asyncio.sleep(0)  # it claims the fetch and queues it behind the other work
+        assert not creds.wait_for_renewal(timeout=0)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        busy.set()
+        await other_work
+        assert await asyncio.to_thread(creds.wait_for_renewal, 5)
+        assert await creds.token_async() == "token-1"
+        assert authority.token_requests == 1
+    finally:
+        busy.set()
+        creds.close(timeout=0)
+        executor.shutdown(wait=False)
+
+
+async def test_a_slow_answer_does_not_stretch_the_tokens_lifetime(
+    fake_authority: tuple[FakeAuthority, str], clock: ManualClock
+) -> None:
+    """authsvc counts `expires_in` from when it issued the token, no later than the request: an
+    answer that took 8 s, counted from its arrival, had the token sent 3 s past its `exp`."""
+    authority, address = fake_authority
+    creds = ServiceCredentials(address, client_id="svc", client_secret="s3cret", clock=clock)
+    requested_at = clock.now()
+    authority.hold = asyncio.Event()
+    try:
+        fetch = asyncio.create_task(asyncio.to_thread(creds.token))
+        await authority.requested.wait()
+        clock.advance(8)  # authsvc, or the network, is slow to answer
+        authority.hold.set()
+        first = await fetch
+        authority.hold = None
+        clock.advance(requested_at + authority.token_lifetime + 1 - clock.now())  # past its exp
+        assert await asyncio.to_thread(creds.token) != first
+    finally:
+        await asyncio.to_thread(creds.close, 5)
