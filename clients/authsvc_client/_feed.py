@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -164,6 +165,7 @@ class AsyncAuthorityFeed(_FeedBase):
         self._tasks: list[asyncio.Task[None]] = []
         self._wake_keys = asyncio.Event()
         self._ready = asyncio.Event()
+        self._refreshes: set[asyncio.Task[bool]] = set()  # see `refresh_for_unknown_kid`
 
     async def start(self, ready_timeout: float = 5.0) -> None:
         """Fetch keys, open the revocation stream, and wait (at most `ready_timeout`) until the
@@ -181,10 +183,11 @@ class AsyncAuthorityFeed(_FeedBase):
             log.warning("authsvc not ready after %.1fs; retrying in the background", ready_timeout)
 
     async def close(self) -> None:
-        """Stop both loops."""
-        for task in self._tasks:
+        """Stop both loops, and any key refresh still in flight."""
+        tasks = [*self._tasks, *self._refreshes]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
@@ -216,7 +219,13 @@ class AsyncAuthorityFeed(_FeedBase):
         minimum interval. True when a refresh ran and installed keys."""
         if not self.verifier.keys.claim_refresh():
             return False
-        return await self.refresh_keys()
+        # The refresh runs in a task of the feed's own: run in the caller's task, it was
+        # cancelled with the call when the caller hung up, while the claim still counted, and
+        # anyone sending a made-up `kid` and hanging up once an interval kept new keys out.
+        refresh = asyncio.create_task(self.refresh_keys(), name="authsvc-keys-unknown-kid")
+        self._refreshes.add(refresh)
+        refresh.add_done_callback(self._refreshes.discard)
+        return await asyncio.shield(refresh)
 
     async def _key_loop(self) -> None:
         while True:
@@ -284,6 +293,7 @@ class ThreadedAuthorityFeed(_FeedBase):
         self._call_lock = threading.Lock()
         self._call: Any = None  # the open WatchRevocations call, cancelled by close()
         self._ready = threading.Event()
+        self._keys_loaded = threading.Event()
 
     def start(self, ready_timeout: float = 5.0) -> None:
         """Fetch keys, open the revocation stream, and wait (at most `ready_timeout`) until the
@@ -293,10 +303,17 @@ class ThreadedAuthorityFeed(_FeedBase):
             threading.Thread(target=self._key_loop, name="authsvc-keys", daemon=True),
             threading.Thread(target=self._watch_loop, name="authsvc-revocations", daemon=True),
         ]
+        # The key thread fetches the keys at once, and this thread only waits for them: fetched
+        # here, a PublishKeys that authsvc takes and does not answer held start() for the call's
+        # own timeout (10 s), whatever `ready_timeout` said.
+        deadline = time.monotonic() + ready_timeout
+        self._wake_keys.set()
         for thread in self._threads:
             thread.start()
-        self.refresh_keys()
-        if not self._ready.wait(ready_timeout):
+        if not (
+            self._keys_loaded.wait(ready_timeout)
+            and self._ready.wait(max(0.0, deadline - time.monotonic()))
+        ):
             log.warning("authsvc not ready after %.1fs; retrying in the background", ready_timeout)
 
     def close(self) -> None:
@@ -329,6 +346,7 @@ class ThreadedAuthorityFeed(_FeedBase):
                 return False
             self._install(answer)
             self._installed_fetch = fetch
+            self._keys_loaded.set()
             return True
 
     def refresh_for_unknown_kid(self) -> bool:

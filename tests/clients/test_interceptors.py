@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 import notes_pb2
 import notes_pb2_grpc
+import protected_service
 import pytest
 from authsvc_client import AsyncAuthInterceptor, AuthInterceptor, WhenStale, current_claims
 from authsvc_client._policy import Deny
@@ -787,3 +788,78 @@ def test_the_bounds_of_each_setting_are_accepted(interceptor_class: Any) -> None
         min_key_refresh_interval=0,
     )
     interceptor_class("127.0.0.1:1", issuer=ISSUER, audience="notes", leeway=0)
+
+
+class _CallEnded(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """The outermost interceptor: notes when a call's interceptor chain has ended (returned,
+    raised, or was cancelled with the call)."""
+
+    def __init__(self) -> None:
+        self.ended = asyncio.Event()
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        try:
+            return await continuation(details)
+        finally:
+            self.ended.set()
+
+
+async def test_a_caller_who_hangs_up_does_not_cancel_the_key_refresh_its_kid_started(
+    fake_authority: tuple[FakeAuthority, str], clock: ManualClock
+) -> None:
+    """A token naming an unknown `kid` takes the one refresh of the interval. The refresh ran in
+    that caller's task, which grpc.aio cancels when the caller hangs up: the key authsvc had just
+    published never arrived, and a token it signed was refused for the rest of the interval.
+    Anyone could do it, with a made-up `kid` and no valid token, once an interval."""
+    authority, address = fake_authority
+    newer = Signer()
+    ended = _CallEnded()
+    auth = AsyncAuthInterceptor(address, issuer=ISSUER, audience="notes", clock=clock)
+    server = grpc.aio.server(interceptors=[ended, auth])
+    notes_pb2_grpc.add_NotesServicer_to_server(protected_service.Notes(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    async with auth:
+        await server.start()
+        try:
+            authority.signers.append(newer)  # published, and no key event has said so
+            clock.advance(11)  # past the minimum interval since the keys were loaded
+            authority.hold_keys = asyncio.Event()
+            authority.keys_requested.clear()
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = notes_pb2_grpc.NotesStub(channel)
+                made_up = (("authorization", f"Bearer {Signer().mint()}"),)
+                hanging_up = stub.WhoAmI(notes_pb2.WhoAmIRequest(), metadata=made_up)
+                async with asyncio.timeout(5):
+                    await authority.keys_requested.wait()  # its refresh is in flight
+                hanging_up.cancel()
+                async with asyncio.timeout(5):
+                    await ended.ended.wait()
+                authority.hold_keys.set()  # authsvc answers
+                await wait_for(lambda: newer.kid in auth.verifier.keys.keys, within=3)
+                signed = (("authorization", f"Bearer {newer.mint()}"),)
+                who = await stub.WhoAmI(notes_pb2.WhoAmIRequest(), metadata=signed, timeout=5)
+        finally:
+            authority.hold_keys.set()
+            await server.stop(None)
+    assert who.subject == "alice"
+
+
+async def test_the_sync_interceptor_waits_no_longer_than_ready_timeout(
+    fake_authority: tuple[FakeAuthority, str], clock: ManualClock
+) -> None:
+    """`start(ready_timeout)` waits at most that long, as the async one does. The sync one
+    fetched the keys itself first, with the call's own 10 s timeout: with authsvc taking
+    PublishKeys and not answering, `start(0.5)` (and, started lazily, the first protected call)
+    was held 10 s."""
+    authority, address = fake_authority
+    authority.hold_keys = asyncio.Event()
+    auth = AuthInterceptor(address, issuer=ISSUER, audience="notes", clock=clock)
+    loop = asyncio.get_running_loop()
+    try:
+        started = loop.time()
+        await asyncio.to_thread(auth.start, 0.5)
+        took = loop.time() - started
+    finally:
+        authority.hold_keys.set()
+        await asyncio.to_thread(auth.close)
+    assert took < 3.0, f"start(ready_timeout=0.5) took {took:.1f}s"
