@@ -148,6 +148,14 @@ class _FeedBase:
         raise NotImplementedError
 
 
+def _unexpected_refresh_failure() -> None:
+    """Log a key refresh that failed otherwise than by authsvc's answer: credentials closed
+    under a running interceptor, a closed channel, a bug. It must not escape: it ended the key
+    loop for good (nothing refreshed the keys again), and reached the caller whose unknown `kid`
+    had asked for the refresh as UNKNOWN."""
+    log.exception("authsvc key refresh failed unexpectedly; keeping the keys held, retrying")
+
+
 class AsyncAuthorityFeed(_FeedBase):
     """The feed as asyncio tasks, for `grpc.aio` servers."""
 
@@ -209,6 +217,9 @@ class AsyncAuthorityFeed(_FeedBase):
             except (grpc.RpcError, AuthError) as exc:
                 self._drop_refused_token(exc)
                 log.warning("authsvc key refresh failed: %s", _describe(exc))
+                return False
+            except Exception:
+                _unexpected_refresh_failure()
                 return False
             self._install(answer)
             self._installed_fetch = fetch
@@ -343,6 +354,9 @@ class ThreadedAuthorityFeed(_FeedBase):
             except (grpc.RpcError, AuthError) as exc:
                 self._drop_refused_token(exc)
                 log.warning("authsvc key refresh failed: %s", _describe(exc))
+                return False
+            except Exception:
+                _unexpected_refresh_failure()
                 return False
             self._install(answer)
             self._installed_fetch = fetch

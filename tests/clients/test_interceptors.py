@@ -14,7 +14,13 @@ import notes_pb2
 import notes_pb2_grpc
 import protected_service
 import pytest
-from authsvc_client import AsyncAuthInterceptor, AuthInterceptor, WhenStale, current_claims
+from authsvc_client import (
+    AsyncAuthInterceptor,
+    AuthInterceptor,
+    ServiceCredentials,
+    WhenStale,
+    current_claims,
+)
 from authsvc_client._policy import Deny
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from protected_service import serve
@@ -863,3 +869,35 @@ async def test_the_sync_interceptor_waits_no_longer_than_ready_timeout(
         authority.hold_keys.set()
         await asyncio.to_thread(auth.close)
     assert took < 3.0, f"start(ready_timeout=0.5) took {took:.1f}s"
+
+
+async def test_credentials_closed_under_a_running_interceptor_end_no_key_loop(
+    fake_authority: tuple[FakeAuthority, str], clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A service that closes its credentials before its interceptor: the next key refresh
+    raised CredentialsClosed, which ended the key loop for good, reached the caller whose
+    unknown kid had asked for the refresh as UNKNOWN, and then escaped close()."""
+    authority, address = fake_authority
+    creds = ServiceCredentials(address, client_id="svc", client_secret="s3cret", clock=clock)
+    auth = AsyncAuthInterceptor(
+        address, issuer=ISSUER, audience="notes", clock=clock, credentials=creds
+    )
+    server = grpc.aio.server(interceptors=[auth])
+    notes_pb2_grpc.add_NotesServicer_to_server(protected_service.Notes(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await auth.start()
+    await server.start()
+    try:
+        creds.close(timeout=5)
+        clock.advance(authority.token_lifetime)  # the cached token is gone: a refresh needs one
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = notes_pb2_grpc.NotesStub(channel)
+            made_up = (("authorization", f"Bearer {Signer().mint()}"),)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.WhoAmI(notes_pb2.WhoAmIRequest(), metadata=made_up, timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "key refresh failed unexpectedly" in caplog.text
+        assert all(not task.done() for task in auth._feed._tasks)
+    finally:
+        await server.stop(None)
+        await auth.close()
