@@ -15,7 +15,9 @@ An entry never outlives a change to its client:
   its event: at once on PostgreSQL (NOTIFY), within the poll interval on SQLite, the same delay
   with which access-token revocations reach this process;
 - an authentication whose database read began before a change and ends after it is not
-  remembered (the generation check), so a read of the old secret cannot come back after the drop;
+  remembered (the generation check), so a read of the old secret cannot come back after the drop,
+  and it is read again (`client_registry.authenticate`), so a client disabled meanwhile gets no
+  token;
 - whatever happens to the feed, an entry is forgotten `max_age` seconds after its read. A
   `client_secret` event is kept that long too, so a replica that starts meanwhile replays it.
 """

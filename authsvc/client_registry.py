@@ -136,19 +136,32 @@ async def list_clients(ctx: AuthorityContext) -> list[ClientRecord]:
         return await tx.list_clients()
 
 
+#: Database reads an authentication makes, at most, while clients keep changing under it.
+AUTHENTICATION_READS = 3
+
+
 async def authenticate(ctx: AuthorityContext, client_id: str, client_secret: str) -> ClientRecord:
     """`authenticate_client` through the cache of recent successful authentications
-    (`authsvc.authenticated_clients` says why an entry never outlives a change to its client)."""
+    (`authsvc.authenticated_clients` says why an entry never outlives a change to its client).
+
+    A read during which a client changed (its event reached this replica while the read was in
+    flight, on PostgreSQL) may have seen the client as it was before: disabled meanwhile, its
+    caller would still get a token, signed after the revocation and so past its "not before". It
+    is read again, up to `AUTHENTICATION_READS` times; a read that begins after the event sees
+    the change, which committed before its event was published."""
     remembered = ctx.authenticated_clients
     secret_digest = opaque.digest(client_secret)
     client = remembered.get(client_id, secret_digest)
     if client is not None:
         return client
-    generation, read_at = remembered.generation, ctx.clock.now()
-    async with ctx.store.transaction(readonly=True) as tx:
-        client = await authenticate_client(tx, client_id, client_secret)
-    remembered.remember(client, secret_digest, generation=generation, read_at=read_at)
-    return client
+    for _ in range(AUTHENTICATION_READS):
+        generation, read_at = remembered.generation, ctx.clock.now()
+        async with ctx.store.transaction(readonly=True) as tx:
+            read = await authenticate_client(tx, client_id, client_secret)
+        if generation == remembered.generation:
+            remembered.remember(read, secret_digest, generation=generation, read_at=read_at)
+            break
+    return read
 
 
 async def rotate_secret(ctx: AuthorityContext, client_id: str) -> RegisteredClient:

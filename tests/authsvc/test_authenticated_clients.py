@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import grpc
 import pytest
 from authsvc_client.v1 import authsvc_pb2 as pb
 from authsvc_client.v1 import authsvc_pb2_grpc
 
+from authsvc import client_registry
 from authsvc.authenticated_clients import AuthenticatedClients
 from authsvc.authority import open_authority
 from authsvc.client_registry import RegisteredClient
@@ -134,6 +136,33 @@ async def test_a_disabled_client_fails_at_once(running: RunningAuthority) -> Non
     assert await _authenticates(running, client)
     await running.authority.revoke_client(client.client_id, disable=True)
     assert not await _authenticates(running, client)
+
+
+async def test_a_client_disabled_while_its_authentication_reads_gets_no_token(
+    running: RunningAuthority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read sees the client enabled, the disable commits and reaches this replica before the
+    read returns (PostgreSQL awaits the server): the token would be signed after the revocation,
+    its `iat` past the client's "not before", and verify for its whole life."""
+    client = await running.create_client("svc", grant_types=["client_credentials"])
+    read = client_registry.authenticate_client
+    reads = 0
+
+    async def disabled_meanwhile(tx: Any, client_id: str, client_secret: str) -> ClientRecord:
+        nonlocal reads
+        reads += 1
+        record = await read(tx, client_id, client_secret)
+        if reads == 1:
+            await running.authority.revoke_client(client_id, disable=True)
+        return record
+
+    monkeypatch.setattr(client_registry, "authenticate_client", disabled_meanwhile)
+    with pytest.raises(InvalidClient):
+        await running.authority.client_credentials(
+            client_id=client.client_id, client_secret=client.client_secret
+        )
+    assert reads == 2
+    assert len(running.authority.ctx.authenticated_clients) == 0
 
 
 async def test_a_rotation_by_another_process_reaches_this_one_through_the_feed(
