@@ -22,6 +22,7 @@ from authsvc_gateway.errors import InvalidRequest, ServerError, error_response
 from authsvc_gateway.key_set import KeySetCache
 from authsvc_gateway.metadata import metadata_paths, server_metadata
 from authsvc_gateway.openapi import openapi_document
+from authsvc_gateway.pages import error_page
 from authsvc_gateway.routes.authorize import AuthorizationEndpoints
 from authsvc_gateway.routes.discovery import DiscoveryEndpoints
 from authsvc_gateway.routes.health import HealthEndpoints
@@ -83,6 +84,8 @@ def create_app(
 
 #: Endpoints whose callers are programs and read RFC 6749 §5.2 JSON errors.
 _JSON_PATHS = frozenset({paths.TOKEN, paths.REVOKE, paths.INTROSPECT})
+#: Endpoints a browser shows: their errors are pages.
+_PAGE_PATHS = frozenset({paths.AUTHORIZE, paths.LOGIN, paths.CONSENT})
 
 
 async def _wrong_method(request: Request, exc: Exception) -> Response:
@@ -98,5 +101,9 @@ async def _wrong_method(request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # A bug, not an input: every input is refused before it gets this far. Starlette logs the
-    # traceback after this reply; the caller learns nothing more than server_error.
-    return error_response(ServerError("unexpected error"))
+    # traceback after this reply; the caller learns nothing more than server_error, on a page
+    # where a browser asked.
+    error = ServerError("unexpected error")
+    if request.url.path in _PAGE_PATHS:
+        return error_page(error)
+    return error_response(error)

@@ -10,6 +10,7 @@ from urllib.parse import quote_plus, urlencode
 
 import httpx
 import pytest
+from authsvc_client.v1 import authsvc_pb2 as pb
 from authsvc_gateway import create_app, paths
 from authsvc_gateway.config import GatewayConfig
 from hypothesis import HealthCheck, given, settings
@@ -177,3 +178,37 @@ async def test_a_nul_character_in_any_parameter_is_refused_before_the_database(
             form.action, data={**form.fields, "username": "alice\x00", "password": "pw-pw-pw"}
         )
         assert login.status_code == 400
+
+
+class _BrokenBackend(FakeBackend):
+    async def get_client(self, request: pb.GetClientRequest, /) -> pb.Client:
+        raise RuntimeError("a bug")
+
+    async def authenticate_client(self, request: pb.AuthenticateClientRequest, /) -> pb.Client:
+        raise RuntimeError("a bug")
+
+
+@pytest.mark.parametrize(
+    ("path", "page"),
+    [pytest.param(paths.AUTHORIZE, True, id="browser-page"), pytest.param(paths.TOKEN, False)],
+)
+async def test_a_bug_is_a_500_page_where_a_browser_asked_and_json_elsewhere(
+    path: str, page: bool
+) -> None:
+    config = GatewayConfig(client_id="g", client_secret="s")
+    transport = httpx.ASGITransport(
+        app=create_app(config, _BrokenBackend()), raise_app_exceptions=False
+    )
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+        if page:
+            reply = await http.get(path, params={"client_id": "app", "response_type": "code"})
+        else:
+            reply = await http.post(path, data={"grant_type": "refresh_token", "client_id": "a"})
+    assert reply.status_code == 500
+    if page:
+        assert reply.headers["content-type"].startswith("text/html")
+        assert "server_error" in reply.text
+        assert reply.headers["x-frame-options"] == "DENY"
+    else:
+        assert reply.json() == {"error": "server_error", "error_description": "unexpected error"}
+    assert "a bug" not in reply.text
