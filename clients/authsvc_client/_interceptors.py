@@ -192,6 +192,7 @@ class AsyncAuthInterceptor(_AsyncServerInterceptor):
         self._channel: grpc.aio.Channel | None = None
         self._feed: AsyncAuthorityFeed | None = None
         self._start_lock = asyncio.Lock()
+        self._started = False  # set once a start has waited for the keys and the replay
         self._handler_kinds = _HandlerKinds()
 
     async def start(self, ready_timeout: float = 5.0) -> None:
@@ -206,13 +207,17 @@ class AsyncAuthInterceptor(_AsyncServerInterceptor):
             else:
                 channel = self._authority
             self._feed = AsyncAuthorityFeed(channel, self.verifier, credentials=self._credentials)
-            await self._feed.start(ready_timeout)
+            try:
+                await self._feed.start(ready_timeout)
+            finally:
+                self._started = True
 
     async def close(self) -> None:
         """Stop the background work and close the channel this interceptor opened."""
         if self._feed is not None:
             await self._feed.close()
             self._feed = None
+            self._started = False
         if self._channel is not None:
             await self._channel.close(None)
             self._channel = None
@@ -232,7 +237,9 @@ class AsyncAuthInterceptor(_AsyncServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:  # no such method: gRPC answers UNIMPLEMENTED
             return handler
-        if self._feed is None:
+        if not self._started:
+            # Started lazily, by the first call: calls arriving meanwhile wait for the same
+            # start (at most its ready_timeout), instead of being judged without keys.
             await self.start()
         assert self._feed is not None
         method = handler_call_details.method
@@ -315,8 +322,10 @@ class AuthInterceptor(_ServerInterceptor):
         with self._start_lock:
             if self._started:
                 return
-            self._started = True
-            self._feed.start(ready_timeout)
+            try:
+                self._feed.start(ready_timeout)
+            finally:
+                self._started = True
 
     def close(self) -> None:
         """Stop the background threads and close the channel this interceptor opened."""
@@ -340,7 +349,7 @@ class AuthInterceptor(_ServerInterceptor):
         if handler is None:
             return None
         if not self._started:
-            self.start()
+            self.start()  # started lazily: calls arriving meanwhile wait for the same start
         method = handler_call_details.method
         metadata = handler_call_details.invocation_metadata or ()
         verdict = self.verifier.check(method, metadata)

@@ -901,3 +901,39 @@ async def test_credentials_closed_under_a_running_interceptor_end_no_key_loop(
     finally:
         await server.stop(None)
         await auth.close()
+
+
+async def test_calls_that_arrive_while_a_lazy_start_loads_the_keys_wait_for_it(
+    fake_authority: tuple[FakeAuthority, str], signer: Signer, clock: ManualClock
+) -> None:
+    """An async interceptor started by its first call: a second call arriving while that start
+    still loaded the keys was judged with none and refused with invalid_token (and its caller
+    dropped a good token), where it can wait for the same start. (A sync grpc.server runs every
+    call's interceptors on its one polling thread, so there the start holds every call anyway.)"""
+    authority, address = fake_authority
+    authority.hold_keys = asyncio.Event()
+    authority.keys_requested.clear()
+    token = (("authorization", f"Bearer {signer.mint()}"),)
+    auth = AsyncAuthInterceptor(address, issuer=ISSUER, audience="notes", clock=clock)
+    server = grpc.aio.server(interceptors=[auth])
+    notes_pb2_grpc.add_NotesServicer_to_server(protected_service.Notes(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = notes_pb2_grpc.NotesStub(channel)
+            request = notes_pb2.WhoAmIRequest()
+            first = asyncio.ensure_future(stub.WhoAmI(request, metadata=token, timeout=10))
+            async with asyncio.timeout(5):
+                await authority.keys_requested.wait()  # the first call's start loads the keys
+            second = asyncio.ensure_future(stub.WhoAmI(request, metadata=token, timeout=10))
+            # It waits for the start, or (as before) is judged at once without keys.
+            lock = auth._start_lock
+            await wait_for(lambda: bool(lock._waiters) or second.done())
+            authority.hold_keys.set()
+            answers = await asyncio.gather(first, second, return_exceptions=True)
+    finally:
+        authority.hold_keys.set()
+        await server.stop(None)
+        await auth.close()
+    assert [getattr(answer, "subject", answer) for answer in answers] == ["alice", "alice"]
