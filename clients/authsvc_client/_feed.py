@@ -14,6 +14,7 @@ fetches the keys again.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -38,6 +39,10 @@ log = logging.getLogger("authsvc_client")
 # How often the key loop looks at the (injectable) clock to see whether a refresh is due.
 _SCHEDULE_TICK = 1.0
 _CALL_TIMEOUT = 10.0
+#: How long a call whose token names an unknown `kid` waits for the key refresh it started, in a
+#: sync server: grpc.server runs every call's interceptors on its one polling thread, so while
+#: that call waits, no other call is let in. The refresh goes on in the background past this.
+UNKNOWN_KID_WAIT = 1.0
 
 
 class _FeedBase:
@@ -154,6 +159,10 @@ def _unexpected_refresh_failure() -> None:
     loop for good (nothing refreshed the keys again), and reached the caller whose unknown `kid`
     had asked for the refresh as UNKNOWN."""
     log.exception("authsvc key refresh failed unexpectedly; keeping the keys held, retrying")
+
+
+def _refresher() -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(1, "authsvc-keys-unknown-kid")
 
 
 class AsyncAuthorityFeed(_FeedBase):
@@ -305,6 +314,7 @@ class ThreadedAuthorityFeed(_FeedBase):
         self._call: Any = None  # the open WatchRevocations call, cancelled by close()
         self._ready = threading.Event()
         self._keys_loaded = threading.Event()
+        self._refresher = _refresher()  # see `refresh_for_unknown_kid`; one per start
 
     def start(self, ready_timeout: float = 5.0) -> None:
         """Fetch keys, open the revocation stream, and wait (at most `ready_timeout`) until the
@@ -318,6 +328,7 @@ class ThreadedAuthorityFeed(_FeedBase):
         # here, a PublishKeys that authsvc takes and does not answer held start() for the call's
         # own timeout (10 s), whatever `ready_timeout` said.
         deadline = time.monotonic() + ready_timeout
+        self._refresher = _refresher()
         self._wake_keys.set()
         for thread in self._threads:
             thread.start()
@@ -337,6 +348,7 @@ class ThreadedAuthorityFeed(_FeedBase):
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads = []
+        self._refresher.shutdown(wait=False, cancel_futures=True)
 
     def refresh_keys(self) -> bool:
         """Fetch the key set now, single-flight as `AsyncAuthorityFeed.refresh_keys`. True when
@@ -364,10 +376,22 @@ class ThreadedAuthorityFeed(_FeedBase):
             return True
 
     def refresh_for_unknown_kid(self) -> bool:
-        """Refresh because a token named an unknown `kid`, at most once per minimum interval."""
+        """Refresh because a token named an unknown `kid`, at most once per minimum interval,
+        waiting for it at most `UNKNOWN_KID_WAIT` seconds. Waited for in full, an authsvc that
+        took PublishKeys and did not answer held the whole server for the call's 10 s timeout,
+        once an interval, for anyone sending a made-up `kid`."""
         if not self.verifier.keys.claim_refresh():
             return False
-        return self.refresh_keys()
+        refresh = self._refresher.submit(self.refresh_keys)
+        try:
+            return refresh.result(timeout=UNKNOWN_KID_WAIT)
+        except concurrent.futures.TimeoutError:
+            log.warning(
+                "authsvc key refresh for an unknown kid took over %.1fs; refusing the call and "
+                "letting the refresh finish in the background",
+                UNKNOWN_KID_WAIT,
+            )
+            return False
 
     def _key_loop(self) -> None:
         while not self._stopping.is_set():

@@ -937,3 +937,41 @@ async def test_calls_that_arrive_while_a_lazy_start_loads_the_keys_wait_for_it(
         await server.stop(None)
         await auth.close()
     assert [getattr(answer, "subject", answer) for answer in answers] == ["alice", "alice"]
+
+
+async def test_a_sync_server_waits_at_most_a_second_for_the_refresh_an_unknown_kid_started(
+    fake_authority: tuple[FakeAuthority, str], signer: Signer, clock: ManualClock
+) -> None:
+    """grpc.server runs every call's interceptors on its one polling thread: a call with an
+    unknown `kid` that waited out a PublishKeys authsvc took and did not answer (10 s) held
+    every other call as long. It now waits `UNKNOWN_KID_WAIT`; the refresh finishes later."""
+    authority, address = fake_authority
+    newer = Signer()
+    auth = AuthInterceptor(address, issuer=ISSUER, audience="notes", clock=clock)
+    server = grpc.server(futures.ThreadPoolExecutor(4), interceptors=[auth])
+    notes_pb2_grpc.add_NotesServicer_to_server(SyncNotes(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await asyncio.to_thread(auth.start)
+    server.start()
+    loop = asyncio.get_running_loop()
+    try:
+        authority.signers.append(newer)  # published, and no key event has said so
+        clock.advance(11)  # past the minimum interval since the keys were loaded
+        authority.hold_keys = asyncio.Event()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = notes_pb2_grpc.NotesStub(channel)
+            signed = (("authorization", f"Bearer {newer.mint()}"),)
+            started = loop.time()
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.WhoAmI(notes_pb2.WhoAmIRequest(), metadata=signed, timeout=20)
+            took = loop.time() - started
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert took < 5.0, f"the unknown kid held the server {took:.1f}s"
+            authority.hold_keys.set()  # authsvc answers at last; the refresh installs the key
+            await wait_for(lambda: newer.kid in auth.verifier.keys.keys)
+            who = await stub.WhoAmI(notes_pb2.WhoAmIRequest(), metadata=signed, timeout=5)
+    finally:
+        authority.hold_keys.set()
+        server.stop(None)
+        await asyncio.to_thread(auth.close)
+    assert who.subject == "alice"
