@@ -164,15 +164,25 @@ class RevocationFeed:
 
     async def start(self) -> None:
         """Name the event stream if this is the database's first open, load every revocation
-        still in force, then tail from there."""
+        still in force and the key ring, then tail from there.
+
+        The cursor is read first. On PostgreSQL each statement of a transaction sees what has
+        committed when it runs: read after the events, the cursor could pass an event that
+        committed between the two reads, which this replica would then never apply. Read
+        before, such an event is read twice, and applying an event again changes nothing. The
+        key ring is reloaded after the cursor is read for the same reason: a rotation that
+        committed after the ring's first load (`open_authority`) and before the cursor would
+        otherwise be in neither."""
         async with self._store.transaction() as tx:
             await tx.name_event_stream(secrets.token_hex(16))
         began = self._clock.now()
         async with self._store.transaction(readonly=True, bulk=True) as tx:
+            cursor = await tx.last_event_cursor()
             in_force = await tx.events_in_force(began)
-            self.cursor = await tx.last_event_cursor()
         for event in in_force:
             self._state.apply(event)
+        await self._on_key_change()
+        self.cursor = cursor
         self.caught_up_at = began
         self._task = asyncio.create_task(self._tail(), name="revocation-feed")
         if self.notifications is not None:
@@ -243,15 +253,18 @@ class RevocationFeed:
             if not batch:
                 self.caught_up_at = began
                 return
-            keys_changed = False
             for event in batch:
                 self._apply(event)
-                keys_changed |= event.kind == "key"
+            if any(event.kind == "key" for event in batch):
+                # Before the subscribers hear of the change, and before the cursor passes it: a
+                # verifier told of a key change fetches PublishKeys from this replica next and
+                # must find the new ring, and a reload that fails must be tried again with the
+                # same events (applying them again changes nothing).
+                await self._on_key_change()
+            for event in batch:
                 for queue in list(self._subscribers):
                     self._offer(queue, event)
                 self.cursor = event.cursor
-            if keys_changed:
-                await self._on_key_change()
 
     def _offer(self, queue: asyncio.Queue[_Item], event: RevocationEventRecord) -> None:
         if queue.qsize() >= SUBSCRIBER_QUEUE:

@@ -11,16 +11,20 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 
+from authsvc import authority as authority_module
 from authsvc.authority import Authority, open_authority
 from authsvc.clock import ManualClock
 from authsvc.config import ConfigError
-from authsvc.errors import InvalidGrant, InvalidToken, TooManyAttempts
+from authsvc.context import AuthorityContext
+from authsvc.errors import InvalidGrant, InvalidToken, TemporarilyUnavailable, TooManyAttempts
+from authsvc.events import RevocationFeed
 from authsvc.storage.records import RevocationEventRecord
-from authsvc.storage.sql import KEY_ROTATION_LOCK, MAINTENANCE_LOCK
+from authsvc.storage.sql import KEY_ROTATION_LOCK, MAINTENANCE_LOCK, Tx
 from authsvc.testing import TEST_PASSWORDS, throwaway_settings
 from tests.databases import asyncpg_dsn
 from tests.waiting import eventually
@@ -303,3 +307,122 @@ async def test_the_failed_login_limit_holds_across_replicas(
     assert isinstance(await _login(b, "correct horse battery staple"), str)
     # The correct password cleared the account for both replicas.
     assert isinstance(await _login(a, "wrong"), InvalidGrant)
+
+
+# Starting, and reloading the key ring, while other replicas write
+
+
+def _verifies(replica: Authority, token: str) -> bool:
+    try:
+        replica.verify(token, audience="api")
+    except InvalidToken:
+        return False
+    return True
+
+
+async def test_a_revocation_committed_while_a_replica_starts_is_in_force_there(
+    replicas: tuple[Authority, Authority], clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The feed's start reads the events in force and the newest cursor in one transaction, each
+    statement seeing what has committed by then: a revocation committed between the two was in
+    neither the events loaded nor the events after the cursor, and the new replica verified the
+    revoked family's tokens until they expired."""
+    a, b = replicas
+    family_id, access_token = await _family_session(a)
+    reads: list[str] = []
+
+    def revoking_before_the_second_read(read: Any) -> Any:
+        async def wrapped(tx: Tx, *args: Any) -> Any:
+            reads.append(read.__name__)
+            if len(reads) == 2:
+                await a.revoke_family(family_id)  # commits between the start's two reads
+            return await read(tx, *args)
+
+        return wrapped
+
+    for name in ("events_in_force", "last_event_cursor"):
+        monkeypatch.setattr(Tx, name, revoking_before_the_second_read(getattr(Tx, name)))
+    c = await open_authority(b.settings, clock, password_parameters=TEST_PASSWORDS)
+    monkeypatch.undo()
+    try:
+        await c.ctx.feed.catch_up()
+        assert len(reads) >= 2
+        assert not _verifies(c, access_token)
+    finally:
+        await c.close()
+
+
+async def test_a_key_rotation_committed_while_a_replica_starts_is_in_its_ring(
+    replicas: tuple[Authority, Authority], clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`open_authority` loads the ring, then the feed reads the newest cursor: a rotation that
+    committed between the two was in neither, and the new replica signed with, and accepted,
+    the key purged as compromised until the next key event."""
+    a, b = replicas
+    _, access_token = await _family_session(a)
+    real_start = RevocationFeed.start
+
+    async def rotate_first(feed: RevocationFeed) -> None:
+        monkeypatch.setattr(RevocationFeed, "start", real_start)
+        await a.rotate_keys(compromised=True)  # after the ring's load, before the cursor
+        await real_start(feed)
+
+    monkeypatch.setattr(RevocationFeed, "start", rotate_first)
+    c = await open_authority(b.settings, clock, password_parameters=TEST_PASSWORDS)
+    try:
+        assert c.publish_keys().signer.kid == a.publish_keys().signer.kid
+        assert not _verifies(c, access_token)
+    finally:
+        await c.close()
+
+
+async def test_a_key_event_whose_reload_failed_is_reloaded_at_the_next_read(
+    replicas: tuple[Authority, Authority], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B's feed read A's key events and its reload met a database outage: the cursor had moved
+    past them already, so B never reloaded for them, and kept accepting the key A had purged as
+    compromised until some later key event."""
+    a, b = replicas
+    _, access_token = await _family_session(b)
+    failed: list[bool] = []
+    reload = authority_module.reload_keys
+
+    async def fails_once_on_b(ctx: AuthorityContext) -> None:
+        if ctx is b.ctx and not failed:
+            failed.append(True)
+            raise TemporarilyUnavailable("the database is unavailable, retry later")
+        await reload(ctx)
+
+    monkeypatch.setattr(authority_module, "reload_keys", fails_once_on_b)
+    await a.rotate_keys(compromised=True)
+    await eventually(lambda: bool(failed))
+    b.ctx.feed.poke()  # the next read: a poll, or the next notification
+    await eventually(lambda: b.publish_keys().signer.kid == a.publish_keys().signer.kid)
+    assert not _verifies(b, access_token)
+
+
+async def test_a_subscriber_told_of_a_key_change_finds_it_in_publish_keys(
+    replicas: tuple[Authority, Authority],
+) -> None:
+    """A verifier that hears of a key change refetches PublishKeys from the replica that told
+    it. B fanned A's key events out before reloading its ring, so the refetch could answer the
+    ring from before the change, and the verifier kept a purged key for a JWKS lifetime."""
+    a, b = replicas
+    seen: list[tuple[str, str | None, bool]] = []
+    subscribed = asyncio.Event()
+
+    async def watch_b() -> None:
+        async with b.subscribe(b.ctx.feed.cursor, heartbeat=30) as opened:
+            subscribed.set()
+            async for event in opened.events:
+                if event is not None and event.kind == "key":
+                    in_ring = event.value in b.publish_keys().verification_keys
+                    seen.append((event.value, event.state or "", in_ring))
+                    if len(seen) == 3:  # the new signer, the next pending key, the purge
+                        return
+
+    watcher = asyncio.create_task(watch_b())
+    await asyncio.wait_for(subscribed.wait(), 5)
+    await a.rotate_keys(compromised=True)
+    await asyncio.wait_for(watcher, 5)
+    assert [in_ring for _, state, in_ring in seen] == [state != "purged" for _, state, _ in seen]
