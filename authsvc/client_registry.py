@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from authsvc.context import AuthorityContext, append_events
-from authsvc.errors import InvalidClient, InvalidRequest, NotFound, UnauthorizedClient
+from authsvc.errors import (
+    InvalidClient,
+    InvalidRequest,
+    NotFound,
+    TemporarilyUnavailable,
+    UnauthorizedClient,
+)
 from authsvc.revocation import append_family_events, bounded_reason
 from authsvc.storage.records import ClientRecord
 from authsvc.storage.sql import Tx
@@ -148,7 +154,9 @@ async def authenticate(ctx: AuthorityContext, client_id: str, client_secret: str
     flight, on PostgreSQL) may have seen the client as it was before: disabled meanwhile, its
     caller would still get a token, signed after the revocation and so past its "not before". It
     is read again, up to `AUTHENTICATION_READS` times; a read that begins after the event sees
-    the change, which committed before its event was published."""
+    the change, which committed before its event was published. Overtaken every time (clients
+    change so fast that no read ends before the next change), it answers temporarily_unavailable
+    rather than a read that may be stale."""
     remembered = ctx.authenticated_clients
     secret_digest = opaque.digest(client_secret)
     client = remembered.get(client_id, secret_digest)
@@ -160,8 +168,8 @@ async def authenticate(ctx: AuthorityContext, client_id: str, client_secret: str
             read = await authenticate_client(tx, client_id, client_secret)
         if generation == remembered.generation:
             remembered.remember(read, secret_digest, generation=generation, read_at=read_at)
-            break
-    return read
+            return read
+    raise TemporarilyUnavailable("clients are being changed; retry later")
 
 
 async def rotate_secret(ctx: AuthorityContext, client_id: str) -> RegisteredClient:

@@ -16,7 +16,7 @@ from authsvc.authenticated_clients import AuthenticatedClients
 from authsvc.authority import open_authority
 from authsvc.client_registry import RegisteredClient
 from authsvc.clock import ManualClock
-from authsvc.errors import InvalidClient
+from authsvc.errors import InvalidClient, TemporarilyUnavailable
 from authsvc.storage.records import ClientRecord, RevocationEventRecord
 from authsvc.testing import RunningAuthority
 
@@ -163,6 +163,35 @@ async def test_a_client_disabled_while_its_authentication_reads_gets_no_token(
         )
     assert reads == 2
     assert len(running.authority.ctx.authenticated_clients) == 0
+
+
+async def test_an_authentication_overtaken_at_every_read_gives_no_token(
+    running: RunningAuthority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Other clients change during the first reads, this one is disabled during the last: the
+    last read may be stale like the others, so no token comes of it."""
+    target = await running.create_client("svc", grant_types=["client_credentials"])
+    last = client_registry.AUTHENTICATION_READS
+    others = [await running.create_client(f"other-{i}") for i in range(last - 1)]
+    read = client_registry.authenticate_client
+    reads = 0
+
+    async def overtaken(tx: Any, client_id: str, client_secret: str) -> ClientRecord:
+        nonlocal reads
+        reads += 1
+        record = await read(tx, client_id, client_secret)
+        if reads < last:
+            await running.authority.rotate_client_secret(others[reads - 1].client_id)
+        elif reads == last:
+            await running.authority.revoke_client(client_id, disable=True)
+        return record
+
+    monkeypatch.setattr(client_registry, "authenticate_client", overtaken)
+    with pytest.raises(TemporarilyUnavailable):
+        await running.authority.client_credentials(
+            client_id=target.client_id, client_secret=target.client_secret
+        )
+    assert reads == last
 
 
 async def test_a_rotation_by_another_process_reaches_this_one_through_the_feed(
