@@ -17,7 +17,7 @@ from authsvc.context import AuthorityContext, append_events
 from authsvc.errors import InvalidRequest
 from authsvc.storage.records import FamilyRecord, RevocationEventRecord
 from authsvc.storage.sql import Tx
-from authsvc.subjects import check_subject
+from authsvc.subjects import check_named_subject
 from authsvc.tokens import opaque
 
 MAX_REASON = 200
@@ -89,7 +89,7 @@ async def revoke_subject(ctx: AuthorityContext, subject: str, *, reason: str = "
     """ "Log out everywhere": every live family, every access token issued up to now, and every
     authorization code not yet redeemed, which would otherwise start a new session after it.
     Each revoked family gets an event of its own (`append_family_events` says why)."""
-    check_subject(subject)
+    check_named_subject(subject)
     reason = bounded_reason(reason, "subject revoked")
     now = ctx.clock.now()
     # A bulk transaction: a subject may have thousands of families (BULK_EVENTS says why).
@@ -161,6 +161,6 @@ async def revoke_token(
 
 async def list_sessions(ctx: AuthorityContext, subject: str) -> list[FamilyRecord]:
     """A subject's live families, oldest first."""
-    check_subject(subject)
+    check_named_subject(subject)
     async with ctx.store.transaction(readonly=True) as tx:
         return await tx.live_families(subject, ctx.clock.now())

@@ -13,7 +13,7 @@ from authsvc_client.v1 import authsvc_pb2 as pb
 
 from authsvc.client_registry import RegisteredClient
 from authsvc.testing import RunningAuthority
-from tests.authsvc.calls import INVALID_REQUEST, database_rows, refused
+from tests.authsvc.calls import INVALID_REQUEST, database_rows, refused, seed_families
 
 Call = Callable[[Any, Any, Any, RegisteredClient], Awaitable[Any]]
 
@@ -22,6 +22,9 @@ Call = Callable[[Any, Any, Any, RegisteredClient], Awaitable[Any]]
 REFUSED_ON_BOTH: dict[str, Call] = {
     "IssueTokenPair-subject": lambda tokens, _, admin, app: tokens.IssueTokenPair(
         pb.IssueTokenPairRequest(subject="al\x00ice", client_id=app.client_id), metadata=admin
+    ),
+    "IssueTokenPair-subject-c1": lambda tokens, _, admin, app: tokens.IssueTokenPair(
+        pb.IssueTokenPairRequest(subject="al\x85ice", client_id=app.client_id), metadata=admin
     ),
     "IssueTokenPair-device": lambda tokens, _, admin, app: tokens.IssueTokenPair(
         pb.IssueTokenPairRequest(subject="alice", client_id=app.client_id, device_id="\x00"),
@@ -90,3 +93,13 @@ async def _status_of(call: Awaitable[Any]) -> grpc.StatusCode:
     except grpc.aio.AioRpcError as error:
         return error.code()
     return grpc.StatusCode.OK
+
+
+async def test_a_subject_stored_before_the_rule_can_still_be_listed_and_logged_out(
+    running: RunningAuthority, app: RegisteredClient
+) -> None:
+    """A TAB in a subject was accepted before `check_subject` refused control characters: its
+    sessions must still be listed and ended by that subject."""
+    await seed_families(running, app.client_id, "alice\tsmith", 2)
+    assert len(await running.authority.list_sessions("alice\tsmith")) == 2
+    assert await running.authority.revoke_subject("alice\tsmith") == 2
