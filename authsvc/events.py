@@ -101,8 +101,9 @@ class CursorNotInStream(Exception):
     def __init__(
         self, resumption: Resumption, cursor: int, stream_id: str, stream: EventStreamRecord
     ) -> None:
+        shown = stream_id if len(stream_id) <= 64 else stream_id[:61] + "..."  # the caller's
         why = _WHY_START_OVER[resumption].format(
-            cursor=cursor, theirs=stream_id, ours=stream.stream_id, last=stream.last_cursor
+            cursor=cursor, theirs=shown, ours=stream.stream_id, last=stream.last_cursor
         )
         super().__init__(
             f"{why}; subscribe again from cursor 0 without a stream_id, and keep the "
