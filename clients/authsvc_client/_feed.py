@@ -312,6 +312,7 @@ class ThreadedAuthorityFeed(_FeedBase):
         self._threads: list[threading.Thread] = []
         self._call_lock = threading.Lock()
         self._call: Any = None  # the open WatchRevocations call, cancelled by close()
+        self._key_calls: set[Any] = set()  # PublishKeys calls in flight, cancelled by close()
         self._ready = threading.Event()
         self._keys_loaded = threading.Event()
         self._refresher = _refresher()  # see `refresh_for_unknown_kid`; one per start
@@ -343,12 +344,13 @@ class ThreadedAuthorityFeed(_FeedBase):
         self._stopping.set()
         self._wake_keys.set()
         with self._call_lock:
-            if self._call is not None:
-                self._call.cancel()
+            for call in (self._call, *self._key_calls):
+                if call is not None:
+                    call.cancel()
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads = []
-        self._refresher.shutdown(wait=False, cancel_futures=True)
+        self._refresher.shutdown(wait=True, cancel_futures=True)
 
     def refresh_keys(self) -> bool:
         """Fetch the key set now, single-flight as `AsyncAuthorityFeed.refresh_keys`. True when
@@ -360,9 +362,9 @@ class ThreadedAuthorityFeed(_FeedBase):
             fetch = self._fetch_starting()
             self.verifier.keys.note_attempt()
             try:
-                answer = self._stub.PublishKeys(
-                    pb.PublishKeysRequest(), metadata=self._metadata(), timeout=_CALL_TIMEOUT
-                )
+                answer = self._publish_keys()
+            except grpc.FutureCancelledError:
+                return False  # close() cancelled it
             except (grpc.RpcError, AuthError) as exc:
                 self._drop_refused_token(exc)
                 log.warning("authsvc key refresh failed: %s", _describe(exc))
@@ -375,13 +377,30 @@ class ThreadedAuthorityFeed(_FeedBase):
             self._keys_loaded.set()
             return True
 
+    def _publish_keys(self) -> pb.PublishKeysResponse:
+        """PublishKeys as a call `close()` can cancel: a refresh in flight would otherwise keep
+        its thread, and the process's exit, for the call's timeout."""
+        call = self._stub.PublishKeys.future(
+            pb.PublishKeysRequest(), metadata=self._metadata(), timeout=_CALL_TIMEOUT
+        )
+        with self._call_lock:
+            self._key_calls.add(call)
+        try:
+            if self._stopping.is_set():
+                call.cancel()
+            answer: pb.PublishKeysResponse = call.result()
+            return answer
+        finally:
+            with self._call_lock:
+                self._key_calls.discard(call)
+
     def refresh_for_unknown_kid(self) -> bool:
         """Refresh because a token named an unknown `kid`, at most once per minimum interval,
         waiting for it at most `UNKNOWN_KID_WAIT` seconds. Waited for in full, an authsvc that
         took PublishKeys and did not answer held the whole server for the call's 10 s timeout,
         once an interval, for anyone sending a made-up `kid`."""
-        if not self.verifier.keys.claim_refresh():
-            return False
+        if self._stopping.is_set() or not self.verifier.keys.claim_refresh():
+            return False  # closed: the call is judged on the keys held
         refresh = self._refresher.submit(self.refresh_keys)
         try:
             return refresh.result(timeout=UNKNOWN_KID_WAIT)

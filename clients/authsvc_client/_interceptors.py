@@ -15,6 +15,7 @@ the stream then ends with the refusal a new call would get.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import math
 import threading
@@ -192,6 +193,7 @@ class AsyncAuthInterceptor(_AsyncServerInterceptor):
         self._channel: grpc.aio.Channel | None = None
         self._feed: AsyncAuthorityFeed | None = None
         self._start_lock = asyncio.Lock()
+        self._starting: asyncio.Future[None] | None = None  # see `start`
         self._started = False  # set once a start has waited for the keys and the replay
         self._handler_kinds = _HandlerKinds()
 
@@ -199,25 +201,36 @@ class AsyncAuthInterceptor(_AsyncServerInterceptor):
         """Load the keys and open the revocation stream, and wait (at most `ready_timeout`) for
         its replay of the revocations authsvc holds to end."""
         async with self._start_lock:
-            if self._feed is not None:
+            if self._started:
                 return
-            if isinstance(self._authority, str):
-                self._channel = grpc.aio.insecure_channel(self._authority)
-                channel = self._channel
-            else:
-                channel = self._authority
-            self._feed = AsyncAuthorityFeed(channel, self.verifier, credentials=self._credentials)
-            try:
-                await self._feed.start(ready_timeout)
-            finally:
-                self._started = True
+            if self._starting is None:
+                if isinstance(self._authority, str):
+                    self._channel = grpc.aio.insecure_channel(self._authority)
+                    channel = self._channel
+                else:
+                    channel = self._authority
+                self._feed = AsyncAuthorityFeed(
+                    channel, self.verifier, credentials=self._credentials
+                )
+                # A task of the interceptor's own: started lazily, the start runs on behalf of
+                # the first call, and a caller who hangs up must not cancel it half-way (the
+                # keys never loaded, while every later call took the start for done).
+                self._starting = asyncio.ensure_future(self._feed.start(ready_timeout))
+            await asyncio.wait([self._starting])  # a cancelled waiter leaves the start alone
+            self._started = True
+            self._starting.result()  # its failure, if any, to this caller
 
     async def close(self) -> None:
         """Stop the background work and close the channel this interceptor opened."""
+        if self._starting is not None:
+            self._starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._starting
+            self._starting = None
         if self._feed is not None:
             await self._feed.close()
             self._feed = None
-            self._started = False
+        self._started = False
         if self._channel is not None:
             await self._channel.close(None)
             self._channel = None

@@ -975,3 +975,83 @@ async def test_a_sync_server_waits_at_most_a_second_for_the_refresh_an_unknown_k
         server.stop(None)
         await asyncio.to_thread(auth.close)
     assert who.subject == "alice"
+
+
+async def test_a_first_caller_who_hangs_up_during_a_lazy_start_leaves_it_to_finish(
+    fake_authority: tuple[FakeAuthority, str], signer: Signer, clock: ManualClock
+) -> None:
+    """The lazy start ran in the first caller's task, which grpc.aio cancels when the caller
+    hangs up: the start's PublishKeys went with it, the start counted as done all the same, and
+    every later call was judged with no keys until the next refresh was allowed."""
+    authority, address = fake_authority
+    authority.hold_keys = asyncio.Event()
+    authority.keys_requested.clear()
+    ended = _CallEnded()
+    auth = AsyncAuthInterceptor(address, issuer=ISSUER, audience="notes", clock=clock)
+    server = grpc.aio.server(interceptors=[ended, auth])
+    notes_pb2_grpc.add_NotesServicer_to_server(protected_service.Notes(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    token = (("authorization", f"Bearer {signer.mint()}"),)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = notes_pb2_grpc.NotesStub(channel)
+            first = stub.WhoAmI(notes_pb2.WhoAmIRequest(), metadata=token)
+            async with asyncio.timeout(5):
+                await authority.keys_requested.wait()  # the lazy start is loading the keys
+            first.cancel()
+            async with asyncio.timeout(5):
+                await ended.ended.wait()
+            authority.hold_keys.set()
+            second = await stub.WhoAmI(notes_pb2.WhoAmIRequest(), metadata=token, timeout=5)
+    finally:
+        authority.hold_keys.set()
+        await server.stop(None)
+        await auth.close()
+    assert second.subject == "alice"
+
+
+async def test_an_unknown_kid_reaching_a_closed_sync_interceptor_is_refused_cleanly(
+    fake_authority: tuple[FakeAuthority, str], clock: ManualClock
+) -> None:
+    """A server stopped after its interceptor: a call with an unknown kid found the refresh's
+    executor shut down, and its RuntimeError reached the caller as UNKNOWN."""
+    _, address = fake_authority
+    auth = AuthInterceptor(address, issuer=ISSUER, audience="notes", clock=clock)
+    await asyncio.to_thread(auth.start)
+    await asyncio.to_thread(auth.close)
+    clock.advance(11)  # past the minimum interval: the made-up kid may claim a refresh
+    server = grpc.server(futures.ThreadPoolExecutor(2), interceptors=[auth])
+    notes_pb2_grpc.add_NotesServicer_to_server(SyncNotes(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = notes_pb2_grpc.NotesStub(channel)
+            made_up = (("authorization", f"Bearer {Signer().mint()}"),)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.WhoAmI(notes_pb2.WhoAmIRequest(), metadata=made_up, timeout=5)
+    finally:
+        server.stop(None)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_closing_the_sync_interceptor_ends_a_key_refresh_in_flight(
+    fake_authority: tuple[FakeAuthority, str], clock: ManualClock
+) -> None:
+    """A refresh an unknown kid started, still waiting for authsvc, outlived close() on its own
+    thread for the call's 10 s timeout (and held the process's exit as long)."""
+    authority, address = fake_authority
+    channel = grpc.insecure_channel(address)
+    auth = AuthInterceptor(channel, issuer=ISSUER, audience="notes", clock=clock)
+    try:
+        await asyncio.to_thread(auth.start)
+        clock.advance(11)
+        authority.hold_keys = asyncio.Event()
+        assert not await asyncio.to_thread(auth._feed.refresh_for_unknown_kid)  # refused in 1 s
+        await asyncio.to_thread(auth.close)
+        alive = [t.name for t in threading.enumerate() if "unknown-kid" in t.name]
+    finally:
+        authority.hold_keys.set()
+        channel.close()
+    assert alive == []
