@@ -246,9 +246,10 @@ def _validate(s: Settings) -> None:
     for name in addresses:
         host, _, port = getattr(s, name).rpartition(":")
         _require(
-            bool(host) and port.isdigit(),
+            bool(host) and port.isdigit() and int(port) <= 65535,
             name.upper(),
-            "use host:port, for example 127.0.0.1:50051 (port 0 picks a free one)",
+            "use host:port with a port up to 65535, for example 127.0.0.1:50051 (port 0 picks "
+            "a free one)",
         )
     _require(bool(s.audience.strip()), "AUDIENCE", "must not be empty")
     _require(60 <= s.access_token_ttl <= 86400, "ACCESS_TOKEN_TTL", "keep it between 60s and 1d")

@@ -170,5 +170,8 @@ class Metrics:
     def serve(self, address: str) -> int:
         """Expose /metrics over HTTP on `address` (host:port; port 0 picks one). The port."""
         host, _, port = address.rpartition(":")
-        server, _thread = start_http_server(int(port), addr=host, registry=self.registry)
+        # "[::1]:9464" names an IPv6 host as the gRPC address does; the socket wants it bare.
+        server, _thread = start_http_server(
+            int(port), addr=host.strip("[]"), registry=self.registry
+        )
         return int(server.server_port)

@@ -180,7 +180,8 @@ def _banner(
     gateway: GatewayConfig | None,
     created: dict[str, Any] | None,
 ) -> str:
-    lines = ["", f"authsvc is serving gRPC on 127.0.0.1:{grpc_port}  (data: {settings.data_dir})"]
+    host = settings.grpc_address.rpartition(":")[0]
+    lines = ["", f"authsvc is serving gRPC on {host}:{grpc_port}  (data: {settings.data_dir})"]
     if gateway is not None:
         lines.append(
             f"OAuth 2.1 gateway on {gateway.public_url}  (metadata: "

@@ -34,6 +34,15 @@ def test_defaults_are_valid() -> None:
         pytest.param({"issuer": "https://a.example/#f"}, "AUTHSVC_ISSUER", id="issuer-fragment"),
         pytest.param({"grpc_address": "50051"}, "AUTHSVC_GRPC_ADDRESS", id="grpc-no-host"),
         pytest.param({"grpc_address": "host:port"}, "AUTHSVC_GRPC_ADDRESS", id="grpc-port-word"),
+        # gRPC would bind 99999 mod 65536, and say so nowhere.
+        pytest.param(
+            {"grpc_address": "127.0.0.1:99999"}, "AUTHSVC_GRPC_ADDRESS", id="grpc-port-too-big"
+        ),
+        pytest.param(
+            {"metrics_address": "127.0.0.1:99999"},
+            "AUTHSVC_METRICS_ADDRESS",
+            id="metrics-port-too-big",
+        ),
         pytest.param({"gateway_address": ":8080"}, "AUTHSVC_GATEWAY_ADDRESS", id="gateway-no-host"),
         pytest.param({"audience": "  "}, "AUTHSVC_AUDIENCE", id="audience-blank"),
         pytest.param({"access_token_ttl": 59}, "AUTHSVC_ACCESS_TOKEN_TTL", id="access-ttl-short"),

@@ -9,7 +9,7 @@ import pytest
 from authsvc_gateway.csrf import CsrfVerdict, check_csrf, issue_csrf
 
 from authsvc.keys.sealing import new_kek_text
-from authsvc.serve import embedded_session_key, gateway_config
+from authsvc.serve import _banner, embedded_session_key, gateway_config
 from authsvc.testing import throwaway_settings
 
 
@@ -55,3 +55,9 @@ def test_a_standalone_gateway_without_a_session_key_makes_up_its_own(tmp_path: P
     config = gateway_config(throwaway_settings(tmp_path))
     assert not config.session_key_shared
     assert len(config.session_key) == 32
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "10.1.2.3", "[::1]"])
+def test_the_banner_names_the_address_grpc_listens_on(tmp_path: Path, host: str) -> None:
+    settings = throwaway_settings(tmp_path, grpc_address=f"{host}:0")
+    assert f"serving gRPC on {host}:50051 " in _banner(settings, 50051, None, None)
