@@ -6,6 +6,7 @@ anything unexpected is logged with its traceback and answered as server_error wi
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -50,6 +51,13 @@ def _edge(
         except AuthError as exc:
             code = status_for(exc).name
             await abort(context, exc)
+        except asyncio.CancelledError:
+            # The caller's deadline passed or the caller went away: not an OK, for the alerts
+            # that count errors.
+            remaining = context.time_remaining()
+            late = remaining is not None and remaining <= 0
+            code = "DEADLINE_EXCEEDED" if late else "CANCELLED"
+            raise
         except Exception:
             code = "INTERNAL"
             log.exception("unexpected failure in %s", name)

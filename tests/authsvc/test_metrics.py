@@ -10,6 +10,7 @@ import pytest
 from authsvc_client.v1 import authsvc_pb2 as pb
 
 from tests.databases import table_renamed
+from tests.waiting import eventually
 
 
 def _scrape(port: int) -> str:
@@ -30,6 +31,40 @@ async def test_calls_are_counted_by_method_and_status(running, tokens):
     assert 'authsvc_rpc_duration_seconds_count{method="PublishKeys"} 1.0' in text
     assert 'authsvc_signing_keys{state="active"} 1.0' in text
     assert 'authsvc_signing_keys{state="pending"} 1.0' in text
+
+
+async def test_a_call_whose_deadline_passed_is_not_counted_as_ok(
+    running, tokens, admin, monkeypatch
+):
+    port = running.server.metrics.serve("127.0.0.1:0")
+    never = asyncio.Event()
+
+    async def held(subject: str) -> list[object]:
+        await never.wait()
+        return []
+
+    monkeypatch.setattr(running.authority, "list_sessions", held)
+    request = pb.ListSessionsRequest(subject="alice")
+    with pytest.raises(grpc.aio.AioRpcError) as late:
+        await tokens.ListSessions(request, metadata=admin, timeout=0.3)
+    assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    counted = 'authsvc_rpc_calls_total{code="DEADLINE_EXCEEDED",method="ListSessions"} 1.0'
+
+    async def scraped() -> bool:
+        return counted in await asyncio.to_thread(_scrape, port)
+
+    await eventually(scraped)
+    assert 'code="OK",method="ListSessions"' not in await asyncio.to_thread(_scrape, port)
+
+
+async def test_metrics_listen_on_a_bracketed_ipv6_address(running) -> None:
+    port = running.server.metrics.serve("[::1]:0")
+
+    def scrape() -> bytes:
+        with urllib.request.urlopen(f"http://[::1]:{port}/metrics", timeout=5) as response:
+            return bytes(response.read())
+
+    assert b"authsvc_rpc_calls_total" in await asyncio.to_thread(scrape)
 
 
 async def test_revocation_gauge_follows_the_state(running, tokens, admin):
