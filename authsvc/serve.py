@@ -21,6 +21,7 @@ import os
 import signal
 import socket
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from authsvc.authority import Authority, open_authority
@@ -44,10 +45,21 @@ DEMO_REDIRECT_URI = "http://127.0.0.1:8765/callback"
 
 
 async def bootstrap_dev(authority: Authority) -> dict[str, Any] | None:
-    """On the first dev run (no clients yet): an admin client, the gateway's client, a demo
-    service client and a demo public web client. Saved 0600 in the data directory, printed once."""
+    """On a dev run with no dev credentials to read (the first run, or their file was lost or
+    cut short): an admin client, the gateway's client, a demo service client and a demo public
+    web client. Saved 0600 in the data directory, printed once. None when the registry has
+    clients and the file reads."""
+    path = authority.settings.data_dir / DEV_CREDENTIALS
     if await authority.list_clients():
-        return None
+        if _dev_credentials_read(path) is not None:
+            return None
+        log.warning(
+            "the dev credentials file is missing or unreadable; registering new dev clients",
+            extra={
+                "path": str(path),
+                "hint": "the earlier dev clients stay registered (authsvc clients list)",
+            },
+        )
     audience = authority.settings.audience
     admin = await authority.create_client(
         "dev-admin", grant_types=["client_credentials"], scopes=ADMIN_SCOPES, audiences=[audience]
@@ -76,23 +88,50 @@ async def bootstrap_dev(authority: Authority) -> dict[str, Any] | None:
         "demo": {"client_id": demo.client_id, "client_secret": demo.client_secret},
         "web": {"client_id": web.client_id, "redirect_uri": DEMO_REDIRECT_URI},
     }
-    path = authority.settings.data_dir / DEV_CREDENTIALS
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(credentials, handle, indent=2)
+    _write_private(path, json.dumps(credentials, indent=2))
     return credentials
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `path` (0600) whole or not at all: a crash or a full disk mid-write leaves the file
+    as it was, not cut short."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _dev_credentials_read(path: Path) -> dict[str, Any] | None:
+    """The dev credentials file's contents, or None if it is missing or not what dev mode
+    writes (cut short by a crash, edited by hand)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(part), dict) for part in ("admin", "gateway", "demo", "web")
+    ):
+        return None
+    return data
 
 
 def read_dev_credentials(settings: Settings, otherwise: str) -> dict[str, Any]:
     """The credentials the first `serve --dev` wrote, or a ConfigError saying how to get them:
-    `make run` once, or `otherwise`."""
+    `make run` (which writes them again when they are missing or unreadable), or `otherwise`."""
     path = settings.data_dir / DEV_CREDENTIALS
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError:
+    data = _dev_credentials_read(path)
+    if data is None:
+        what = "cannot be read" if path.exists() else "does not exist"
         raise ConfigError(
-            f"{path} does not exist: run `make run` once (dev mode creates it), or {otherwise}"
-        ) from None
+            f"{path} {what}: run `make run` (dev mode writes it, with new dev clients when it is "
+            f"missing or unreadable), or {otherwise}"
+        )
     return data
 
 

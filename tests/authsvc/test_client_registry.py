@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import stat
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from authsvc.authority import open_authority
+from authsvc.config import ConfigError
 from authsvc.errors import InvalidRequest, NotFound
-from authsvc.serve import DEV_CREDENTIALS, bootstrap_dev
+from authsvc.serve import DEV_CREDENTIALS, bootstrap_dev, read_dev_credentials
 from authsvc.testing import RunningAuthority, throwaway_settings
 from authsvc.tokens import opaque
 from tests.authsvc.calls import database_rows
@@ -120,13 +123,46 @@ async def test_registration_normalises_scopes_and_grants(running: RunningAuthori
     assert record.audiences == ("api", "other")
 
 
-async def test_dev_bootstrap_leaves_a_registry_with_clients_alone(
+async def test_dev_bootstrap_leaves_a_registry_with_clients_and_their_file_alone(
     running: RunningAuthority,
 ) -> None:
-    # The harness already registered an admin client.
+    assert await bootstrap_dev(running.authority) is not None  # beside the harness's admin
     before = await database_rows(running)
     assert await bootstrap_dev(running.authority) is None
     assert await database_rows(running) == before
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda path: path.unlink(), id="deleted"),
+        pytest.param(lambda path: path.write_text(""), id="cut-short"),
+        pytest.param(lambda path: path.write_text('{"admin": {}}'), id="edited"),
+    ],
+)
+async def test_dev_bootstrap_writes_new_dev_clients_when_their_file_is_lost(
+    running: RunningAuthority, damage: Callable[[Path], object]
+) -> None:
+    """With clients registered and the file gone, `make run` had stopped on "dev-credentials.json
+    does not exist: run `make run` once": the command that had just failed."""
+    first = await bootstrap_dev(running.authority)
+    assert first is not None
+    path = running.settings.data_dir / DEV_CREDENTIALS
+    damage(path)
+    again = await bootstrap_dev(running.authority)
+    assert again is not None
+    assert again["gateway"]["client_id"] != first["gateway"]["client_id"]
+    assert json.loads(path.read_text()) == again
+    assert read_dev_credentials(running.settings, "")["gateway"] == again["gateway"]
+
+
+def test_unreadable_dev_credentials_are_a_configuration_error_naming_the_file(
+    tmp_path: Path,
+) -> None:
+    settings = throwaway_settings(tmp_path)
+    (tmp_path / DEV_CREDENTIALS).write_text("{")
+    with pytest.raises(ConfigError, match=f"{DEV_CREDENTIALS} cannot be read: run `make run`"):
+        read_dev_credentials(settings, "pass --client-id")
 
 
 async def test_dev_bootstrap_on_an_empty_registry(tmp_path) -> None:
