@@ -121,6 +121,16 @@ OTHER_VARIABLES = frozenset(
 _OTHER_PREFIXES = ("AUTHSVC_TEST_", "AUTHSVC_BENCH_")
 
 
+def make_directory(path: Path, variable: str) -> None:
+    """Create `path` and its parents if missing; a ConfigError naming `variable` when it cannot
+    be created or is not a directory (a file of that name, no permission, a read-only disk)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = "exists and is not a directory" if path.exists() else f"cannot be created ({exc})"
+        raise ConfigError(f"{variable}={path}: {why}") from None
+
+
 def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     """One line per `AUTHSVC_*` variable that nothing reads, with the name it most likely meant.
 

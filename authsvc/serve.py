@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from authsvc.authority import Authority, open_authority
 from authsvc.client_registry import ADMIN_SCOPES
-from authsvc.config import ConfigError, Settings
+from authsvc.config import ConfigError, Settings, make_directory
 from authsvc.keys.derivation import GATEWAY_SESSION, derive_key
 from authsvc.keys.sealing import load_kek
 from authsvc.rpc.server import start_server, stop_server
@@ -279,7 +279,7 @@ async def serve(settings: Settings) -> int:
     failure: ConfigError | None = None
     gateway_sock: socket.socket | None = None
     scheduling = scheduling_policy(settings)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_directory(settings.data_dir, "AUTHSVC_DATA_DIR")
     authority = await open_authority(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

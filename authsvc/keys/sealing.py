@@ -16,7 +16,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from authsvc.config import ConfigError, Settings
+from authsvc.config import ConfigError, Settings, make_directory
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +88,16 @@ def load_kek(settings: Settings) -> bytes:
             "AUTHSVC_KEK: no key-encryption key; set AUTHSVC_KEK to the output of `authsvc kek` "
             "or point AUTHSVC_KEK_FILE at a file holding it (dev mode generates one)"
         )
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(dev_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(new_kek_text() + "\n")
+    make_directory(settings.data_dir, "AUTHSVC_DATA_DIR")
+    try:
+        fd = os.open(dev_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(new_kek_text() + "\n")
+    except OSError as exc:
+        raise ConfigError(
+            f"AUTHSVC_DATA_DIR={settings.data_dir}: cannot write the development key-encryption "
+            f"key there ({exc.strerror or exc}); dev mode needs the directory writable"
+        ) from None
     log.warning(
         "generated a development key-encryption key",
         extra={"path": str(dev_file), "hint": "set AUTHSVC_KEK in production"},

@@ -19,6 +19,7 @@ and SQLAlchemy then replaces every connection the pool held before it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, event
@@ -28,7 +29,7 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from authsvc.config import Settings
+from authsvc.config import Settings, make_directory
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 POOL_TIMEOUT = 10.0  # seconds a call waits for a free connection before temporarily_unavailable
@@ -57,9 +58,11 @@ def create_engine(settings: Settings, *, migrations: bool = False) -> AsyncEngin
 
 def _sqlite_engine(url: URL, settings: Settings) -> AsyncEngine:
     if url.database and url.database != ":memory:":
-        from pathlib import Path
-
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        directory = Path(url.database).parent
+        named = settings.data_dir.resolve() == directory  # the default: the data directory's
+        make_directory(
+            directory, "AUTHSVC_DATA_DIR" if named else "AUTHSVC_DATABASE_URL's directory"
+        )
     engine = create_async_engine(url, pool_size=settings.db_pool_size, max_overflow=0)
 
     event.listen(engine.sync_engine, "connect", _configure_sqlite)

@@ -21,6 +21,7 @@ import functools
 import json
 import logging
 import random
+import sqlite3
 from collections import namedtuple
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -111,6 +112,14 @@ REFUSALS = {
     "3D000": "no such database",
     "28000": "no such role, or it may not connect from here",
     "28P01": "authentication failed",
+}
+#: SQLite's primary result codes that say the database file cannot be used as configured, which no
+#: retry mends: it cannot be opened (SQLITE_CANTOPEN: no such directory, no permission) or written
+#: (SQLITE_READONLY: a read-only file or file system; SQLITE_PERM).
+SQLITE_REFUSALS = {
+    14: "SQLite cannot open the database file",
+    8: "SQLite cannot write the database file",
+    3: "SQLite may not access the database file",
 }
 CONFLICT_ATTEMPTS = 5
 CONFLICT_BACKOFF = 0.02  # seconds before the second attempt; doubles each time, with jitter
@@ -219,6 +228,13 @@ def classify(exc: DBAPIError) -> Exception:
     meaning = _sqlstate_meaning(sqlstate_of(exc), str(exc.orig))
     if meaning is not None:
         return meaning
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    what = SQLITE_REFUSALS.get(code & 0xFF) if isinstance(code, int) else None
+    if isinstance(exc.orig, sqlite3.Error) and what is not None:
+        return DatabaseRefused(
+            f"{what} ({exc.orig}); its directory must exist, and this user may write both the "
+            "directory and the file"
+        )
     if exc.connection_invalidated:
         return TemporarilyUnavailable("the database connection was lost, retry later")
     if is_outage(exc):
