@@ -17,6 +17,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from authsvc_client import PINNED_ALGORITHMS
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 # The algorithms verifiers accept (never `none`, never HMAC): authsvc signs with no other.
 SIGNING_ALGORITHMS = tuple(sorted(PINNED_ALGORITHMS))
@@ -237,6 +239,19 @@ def _validate(s: Settings) -> None:
         scheme in {"sqlite+aiosqlite", "postgresql+asyncpg"},
         "DATABASE_URL",
         "use sqlite+aiosqlite:///path/to/authsvc.db or postgresql+asyncpg://user@host/db",
+    )
+    try:
+        database = make_url(s.database_url)
+    except (ArgumentError, ValueError):
+        # Not the parser's words: they may quote the URL, password and all.
+        raise ConfigError(
+            "AUTHSVC_DATABASE_URL: cannot be parsed; the port must be a number, and a user or "
+            "password with @, : or / in it must be percent-encoded"
+        ) from None
+    _require(
+        "sslmode" not in database.query,
+        "DATABASE_URL",
+        "sslmode is libpq's parameter; asyncpg takes ssl=require (or ssl=verify-full)",
     )
     issuer = urlsplit(s.issuer)
     _require(

@@ -25,6 +25,17 @@ def test_defaults_are_valid() -> None:
         pytest.param(
             {"database_url": "mysql://db/authsvc"}, "AUTHSVC_DATABASE_URL", id="db-scheme"
         ),
+        # The driver would have raised in the middle of the start, with a traceback.
+        pytest.param(
+            {"database_url": "postgresql+asyncpg://app:pw@127.0.0.1:543x/authsvc"},
+            "AUTHSVC_DATABASE_URL",
+            id="db-port-not-a-number",
+        ),
+        pytest.param(
+            {"database_url": "postgresql+asyncpg://app:pw@db/authsvc?sslmode=require"},
+            "AUTHSVC_DATABASE_URL",
+            id="db-libpq-sslmode",
+        ),
         pytest.param({"issuer": "auth.example.com"}, "AUTHSVC_ISSUER", id="issuer-not-url"),
         pytest.param({"issuer": "ftp://auth.example.com"}, "AUTHSVC_ISSUER", id="issuer-scheme"),
         pytest.param(
@@ -136,6 +147,7 @@ def test_each_bad_value_names_its_variable(overrides: dict[str, Any], variable: 
     with pytest.raises(ConfigError) as caught:
         Settings(**overrides)
     assert str(caught.value).startswith(f"{variable}:")
+    assert ":pw@" not in str(caught.value)  # a database URL's password is never shown
 
 
 @pytest.mark.parametrize(
