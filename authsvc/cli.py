@@ -11,6 +11,7 @@ import argparse
 import getpass
 import json
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
@@ -21,7 +22,13 @@ from authsvc.client_registry import ADMIN_SCOPES, GRANT_TYPES
 from authsvc.config import ConfigError, Settings, warn_unknown_variables
 from authsvc.errors import AuthError, TemporarilyUnavailable
 from authsvc.keys.sealing import UnsealError, new_kek_text
-from authsvc.serve import gateway_config, read_dev_credentials, run_event_loop, scheduling_policy
+from authsvc.serve import (
+    dev_issuer,
+    gateway_config,
+    read_dev_credentials,
+    run_event_loop,
+    scheduling_policy,
+)
 from authsvc.storage import migrate
 from authsvc.storage.engine import create_engine
 from authsvc.storage.sql import DatabaseRefused, database_address, database_errors, printable_url
@@ -393,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides: dict[str, Any] = {}
         if getattr(args, "dev", False):
             overrides = {"dev": True, "gateway_embedded": True}
-        settings = Settings.from_env(**overrides)
+        settings = dev_issuer(Settings.from_env(**overrides), os.environ)
         log.configure(settings.log_level)
         warn_unknown_variables()
         handler: Handler = args.handler

@@ -20,7 +20,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -133,6 +133,40 @@ def read_dev_credentials(settings: Settings, otherwise: str) -> dict[str, Any]:
             f"missing or unreadable), or {otherwise}"
         )
     return data
+
+
+def dev_issuer(settings: Settings, environ: Mapping[str, str]) -> Settings:
+    """Dev mode's issuer, when AUTHSVC_ISSUER does not name one: the embedded gateway's own URL.
+    The default (port 8080) would otherwise be the metadata's `issuer` wherever
+    AUTHSVC_GATEWAY_ADDRESS moved the gateway, and clients that check RFC 8414 §3.3 (the issuer
+    is the URL the metadata was fetched from) refuse it."""
+    if (
+        not settings.dev
+        or environ.get("AUTHSVC_ISSUER")
+        or environ.get("AUTHSVC_GATEWAY_PUBLIC_URL")
+    ):
+        return settings
+    host, _, port = settings.gateway_address.rpartition(":")
+    if port == "0":
+        return settings  # not known before the socket is bound
+    if host in {"0.0.0.0", "::", "[::]", ""}:  # noqa: S104 - read, not bound
+        host = "127.0.0.1"
+    if host.strip("[]") not in {"127.0.0.1", "localhost", "::1"}:
+        return settings  # an http issuer must be loopback; the mismatch is warned of at start
+    return dataclasses.replace(settings, issuer=f"http://{host}:{port}")
+
+
+def _warn_of_another_issuer(settings: Settings, gateway: GatewayConfig) -> None:
+    if settings.issuer.rstrip("/") != gateway.public_url.rstrip("/"):
+        log.warning(
+            "the issuer is not the gateway's public URL: clients that check RFC 8414 §3.3 "
+            "refuse its metadata",
+            extra={
+                "issuer": settings.issuer,
+                "public_url": gateway.public_url,
+                "hint": "set AUTHSVC_ISSUER and AUTHSVC_GATEWAY_PUBLIC_URL to the same URL",
+            },
+        )
 
 
 def gateway_config(settings: Settings, *, session_key: bytes | None = None) -> GatewayConfig:
@@ -294,6 +328,7 @@ async def serve(settings: Settings) -> int:
             else None
         )
         if gateway is not None:
+            _warn_of_another_issuer(settings, gateway)
             gateway_sock = _gateway_socket(gateway)
         running = await start_server(authority)
         try:

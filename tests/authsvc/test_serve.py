@@ -9,7 +9,7 @@ import pytest
 from authsvc_gateway.csrf import CsrfVerdict, check_csrf, issue_csrf
 
 from authsvc.keys.sealing import new_kek_text
-from authsvc.serve import _banner, embedded_session_key, gateway_config
+from authsvc.serve import _banner, dev_issuer, embedded_session_key, gateway_config
 from authsvc.testing import throwaway_settings
 
 
@@ -61,3 +61,37 @@ def test_a_standalone_gateway_without_a_session_key_makes_up_its_own(tmp_path: P
 def test_the_banner_names_the_address_grpc_listens_on(tmp_path: Path, host: str) -> None:
     settings = throwaway_settings(tmp_path, grpc_address=f"{host}:0")
     assert f"serving gRPC on {host}:50051 " in _banner(settings, 50051, None, None)
+
+
+@pytest.mark.parametrize(
+    ("address", "environ", "issuer"),
+    [
+        pytest.param("127.0.0.1:51275", {}, "http://127.0.0.1:51275", id="gateway-moved"),
+        pytest.param("0.0.0.0:8081", {}, "http://127.0.0.1:8081", id="all-interfaces"),
+        pytest.param(
+            "127.0.0.1:51275",
+            {"AUTHSVC_ISSUER": "http://localhost:9000"},
+            "http://localhost:9000",
+            id="issuer-set",
+        ),
+        pytest.param("127.0.0.1:0", {}, "http://127.0.0.1:8080", id="port-chosen-at-bind"),
+        pytest.param("10.1.2.3:8080", {}, "http://127.0.0.1:8080", id="not-loopback"),
+    ],
+)
+def test_dev_mode_names_the_gateway_it_serves_as_the_issuer(
+    tmp_path: Path, address: str, environ: dict[str, str], issuer: str
+) -> None:
+    """With only AUTHSVC_GATEWAY_ADDRESS moved, the metadata served from the new port named the
+    default issuer on 8080, which RFC 8414 §3.3 clients refuse."""
+    settings = throwaway_settings(
+        tmp_path,
+        dev=True,
+        gateway_address=address,
+        issuer=environ.get("AUTHSVC_ISSUER", "") or "http://127.0.0.1:8080",
+    )
+    assert dev_issuer(settings, environ).issuer == issuer
+
+
+def test_outside_dev_mode_the_issuer_is_left_as_configured(tmp_path: Path) -> None:
+    settings = throwaway_settings(tmp_path, gateway_address="127.0.0.1:51275")
+    assert dev_issuer(settings, {}).issuer == settings.issuer
