@@ -1,13 +1,16 @@
-"""A data directory `authsvc serve` cannot use stops the start with exit 2 and says which and
-why, without a traceback and without "retry later" (a restart loop would hide the cause); and
-`make run` recovers from a lost dev credentials file. Real `authsvc` processes, no stdin."""
+"""A start that cannot work (a data directory `authsvc serve` cannot use, a taken port) stops
+with exit 2 and says which and why, in JSON lines, without a traceback and without "retry later"
+(a restart loop would hide the cause); and `make run` recovers from a lost dev credentials file.
+Real `authsvc` processes, no stdin."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -149,3 +152,19 @@ async def test_make_run_serves_again_after_its_dev_credentials_file_was_deleted(
     (data / DEV_CREDENTIALS).unlink()
     async with _serving(_env(data), "serve", "--dev"):
         assert (data / DEV_CREDENTIALS).exists()
+
+
+async def test_a_taken_grpc_port_stops_the_start_in_json_lines_only(tmp_path: Path) -> None:
+    """gRPC's C core wrote its own "E1204 ... add_port.cc:83] Failed to add port" line among
+    authsvc's JSON lines, which a log pipeline reading JSON cannot parse."""
+    env = _env(tmp_path, AUTHSVC_KEK=new_kek_text())
+    host, port = env["AUTHSVC_GRPC_ADDRESS"].rsplit(":", 1)
+    with socket.socket() as taken:
+        taken.bind((host, int(port)))
+        taken.listen()
+        code, err = await _run_to_end(env, "serve")
+    assert code == 2, err[-2000:]
+    assert "AUTHSVC_GRPC_ADDRESS" in err
+    for line in err.splitlines():
+        if not line.startswith("authsvc: "):  # the CLI's own last word, for a person
+            json.loads(line)
