@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,9 @@ from authsvc.config import ConfigError, Settings
 from authsvc.keys.sealing import new_kek_text
 from authsvc.storage import migrate
 from authsvc.storage.engine import create_engine
+from authsvc.storage.records import RevocationEventRecord
 from authsvc.storage.schema import metadata
-from authsvc.storage.sql import MIGRATION_LOCK
+from authsvc.storage.sql import MIGRATION_LOCK, SqlStore
 from authsvc.testing import throwaway_settings
 from tests.waiting import eventually
 
@@ -195,6 +197,37 @@ async def test_a_downgrade_leaves_the_sequence_past_every_cursor_assigned(
     async with empty_database.connect() as conn:
         cursor = (await conn.execute(text("SELECT max(cursor) FROM revocation_events"))).scalar()
     assert cursor == 42
+
+
+async def test_a_replica_of_an_older_build_appending_after_the_migration_breaks_no_cursor(
+    empty_database: AsyncEngine,
+) -> None:
+    """Between `authsvc migrate` and its restart, a replica of a build before 0003 appends events
+    with the column's default. That was the sequence, which the event stream's row never
+    counted: this build's next append took a cursor the table held, and every append failed."""
+    if empty_database.dialect.name != "postgresql":
+        pytest.skip("SQLite serves one process: no replica of another build appends meanwhile")
+    await migrate.upgrade(empty_database, "0002")
+    await _append_event(empty_database, "before the migration")
+    await migrate.upgrade(empty_database)
+    await _append_event(empty_database, "from an older replica")
+    store = SqlStore(empty_database)
+    now = time.time()
+    async with store.transaction() as tx:
+        [cursor] = await tx.append_events([RevocationEventRecord(0, now, now + 60, "jti", "new")])
+    await _append_event(empty_database, "from the older replica again")
+    async with store.transaction(readonly=True) as tx:
+        events = await tx.events_after(0)
+    assert [e.value for e in events] == [
+        "before the migration",
+        "from an older replica",
+        "new",
+        "from the older replica again",
+    ]
+    assert [e.cursor for e in events] == [1, 2, 3, 4]
+    assert cursor == 3
+    _, last_cursor = await _event_stream(empty_database)
+    assert last_cursor == 4
 
 
 async def test_0005_keeps_one_code_of_each_authorization_request(
