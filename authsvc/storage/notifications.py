@@ -61,6 +61,11 @@ class EventNotifications:
                     "event listener: cannot listen; polling until it can",
                     extra={"error": f"{type(exc).__name__}: {exc}"},
                 )
+            except Exception:
+                # Anything else (a driver's bug, an option it refuses) must not end the listener
+                # for good, silently: the replica would then hear of other replicas' revocations
+                # only at each poll.
+                log.exception("event listener failed; polling until it listens again")
             finally:
                 self.connected.clear()
             await asyncio.sleep(delay)

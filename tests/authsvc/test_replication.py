@@ -426,3 +426,33 @@ async def test_a_subscriber_told_of_a_key_change_finds_it_in_publish_keys(
     await a.rotate_keys(compromised=True)
     await asyncio.wait_for(watcher, 5)
     assert [in_ring for _, state, in_ring in seen] == [state != "purged" for _, state, _ in seen]
+
+
+async def test_the_listener_survives_an_unexpected_failure_and_listens_again(
+    replicas: tuple[Authority, Authority], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure the listener did not expect ended its task for good, silently: the replica
+    then heard of the other's revocations only at each poll (here, a minute)."""
+    a, b = replicas
+    notifications = b.ctx.feed.notifications
+    assert notifications is not None
+    connect = asyncpg.connect
+    failed: list[bool] = []
+
+    async def fails_once(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+        if not failed:
+            failed.append(True)
+            raise RuntimeError("a driver's bug")
+        return await connect(*args, **kwargs)
+
+    monkeypatch.setattr(asyncpg, "connect", fails_once)
+    listener = b.ctx.feed._listener
+    assert listener is not None
+    b.ctx.feed._listener = asyncio.create_task(notifications.listen(b.ctx.feed.poke))
+    listener.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await listener
+    await eventually(lambda: bool(failed) and notifications.connected.is_set())
+    family_id, access_token = await _family_session(a)
+    await a.revoke_family(family_id)
+    await eventually(lambda: _rejected(b, access_token), PROPAGATION_BOUND)
