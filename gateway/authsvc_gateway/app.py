@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -39,16 +40,18 @@ def create_app(
     *,
     clock: Callable[[], float] = time.time,
     monotonic: Callable[[], float] = time.monotonic,
+    draining: threading.Event | None = None,
 ) -> DirectRoutes:
     """The gateway app. `clock` (wall time) dates consent tickets; `monotonic` drives the JWK
-    Set cache. The backend's lifetime is the caller's. (The login limits are authsvc's.)"""
+    Set cache; once `draining` is set, `/readyz` answers 503. The backend's lifetime is the
+    caller's. (The login limits are authsvc's.)"""
     authorization = AuthorizationEndpoints(backend, config, clock=clock)
     discovery = DiscoveryEndpoints(
         KeySetCache(backend, clock=monotonic),
         server_metadata(config),
         openapi_document(config),
     )
-    health = HealthEndpoints(backend)
+    health = HealthEndpoints(backend, draining)
     # The endpoints programs call all the time: served by DirectRoutes, and by Starlette too for
     # the requests DirectRoutes passes on (first, as Starlette tries a regular expression each).
     client_endpoints = {

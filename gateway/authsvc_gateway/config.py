@@ -73,6 +73,9 @@ class GatewayConfig:
     #: encrypts the hop); without it such an upstream needs `upstream_ca_file`
     #: (`backend.channel_credentials`).
     upstream_plaintext: bool = False
+    #: Seconds the standalone gateway goes on serving after the first SIGTERM, with `/readyz`
+    #: answering 503, so that a load balancer stops sending it requests before it closes.
+    shutdown_drain: float = 0.0
 
     def __post_init__(self) -> None:
         pair = (self.upstream_cert_file, self.upstream_key_file)
@@ -133,6 +136,7 @@ class GatewayConfig:
             upstream_cert_file=_path(env, "AUTHSVC_GATEWAY_UPSTREAM_CERT_FILE"),
             upstream_key_file=_path(env, "AUTHSVC_GATEWAY_UPSTREAM_KEY_FILE"),
             upstream_plaintext=_flag(env, "AUTHSVC_GATEWAY_UPSTREAM_PLAINTEXT", default=False),
+            shutdown_drain=_seconds(env, "AUTHSVC_SHUTDOWN_DRAIN"),
         )
 
 
@@ -156,6 +160,17 @@ def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
     if value in {"0", "false", "no", "off"}:
         return False
     raise ConfigError(f"{name} must be true or false, not {value!r}")
+
+
+def _seconds(env: Mapping[str, str], name: str) -> float:
+    value = env.get(name, "").strip()
+    try:
+        seconds = float(value) if value else 0.0
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise ConfigError(f"{name} must be a number of seconds, 0 or more, not {value!r}")
+    return seconds
 
 
 def _path(env: Mapping[str, str], name: str) -> Path | None:

@@ -8,8 +8,10 @@ import logging
 import signal
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from types import FrameType
 
 import uvicorn
 from authsvc_client.v1 import authsvc_pb2 as pb
@@ -112,9 +114,39 @@ class GatewayServer(uvicorn.Server):
     gateway stops accepting.
     """
 
-    def __init__(self, config: uvicorn.Config, *, stop_on_signals: bool) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        *,
+        stop_on_signals: bool,
+        drain: float = 0.0,
+        draining: threading.Event | None = None,
+    ) -> None:
         super().__init__(config)
         self.stop_on_signals = stop_on_signals
+        self.drain = drain
+        self.draining = draining or threading.Event()
+        self._drain_ends: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """The first signal turns `/readyz` to 503 and, with a drain period, serves on until it
+        ends (a load balancer's checks see the 503 and stop sending requests); the next signal,
+        or the end of the period, stops as uvicorn does: no new connections, requests in flight
+        finish."""
+        if self.drain > 0 and not self.draining.is_set():
+            self.draining.set()
+            self._drain_ends = time.monotonic() + self.drain
+            log.info(
+                "draining", extra={"drain_seconds": self.drain, "hint": "a second signal ends it"}
+            )
+            return
+        self.draining.set()
+        super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._drain_ends is not None and time.monotonic() >= self._drain_ends:
+            return True
+        return await super().on_tick(counter)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -131,10 +163,15 @@ class GatewayServer(uvicorn.Server):
 
 
 def uvicorn_server(
-    app: ASGIApp, config: GatewayConfig, *, stop_on_signals: bool = False
+    app: ASGIApp,
+    config: GatewayConfig,
+    *,
+    stop_on_signals: bool = False,
+    draining: threading.Event | None = None,
 ) -> GatewayServer:
     """A uvicorn server for `app` that leaves the process's logging configuration alone, logs
-    no line per request and, with `stop_on_signals`, stops gracefully on SIGINT or SIGTERM."""
+    no line per request and, with `stop_on_signals`, stops gracefully on SIGINT or SIGTERM
+    after `config.shutdown_drain` seconds with `draining` set (the app's `/readyz` at 503)."""
     return GatewayServer(
         uvicorn.Config(
             app,
@@ -158,6 +195,8 @@ def uvicorn_server(
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         ),
         stop_on_signals=stop_on_signals,
+        drain=config.shutdown_drain if stop_on_signals else 0.0,
+        draining=draining,
     )
 
 
@@ -185,7 +224,9 @@ async def serve(
             await serve(config, backend=grpc_backend, sock=sock, stop_on_signals=stop_on_signals)
         return
     await confirm_issuer(backend, config)
-    server = uvicorn_server(create_app(config, backend), config, stop_on_signals=stop_on_signals)
+    draining = threading.Event()
+    app = create_app(config, backend, draining=draining)
+    server = uvicorn_server(app, config, stop_on_signals=stop_on_signals, draining=draining)
     task = asyncio.create_task(server.serve(sockets=[sock] if sock is not None else None))
     try:
         await asyncio.shield(task)

@@ -17,6 +17,7 @@ from authsvc_gateway.server import listening_socket, serve, uvicorn_server
 from starlette.applications import Starlette
 
 from authsvc.testing import RunningAuthority
+from tests.waiting import eventually
 
 
 async def _config(running: RunningAuthority, port: int) -> GatewayConfig:
@@ -182,3 +183,36 @@ async def test_replies_arrive_whole_over_a_real_connection(running: RunningAutho
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_the_first_sigterm_drains_with_readyz_at_503_and_the_second_stops(
+    running: RunningAuthority,
+) -> None:
+    """`authsvc gateway` had stopped accepting at the first signal: a load balancer still
+    sending it requests until its next check got refused connections."""
+    sock = listening_socket("127.0.0.1", 0)
+    config = replace(await _config(running, sock.getsockname()[1]), shutdown_drain=600)
+    task = asyncio.create_task(serve(config, sock=sock))
+    async with httpx.AsyncClient(base_url=config.public_url) as http:
+        assert (await http.get("/readyz")).status_code == 200
+        signal.raise_signal(signal.SIGTERM)  # the serving gateway's own handler takes it
+
+        async def not_ready() -> bool:
+            return (await http.get("/readyz")).status_code == 503
+
+        await eventually(not_ready)
+        assert (await http.get("/.well-known/jwks.json")).status_code == 200  # still serving
+        assert not task.done()
+        signal.raise_signal(signal.SIGTERM)
+        await asyncio.wait_for(task, 10)  # the second signal ends the drain, not its 600 s
+
+
+@pytest.mark.parametrize("raw", ["-1", "soon", "inf"])
+def test_a_drain_that_is_not_seconds_is_refused(raw: str) -> None:
+    env = {
+        "AUTHSVC_GATEWAY_CLIENT_ID": "g",
+        "AUTHSVC_GATEWAY_CLIENT_SECRET": "s",
+        "AUTHSVC_SHUTDOWN_DRAIN": raw,
+    }
+    with pytest.raises(ConfigError, match="AUTHSVC_SHUTDOWN_DRAIN"):
+        GatewayConfig.from_env(env)

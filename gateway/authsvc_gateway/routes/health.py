@@ -8,6 +8,8 @@ otherwise, so a balancer sends token requests elsewhere. Neither says why: the r
 
 from __future__ import annotations
 
+import threading
+
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
@@ -17,15 +19,17 @@ _NOT_CACHED = {"Cache-Control": "no-store"}
 
 
 class HealthEndpoints:
-    """GET /healthz and GET /readyz."""
+    """GET /healthz and GET /readyz; `/readyz` also answers 503 once `draining` is set (the
+    standalone gateway's shutdown)."""
 
-    def __init__(self, backend: AuthorityBackend) -> None:
+    def __init__(self, backend: AuthorityBackend, draining: threading.Event | None = None) -> None:
         self._backend = backend
+        self._draining = draining or threading.Event()
 
     async def liveness(self, request: Request) -> Response:
         return PlainTextResponse("ok\n", headers=_NOT_CACHED)
 
     async def readiness(self, request: Request) -> Response:
-        if await self._backend.ready():
+        if not self._draining.is_set() and await self._backend.ready():
             return PlainTextResponse("ready\n", headers=_NOT_CACHED)
         return PlainTextResponse("not ready\n", status_code=503, headers=_NOT_CACHED)
