@@ -233,7 +233,13 @@ async def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
         demo = read_dev_credentials(settings, "pass --client-id and --client-secret")["demo"]
         client_id, secret = demo["client_id"], demo["client_secret"]
     elif secret is None:
-        secret = sys.stdin.readline().strip()
+        # Kept off the command line (and so out of `ps` and shell history): asked at a terminal
+        # without echo, read from a pipe otherwise.
+        secret = (
+            getpass.getpass("client secret: ")
+            if sys.stdin.isatty()
+            else sys.stdin.readline().strip()
+        )
 
     async def work(authority: Authority) -> int:
         issued = await authority.client_credentials(

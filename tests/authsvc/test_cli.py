@@ -131,6 +131,25 @@ def test_clients_list_disable_and_rotate_secret(capsys) -> None:
     )
 
 
+@pytest.mark.parametrize("terminal", [True, False], ids=["at-a-terminal", "from-a-pipe"])
+def test_token_reads_a_secret_left_off_the_command_line(
+    capsys, monkeypatch: pytest.MonkeyPatch, terminal: bool
+) -> None:
+    """At a terminal it had waited on stdin with no prompt, echoing what was typed."""
+    created = run_json(
+        capsys, "clients", "create", "--name", "orders", "--grant", "client_credentials", "--json"
+    )
+    asked: list[str] = []
+    monkeypatch.setattr("sys.stdin.isatty", lambda: terminal)
+    monkeypatch.setattr("sys.stdin.readline", lambda: created["client_secret"] + "\n")
+    monkeypatch.setattr(
+        "getpass.getpass", lambda prompt: asked.append(prompt) or created["client_secret"]
+    )
+    issued = run_json(capsys, "--json", "token", "--client-id", created["client_id"])
+    assert issued["expires_in"] == 600
+    assert asked == (["client secret: "] if terminal else [])
+
+
 def test_token_failure_is_reported_without_the_secret(capsys) -> None:
     created = run_json(capsys, "clients", "create", "--name", "svc", "--json")
     wrong = opaque.new_secret(opaque.Kind.CLIENT_SECRET)
