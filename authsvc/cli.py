@@ -72,7 +72,10 @@ async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_clients_create(args: argparse.Namespace, settings: Settings) -> int:
-    grants = _words(args.grant) or (["client_credentials"] if not args.public else [])
+    # A public client (a browser or mobile app) signs users in: the code flow, with its refresh.
+    grants = _words(args.grant) or (
+        ["authorization_code", "refresh_token"] if args.public else ["client_credentials"]
+    )
     scopes = _words(args.scope)
     audiences = _words(args.audience)
     if args.admin:

@@ -24,6 +24,7 @@ from authsvc.storage.sql import Tx
 from authsvc.tokens import opaque
 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+MAX_CLIENT_NAME = 200  # the column's length
 ADMIN_SCOPES = (
     "authsvc:admin",
     "authsvc:issue",
@@ -98,6 +99,8 @@ async def create_client(
     client_id: str | None = None,
 ) -> RegisteredClient:
     """Register a client. Confidential clients get a 256-bit secret, returned here only."""
+    if not name.strip() or len(name) > MAX_CLIENT_NAME:
+        raise InvalidRequest(f"a client needs a name, at most {MAX_CLIENT_NAME} characters")
     unknown = set(grant_types) - set(GRANT_TYPES)
     if unknown or not grant_types:
         raise InvalidRequest(f"grant types must be among {', '.join(GRANT_TYPES)}")

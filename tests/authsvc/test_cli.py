@@ -131,6 +131,19 @@ def test_clients_list_disable_and_rotate_secret(capsys) -> None:
     )
 
 
+def test_a_public_client_created_without_grants_gets_the_code_flow(capsys) -> None:
+    """It had been refused with "grant types must be among ...", for grants nobody named."""
+    created = run_json(
+        capsys,
+        "clients", "create", "--name", "web", "--public",
+        "--redirect-uri", "https://app.example/cb", "--json",
+    )  # fmt: skip
+    assert created["client_secret"] == ""
+    listed = run_json(capsys, "--json", "clients", "list")
+    [web] = [client for client in listed if client["client_id"] == created["client_id"]]
+    assert web["grant_types"] == ["authorization_code", "refresh_token"]
+
+
 @pytest.mark.parametrize("terminal", [True, False], ids=["at-a-terminal", "from-a-pipe"])
 def test_token_reads_a_secret_left_off_the_command_line(
     capsys, monkeypatch: pytest.MonkeyPatch, terminal: bool

@@ -63,6 +63,16 @@ async def test_registration_refuses(
     assert await database_rows(running) == before
 
 
+@pytest.mark.parametrize("name", ["", "   ", "n" * 201], ids=["empty", "blank", "too-long"])
+async def test_registration_refuses_a_name_no_one_could_tell_apart_or_store(
+    running: RunningAuthority, name: str
+) -> None:
+    before = await database_rows(running)
+    with pytest.raises(InvalidRequest, match="a client needs a name, at most 200 characters"):
+        await running.authority.create_client(name, grant_types=["client_credentials"])
+    assert await database_rows(running) == before
+
+
 @pytest.mark.parametrize(
     "uri",
     [
