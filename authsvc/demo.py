@@ -33,7 +33,14 @@ async def run_demo(settings: Settings, credentials: dict[str, Any]) -> int:
                 timeout=5,
             )
         except grpc.aio.AioRpcError as exc:
-            print(f"could not reach authsvc at {address}: {exc.details()} (is `make run` up?)")
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                print(f"could not reach authsvc at {address}: {exc.details()} (is `make run` up?)")
+            else:  # it answered, and refused: say what it said
+                print(
+                    f"authsvc at {address} refused the demo client: {exc.code().name}: "
+                    f"{exc.details()} (the data directory's dev-credentials.json may be from "
+                    "another database: delete it, and `make run` registers new dev clients)"
+                )
             return 1
         bearer = (("authorization", f"Bearer {issued.access_token}"),)
         verified = await tokens.Verify(

@@ -41,3 +41,17 @@ async def test_the_demo_says_what_to_do_when_authsvc_is_not_up(
         settings = dataclasses.replace(running.settings, grpc_address="127.0.0.1:1")
     assert await run_demo(settings, credentials) == 1
     assert "is `make run` up?" in capsys.readouterr().out
+
+
+async def test_the_demo_tells_a_refusal_from_an_authsvc_that_is_not_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Credentials from another database (a data directory reset under them) had been reported
+    as "could not reach authsvc": the operator then looked for a server that was up."""
+    async with start_authority(tmp_path) as running:
+        settings = dataclasses.replace(running.settings, grpc_address=running.address)
+        stale = {"demo": {"client_id": "gone", "client_secret": "asc_gone"}}
+        assert await run_demo(settings, stale) == 1
+    out = capsys.readouterr().out
+    assert "refused the demo client: UNAUTHENTICATED" in out
+    assert "could not reach" not in out
