@@ -403,14 +403,14 @@ async def open_authority(
         ctx_holder.append(ctx)
         try:
             await reload_keys(ctx)
+            if not key_ring.records or not any(r.state == "active" for r in key_ring.records):
+                await rotate_keys(ctx)
+            await feed.start()  # which reloads the ring again, after its cursor
         except UnsealError as exc:
             raise ConfigError(
                 "AUTHSVC_KEK: the signing keys in this database were sealed with another "
                 "key-encryption key; every replica (and the CLI) of one deployment needs the same"
             ) from exc
-        if not key_ring.records or not any(r.state == "active" for r in key_ring.records):
-            await rotate_keys(ctx)
-        await feed.start()
         return Authority(ctx)
     except BaseException:
         await store.close()

@@ -162,6 +162,7 @@ class RevocationFeed:
         self.caught_up_at: float | None = None  # see `may_heartbeat`
         self.heartbeats_sent = 0
         self.heartbeats_withheld = 0  # the feed had not read the table lately
+        self._keys_stale = False  # a reload of the key ring failed: each read tries again
 
     async def start(self) -> None:
         """Name the event stream if this is the database's first open, load every revocation
@@ -248,6 +249,8 @@ class RevocationFeed:
             # 40,000 events are 40 of them, and a pass may follow the last at once) the loop
             # serves other calls.
             await asyncio.sleep(0)
+            if self._keys_stale:
+                await self._reload_keys()
             began = self._clock.now()
             async with self._store.transaction(readonly=True) as tx:
                 batch = await tx.events_after(self.cursor)
@@ -257,15 +260,28 @@ class RevocationFeed:
             for event in batch:
                 self._apply(event)
             if any(event.kind == "key" for event in batch):
-                # Before the subscribers hear of the change, and before the cursor passes it: a
-                # verifier told of a key change fetches PublishKeys from this replica next and
-                # must find the new ring, and a reload that fails must be tried again with the
-                # same events (applying them again changes nothing).
-                await self._on_key_change()
+                # Before the subscribers hear of the change: a verifier told of a key change
+                # fetches PublishKeys from this replica next, and must find the new ring.
+                await self._reload_keys()
             for event in batch:
                 for queue in list(self._subscribers):
                     self._offer(queue, event)
                 self.cursor = event.cursor
+
+    async def _reload_keys(self) -> None:
+        """Reload the key ring. One that fails (an outage, most often) is tried again at every
+        later read until it succeeds; meanwhile the revocations go on flowing, since a feed
+        stopped on it would leave every verifier stale, failing closed."""
+        self._keys_stale = True
+        try:
+            await self._on_key_change()
+        except TemporarilyUnavailable as exc:
+            log.warning("revocation feed: reloading the key ring: %s; retrying", exc.description)
+            return
+        except Exception:
+            log.exception("revocation feed: reloading the key ring failed; retrying")
+            return
+        self._keys_stale = False
 
     def _offer(self, queue: asyncio.Queue[_Item], event: RevocationEventRecord) -> None:
         if queue.qsize() >= SUBSCRIBER_QUEUE:

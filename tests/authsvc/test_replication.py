@@ -456,3 +456,37 @@ async def test_the_listener_survives_an_unexpected_failure_and_listens_again(
     family_id, access_token = await _family_session(a)
     await a.revoke_family(family_id)
     await eventually(lambda: _rejected(b, access_token), PROPAGATION_BOUND)
+
+
+async def test_a_key_ring_that_will_not_reload_holds_up_no_revocation(
+    replicas: tuple[Authority, Authority], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload that fails every time (a bug, a key sealed with another KEK) must not stop the
+    feed: its subscribers would hear nothing more, and every verifier would go stale."""
+    a, b = replicas
+    family_id, _ = await _family_session(a)
+    reload = authority_module.reload_keys
+
+    async def fails_on_b(ctx: AuthorityContext) -> None:
+        if ctx is b.ctx:
+            raise RuntimeError("a bug")
+        await reload(ctx)
+
+    seen: list[str] = []
+    subscribed = asyncio.Event()
+
+    async def watch_b() -> None:
+        async with b.subscribe(b.ctx.feed.cursor, heartbeat=30) as opened:
+            subscribed.set()
+            async for event in opened.events:
+                if event is not None and event.kind == "family":
+                    seen.append(event.value)
+                    return
+
+    monkeypatch.setattr(authority_module, "reload_keys", fails_on_b)
+    watcher = asyncio.create_task(watch_b())
+    await asyncio.wait_for(subscribed.wait(), 5)
+    await a.rotate_keys(immediate=True)  # key events B cannot reload for
+    await a.revoke_family(family_id)
+    await asyncio.wait_for(watcher, 5)
+    assert seen == [family_id]
