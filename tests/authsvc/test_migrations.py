@@ -230,6 +230,28 @@ async def test_a_replica_of_an_older_build_appending_after_the_migration_breaks_
     assert last_cursor == 4
 
 
+async def test_0006_repairs_a_stream_that_an_older_replica_overtook_already(
+    empty_database: AsyncEngine,
+) -> None:
+    """A database at 0003-0005 where a replica of a build before 0003 appended already: the
+    table holds the cursor the row would hand out next, and every append failed on it."""
+    if empty_database.dialect.name != "postgresql":
+        pytest.skip("SQLite serves one process: no replica of another build appends meanwhile")
+    await migrate.upgrade(empty_database, "0002")
+    await _append_event(empty_database, "before 0003")
+    await migrate.upgrade(empty_database, "0005")
+    await _append_event(empty_database, "from an older replica")  # by the column's sequence
+    await migrate.upgrade(empty_database)
+    store = SqlStore(empty_database)
+    now = time.time()
+    async with store.transaction() as tx:
+        [cursor] = await tx.append_events([RevocationEventRecord(0, now, now + 60, "jti", "new")])
+    async with store.transaction(readonly=True) as tx:
+        events = await tx.events_after(0)
+    assert [e.value for e in events] == ["before 0003", "from an older replica", "new"]
+    assert cursor == 3
+
+
 async def test_0005_keeps_one_code_of_each_authorization_request(
     empty_database: AsyncEngine,
 ) -> None:

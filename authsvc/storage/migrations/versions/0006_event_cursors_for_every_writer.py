@@ -13,8 +13,10 @@ row is purged; and an event of the old replica can get a cursor below one that t
 past, and be skipped.
 
 Here, on PostgreSQL, the column's default becomes a function that takes the next cursor from the
-row as this build does, under the same row lock, so cursors stay in commit order whoever writes.
-SQLite serves one process, and needs nothing.
+row as this build does, under the same row lock, so cursors stay in commit order whoever writes;
+and the row is first moved past every cursor already handed out, by the sequence or found in the
+table, for a database that such a replica has overtaken already. The table is locked meanwhile,
+so that no append comes between. SQLite serves one process, and needs nothing.
 """
 
 from __future__ import annotations
@@ -31,8 +33,22 @@ SEQUENCE = sa.text("SELECT pg_get_serial_sequence('revocation_events', 'cursor')
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
+    bind = op.get_bind()
+    if bind.dialect.name != "postgresql":
         return
+    op.execute("LOCK TABLE revocation_events IN EXCLUSIVE MODE")
+    newest = int(bind.execute(sa.text("SELECT max(cursor) FROM revocation_events")).scalar() or 0)
+    sequence = bind.execute(SEQUENCE).scalar()
+    if sequence is not None:
+        # The name is PostgreSQL's own answer, already quoted: nothing here comes from outside.
+        issued = bind.execute(
+            sa.text(f"SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {sequence}")  # noqa: S608
+        ).scalar_one()
+        newest = max(newest, int(issued))
+    bind.execute(
+        sa.text("UPDATE event_stream SET last_cursor = GREATEST(last_cursor, :newest)"),
+        {"newest": newest},
+    )
     op.execute(
         "CREATE FUNCTION authsvc_next_event_cursor() RETURNS bigint LANGUAGE sql VOLATILE AS "
         "'UPDATE event_stream SET last_cursor = last_cursor + 1 RETURNING last_cursor'"
