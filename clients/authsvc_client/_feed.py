@@ -401,7 +401,10 @@ class ThreadedAuthorityFeed(_FeedBase):
         once an interval, for anyone sending a made-up `kid`."""
         if self._stopping.is_set() or not self.verifier.keys.claim_refresh():
             return False  # closed: the call is judged on the keys held
-        refresh = self._refresher.submit(self.refresh_keys)
+        try:
+            refresh = self._refresher.submit(self.refresh_keys)
+        except RuntimeError:  # close() shut the refresher down since the check above
+            return False
         try:
             return refresh.result(timeout=UNKNOWN_KID_WAIT)
         except concurrent.futures.TimeoutError:

@@ -30,7 +30,7 @@ from ._channels import plaintext_channel, require_plaintext_allowed
 from ._clock import Clock, SystemClock
 from ._context import CURRENT_CLAIMS
 from ._credentials import ServiceCredentials
-from ._errors import InsufficientScope, InvalidToken, UnknownSigningKey
+from ._errors import InsufficientScope, InvalidToken, TemporarilyUnavailable, UnknownSigningKey
 from ._feed import AsyncAuthorityFeed, ThreadedAuthorityFeed
 from ._jwks import KeyCache
 from ._policy import Allow, Deny, Verdict, WhenStale
@@ -216,17 +216,21 @@ class AsyncAuthInterceptor(_AsyncServerInterceptor):
                 # the first call, and a caller who hangs up must not cancel it half-way (the
                 # keys never loaded, while every later call took the start for done).
                 self._starting = asyncio.ensure_future(self._feed.start(ready_timeout))
-            await asyncio.wait([self._starting])  # a cancelled waiter leaves the start alone
+            starting = self._starting
+            await asyncio.wait([starting])  # a cancelled waiter leaves the start alone
+            if starting is not self._starting or starting.cancelled():
+                # close() ended this start while the call waited for it.
+                raise _Closed("the interceptor was closed while it started")
             self._started = True
-            self._starting.result()  # its failure, if any, to this caller
+            starting.result()  # its failure, if any, to this caller
 
     async def close(self) -> None:
         """Stop the background work and close the channel this interceptor opened."""
-        if self._starting is not None:
-            self._starting.cancel()
+        starting, self._starting = self._starting, None
+        if starting is not None:
+            starting.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._starting
-            self._starting = None
+                await starting
         if self._feed is not None:
             await self._feed.close()
             self._feed = None
@@ -253,7 +257,11 @@ class AsyncAuthInterceptor(_AsyncServerInterceptor):
         if not self._started:
             # Started lazily, by the first call: calls arriving meanwhile wait for the same
             # start (at most its ready_timeout), instead of being judged without keys.
-            await self.start()
+            try:
+                await self.start()
+            except _Closed:
+                closing = Deny(TemporarilyUnavailable("the service is shutting down"))
+                return _async_rejection(handler, closing, self.verifier.audience)
         assert self._feed is not None
         method = handler_call_details.method
         metadata = handler_call_details.invocation_metadata or ()
@@ -372,6 +380,10 @@ class AuthInterceptor(_ServerInterceptor):
             return _sync_rejection(handler, verdict, self.verifier.audience)
         guard = _StreamGuard.of(self.verifier, handler, verdict, method, metadata)
         return _sync_with_claims(handler, verdict.claims, guard)
+
+
+class _Closed(Exception):
+    """`AsyncAuthInterceptor.close()` ended the start a call was waiting for."""
 
 
 class _StreamGuard:

@@ -1055,3 +1055,56 @@ async def test_closing_the_sync_interceptor_ends_a_key_refresh_in_flight(
         authority.hold_keys.set()
         channel.close()
     assert alive == []
+
+
+async def test_a_call_waiting_for_a_lazy_start_that_close_ends_is_refused_unavailable(
+    fake_authority: tuple[FakeAuthority, str], signer: Signer, clock: ManualClock
+) -> None:
+    """close() ended the start a call was waiting for: the call read the start's result after
+    close() had dropped it (AttributeError: UNKNOWN to its caller)."""
+    authority, address = fake_authority
+    authority.hold_keys = asyncio.Event()
+    authority.keys_requested.clear()
+    auth = AsyncAuthInterceptor(address, issuer=ISSUER, audience="notes", clock=clock)
+    server = grpc.aio.server(interceptors=[auth])
+    notes_pb2_grpc.add_NotesServicer_to_server(protected_service.Notes(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    token = (("authorization", f"Bearer {signer.mint()}"),)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = notes_pb2_grpc.NotesStub(channel)
+            call = stub.WhoAmI(notes_pb2.WhoAmIRequest(), metadata=token, timeout=10)
+            async with asyncio.timeout(5):
+                await authority.keys_requested.wait()  # the call waits for the lazy start
+            await auth.close()
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await call
+    finally:
+        authority.hold_keys.set()
+        await server.stop(None)
+        await auth.close()
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_an_unknown_kid_refresh_racing_close_is_refused_cleanly(
+    fake_authority: tuple[FakeAuthority, str], clock: ManualClock
+) -> None:
+    """A close() on another thread between the feed's check that it is open and its submit to
+    the refresher: submit's RuntimeError reached the caller as UNKNOWN."""
+    _, address = fake_authority
+    auth = AuthInterceptor(address, issuer=ISSUER, audience="notes", clock=clock)
+    await asyncio.to_thread(auth.start)
+    clock.advance(11)
+    feed = auth._feed
+    claim = feed.verifier.keys.claim_refresh
+
+    def closed_meanwhile() -> bool:  # as if close() ran on another thread at this point
+        feed.close()
+        return claim()
+
+    feed.verifier.keys.claim_refresh = closed_meanwhile  # type: ignore[method-assign]
+    try:
+        assert await asyncio.to_thread(feed.refresh_for_unknown_kid) is False
+    finally:
+        await asyncio.to_thread(auth.close)
