@@ -13,7 +13,9 @@ import logging
 import os
 import re
 import signal
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import httpx
@@ -123,3 +125,27 @@ async def _listening_port(stderr: asyncio.StreamReader, lines: list[str]) -> int
         found = LISTENING.search(line)
         if found:
             return int(found.group(1))
+
+
+@pytest.mark.parametrize("entry", ["authsvc_gateway.__main__", "authsvc.cli"])
+def test_grpcs_native_logs_are_off_before_either_program_imports_grpc(entry: str) -> None:
+    """grpc reads GRPC_VERBOSITY once, when it is imported: `python -m authsvc_gateway` imported
+    it before anything set the variable, and its native lines went on breaking the JSON logs."""
+    probe = textwrap.dedent(
+        f"""
+        import builtins, os
+        real, seen = builtins.__import__, []
+        def hook(name, *args, **kwargs):
+            if name == "grpc" and not seen:
+                seen.append(os.environ.get("GRPC_VERBOSITY"))
+            return real(name, *args, **kwargs)
+        builtins.__import__ = hook
+        import {entry}
+        print(seen[0])
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_VERBOSITY"}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.strip() == "NONE", done.stderr[-2000:]
