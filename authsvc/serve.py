@@ -146,14 +146,23 @@ def dev_issuer(settings: Settings, environ: Mapping[str, str]) -> Settings:
         or environ.get("AUTHSVC_GATEWAY_PUBLIC_URL")
     ):
         return settings
-    host, _, port = settings.gateway_address.rpartition(":")
+    url = _dev_gateway_url(settings.gateway_address)
+    return settings if url is None else dataclasses.replace(settings, issuer=url)
+
+
+def _dev_gateway_url(address: str) -> str | None:
+    """The URL the dev gateway on `address` serves at, as an issuer may name it: loopback, the
+    port known (None otherwise; an http issuer must be loopback, and a mismatch is warned of at
+    start)."""
+    host, _, port = address.rpartition(":")
     if port == "0":
-        return settings  # not known before the socket is bound
-    if host in {"0.0.0.0", "::", "[::]", ""}:  # noqa: S104 - read, not bound
+        return None  # not known before the socket is bound
+    host = host.strip("[]")
+    if host in {"0.0.0.0", "::", ""}:  # noqa: S104 - read, not bound
         host = "127.0.0.1"
-    if host.strip("[]") not in {"127.0.0.1", "localhost", "::1"}:
-        return settings  # an http issuer must be loopback; the mismatch is warned of at start
-    return dataclasses.replace(settings, issuer=f"http://{host}:{port}")
+    if host not in {"127.0.0.1", "localhost", "::1"}:
+        return None
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _warn_of_another_issuer(settings: Settings, gateway: GatewayConfig) -> None:
@@ -185,6 +194,14 @@ def gateway_config(settings: Settings, *, session_key: bytes | None = None) -> G
         )["gateway"]
         env["AUTHSVC_GATEWAY_CLIENT_ID"] = own["client_id"]
         env["AUTHSVC_GATEWAY_CLIENT_SECRET"] = own["client_secret"]
+    if (
+        settings.dev
+        and not env.get("AUTHSVC_ISSUER")
+        and settings.issuer == _dev_gateway_url(settings.gateway_address)
+    ):
+        # The issuer dev mode took from the gateway's address (`dev_issuer`): the gateway's
+        # public URL is that one, whatever its listening host spells ("0.0.0.0", "[::1]").
+        env.setdefault("AUTHSVC_GATEWAY_PUBLIC_URL", settings.issuer)
     env.setdefault("AUTHSVC_ISSUER", settings.issuer)
     env.setdefault("AUTHSVC_GATEWAY_ADDRESS", settings.gateway_address)
     env.setdefault("AUTHSVC_AUDIENCE", settings.audience)

@@ -68,6 +68,7 @@ def test_the_banner_names_the_address_grpc_listens_on(tmp_path: Path, host: str)
     [
         pytest.param("127.0.0.1:51275", {}, "http://127.0.0.1:51275", id="gateway-moved"),
         pytest.param("0.0.0.0:8081", {}, "http://127.0.0.1:8081", id="all-interfaces"),
+        pytest.param("[::1]:8081", {}, "http://[::1]:8081", id="ipv6-loopback"),
         pytest.param(
             "127.0.0.1:51275",
             {"AUTHSVC_ISSUER": "http://localhost:9000"},
@@ -90,6 +91,11 @@ def test_dev_mode_names_the_gateway_it_serves_as_the_issuer(
         issuer=environ.get("AUTHSVC_ISSUER", "") or "http://127.0.0.1:8080",
     )
     assert dev_issuer(settings, environ).issuer == issuer
+    if not environ and issuer != "http://127.0.0.1:8080":
+        # ... and the embedded gateway's public URL is that issuer: no warning, and the
+        # metadata's endpoints are under it.
+        gateway = gateway_config(dev_issuer(settings, environ), session_key=b"k" * 32)
+        assert gateway.public_url == issuer
 
 
 def test_outside_dev_mode_the_issuer_is_left_as_configured(tmp_path: Path) -> None:
