@@ -26,7 +26,7 @@ from authsvc.storage import migrate
 from authsvc.storage.engine import create_engine
 from authsvc.storage.records import RevocationEventRecord
 from authsvc.storage.schema import metadata
-from authsvc.storage.sql import MIGRATION_LOCK, SqlStore
+from authsvc.storage.sql import EVENT_APPEND_LOCK, MIGRATION_LOCK, SqlStore
 from authsvc.testing import throwaway_settings
 from tests.waiting import eventually
 
@@ -250,6 +250,49 @@ async def test_0006_repairs_a_stream_that_an_older_replica_overtook_already(
         events = await tx.events_after(0)
     assert [e.value for e in events] == ["before 0003", "from an older replica", "new"]
     assert cursor == 3
+
+
+async def test_0006_on_a_live_database_waits_for_an_append_in_progress_without_a_deadlock(
+    empty_database: AsyncEngine,
+) -> None:
+    """A replica of the build before (0003-0005) appends as `append_events` does: the append
+    lock, the stream's row, then the table. 0006 had locked the table first, then the row: the
+    two waited on each other, and PostgreSQL aborted the migration (deadlock detected)."""
+    if empty_database.dialect.name != "postgresql":
+        pytest.skip("SQLite serves one process: no replica appends during the migration")
+    await migrate.upgrade(empty_database, "0005")
+    async with empty_database.connect() as appender, empty_database.connect() as watcher:
+        await appender.begin()
+        pid = (await appender.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        await appender.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": EVENT_APPEND_LOCK})
+        cursor = (
+            await appender.execute(
+                text("UPDATE event_stream SET last_cursor = last_cursor + 1 RETURNING last_cursor")
+            )
+        ).scalar_one()
+        migration = asyncio.create_task(migrate.upgrade(empty_database))
+
+        async def migration_waits_for_the_appender() -> bool:
+            found = await watcher.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))"
+                ),
+                {"pid": pid},
+            )
+            await watcher.rollback()
+            return bool(found.scalar_one())
+
+        await eventually(migration_waits_for_the_appender)
+        await appender.execute(
+            text(
+                "INSERT INTO revocation_events (cursor, occurred_at, expires_at, kind, value)"
+                " VALUES (:cursor, 1, 2, 'jti', 'mid-migration')"
+            ),
+            {"cursor": cursor},
+        )
+        await appender.commit()
+        await migration
+    assert await migrate.current_revision(empty_database) == migrate.head_revision()
 
 
 async def test_0005_keeps_one_code_of_each_authorization_request(

@@ -16,7 +16,9 @@ Here, on PostgreSQL, the column's default becomes a function that takes the next
 row as this build does, under the same row lock, so cursors stay in commit order whoever writes;
 and the row is first moved past every cursor already handed out, by the sequence or found in the
 table, for a database that such a replica has overtaken already. The table is locked meanwhile,
-so that no append comes between. SQLite serves one process, and needs nothing.
+so that no append comes between. The locks are taken in the order appenders of 0003-0005 take
+theirs (the append lock, the row, then the table), so that one appending meanwhile is waited for
+rather than deadlocked with. SQLite serves one process, and needs nothing.
 """
 
 from __future__ import annotations
@@ -30,12 +32,16 @@ branch_labels = None
 depends_on = None
 
 SEQUENCE = sa.text("SELECT pg_get_serial_sequence('revocation_events', 'cursor')")
+#: `authsvc.storage.sql.EVENT_APPEND_LOCK` as it stands for this migration: appenders take it first.
+EVENT_APPEND_LOCK = 0x61757468_0001
 
 
 def upgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name != "postgresql":
         return
+    bind.execute(sa.select(sa.func.pg_advisory_xact_lock(EVENT_APPEND_LOCK)))
+    bind.execute(sa.text("SELECT last_cursor FROM event_stream FOR UPDATE"))
     op.execute("LOCK TABLE revocation_events IN EXCLUSIVE MODE")
     newest = int(bind.execute(sa.text("SELECT max(cursor) FROM revocation_events")).scalar() or 0)
     sequence = bind.execute(SEQUENCE).scalar()
