@@ -245,7 +245,16 @@ class AsyncAuthorityFeed(_FeedBase):
         refresh = asyncio.create_task(self.refresh_keys(), name="authsvc-keys-unknown-kid")
         self._refreshes.add(refresh)
         refresh.add_done_callback(self._refreshes.discard)
-        return await asyncio.shield(refresh)
+        try:
+            return await asyncio.shield(refresh)
+        except asyncio.CancelledError:
+            caller = asyncio.current_task()
+            if refresh.cancelled() and not (caller is not None and caller.cancelling()):
+                # close() ended the refresh, not the caller's own cancellation: the call is
+                # judged on the keys held, as behind the sync twin (a CancelledError reaching
+                # grpc.aio here would leave the call without a status until its deadline).
+                return False
+            raise
 
     async def _key_loop(self) -> None:
         while True:

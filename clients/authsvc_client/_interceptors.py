@@ -194,13 +194,22 @@ class AsyncAuthInterceptor(_AsyncServerInterceptor):
         self._feed: AsyncAuthorityFeed | None = None
         self._start_lock = asyncio.Lock()
         self._starting: asyncio.Future[None] | None = None  # see `start`
+        self._closed = False  # see `_start`
         self._started = False  # set once a start has waited for the keys and the replay
         self._handler_kinds = _HandlerKinds()
 
     async def start(self, ready_timeout: float = 5.0) -> None:
         """Load the keys and open the revocation stream, and wait (at most `ready_timeout`) for
-        its replay of the revocations authsvc holds to end."""
+        its replay of the revocations authsvc holds to end. Opens it again after `close()`."""
+        self._closed = False
+        await self._start(ready_timeout)
+
+    async def _start(self, ready_timeout: float = 5.0) -> None:
+        """`start`, which a call does lazily; _Closed once `close()` has run (a call then gets
+        UNAVAILABLE, not an interceptor opened again behind the closing service's back)."""
         async with self._start_lock:
+            if self._closed:
+                raise _Closed("the interceptor is closed")
             if self._started:
                 return
             if self._starting is None:
@@ -218,26 +227,26 @@ class AsyncAuthInterceptor(_AsyncServerInterceptor):
                 self._starting = asyncio.ensure_future(self._feed.start(ready_timeout))
             starting = self._starting
             await asyncio.wait([starting])  # a cancelled waiter leaves the start alone
-            if starting is not self._starting or starting.cancelled():
-                # close() ended this start while the call waited for it.
+            if self._closed or starting.cancelled():
                 raise _Closed("the interceptor was closed while it started")
             self._started = True
             starting.result()  # its failure, if any, to this caller
 
     async def close(self) -> None:
-        """Stop the background work and close the channel this interceptor opened."""
-        starting, self._starting = self._starting, None
+        """Stop the background work and close the channel this interceptor opened. Calls from
+        then on are refused with UNAVAILABLE, until `start()` opens it again."""
+        self._closed = True
+        self._started = False
+        starting, feed, channel = self._starting, self._feed, self._channel
+        self._starting = self._feed = self._channel = None
         if starting is not None:
             starting.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await starting
-        if self._feed is not None:
-            await self._feed.close()
-            self._feed = None
-        self._started = False
-        if self._channel is not None:
-            await self._channel.close(None)
-            self._channel = None
+        if feed is not None:
+            await feed.close()
+        if channel is not None:
+            await channel.close(None)
 
     async def __aenter__(self) -> AsyncAuthInterceptor:
         await self.start()
@@ -258,15 +267,16 @@ class AsyncAuthInterceptor(_AsyncServerInterceptor):
             # Started lazily, by the first call: calls arriving meanwhile wait for the same
             # start (at most its ready_timeout), instead of being judged without keys.
             try:
-                await self.start()
+                await self._start()
             except _Closed:
-                closing = Deny(TemporarilyUnavailable("the service is shutting down"))
-                return _async_rejection(handler, closing, self.verifier.audience)
-        assert self._feed is not None
+                return _async_rejection(handler, _CLOSING, self.verifier.audience)
+        feed = self._feed
+        if feed is None:  # close() ran since
+            return _async_rejection(handler, _CLOSING, self.verifier.audience)
         method = handler_call_details.method
         metadata = handler_call_details.invocation_metadata or ()
         verdict = self.verifier.check(method, metadata)
-        if _unknown_key(verdict) and await self._feed.refresh_for_unknown_kid():
+        if _unknown_key(verdict) and await feed.refresh_for_unknown_kid():
             verdict = self.verifier.check(method, metadata)
         if isinstance(verdict, Deny):
             return _async_rejection(handler, verdict, self.verifier.audience)
@@ -383,7 +393,10 @@ class AuthInterceptor(_ServerInterceptor):
 
 
 class _Closed(Exception):
-    """`AsyncAuthInterceptor.close()` ended the start a call was waiting for."""
+    """`AsyncAuthInterceptor.close()` has run: the start a call waited for, or would begin."""
+
+
+_CLOSING = Deny(TemporarilyUnavailable("the service is shutting down"))
 
 
 class _StreamGuard:

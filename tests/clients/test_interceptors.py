@@ -1108,3 +1108,73 @@ async def test_an_unknown_kid_refresh_racing_close_is_refused_cleanly(
         assert await asyncio.to_thread(feed.refresh_for_unknown_kid) is False
     finally:
         await asyncio.to_thread(auth.close)
+
+
+async def test_every_call_waiting_for_a_lazy_start_that_close_ends_is_refused_unavailable(
+    fake_authority: tuple[FakeAuthority, str], signer: Signer, clock: ManualClock
+) -> None:
+    """A second call queued on the start lock when close() ended the start found no start and
+    began a new one, with a new channel and feed, after close(): close() closed that feed under
+    it, the first channel was never closed, and the call asserted on a feed that was gone."""
+    authority, address = fake_authority
+    authority.hold_keys = asyncio.Event()
+    authority.keys_requested.clear()
+    auth = AsyncAuthInterceptor(address, issuer=ISSUER, audience="notes", clock=clock)
+    server = grpc.aio.server(interceptors=[auth])
+    notes_pb2_grpc.add_NotesServicer_to_server(protected_service.Notes(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    token = (("authorization", f"Bearer {signer.mint()}"),)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = notes_pb2_grpc.NotesStub(channel)
+            first = stub.WhoAmI(notes_pb2.WhoAmIRequest(), metadata=token, timeout=10)
+            second = stub.WhoAmI(notes_pb2.WhoAmIRequest(), metadata=token, timeout=10)
+            async with asyncio.timeout(5):
+                await authority.keys_requested.wait()  # the first call waits for the start
+            await wait_for(lambda: bool(auth._start_lock._waiters))  # the second on its lock
+            await auth.close()
+            codes = []
+            for call in (first, second):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await call
+                codes.append(refused.value.code())
+            left = (auth._feed, auth._channel, auth._starting)
+    finally:
+        authority.hold_keys.set()
+        await server.stop(None)
+        await auth.close()
+    assert codes == [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAVAILABLE]
+    assert left == (None, None, None)  # nothing opened after close()
+
+
+async def test_an_unknown_kid_refresh_that_close_ends_is_a_clean_refusal(
+    fake_authority: tuple[FakeAuthority, str], clock: ManualClock
+) -> None:
+    """close() cancels the feed's refreshes, and a call awaiting one got the CancelledError: no
+    status at all, until its deadline (for ever, without one)."""
+    authority, address = fake_authority
+    auth = AsyncAuthInterceptor(address, issuer=ISSUER, audience="notes", clock=clock)
+    server = grpc.aio.server(interceptors=[auth])
+    notes_pb2_grpc.add_NotesServicer_to_server(protected_service.Notes(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await auth.start()
+    await server.start()
+    clock.advance(11)
+    authority.hold_keys = asyncio.Event()
+    authority.keys_requested.clear()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = notes_pb2_grpc.NotesStub(channel)
+            made_up = (("authorization", f"Bearer {Signer().mint()}"),)
+            call = stub.WhoAmI(notes_pb2.WhoAmIRequest(), metadata=made_up, timeout=10)
+            async with asyncio.timeout(5):
+                await authority.keys_requested.wait()  # the unknown kid's refresh waits
+            await auth.close()
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await call
+    finally:
+        authority.hold_keys.set()
+        await server.stop(None)
+        await auth.close()
+    assert refused.value.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.UNAVAILABLE)
