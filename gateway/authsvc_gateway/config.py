@@ -168,7 +168,7 @@ def _seconds(env: Mapping[str, str], name: str) -> float:
         seconds = float(value) if value else 0.0
     except ValueError:
         seconds = -1.0
-    if not 0 <= seconds < float("inf"):
+    if not seconds >= 0:  # NaN fails this too; inf is "until the second signal", as for authsvc
         raise ConfigError(f"{name} must be a number of seconds, 0 or more, not {value!r}")
     return seconds
 

@@ -207,7 +207,7 @@ async def test_the_first_sigterm_drains_with_readyz_at_503_and_the_second_stops(
         await asyncio.wait_for(task, 10)  # the second signal ends the drain, not its 600 s
 
 
-@pytest.mark.parametrize("raw", ["-1", "soon", "inf"])
+@pytest.mark.parametrize("raw", ["-1", "soon", "nan"])
 def test_a_drain_that_is_not_seconds_is_refused(raw: str) -> None:
     env = {
         "AUTHSVC_GATEWAY_CLIENT_ID": "g",
@@ -216,3 +216,14 @@ def test_a_drain_that_is_not_seconds_is_refused(raw: str) -> None:
     }
     with pytest.raises(ConfigError, match="AUTHSVC_SHUTDOWN_DRAIN"):
         GatewayConfig.from_env(env)
+
+
+def test_a_drain_until_the_second_signal_is_read_as_authsvc_reads_it() -> None:
+    """`authsvc serve` takes AUTHSVC_SHUTDOWN_DRAIN=inf for "until the second signal", and its
+    embedded gateway reads the same variable: refusing it there stopped the start."""
+    env = {
+        "AUTHSVC_GATEWAY_CLIENT_ID": "g",
+        "AUTHSVC_GATEWAY_CLIENT_SECRET": "s",
+        "AUTHSVC_SHUTDOWN_DRAIN": "inf",
+    }
+    assert GatewayConfig.from_env(env).shutdown_drain == float("inf")
