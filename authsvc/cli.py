@@ -238,11 +238,14 @@ async def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     elif secret is None:
         # Kept off the command line (and so out of `ps` and shell history): asked at a terminal
         # without echo, read from a pipe otherwise.
-        secret = (
-            getpass.getpass("client secret: ")
-            if sys.stdin.isatty()
-            else sys.stdin.readline().strip()
-        )
+        try:
+            secret = (
+                getpass.getpass("client secret: ")
+                if sys.stdin.isatty()
+                else sys.stdin.readline().strip()
+            )
+        except EOFError:  # Ctrl-D at the prompt: no secret, refused as a wrong one would be
+            secret = ""
 
     async def work(authority: Authority) -> int:
         issued = await authority.client_credentials(

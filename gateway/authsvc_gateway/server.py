@@ -156,7 +156,7 @@ class GatewayServer(uvicorn.Server):
         stopping = (signal.SIGINT, signal.SIGTERM)
         previous = {signum: signal.signal(signum, self.handle_exit) for signum in stopping}
         try:
-            yield  # the first signal drains in-flight requests, a second SIGINT cuts them off
+            yield  # see handle_exit: drain, then requests in flight; another SIGINT cuts them off
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
