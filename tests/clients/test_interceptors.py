@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -882,16 +883,12 @@ async def test_credentials_closed_under_a_running_interceptor_end_no_key_loop(
     auth = AsyncAuthInterceptor(
         address, issuer=ISSUER, audience="notes", clock=clock, credentials=creds
     )
-    server = grpc.aio.server(interceptors=[auth])
-    notes_pb2_grpc.add_NotesServicer_to_server(protected_service.Notes(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
     await auth.start()
-    await server.start()
+    notes = _notes_behind(auth)
     try:
         creds.close(timeout=5)
         clock.advance(authority.token_lifetime)  # the cached token is gone: a refresh needs one
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = notes_pb2_grpc.NotesStub(channel)
+        async with notes as stub:
             made_up = (("authorization", f"Bearer {Signer().mint()}"),)
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await stub.WhoAmI(notes_pb2.WhoAmIRequest(), metadata=made_up, timeout=5)
@@ -899,7 +896,6 @@ async def test_credentials_closed_under_a_running_interceptor_end_no_key_loop(
         assert "key refresh failed unexpectedly" in caplog.text
         assert all(not task.done() for task in auth._feed._tasks)
     finally:
-        await server.stop(None)
         await auth.close()
 
 
@@ -915,13 +911,9 @@ async def test_calls_that_arrive_while_a_lazy_start_loads_the_keys_wait_for_it(
     authority.keys_requested.clear()
     token = (("authorization", f"Bearer {signer.mint()}"),)
     auth = AsyncAuthInterceptor(address, issuer=ISSUER, audience="notes", clock=clock)
-    server = grpc.aio.server(interceptors=[auth])
-    notes_pb2_grpc.add_NotesServicer_to_server(protected_service.Notes(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
+    notes = _notes_behind(auth)
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = notes_pb2_grpc.NotesStub(channel)
+        async with notes as stub:
             request = notes_pb2.WhoAmIRequest()
             first = asyncio.ensure_future(stub.WhoAmI(request, metadata=token, timeout=10))
             async with asyncio.timeout(5):
@@ -934,7 +926,6 @@ async def test_calls_that_arrive_while_a_lazy_start_loads_the_keys_wait_for_it(
             answers = await asyncio.gather(first, second, return_exceptions=True)
     finally:
         authority.hold_keys.set()
-        await server.stop(None)
         await auth.close()
     assert [getattr(answer, "subject", answer) for answer in answers] == ["alice", "alice"]
 
@@ -988,14 +979,10 @@ async def test_a_first_caller_who_hangs_up_during_a_lazy_start_leaves_it_to_fini
     authority.keys_requested.clear()
     ended = _CallEnded()
     auth = AsyncAuthInterceptor(address, issuer=ISSUER, audience="notes", clock=clock)
-    server = grpc.aio.server(interceptors=[ended, auth])
-    notes_pb2_grpc.add_NotesServicer_to_server(protected_service.Notes(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
+    notes = _notes_behind(ended, auth)
     token = (("authorization", f"Bearer {signer.mint()}"),)
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = notes_pb2_grpc.NotesStub(channel)
+        async with notes as stub:
             first = stub.WhoAmI(notes_pb2.WhoAmIRequest(), metadata=token)
             async with asyncio.timeout(5):
                 await authority.keys_requested.wait()  # the lazy start is loading the keys
@@ -1006,7 +993,6 @@ async def test_a_first_caller_who_hangs_up_during_a_lazy_start_leaves_it_to_fini
             second = await stub.WhoAmI(notes_pb2.WhoAmIRequest(), metadata=token, timeout=5)
     finally:
         authority.hold_keys.set()
-        await server.stop(None)
         await auth.close()
     assert second.subject == "alice"
 
@@ -1057,36 +1043,6 @@ async def test_closing_the_sync_interceptor_ends_a_key_refresh_in_flight(
     assert alive == []
 
 
-async def test_a_call_waiting_for_a_lazy_start_that_close_ends_is_refused_unavailable(
-    fake_authority: tuple[FakeAuthority, str], signer: Signer, clock: ManualClock
-) -> None:
-    """close() ended the start a call was waiting for: the call read the start's result after
-    close() had dropped it (AttributeError: UNKNOWN to its caller)."""
-    authority, address = fake_authority
-    authority.hold_keys = asyncio.Event()
-    authority.keys_requested.clear()
-    auth = AsyncAuthInterceptor(address, issuer=ISSUER, audience="notes", clock=clock)
-    server = grpc.aio.server(interceptors=[auth])
-    notes_pb2_grpc.add_NotesServicer_to_server(protected_service.Notes(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    token = (("authorization", f"Bearer {signer.mint()}"),)
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = notes_pb2_grpc.NotesStub(channel)
-            call = stub.WhoAmI(notes_pb2.WhoAmIRequest(), metadata=token, timeout=10)
-            async with asyncio.timeout(5):
-                await authority.keys_requested.wait()  # the call waits for the lazy start
-            await auth.close()
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await call
-    finally:
-        authority.hold_keys.set()
-        await server.stop(None)
-        await auth.close()
-    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
-
-
 async def test_an_unknown_kid_refresh_racing_close_is_refused_cleanly(
     fake_authority: tuple[FakeAuthority, str], clock: ManualClock
 ) -> None:
@@ -1120,14 +1076,10 @@ async def test_every_call_waiting_for_a_lazy_start_that_close_ends_is_refused_un
     authority.hold_keys = asyncio.Event()
     authority.keys_requested.clear()
     auth = AsyncAuthInterceptor(address, issuer=ISSUER, audience="notes", clock=clock)
-    server = grpc.aio.server(interceptors=[auth])
-    notes_pb2_grpc.add_NotesServicer_to_server(protected_service.Notes(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
+    notes = _notes_behind(auth)
     token = (("authorization", f"Bearer {signer.mint()}"),)
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = notes_pb2_grpc.NotesStub(channel)
+        async with notes as stub:
             first = stub.WhoAmI(notes_pb2.WhoAmIRequest(), metadata=token, timeout=10)
             second = stub.WhoAmI(notes_pb2.WhoAmIRequest(), metadata=token, timeout=10)
             async with asyncio.timeout(5):
@@ -1142,7 +1094,6 @@ async def test_every_call_waiting_for_a_lazy_start_that_close_ends_is_refused_un
             left = (auth._feed, auth._channel, auth._starting)
     finally:
         authority.hold_keys.set()
-        await server.stop(None)
         await auth.close()
     assert codes == [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAVAILABLE]
     assert left == (None, None, None)  # nothing opened after close()
@@ -1155,17 +1106,13 @@ async def test_an_unknown_kid_refresh_that_close_ends_is_a_clean_refusal(
     status at all, until its deadline (for ever, without one)."""
     authority, address = fake_authority
     auth = AsyncAuthInterceptor(address, issuer=ISSUER, audience="notes", clock=clock)
-    server = grpc.aio.server(interceptors=[auth])
-    notes_pb2_grpc.add_NotesServicer_to_server(protected_service.Notes(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
     await auth.start()
-    await server.start()
+    notes = _notes_behind(auth)
     clock.advance(11)
     authority.hold_keys = asyncio.Event()
     authority.keys_requested.clear()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = notes_pb2_grpc.NotesStub(channel)
+        async with notes as stub:
             made_up = (("authorization", f"Bearer {Signer().mint()}"),)
             call = stub.WhoAmI(notes_pb2.WhoAmIRequest(), metadata=made_up, timeout=10)
             async with asyncio.timeout(5):
@@ -1175,6 +1122,20 @@ async def test_an_unknown_kid_refresh_that_close_ends_is_a_clean_refusal(
                 await call
     finally:
         authority.hold_keys.set()
-        await server.stop(None)
         await auth.close()
     assert refused.value.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.UNAVAILABLE)
+
+
+@contextlib.asynccontextmanager
+async def _notes_behind(*interceptors: Any) -> AsyncIterator[Any]:
+    """A stub of the notes service served on a grpc.aio server behind `interceptors`; the server
+    stops (its calls cancelled) when the block ends."""
+    server = grpc.aio.server(interceptors=list(interceptors))
+    notes_pb2_grpc.add_NotesServicer_to_server(protected_service.Notes(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield notes_pb2_grpc.NotesStub(channel)
+    finally:
+        await server.stop(None)
