@@ -9,7 +9,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
 
@@ -121,11 +121,13 @@ class GatewayServer(uvicorn.Server):
         stop_on_signals: bool,
         drain: float = 0.0,
         draining: threading.Event | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(config)
         self.stop_on_signals = stop_on_signals
         self.drain = drain
         self.draining = draining or threading.Event()
+        self._monotonic = monotonic
         self._drain_ends: float | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -135,7 +137,7 @@ class GatewayServer(uvicorn.Server):
         finish."""
         if self.drain > 0 and not self.draining.is_set():
             self.draining.set()
-            self._drain_ends = time.monotonic() + self.drain
+            self._drain_ends = self._monotonic() + self.drain
             log.info(
                 "draining", extra={"drain_seconds": self.drain, "hint": "a second signal ends it"}
             )
@@ -144,7 +146,7 @@ class GatewayServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
     async def on_tick(self, counter: int) -> bool:
-        if self._drain_ends is not None and time.monotonic() >= self._drain_ends:
+        if self._drain_ends is not None and self._monotonic() >= self._drain_ends:
             return True
         return await super().on_tick(counter)
 

@@ -10,10 +10,11 @@ from dataclasses import replace
 
 import httpx
 import pytest
+import uvicorn
 from authsvc_gateway.backend import GrpcBackend
 from authsvc_gateway.config import GATEWAY_SCOPES, ConfigError, GatewayConfig
 from authsvc_gateway.http_protocol import CoalescedWrites, CoalescingHttpToolsProtocol
-from authsvc_gateway.server import listening_socket, serve, uvicorn_server
+from authsvc_gateway.server import GatewayServer, listening_socket, serve, uvicorn_server
 from starlette.applications import Starlette
 
 from authsvc.testing import RunningAuthority
@@ -227,3 +228,20 @@ def test_a_drain_until_the_second_signal_is_read_as_authsvc_reads_it() -> None:
         "AUTHSVC_SHUTDOWN_DRAIN": "inf",
     }
     assert GatewayConfig.from_env(env).shutdown_drain == float("inf")
+
+
+async def test_the_drain_ends_by_itself_when_its_seconds_have_passed() -> None:
+    """Without a second signal the drain ends at its time, and the server stops as uvicorn
+    does (no new connections, requests in flight finish)."""
+    now = [100.0]
+    server = GatewayServer(
+        uvicorn.Config(Starlette()), stop_on_signals=True, drain=30, monotonic=lambda: now[0]
+    )
+    server.handle_exit(signal.SIGTERM, None)
+    assert server.draining.is_set()
+    assert not server.should_exit
+    assert not await server.on_tick(1)  # still serving, /readyz at 503
+    now[0] += 29.9
+    assert not await server.on_tick(2)
+    now[0] += 0.1
+    assert await server.on_tick(3)
