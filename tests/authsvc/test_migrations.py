@@ -252,15 +252,17 @@ async def test_0006_repairs_a_stream_that_an_older_replica_overtook_already(
     assert cursor == 3
 
 
+@pytest.mark.parametrize("direction", ["upgrade", "downgrade"])
 async def test_0006_on_a_live_database_waits_for_an_append_in_progress_without_a_deadlock(
-    empty_database: AsyncEngine,
+    empty_database: AsyncEngine, direction: str
 ) -> None:
-    """A replica of the build before (0003-0005) appends as `append_events` does: the append
-    lock, the stream's row, then the table. 0006 had locked the table first, then the row: the
-    two waited on each other, and PostgreSQL aborted the migration (deadlock detected)."""
+    """A replica appends as `append_events` does: the append lock, the stream's row, then the
+    table. 0006 had locked the table first, then the row: the two waited on each other, and
+    PostgreSQL aborted the migration (deadlock detected). Its downgrade read the row unlocked,
+    so a cursor handed out before its setval could be handed out again by the sequence."""
     if empty_database.dialect.name != "postgresql":
         pytest.skip("SQLite serves one process: no replica appends during the migration")
-    await migrate.upgrade(empty_database, "0005")
+    await migrate.upgrade(empty_database, "0005" if direction == "upgrade" else "head")
     async with empty_database.connect() as appender, empty_database.connect() as watcher:
         await appender.begin()
         pid = (await appender.execute(text("SELECT pg_backend_pid()"))).scalar_one()
@@ -270,7 +272,11 @@ async def test_0006_on_a_live_database_waits_for_an_append_in_progress_without_a
                 text("UPDATE event_stream SET last_cursor = last_cursor + 1 RETURNING last_cursor")
             )
         ).scalar_one()
-        migration = asyncio.create_task(migrate.upgrade(empty_database))
+        migration = asyncio.create_task(
+            migrate.upgrade(empty_database)
+            if direction == "upgrade"
+            else _downgrade(empty_database, "0005")
+        )
 
         async def migration_waits_for_the_appender() -> bool:
             found = await watcher.execute(
@@ -292,7 +298,14 @@ async def test_0006_on_a_live_database_waits_for_an_append_in_progress_without_a
         )
         await appender.commit()
         await migration
-    assert await migrate.current_revision(empty_database) == migrate.head_revision()
+    if direction == "upgrade":
+        assert await migrate.current_revision(empty_database) == migrate.head_revision()
+        return
+    assert await migrate.current_revision(empty_database) == "0005"
+    await _append_event(empty_database, "by the sequence again")  # as a build before 0003
+    async with empty_database.connect() as conn:
+        cursors = (await conn.execute(text("SELECT cursor FROM revocation_events"))).scalars()
+        assert sorted(cursors) == [cursor, cursor + 1]
 
 
 async def test_0005_keeps_one_code_of_each_authorization_request(

@@ -40,9 +40,7 @@ def upgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name != "postgresql":
         return
-    bind.execute(sa.select(sa.func.pg_advisory_xact_lock(EVENT_APPEND_LOCK)))
-    bind.execute(sa.text("SELECT last_cursor FROM event_stream FOR UPDATE"))
-    op.execute("LOCK TABLE revocation_events IN EXCLUSIVE MODE")
+    _lock_out_appenders(bind)
     newest = int(bind.execute(sa.text("SELECT max(cursor) FROM revocation_events")).scalar() or 0)
     sequence = bind.execute(SEQUENCE).scalar()
     if sequence is not None:
@@ -68,6 +66,7 @@ def downgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name != "postgresql":
         return
+    _lock_out_appenders(bind)  # so that no cursor is handed out between the read and setval
     sequence = bind.execute(SEQUENCE).scalar()
     if sequence is not None:
         # The name is PostgreSQL's own answer, already quoted: nothing here comes from outside.
@@ -78,3 +77,12 @@ def downgrade() -> None:
             f"ALTER TABLE revocation_events ALTER COLUMN cursor SET DEFAULT nextval('{sequence}')"
         )
     op.execute("DROP FUNCTION authsvc_next_event_cursor()")
+
+
+def _lock_out_appenders(bind: sa.Connection) -> None:
+    """Wait for the appends in progress and hold off new ones until the migration commits, taking
+    the locks in the order appenders take theirs: the append lock, the row, then the table (a
+    replica of a build before 0003 takes only the table's)."""
+    bind.execute(sa.select(sa.func.pg_advisory_xact_lock(EVENT_APPEND_LOCK)))
+    bind.execute(sa.text("SELECT last_cursor FROM event_stream FOR UPDATE"))
+    op.execute("LOCK TABLE revocation_events IN EXCLUSIVE MODE")
