@@ -61,10 +61,16 @@ def is_outage(exc: BaseException) -> bool:
 
 
 def _sqlite_bug(exc: BaseException | None) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)  # absent on errors SQLite itself did not raise
-    return (
-        isinstance(exc, sqlite3.Error) and isinstance(code, int) and code & 0xFF in SQLITE_BUG_CODES
-    )
+    return sqlite_result_code(exc) in SQLITE_BUG_CODES
+
+
+def sqlite_result_code(exc: BaseException | None) -> int | None:
+    """The primary result code of an error SQLite raised (SQLITE_BUSY, SQLITE_CANTOPEN, ...);
+    None for any other error, and for an sqlite3 error SQLite itself did not raise."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if not isinstance(exc, sqlite3.Error) or not isinstance(code, int):
+        return None
+    return code & 0xFF
 
 
 class InlineConnection:

@@ -21,7 +21,6 @@ import functools
 import json
 import logging
 import random
-import sqlite3
 from collections import namedtuple
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -59,6 +58,7 @@ from authsvc.storage.group_commit import (
     GroupCommit,
     InlineConnection,
     is_outage,
+    sqlite_result_code,
     unavailable_on_failure,
 )
 from authsvc.storage.records import (
@@ -228,12 +228,11 @@ def classify(exc: DBAPIError) -> Exception:
     meaning = _sqlstate_meaning(sqlstate_of(exc), str(exc.orig))
     if meaning is not None:
         return meaning
-    code = getattr(exc.orig, "sqlite_errorcode", None)
-    what = SQLITE_REFUSALS.get(code & 0xFF) if isinstance(code, int) else None
-    if isinstance(exc.orig, sqlite3.Error) and what is not None:
+    code = sqlite_result_code(exc.orig)
+    if code is not None and code in SQLITE_REFUSALS:
         return DatabaseRefused(
-            f"{what} ({exc.orig}); its directory must exist, and this user may write both the "
-            "directory and the file"
+            f"{SQLITE_REFUSALS[code]} ({exc.orig}); its directory must exist, and this user may "
+            "write both the directory and the file"
         )
     if exc.connection_invalidated:
         return TemporarilyUnavailable("the database connection was lost, retry later")
