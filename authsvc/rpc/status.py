@@ -7,6 +7,7 @@ retry may succeed adds `retry-after` (whole seconds).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import grpc
@@ -53,12 +54,13 @@ def status_for(error: errors.AuthError) -> grpc.StatusCode:
 #: the scopes a grant refused), and a header past gRPC's metadata limit (8 KiB by default) would
 #: turn the refusal into RESOURCE_EXHAUSTED with no OAuth code at all.
 MAX_DESCRIPTION = 256
+_NOT_PRINTABLE = re.compile(r"[^ -~]")
 
 
 def description_of(error: errors.AuthError) -> str:
     """The error's description as a header may carry it: printable ASCII (anything else, a CR or
     an LF among them, becomes "?"), at most `MAX_DESCRIPTION` characters."""
-    text = "".join(c if " " <= c <= "~" else "?" for c in error.description)
+    text = _NOT_PRINTABLE.sub("?", error.description)
     if len(text) <= MAX_DESCRIPTION:
         return text
     return text[: MAX_DESCRIPTION - 3] + "..."
