@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -145,23 +146,17 @@ async def test_a_client_disabled_while_its_authentication_reads_gets_no_token(
     read returns (PostgreSQL awaits the server): the token would be signed after the revocation,
     its `iat` past the client's "not before", and verify for its whole life."""
     client = await running.create_client("svc", grant_types=["client_credentials"])
-    read = client_registry.authenticate_client
-    reads = 0
 
-    async def disabled_meanwhile(tx: Any, client_id: str, client_secret: str) -> ClientRecord:
-        nonlocal reads
-        reads += 1
-        record = await read(tx, client_id, client_secret)
-        if reads == 1:
+    async def disabled_meanwhile(read: int, client_id: str) -> None:
+        if read == 1:
             await running.authority.revoke_client(client_id, disable=True)
-        return record
 
-    monkeypatch.setattr(client_registry, "authenticate_client", disabled_meanwhile)
+    reads = _changing_during_reads(monkeypatch, disabled_meanwhile)
     with pytest.raises(InvalidClient):
         await running.authority.client_credentials(
             client_id=client.client_id, client_secret=client.client_secret
         )
-    assert reads == 2
+    assert len(reads) == 2
     assert len(running.authority.ctx.authenticated_clients) == 0
 
 
@@ -173,25 +168,38 @@ async def test_an_authentication_overtaken_at_every_read_gives_no_token(
     target = await running.create_client("svc", grant_types=["client_credentials"])
     last = client_registry.AUTHENTICATION_READS
     others = [await running.create_client(f"other-{i}") for i in range(last - 1)]
-    read = client_registry.authenticate_client
-    reads = 0
 
-    async def overtaken(tx: Any, client_id: str, client_secret: str) -> ClientRecord:
-        nonlocal reads
-        reads += 1
-        record = await read(tx, client_id, client_secret)
-        if reads < last:
-            await running.authority.rotate_client_secret(others[reads - 1].client_id)
-        elif reads == last:
+    async def overtaken(read: int, client_id: str) -> None:
+        if read < last:
+            await running.authority.rotate_client_secret(others[read - 1].client_id)
+        elif read == last:
             await running.authority.revoke_client(client_id, disable=True)
-        return record
 
-    monkeypatch.setattr(client_registry, "authenticate_client", overtaken)
+    reads = _changing_during_reads(monkeypatch, overtaken)
     with pytest.raises(TemporarilyUnavailable):
         await running.authority.client_credentials(
             client_id=target.client_id, client_secret=target.client_secret
         )
-    assert reads == last
+    assert len(reads) == last
+
+
+def _changing_during_reads(
+    monkeypatch: pytest.MonkeyPatch, change: Callable[[int, str], Awaitable[None]]
+) -> list[str]:
+    """After each authentication's database read, before it returns, `change(n, client_id)` for
+    the n-th read (from 1): as if a change committed while the read was in flight. The client
+    ids of the reads begun, in order."""
+    read = client_registry.authenticate_client
+    reads: list[str] = []
+
+    async def read_then_change(tx: Any, client_id: str, client_secret: str) -> ClientRecord:
+        reads.append(client_id)
+        record = await read(tx, client_id, client_secret)
+        await change(len(reads), client_id)
+        return record
+
+    monkeypatch.setattr(client_registry, "authenticate_client", read_then_change)
+    return reads
 
 
 async def test_a_rotation_by_another_process_reaches_this_one_through_the_feed(
