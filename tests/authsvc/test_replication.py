@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -384,16 +384,8 @@ async def test_a_key_event_whose_reload_failed_is_reloaded_at_the_next_read(
     compromised until some later key event."""
     a, b = replicas
     _, access_token = await _family_session(b)
-    failed: list[bool] = []
-    reload = authority_module.reload_keys
-
-    async def fails_once_on_b(ctx: AuthorityContext) -> None:
-        if ctx is b.ctx and not failed:
-            failed.append(True)
-            raise TemporarilyUnavailable("the database is unavailable, retry later")
-        await reload(ctx)
-
-    monkeypatch.setattr(authority_module, "reload_keys", fails_once_on_b)
+    outage = TemporarilyUnavailable("the database is unavailable, retry later")
+    failed = _reloads_failing_on(b, monkeypatch, outage, times=1)
     await a.rotate_keys(compromised=True)
     await eventually(lambda: bool(failed))
     b.ctx.feed.poke()  # the next read: a poll, or the next notification
@@ -409,20 +401,14 @@ async def test_a_subscriber_told_of_a_key_change_finds_it_in_publish_keys(
     ring from before the change, and the verifier kept a purged key for a JWKS lifetime."""
     a, b = replicas
     seen: list[tuple[str, str | None, bool]] = []
-    subscribed = asyncio.Event()
 
-    async def watch_b() -> None:
-        async with b.subscribe(b.ctx.feed.cursor, heartbeat=30) as opened:
-            subscribed.set()
-            async for event in opened.events:
-                if event is not None and event.kind == "key":
-                    in_ring = event.value in b.publish_keys().verification_keys
-                    seen.append((event.value, event.state or "", in_ring))
-                    if len(seen) == 3:  # the new signer, the next pending key, the purge
-                        return
+    def key_event(event: RevocationEventRecord) -> bool:
+        if event.kind == "key":
+            in_ring = event.value in b.publish_keys().verification_keys
+            seen.append((event.value, event.state or "", in_ring))
+        return len(seen) == 3  # the new signer, the next pending key, the purge
 
-    watcher = asyncio.create_task(watch_b())
-    await asyncio.wait_for(subscribed.wait(), 5)
+    watcher = await _subscribed(b, key_event)
     await a.rotate_keys(compromised=True)
     await asyncio.wait_for(watcher, 5)
     assert [in_ring for _, state, in_ring in seen] == [state != "purged" for _, state, _ in seen]
@@ -465,28 +451,57 @@ async def test_a_key_ring_that_will_not_reload_holds_up_no_revocation(
     feed: its subscribers would hear nothing more, and every verifier would go stale."""
     a, b = replicas
     family_id, _ = await _family_session(a)
-    reload = authority_module.reload_keys
-
-    async def fails_on_b(ctx: AuthorityContext) -> None:
-        if ctx is b.ctx:
-            raise RuntimeError("a bug")
-        await reload(ctx)
-
     seen: list[str] = []
-    subscribed = asyncio.Event()
 
-    async def watch_b() -> None:
-        async with b.subscribe(b.ctx.feed.cursor, heartbeat=30) as opened:
-            subscribed.set()
-            async for event in opened.events:
-                if event is not None and event.kind == "family":
-                    seen.append(event.value)
-                    return
+    def family_event(event: RevocationEventRecord) -> bool:
+        if event.kind == "family":
+            seen.append(event.value)
+        return bool(seen)
 
-    monkeypatch.setattr(authority_module, "reload_keys", fails_on_b)
-    watcher = asyncio.create_task(watch_b())
-    await asyncio.wait_for(subscribed.wait(), 5)
+    _reloads_failing_on(b, monkeypatch, RuntimeError("a bug"))
+    watcher = await _subscribed(b, family_event)
     await a.rotate_keys(immediate=True)  # key events B cannot reload for
     await a.revoke_family(family_id)
     await asyncio.wait_for(watcher, 5)
     assert seen == [family_id]
+
+
+def _reloads_failing_on(
+    replica: Authority,
+    monkeypatch: pytest.MonkeyPatch,
+    error: Exception,
+    *,
+    times: int | None = None,
+) -> list[Exception]:
+    """`replica`'s reloads of its key ring raise `error`, `times` times (always, for None); the
+    other replicas' reload as before. The failures so far."""
+    reload = authority_module.reload_keys
+    failed: list[Exception] = []
+
+    async def failing(ctx: AuthorityContext) -> None:
+        if ctx is replica.ctx and (times is None or len(failed) < times):
+            failed.append(error)
+            raise error
+        await reload(ctx)
+
+    monkeypatch.setattr(authority_module, "reload_keys", failing)
+    return failed
+
+
+async def _subscribed(
+    replica: Authority, take: Callable[[RevocationEventRecord], bool]
+) -> asyncio.Task[None]:
+    """A subscriber of `replica`'s stream from its current cursor, subscribed already, handing
+    each event to `take` until that says it has had enough."""
+    subscribed = asyncio.Event()
+
+    async def watch() -> None:
+        async with replica.subscribe(replica.ctx.feed.cursor, heartbeat=30) as opened:
+            subscribed.set()
+            async for event in opened.events:
+                if event is not None and take(event):
+                    return
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.wait_for(subscribed.wait(), 5)
+    return watcher
