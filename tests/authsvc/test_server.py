@@ -29,6 +29,7 @@ from authsvc.keys.sealing import new_kek_text
 from authsvc.rpc.server import stop_server
 from authsvc.testing import RunningAuthority, start_authority
 from tests.authsvc.calls import refused
+from tests.authsvc.processes import free_port, run_to_end
 from tests.gateway.certificates import CertificateAuthority, write_pem
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -117,12 +118,6 @@ async def _until_refused(address: str) -> None:
 
 
 # `authsvc serve` as a process
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -214,12 +209,8 @@ async def test_an_embedded_gateway_without_its_client_stops_the_start_before_it_
         "AUTHSVC_GATEWAY_EMBEDDED": "true",  # outside dev mode: no dev credentials to fall back on
     }
     env.pop("AUTHSVC_GATEWAY_CLIENT_ID", None)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "authsvc", "serve", env=env, stderr=asyncio.subprocess.PIPE
-    )
-    _, stderr = await asyncio.wait_for(process.communicate(), BOUND)
-    text = stderr.decode()
-    assert process.returncode == 2, text[-2000:]
+    code, text = await run_to_end(env, "serve")
+    assert code == 2, text[-2000:]
     assert "authsvc: configuration error:" in text
     assert "set AUTHSVC_GATEWAY_CLIENT_ID and AUTHSVC_GATEWAY_CLIENT_SECRET" in text
     assert '"message": "serving"' not in text  # nothing listened
@@ -317,12 +308,8 @@ async def test_a_missing_tls_key_stops_authsvc_serve_with_exit_2(tmp_path: Path)
         "AUTHSVC_TLS_CERT_FILE": str(files["tls_cert_file"]),
         "AUTHSVC_TLS_KEY_FILE": str(files["tls_key_file"]),
     }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "authsvc", "serve", env=env, stderr=asyncio.subprocess.PIPE
-    )
-    _, stderr = await asyncio.wait_for(process.communicate(), BOUND)
-    text = stderr.decode()
-    assert process.returncode == 2, text[-2000:]
+    code, text = await run_to_end(env, "serve")
+    assert code == 2, text[-2000:]
     assert (
         f"authsvc: configuration error: AUTHSVC_TLS_KEY_FILE={files['tls_key_file']}: cannot "
         "read it (No such file or directory)"

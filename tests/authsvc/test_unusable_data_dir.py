@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -22,9 +21,7 @@ from authsvc.authority import open_authority
 from authsvc.keys.sealing import new_kek_text
 from authsvc.serve import DEV_CREDENTIALS, bootstrap_dev
 from authsvc.testing import throwaway_settings
-from tests.authsvc.test_server import free_port
-
-BOUND = 20.0  # seconds a start that cannot work may take to say so
+from tests.authsvc.processes import BOUND, free_port, run_to_end, start_authsvc
 
 
 def _env(data_dir: Path, **extra: str) -> dict[str, str]:
@@ -40,36 +37,10 @@ def _env(data_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-async def _start(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "authsvc",
-        *args,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-
-
-async def _run_to_end(env: dict[str, str], *args: str) -> tuple[int, str]:
-    """`authsvc *args`, which must stop by itself within BOUND: its exit status and stderr."""
-    process = await _start(env, *args)
-    try:
-        _, err = await asyncio.wait_for(process.communicate(), BOUND)
-    except TimeoutError:
-        process.kill()
-        await process.communicate()
-        pytest.fail("it served: the start did not stop")
-    assert process.returncode is not None
-    return process.returncode, err.decode()
-
-
 @contextlib.asynccontextmanager
 async def _serving(env: dict[str, str], *args: str) -> AsyncIterator[None]:
     """`authsvc *args` until its banner's "Next:" line; SIGTERM and wait afterwards."""
-    process = await _start(env, *args)
+    process = await start_authsvc(env, *args)
     assert process.stdout is not None
     try:
         async with asyncio.timeout(BOUND):
@@ -121,7 +92,7 @@ async def test_a_data_dir_that_is_a_file_stops_the_start(
 ) -> None:
     not_a_directory = tmp_path / "var"
     not_a_directory.write_text("")
-    code, err = await _run_to_end(_env(not_a_directory, AUTHSVC_KEK=new_kek_text()), *command)
+    code, err = await run_to_end(_env(not_a_directory, AUTHSVC_KEK=new_kek_text()), *command)
     assert code == 2, err[-2000:]
     assert f"AUTHSVC_DATA_DIR={not_a_directory}: exists and is not a directory" in err
     assert "Traceback" not in err
@@ -137,7 +108,7 @@ async def test_a_read_only_data_dir_stops_the_start_saying_so(tmp_path: Path, st
     if state == "after-a-first-run":
         await _first_dev_run(data)
     with _read_only(data):
-        code, err = await _run_to_end(_env(data), "serve", "--dev")
+        code, err = await run_to_end(_env(data), "serve", "--dev")
     assert code == 2, err[-2000:]
     assert str(data) in err
     assert "Traceback" not in err
@@ -162,7 +133,7 @@ async def test_a_taken_grpc_port_stops_the_start_in_json_lines_only(tmp_path: Pa
     with socket.socket() as taken:
         taken.bind((host, int(port)))
         taken.listen()
-        code, err = await _run_to_end(env, "serve")
+        code, err = await run_to_end(env, "serve")
     assert code == 2, err[-2000:]
     assert "AUTHSVC_GRPC_ADDRESS" in err
     for line in err.splitlines():
