@@ -8,7 +8,6 @@ import datetime
 import os
 import signal
 import socket
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from authsvc.keys.sealing import new_kek_text
 from authsvc.rpc.server import stop_server
 from authsvc.testing import RunningAuthority, start_authority
 from tests.authsvc.calls import refused
-from tests.authsvc.processes import free_port, run_to_end
+from tests.authsvc.processes import free_port, run_to_end, start_authsvc
 from tests.gateway.certificates import CertificateAuthority, write_pem
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -143,15 +142,7 @@ async def served(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterato
         gateway_address = f"127.0.0.1:{free_port()}"
         env["AUTHSVC_GATEWAY_ADDRESS"] = gateway_address
         command, gateway_url = ["serve", "--dev"], f"http://{gateway_address}"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "authsvc",
-        *command,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process = await start_authsvc(env, *command)
     try:
         yield Served(process, address, gateway_url)
     finally:
