@@ -82,6 +82,10 @@ def create_app(
         middleware=middleware,
         exception_handlers={405: _wrong_method, Exception: _unexpected},
     )
+    # Starlette answers `/oauth/token/` with a 307 to `/oauth/token`, built from the request as
+    # it arrived: behind a proxy that ends TLS, an http:// URL the client would re-send its
+    # secret to. Every path here is exact; any other is a 404.
+    app.router.redirect_slashes = False
     return DirectRoutes(app, client_endpoints, middleware=middleware, unexpected=_unexpected)
 
 

@@ -475,6 +475,20 @@ async def test_a_get_on_a_post_endpoint_explains_itself(
     assert reply.json()["error"] == "invalid_request"
 
 
+@pytest.mark.parametrize("path", [paths.TOKEN, paths.REVOKE, paths.INTROSPECT])
+async def test_a_trailing_slash_is_not_redirected(
+    deployment: Deployment, http: httpx.AsyncClient, path: str
+) -> None:
+    # A redirect would have the client send its secret again, to a URL built from the request
+    # as the gateway saw it: behind a proxy that ends TLS, an http:// one.
+    client_id, secret = await _service(deployment)
+    reply = await http.post(
+        f"{path}/", data={"grant_type": "client_credentials"}, headers=_basic(client_id, secret)
+    )
+    assert reply.status_code == 404
+    assert "location" not in reply.headers
+
+
 @pytest.mark.parametrize("backend", ["grpc", "in_process"])
 async def test_a_token_longer_than_any_is_unknown_not_a_malformed_request(
     tmp_path: Any, backend: str
