@@ -31,6 +31,7 @@ from enum import Enum
 
 from authsvc.clock import Clock
 from authsvc.errors import TemporarilyUnavailable
+from authsvc.log import RepeatedFailure
 from authsvc.revocation_state import RevocationState
 from authsvc.storage.notifications import EventNotifications
 from authsvc.storage.records import EventStreamRecord, RevocationEventRecord
@@ -163,6 +164,12 @@ class RevocationFeed:
         self.heartbeats_sent = 0
         self.heartbeats_withheld = 0  # the feed had not read the table lately
         self._keys_stale = False  # a reload of the key ring failed: each read tries again
+        # Both are retried at every read, once a second by default: logged once, then a line a
+        # minute while they last.
+        self._read_failures = RepeatedFailure(log, "revocation feed: reading events", clock)
+        self._reload_failures = RepeatedFailure(
+            log, "revocation feed: reloading the key ring", clock
+        )
 
     async def start(self) -> None:
         """Name the event stream if this is the database's first open, load every revocation
@@ -237,9 +244,11 @@ class RevocationFeed:
             try:
                 await self.catch_up()
             except TemporarilyUnavailable as exc:
-                log.warning("revocation feed: %s; retrying", exc.description)
+                self._read_failures.failed(exc.description)
             except Exception:
-                log.exception("revocation feed: reading events failed; retrying")
+                self._read_failures.failed()
+            else:
+                self._read_failures.succeeded()
 
     async def catch_up(self) -> None:
         """Read and dispatch every event after the current cursor; `caught_up_at` is then when
@@ -276,12 +285,13 @@ class RevocationFeed:
         try:
             await self._on_key_change()
         except TemporarilyUnavailable as exc:
-            log.warning("revocation feed: reloading the key ring: %s; retrying", exc.description)
+            self._reload_failures.failed(exc.description)
             return
         except Exception:
-            log.exception("revocation feed: reloading the key ring failed; retrying")
+            self._reload_failures.failed()
             return
         self._keys_stale = False
+        self._reload_failures.succeeded()
 
     def _offer(self, queue: asyncio.Queue[_Item], event: RevocationEventRecord) -> None:
         if queue.qsize() >= SUBSCRIBER_QUEUE:

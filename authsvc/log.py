@@ -13,6 +13,8 @@ import sys
 import time
 from typing import Any
 
+from authsvc.clock import Clock
+
 _SECRET_PATTERNS = (
     re.compile(r"\b(asrt|asc|asac)_[A-Za-z0-9_-]{20,}"),
     re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),
@@ -56,3 +58,64 @@ def configure(level: str = "INFO") -> None:
     root.setLevel(level.upper())
     logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+class RepeatedFailure:
+    """A failure that a loop meets at every try, logged without flooding the log: the first in
+    full, with its traceback when it was unexpected; then one line per `every` seconds while it
+    lasts, with the number of tries that failed; and one line when a try goes through again.
+
+    Call `failed` from the `except` block that caught the failure, `succeeded` after a try that
+    went through."""
+
+    def __init__(
+        self, logger: logging.Logger, what: str, clock: Clock, *, every: float = 60.0
+    ) -> None:
+        self._logger = logger
+        self._what = what
+        self._clock = clock
+        self._every = every
+        self._since: float | None = None  # when the failures began; None while all is well
+        self._reported = 0.0
+        self._failures = 0
+
+    def failed(self, description: str | None = None) -> None:
+        """An expected failure (an outage) has a `description`; with None, the exception being
+        handled is a bug, logged with its traceback the first time."""
+        now = self._clock.now()
+        self._failures += 1
+        if self._since is None:
+            self._since = self._reported = now
+            if description is None:
+                self._logger.exception("%s failed; retrying", self._what)
+            else:
+                self._logger.warning("%s: %s; retrying", self._what, description)
+            return
+        if now - self._reported < self._every:
+            return
+        self._reported = now
+        reason = description if description is not None else _last_exception()
+        self._logger.warning(
+            "%s still failing: %d tries in %.0f s; the last: %s; retrying",
+            self._what,
+            self._failures,
+            now - self._since,
+            reason,
+        )
+
+    def succeeded(self) -> None:
+        if self._since is None:
+            return
+        self._logger.info(
+            "%s works again, after %d failed tries in %.0f s",
+            self._what,
+            self._failures,
+            self._clock.now() - self._since,
+        )
+        self._since = None
+        self._failures = 0
+
+
+def _last_exception() -> str:
+    exc = sys.exc_info()[1]
+    return "unknown" if exc is None else f"{type(exc).__name__}: {exc}"[:200]

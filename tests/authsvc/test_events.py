@@ -4,13 +4,17 @@ was doing."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
+from authsvc import authority as authority_module
 from authsvc.authority import Authority, open_authority
 from authsvc.clock import ManualClock
+from authsvc.context import AuthorityContext
 from authsvc.events import CursorNotInStream, Resumption, classify_cursor
 from authsvc.storage.records import EventStreamRecord, RevocationEventRecord
 from authsvc.testing import throwaway_settings
@@ -111,3 +115,42 @@ async def test_a_subscriber_cancelled_as_an_event_arrives_stops(tmp_path: Path) 
             assert waiting.cancelled(), "the subscriber swallowed its cancellation"
     finally:
         await authority.close()
+
+
+async def test_a_key_ring_that_will_not_reload_is_logged_once_not_at_every_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each read of the feed (a second apart by default) tries the reload again; its traceback
+    # at every try had buried every other line of the log.
+    clock = ManualClock()
+    authority = await open_authority(throwaway_settings(tmp_path), clock)
+    reload = authority_module.reload_keys
+    broken = True
+
+    async def reload_keys(ctx: AuthorityContext) -> None:
+        if broken:
+            raise RuntimeError("a key sealed with another KEK")
+        await reload(ctx)
+
+    monkeypatch.setattr(authority_module, "reload_keys", reload_keys)
+    caplog.set_level(logging.INFO, logger="authsvc.events")
+    feed = authority.ctx.feed
+    try:
+        await feed._reload_keys()  # as after a key event
+        for _ in range(30):
+            clock.advance(1.0)
+            await feed.catch_up()
+        broken = False
+        await feed.catch_up()
+    finally:
+        await authority.close()
+    lines = [(r.levelname, r.getMessage(), r.exc_info is not None) for r in caplog.records]
+    assert [(level, traceback) for level, _, traceback in lines] == [
+        ("ERROR", True),
+        ("INFO", False),
+    ]
+    assert lines[0][1] == "revocation feed: reloading the key ring failed; retrying"
+    assert re.fullmatch(
+        r"revocation feed: reloading the key ring works again, after \d+ failed tries in 30 s",
+        lines[1][1],
+    )

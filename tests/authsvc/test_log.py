@@ -9,7 +9,8 @@ import sys
 import pytest
 from authsvc_client.v1 import authsvc_pb2 as pb
 
-from authsvc.log import JsonFormatter, redact
+from authsvc.clock import ManualClock
+from authsvc.log import JsonFormatter, RepeatedFailure, redact
 from authsvc.testing import RunningAuthority
 from authsvc.tokens import opaque
 
@@ -117,3 +118,71 @@ async def test_a_whole_session_logs_no_secret(
         for secret in secrets:
             assert secret not in raw, f"{record.name} logged a secret: {record.getMessage()}"
     assert any(r.name == "authsvc.keys.rotation" for r in caplog.records)  # logging did happen
+
+
+# A failure a loop meets at every try
+
+
+def _failing_for(failures: RepeatedFailure, clock: ManualClock, tries: int, step: float) -> None:
+    for _ in range(tries):
+        try:
+            raise RuntimeError("a bug")
+        except RuntimeError:
+            failures.failed()
+        clock.advance(step)
+
+
+def test_a_repeated_failure_is_logged_in_full_once_then_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = ManualClock()
+    failures = RepeatedFailure(logging.getLogger("t"), "reading events", clock, every=60)
+    caplog.set_level(logging.INFO, logger="t")
+    _failing_for(failures, clock, tries=150, step=1.0)  # once a second, for 150 s
+    lines = [(r.levelname, r.getMessage(), r.exc_info is not None) for r in caplog.records]
+    assert lines == [
+        ("ERROR", "reading events failed; retrying", True),
+        (
+            "WARNING",
+            "reading events still failing: 61 tries in 60 s; the last: "
+            "RuntimeError: a bug; retrying",
+            False,
+        ),
+        (
+            "WARNING",
+            "reading events still failing: 121 tries in 120 s; the last: "
+            "RuntimeError: a bug; retrying",
+            False,
+        ),
+    ]
+    caplog.clear()
+    failures.succeeded()
+    failures.succeeded()
+    assert [r.getMessage() for r in caplog.records] == [
+        "reading events works again, after 150 failed tries in 150 s"
+    ]
+
+
+def test_an_outage_is_a_warning_and_a_new_one_is_logged_again_in_full(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = ManualClock()
+    failures = RepeatedFailure(logging.getLogger("t"), "reloading", clock)
+    caplog.set_level(logging.INFO, logger="t")
+    failures.failed("the database is unavailable")
+    failures.failed("the database is unavailable")
+    failures.succeeded()
+    failures.failed("the database is unavailable")
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "reloading: the database is unavailable; retrying"),
+        ("INFO", "reloading works again, after 2 failed tries in 0 s"),
+        ("WARNING", "reloading: the database is unavailable; retrying"),
+    ]
+    assert all(r.exc_info is None for r in caplog.records)
+
+
+def test_all_going_well_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    failures = RepeatedFailure(logging.getLogger("t"), "reading events", ManualClock())
+    caplog.set_level(logging.DEBUG, logger="t")
+    failures.succeeded()
+    assert caplog.records == []
