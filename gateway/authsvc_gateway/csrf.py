@@ -1,8 +1,10 @@
 """CSRF protection for the login and consent forms: a signed double-submit cookie.
 
-The browser holds a random nonce in an HttpOnly, SameSite=Strict cookie; the form carries an HMAC
-of that nonce under the gateway's session key. A cross-site form post can neither read the cookie
-nor compute the HMAC (OWASP CSRF Prevention Cheat Sheet, "signed double-submit cookie").
+The browser holds a random nonce in an HttpOnly, SameSite=Lax cookie; the form carries an HMAC
+of that nonce under the gateway's session key. A cross-site form post neither carries the cookie
+nor can compute the HMAC (OWASP CSRF Prevention Cheat Sheet, "signed double-submit cookie").
+Lax, not Strict, so that the cookie comes along when the user arrives from the client's site and
+the nonce of other tabs is kept.
 
 The HMAC alone does not stop a nonce planted in the browser by a sibling domain ("cookie
 tossing"): the gateway pairs any well-formed nonce with its token, so whoever planted one can

@@ -246,7 +246,9 @@ async def test_the_sign_in_page_carries_a_csrf_token_and_a_strict_cookie(
     cookie = page.headers["set-cookie"]
     assert cookie.startswith(CSRF_COOKIE + "=")
     assert "HttpOnly" in cookie
-    assert "SameSite=strict" in cookie
+    # Lax: the user arrives from the client's site, a navigation that carries no Strict cookie,
+    # and a new nonce at every arrival would break the forms open in other tabs.
+    assert "SameSite=lax" in cookie
     assert page.headers["cache-control"] == "no-store"
 
 
@@ -294,7 +296,7 @@ async def test_over_https_the_csrf_cookie_is_one_only_this_host_can_set(tmp_path
         cookie = page.headers["set-cookie"]
         assert cookie.startswith(HOST_ONLY_CSRF_COOKIE + "=")
         attributes = [a.strip().lower() for a in cookie.split(";")[1:]]
-        assert {"secure", "path=/", "httponly", "samesite=strict"} <= set(attributes)
+        assert {"secure", "path=/", "httponly", "samesite=lax"} <= set(attributes)
         assert not any(a.startswith("domain") for a in attributes)
         nonce = cookie.split(";")[0].split("=", 1)[1]
         fields = {**read_form(page).fields, "username": USERNAME, "password": PASSWORD}

@@ -327,12 +327,16 @@ class AuthorizationEndpoints:
 
     def _set_csrf_cookie(self, response: Response, value: str) -> None:
         cookie = self._csrf_cookie()
+        # Lax, not Strict: a user arrives from the client's site, a cross-site navigation that
+        # carries no Strict cookie, so each arrival would mint a new nonce and break the forms
+        # of every other tab. A cross-site POST carries no Lax cookie either, so a forged login
+        # or consent is still refused for want of it.
         response.set_cookie(
             cookie.name,
             value,
             path=cookie.path,
             httponly=True,
-            samesite="strict",
+            samesite="lax",
             secure=self._config.secure_cookies,
         )
 
