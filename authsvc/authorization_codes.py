@@ -22,7 +22,7 @@ from authsvc.client_registry import require_grant
 from authsvc.context import AuthorityContext, append_events
 from authsvc.errors import InvalidClient, InvalidGrant, InvalidRequest
 from authsvc.issuance import IssuedTokenPair, mint_access_token, start_family
-from authsvc.scopes import grant
+from authsvc.scopes import grant, grant_audience
 from authsvc.storage.records import AuthorizationCodeRecord, RevocationEventRecord
 from authsvc.storage.sql import Tx
 from authsvc.subjects import check_subject
@@ -108,7 +108,7 @@ async def create_code(
                 redirect_uri=redirect_uri,
                 subject=subject,
                 scope=grant(scope, client.scopes),
-                audience=grant(audience, client.audiences, what="audience"),
+                audience=grant_audience(audience, client.audiences),
                 device_id=device_id,
                 created_at=now,
                 expires_at=now + ctx.settings.authorization_code_ttl,

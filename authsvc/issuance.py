@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from authsvc.client_registry import authenticate, require_grant
 from authsvc.context import AuthorityContext, new_id
 from authsvc.errors import InvalidClient
-from authsvc.scopes import grant
+from authsvc.scopes import grant, grant_audience
 from authsvc.storage.records import ClientRecord, FamilyRecord, RefreshTokenRecord
 from authsvc.storage.sql import Tx
 from authsvc.subjects import check_subject
@@ -136,7 +136,7 @@ async def issue_token_pair(
             raise InvalidClient("unknown or disabled client")
         require_grant(client, "refresh_token")
         granted_scope = grant(scope, client.scopes)
-        granted_audience = grant(audience, client.audiences, what="audience")
+        granted_audience = grant_audience(audience, client.audiences)
         family, refresh_token = await start_family(
             ctx,
             tx,
@@ -178,7 +178,7 @@ async def client_credentials(
         raise InvalidClient("public clients cannot use client credentials")
     require_grant(client, "client_credentials")
     granted_scope = grant(scope, client.scopes)
-    granted_audience = grant(audience, client.audiences, what="audience")
+    granted_audience = grant_audience(audience, client.audiences)
     return mint_access_token(
         ctx,
         subject=client.client_id,

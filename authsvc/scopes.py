@@ -33,6 +33,15 @@ def grant(
     return wanted
 
 
+def grant_audience(requested: Iterable[str], allowed: Iterable[str]) -> tuple[str, ...]:
+    """The granted audiences, as `grant` decides, and never none: RFC 9068 §2.2 requires `aud`,
+    and every verifier, authsvc's own included, refuses a token without one."""
+    granted = grant(requested, allowed, what="audience")
+    if not granted:
+        raise InvalidScope("this client has no audience to issue tokens for; register one")
+    return granted
+
+
 def narrow(requested: Iterable[str], current: Iterable[str]) -> tuple[str, ...]:
     """RFC 6749 §6: a refresh may ask for less scope, never more."""
     return grant(requested, current, what="scope")

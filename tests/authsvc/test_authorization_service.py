@@ -387,7 +387,10 @@ async def test_another_subject_cannot_answer_an_authorization_request_again(
     assert (await refused(other_subject))[:2] == INVALID_REQUEST
     assert await database_rows(running) == before
     other = await running.create_client(
-        "other", grant_types=["authorization_code"], redirect_uris=[APP_REDIRECT_URI]
+        "other",
+        grant_types=["authorization_code"],
+        redirect_uris=[APP_REDIRECT_URI],
+        audiences=["api"],
     )
     await authorization.CreateAuthorizationCode(
         code_request(other, scope=[], audience=[]), metadata=admin

@@ -92,7 +92,18 @@ def test_clients_create_without_json_shows_the_secret_once(capsys) -> None:
 
 
 def test_clients_list_disable_and_rotate_secret(capsys) -> None:
-    created = run_json(capsys, "clients", "create", "--name", "svc", "--scope", "read", "--json")
+    created = run_json(
+        capsys,
+        "clients",
+        "create",
+        "--name",
+        "svc",
+        "--scope",
+        "read",
+        "--audience",
+        "api",
+        "--json",
+    )
     client_id, secret = created["client_id"], created["client_secret"]
     [listed] = run_json(capsys, "clients", "list", "--json")
     assert listed == {
@@ -101,7 +112,7 @@ def test_clients_list_disable_and_rotate_secret(capsys) -> None:
         "public": False,
         "grant_types": ["client_credentials"],
         "scopes": ["read"],
-        "audiences": [],
+        "audiences": ["api"],
         "redirect_uris": [],
         "disabled": False,
     }
@@ -150,7 +161,16 @@ def test_token_reads_a_secret_left_off_the_command_line(
 ) -> None:
     """At a terminal it had waited on stdin with no prompt, echoing what was typed."""
     created = run_json(
-        capsys, "clients", "create", "--name", "orders", "--grant", "client_credentials", "--json"
+        capsys,
+        "clients",
+        "create",
+        "--name",
+        "orders",
+        "--grant",
+        "client_credentials",
+        "--audience",
+        "orders-api",
+        "--json",
     )
     asked: list[str] = []
     monkeypatch.setattr("sys.stdin.isatty", lambda: terminal)
@@ -202,7 +222,7 @@ def test_keys_list_and_rotate(capsys) -> None:
     assert states[pending] == "active"
     assert states[rotated["next_kid"]] == "pending"
     # Tokens are now signed with the new key.
-    created = run_json(capsys, "clients", "create", "--name", "svc", "--json")
+    created = run_json(capsys, "clients", "create", "--name", "svc", "--audience", "api", "--json")
     token = run(capsys, "token", "--client-id", created["client_id"], "--client-secret",
                 created["client_secret"]).strip()  # fmt: skip
     assert payload_of(token, part=0)["kid"] == pending

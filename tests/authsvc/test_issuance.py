@@ -291,3 +291,27 @@ async def test_rotated_secret_works(running: RunningAuthority, tokens, service) 
 async def test_oversized_secret_is_refused_before_any_work(tokens, service) -> None:
     request = pb.ClientCredentialsRequest(client_id=service.client_id, client_secret="x" * 9000)
     assert (await refused(tokens.ClientCredentials(request)))[:2] == INVALID_REQUEST
+
+
+NO_AUDIENCE = "this client has no audience to issue tokens for; register one"
+
+
+async def test_a_client_registered_without_an_audience_is_refused_a_token_nothing_accepts(
+    running: RunningAuthority, tokens, admin
+) -> None:
+    """RFC 9068 §2.2 requires `aud`. Minted with `aud: []`, the token was refused by every
+    verifier ("claim aud missing or malformed"), authsvc's own Verify and introspection
+    included, while the client that got it took it for good."""
+    client = await running.create_client(
+        "no-audience", grant_types=["client_credentials", "refresh_token"], scopes=["read"]
+    )
+    before = await database_rows(running)
+    pair = tokens.IssueTokenPair(
+        pb.IssueTokenPairRequest(subject="alice", client_id=client.client_id), metadata=admin
+    )
+    assert await refused(pair) == (*INVALID_SCOPE, NO_AUDIENCE)
+    assert await refused(tokens.ClientCredentials(credentials(client))) == (
+        *INVALID_SCOPE,
+        NO_AUDIENCE,
+    )
+    assert await database_rows(running) == before

@@ -123,6 +123,7 @@ async def test_the_redirect_uri_keeps_its_own_query(
         "app",
         grant_types=["authorization_code"],
         redirect_uris=[with_query],
+        audiences=["api"],
         public=True,
         first_party=True,
     )
