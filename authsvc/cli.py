@@ -20,7 +20,7 @@ from authsvc import log
 from authsvc.authority import Authority, open_authority
 from authsvc.client_registry import ADMIN_SCOPES, GRANT_TYPES
 from authsvc.config import ConfigError, Settings, warn_unknown_variables
-from authsvc.errors import AuthError, TemporarilyUnavailable
+from authsvc.errors import AuthError, InvalidRequest, TemporarilyUnavailable
 from authsvc.keys.sealing import UnsealError, new_kek_text
 from authsvc.serve import (
     dev_issuer,
@@ -82,6 +82,10 @@ async def cmd_clients_create(args: argparse.Namespace, settings: Settings) -> in
         grants = ["client_credentials"]
         scopes = list(dict.fromkeys([*scopes, *ADMIN_SCOPES]))
         audiences = list(dict.fromkeys([*audiences, settings.audience]))
+    if not audiences:  # the registry refuses it too; this refusal names the flag
+        raise InvalidRequest(
+            "a client needs at least one audience, the APIs its tokens are for: give --audience"
+        )
 
     async def work(authority: Authority) -> int:
         created = await authority.create_client(
@@ -358,7 +362,9 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True)
     create.add_argument("--grant", action="append", help=f"one of {', '.join(GRANT_TYPES)}")
     create.add_argument("--scope", action="append", help="an allowed scope (repeat, or quote)")
-    create.add_argument("--audience", action="append", help="an allowed audience")
+    create.add_argument(
+        "--audience", action="append", help="an API its tokens are for (at least one)"
+    )
     create.add_argument("--redirect-uri", action="append", help="an exact redirect URI")
     create.add_argument("--public", action="store_true", help="no secret; PKCE only")
     create.add_argument("--first-party", action="store_true", help="skip the consent page")

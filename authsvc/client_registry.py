@@ -110,6 +110,10 @@ async def create_client(
         raise InvalidRequest("the authorization_code grant needs at least one redirect URI")
     for uri in redirect_uris:
         _check_redirect_uri(uri)
+    audiences = tuple(dict.fromkeys(a for value in audiences for a in value.split()))
+    if not audiences:
+        # Every grant issues access tokens, and RFC 9068 §2.2 requires their `aud`.
+        raise InvalidRequest("a client needs at least one audience: the APIs its tokens are for")
     secret = "" if public else opaque.new_secret(opaque.Kind.CLIENT_SECRET)
     record = ClientRecord(
         client_id=client_id or new_client_id(),
@@ -119,7 +123,7 @@ async def create_client(
         grant_types=tuple(dict.fromkeys(grant_types)),
         redirect_uris=tuple(redirect_uris),
         scopes=tuple(dict.fromkeys(s for value in scopes for s in value.split())),
-        audiences=tuple(dict.fromkeys(a for value in audiences for a in value.split())),
+        audiences=audiences,
         created_at=ctx.clock.now(),
         disabled_at=None,
         secret_digest=opaque.digest(secret) if secret else None,

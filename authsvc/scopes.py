@@ -38,7 +38,9 @@ def grant_audience(requested: Iterable[str], allowed: Iterable[str]) -> tuple[st
     and every verifier, authsvc's own included, refuses a token without one."""
     granted = grant(requested, allowed, what="audience")
     if not granted:
-        raise InvalidScope("this client has no audience to issue tokens for; register one")
+        raise InvalidScope(
+            "this client has no audience to issue tokens for: register a new client with one"
+        )
     return granted
 
 

@@ -47,7 +47,7 @@ class RunningAuthority:
         *,
         grant_types: Sequence[str] = ("client_credentials",),
         scopes: Sequence[str] = (),
-        audiences: Sequence[str] = (),
+        audiences: Sequence[str] = ("api",),
         redirect_uris: Sequence[str] = (),
         public: bool = False,
         first_party: bool = False,

@@ -81,12 +81,12 @@ def test_clients_create_prints_id_and_secret_then_token_works(capsys) -> None:
 
 
 def test_json_flag_works_before_the_command_too(capsys) -> None:
-    created = run_json(capsys, "--json", "clients", "create", "--name", "svc")
+    created = run_json(capsys, "--json", "clients", "create", "--name", "svc", "--audience", "api")
     assert created["client_secret"]
 
 
 def test_clients_create_without_json_shows_the_secret_once(capsys) -> None:
-    out = run(capsys, "clients", "create", "--name", "svc", "--scope", "a b")
+    out = run(capsys, "clients", "create", "--name", "svc", "--scope", "a b", "--audience", "api")
     assert "client_secret: asc_" in out
     assert "shown once" in out
 
@@ -147,7 +147,7 @@ def test_a_public_client_created_without_grants_gets_the_code_flow(capsys) -> No
     created = run_json(
         capsys,
         "clients", "create", "--name", "web", "--public",
-        "--redirect-uri", "https://app.example/cb", "--json",
+        "--redirect-uri", "https://app.example/cb", "--audience", "api", "--json",
     )  # fmt: skip
     assert created["client_secret"] == ""
     listed = run_json(capsys, "--json", "clients", "list")
@@ -183,8 +183,17 @@ def test_token_reads_a_secret_left_off_the_command_line(
     assert asked == (["client secret: "] if terminal else [])
 
 
+def test_a_client_without_an_audience_is_refused_and_told_what_to_give(capsys) -> None:
+    # Its tokens would carry no `aud`, and every verifier would refuse them.
+    assert main(["clients", "create", "--name", "svc"]) == 1
+    captured = capsys.readouterr()
+    assert "a client needs at least one audience" in captured.err
+    assert "--audience" in captured.err
+    assert run_json(capsys, "--json", "clients", "list") == []
+
+
 def test_token_failure_is_reported_without_the_secret(capsys) -> None:
-    created = run_json(capsys, "clients", "create", "--name", "svc", "--json")
+    created = run_json(capsys, "clients", "create", "--name", "svc", "--audience", "api", "--json")
     wrong = opaque.new_secret(opaque.Kind.CLIENT_SECRET)
     assert main(["token", "--client-id", created["client_id"], "--client-secret", wrong]) == 1
     captured = capsys.readouterr()

@@ -35,6 +35,18 @@ from tests.authsvc.calls import database_rows
             "needs at least one redirect URI",
             id="code-without-redirect",
         ),
+        # Every grant issues access tokens, and RFC 9068 §2.2 requires their `aud`: with none,
+        # every verifier would refuse them.
+        pytest.param(
+            {"grant_types": ["client_credentials"]},
+            "a client needs at least one audience",
+            id="no-audience",
+        ),
+        pytest.param(
+            {"grant_types": ["client_credentials"], "audiences": [" ", ""]},
+            "a client needs at least one audience",
+            id="blank-audiences",
+        ),
     ]
     + [
         pytest.param(
@@ -85,21 +97,25 @@ async def test_registration_refuses_a_name_no_one_could_tell_apart_or_store(
 )
 async def test_registration_accepts_redirect_uri(running: RunningAuthority, uri: str) -> None:
     created = await running.authority.create_client(
-        "app", grant_types=["authorization_code"], redirect_uris=[uri]
+        "app", grant_types=["authorization_code"], redirect_uris=[uri], audiences=["api"]
     )
     assert (await running.authority.get_client(created.client_id)).redirect_uris == (uri,)
 
 
 async def test_a_client_id_is_registered_once(running: RunningAuthority) -> None:
-    await running.authority.create_client("a", grant_types=["client_credentials"], client_id="svc")
+    await running.authority.create_client(
+        "a", grant_types=["client_credentials"], audiences=["api"], client_id="svc"
+    )
     with pytest.raises(InvalidRequest, match="already exists"):
         await running.authority.create_client(
-            "b", grant_types=["client_credentials"], client_id="svc"
+            "b", grant_types=["client_credentials"], audiences=["api"], client_id="svc"
         )
 
 
 async def test_secrets_are_stored_only_as_digests(running: RunningAuthority) -> None:
-    created = await running.authority.create_client("svc", grant_types=["client_credentials"])
+    created = await running.authority.create_client(
+        "svc", grant_types=["client_credentials"], audiences=["api"]
+    )
     assert opaque.looks_like(opaque.Kind.CLIENT_SECRET, created.client_secret)
     rows = json.dumps(await database_rows(running), default=repr)
     assert created.client_secret not in rows
@@ -112,6 +128,7 @@ async def test_a_public_client_has_no_secret(running: RunningAuthority) -> None:
         "spa",
         grant_types=["authorization_code"],
         redirect_uris=["https://spa.example/cb"],
+        audiences=["api"],
         public=True,
     )
     assert created.client_secret == ""

@@ -10,6 +10,7 @@ import pytest
 from authsvc_client.v1 import authsvc_pb2 as pb
 
 from authsvc.client_registry import RegisteredClient
+from authsvc.storage.records import ClientRecord
 from authsvc.testing import RunningAuthority
 from authsvc.tokens import opaque
 from tests.authsvc.calls import (
@@ -293,18 +294,38 @@ async def test_oversized_secret_is_refused_before_any_work(tokens, service) -> N
     assert (await refused(tokens.ClientCredentials(request)))[:2] == INVALID_REQUEST
 
 
-NO_AUDIENCE = "this client has no audience to issue tokens for; register one"
+NO_AUDIENCE = "this client has no audience to issue tokens for: register a new client with one"
 
 
-async def test_a_client_registered_without_an_audience_is_refused_a_token_nothing_accepts(
+async def _stored_without_an_audience(running: RunningAuthority) -> RegisteredClient:
+    """A client as registration accepted it before it required an audience."""
+    secret = opaque.new_secret(opaque.Kind.CLIENT_SECRET)
+    record = ClientRecord(
+        client_id="legacy",
+        name="legacy",
+        public=False,
+        first_party=False,
+        grant_types=("client_credentials", "refresh_token"),
+        redirect_uris=(),
+        scopes=("read",),
+        audiences=(),
+        created_at=0.0,
+        disabled_at=None,
+        secret_digest=opaque.digest(secret),
+    )
+    async with running.authority.ctx.store.transaction() as tx:
+        await tx.insert_client(record)
+    return RegisteredClient(record.client_id, secret, record)
+
+
+async def test_a_client_stored_without_an_audience_is_refused_a_token_nothing_accepts(
     running: RunningAuthority, tokens, admin
 ) -> None:
     """RFC 9068 §2.2 requires `aud`. Minted with `aud: []`, the token was refused by every
     verifier ("claim aud missing or malformed"), authsvc's own Verify and introspection
-    included, while the client that got it took it for good."""
-    client = await running.create_client(
-        "no-audience", grant_types=["client_credentials", "refresh_token"], scopes=["read"]
-    )
+    included, while the client that got it took it for good. Registration now refuses such a
+    client (`test_client_registry`); one registered before that is refused its tokens."""
+    client = await _stored_without_an_audience(running)
     before = await database_rows(running)
     pair = tokens.IssueTokenPair(
         pb.IssueTokenPairRequest(subject="alice", client_id=client.client_id), metadata=admin
