@@ -7,14 +7,24 @@ client twice. Measured on the embedded gateway (strace): 6,250 writes for 3,126 
 requests, and the header write alone was 11 % of the process's samples (py-spy). Here the
 writes a connection makes during one pass of the event loop are joined and written at the end
 of it: same bytes, same order, one system call.
+
+It also puts back the limit on request heads that uvicorn's h11 protocol had and its httptools
+protocol has not (llhttp sets none): a 10 MB header was read, held in memory and served, and a
+header that never ended was held as long as the client kept sending it. A head over
+`MAX_HEAD_BYTES` is answered 431 and its connection closed.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, ClassVar, Final
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+#: The longest request head (request line and headers) read, as uvicorn's h11 protocol limits
+#: it (`h11_max_incomplete_event_size`): far above any OAuth request's, and a bound on what a
+#: connection can make the gateway hold.
+MAX_HEAD_BYTES: Final = 16 * 1024
 
 
 class CoalescedWrites:
@@ -49,8 +59,67 @@ class CoalescedWrites:
 
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol over `CoalescedWrites` (pass it as uvicorn's `http`)."""
+    """uvicorn's httptools protocol over `CoalescedWrites` (pass it as uvicorn's `http`), with
+    request heads limited to `max_head_bytes`."""
+
+    max_head_bytes: ClassVar[int] = MAX_HEAD_BYTES
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Whether the bytes arriving now belong to a request head, and how many have so far.
+        self._in_head = True
+        self._head_bytes = 0
+        #: A head that ended over the limit: nothing after it on this connection is served.
+        self._head_too_large = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.transport = CoalescedWrites(transport, self.loop)  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        # A head that has not ended is measured in whole reads (its fields are still inside
+        # the parser), so that one that never ends is refused within a read of the limit.
+        if self._in_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self.transport.is_closing():
+            return
+        if self._head_too_large or (self._in_head and self._head_bytes > self.max_head_bytes):
+            self._refuse(431, "Request header fields too large.")
+
+    def on_headers_complete(self) -> None:
+        if self._head_too_large:
+            return
+        self._in_head = False
+        self._head_bytes = 0
+        # A head that ended is measured exactly, whatever reads it came in.
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > self.max_head_bytes:
+            self._head_too_large = True  # answered once the parser returns, in data_received
+            return
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._head_too_large:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._head_too_large:
+            return
+        super().on_message_complete()
+        self._in_head = True
+
+    def _refuse(self, status: int, reason: str) -> None:
+        # As uvicorn's send_400_response answers a request it cannot parse.
+        body = reason.encode("ascii")
+        content = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            content += [name, b": ", value, b"\r\n"]
+        content += [
+            b"content-type: text/plain; charset=utf-8\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n\r\n",
+            body,
+        ]
+        self.transport.write(b"".join(content))
+        self.transport.close()

@@ -1,0 +1,111 @@
+"""The gateway's HTTP protocol over a real connection: what uvicorn's httptools protocol leaves
+to the server that runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+from authsvc_gateway import paths
+from authsvc_gateway.config import GatewayConfig
+from authsvc_gateway.http_protocol import MAX_HEAD_BYTES
+from authsvc_gateway.server import listening_socket, start_gateway
+
+from tests.gateway.fakes import FakeBackend
+
+SVC = "Basic " + base64.b64encode(b"svc:svc-secret").decode()
+
+
+@contextlib.asynccontextmanager
+async def _gateway() -> AsyncIterator[int]:
+    """A gateway under uvicorn on port 0, in front of a fake authsvc; yields its port."""
+    backend = FakeBackend()
+    backend.add_client("svc", "svc-secret", grant_types=["client_credentials"])
+    sock = listening_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    config = GatewayConfig(client_id="g", client_secret="s", port=port)
+    async with start_gateway(config, backend, sock):
+        yield port
+
+
+def _introspection(*, extra: bytes = b"", body: bytes = b"token=x") -> bytes:
+    return (
+        b"POST " + paths.INTROSPECT.encode() + b" HTTP/1.1\r\nhost: gw\r\n"
+        b"authorization: " + SVC.encode() + b"\r\n"
+        b"content-type: application/x-www-form-urlencoded\r\n"
+        b"content-length: " + str(len(body)).encode() + b"\r\n" + extra + b"\r\n" + body
+    )
+
+
+async def _exchange(port: int, data: bytes, *, replies: int | None = None) -> bytes:
+    """What the gateway sends back for `data`: everything until it closes the connection, or
+    the first `replies` replies (each ends with the fake's inactive answer)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        received = b""
+        while replies is None or received.count(b'{"active": false}') < replies:
+            chunk = await asyncio.wait_for(reader.read(65536), 10)
+            if not chunk:
+                break
+            received += chunk
+        return received
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        pytest.param(
+            _introspection(extra=b"x-big: " + b"a" * MAX_HEAD_BYTES + b"\r\n"), id="one-field"
+        ),
+        pytest.param(
+            _introspection(
+                extra=b"".join(
+                    b"x-%d: %s\r\n" % (i, b"a" * 100) for i in range(MAX_HEAD_BYTES // 100)
+                )
+            ),
+            id="many-fields",
+        ),
+        pytest.param(
+            b"POST /oauth/introspect?" + b"a" * MAX_HEAD_BYTES + b" HTTP/1.1\r\nhost: gw\r\n\r\n",
+            id="long-url",
+        ),
+        pytest.param(
+            b"POST /oauth/introspect HTTP/1.1\r\nx-never-ends: " + b"a" * 2 * MAX_HEAD_BYTES,
+            id="never-ends",
+        ),
+    ],
+)
+async def test_a_head_over_the_limit_is_431_and_the_connection_closes(head: bytes) -> None:
+    """llhttp sets no limit and uvicorn's httptools protocol none either: a 10 MB header was
+    read, held and served, and one that never ended was held for as long as it came."""
+    async with _gateway() as port:
+        reply = await _exchange(port, head)
+    assert reply.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), reply[:200]
+    assert b"connection: close\r\n" in reply
+
+
+async def test_a_head_within_the_limit_is_served() -> None:
+    async with _gateway() as port:
+        reply = await _exchange(
+            port,
+            _introspection(extra=b"x-big: " + b"a" * (MAX_HEAD_BYTES - 1024) + b"\r\n"),
+            replies=1,
+        )
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n"), reply[:200]
+
+
+async def test_many_small_requests_in_one_write_are_all_served() -> None:
+    """Pipelined requests longer together than the limit: each head is measured alone."""
+    count = 4 * MAX_HEAD_BYTES // len(_introspection())
+    requests = [_introspection(body=b"token=t%d" % i) for i in range(count)]
+    async with _gateway() as port:
+        reply = await _exchange(port, b"".join(requests), replies=count)
+    assert reply.count(b"HTTP/1.1 200 OK\r\n") == count
+    assert b"431" not in reply
