@@ -12,6 +12,13 @@ It also puts back the limit on request heads that uvicorn's h11 protocol had and
 protocol has not (llhttp sets none): a 10 MB header was read, held in memory and served, and a
 header that never ended was held as long as the client kept sending it. A head over
 `MAX_HEAD_BYTES` is answered 431 and its connection closed.
+
+And it bounds how long a client may take to send a request, which uvicorn does not: its only
+timer is the keep-alive one, armed after a reply and disarmed by any byte received, so a
+connection that sent nothing, or half a request, or a byte every few seconds, stayed open for
+good, and a few hundred of them could take every file descriptor the process has. A request must
+arrive whole within `REQUEST_TIMEOUT_SECONDS` of the connection opening or of the previous
+reply; otherwise one partly received is answered 408, and the connection is closed.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 #: it (`h11_max_incomplete_event_size`): far above any OAuth request's, and a bound on what a
 #: connection can make the gateway hold.
 MAX_HEAD_BYTES: Final = 16 * 1024
+#: How long a client has to send a whole request: an OAuth request is a few hundred bytes.
+REQUEST_TIMEOUT_SECONDS: Final = 20.0
 
 
 class CoalescedWrites:
@@ -60,9 +69,10 @@ class CoalescedWrites:
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol over `CoalescedWrites` (pass it as uvicorn's `http`), with
-    request heads limited to `max_head_bytes`."""
+    request heads limited to `max_head_bytes` and requests to `request_timeout` seconds."""
 
     max_head_bytes: ClassVar[int] = MAX_HEAD_BYTES
+    request_timeout: ClassVar[float] = REQUEST_TIMEOUT_SECONDS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -71,10 +81,18 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         #: A head that ended over the limit: nothing after it on this connection is served.
         self._head_too_large = False
+        #: Whether part of a request has arrived, and when the whole of it must have.
+        self._receiving = False
+        self._request_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.transport = CoalescedWrites(transport, self.loop)  # type: ignore[assignment]
+        self._await_request()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_waiting()
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         # A head that has not ended is measured in whole reads (its fields are still inside
@@ -86,6 +104,10 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             return
         if self._head_too_large or (self._in_head and self._head_bytes > self.max_head_bytes):
             self._refuse(431, "Request header fields too large.")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._receiving = True
 
     def on_headers_complete(self) -> None:
         if self._head_too_large:
@@ -108,6 +130,39 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             return
         super().on_message_complete()
         self._in_head = True
+        self._receiving = False
+        self._stop_waiting()  # the request is the app's now
+        if self.cycle.response_complete:  # answered before it had all arrived
+            self._await_request()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._await_request()
+
+    def _await_request(self) -> None:
+        # A deadline already set (a reply sent before its request had all arrived) stays.
+        if self._request_deadline is None:
+            self._request_deadline = self.loop.call_later(
+                self.request_timeout, self._request_overdue
+            )
+
+    def _stop_waiting(self) -> None:
+        if self._request_deadline is not None:
+            self._request_deadline.cancel()
+            self._request_deadline = None
+
+    def _request_overdue(self) -> None:
+        self._request_deadline = None
+        cycle = self.cycle
+        answering = cycle is not None and not cycle.response_complete and not cycle.more_body
+        if self.transport.is_closing() or (not self._receiving and (answering or self.pipeline)):
+            return  # the app is answering a request received whole; its reply sets a deadline
+        unanswered = self._in_head or (cycle is not None and not cycle.response_started)
+        if self._receiving and unanswered:
+            self._refuse(408, "Request timeout.")
+        else:
+            self.transport.close()
 
     def _refuse(self, status: int, reason: str) -> None:
         # As uvicorn's send_400_response answers a request it cannot parse.

@@ -9,9 +9,10 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
+from authsvc_client.v1 import authsvc_pb2 as pb
 from authsvc_gateway import paths
 from authsvc_gateway.config import GatewayConfig
-from authsvc_gateway.http_protocol import MAX_HEAD_BYTES
+from authsvc_gateway.http_protocol import MAX_HEAD_BYTES, CoalescingHttpToolsProtocol
 from authsvc_gateway.server import listening_socket, start_gateway
 
 from tests.gateway.fakes import FakeBackend
@@ -19,10 +20,27 @@ from tests.gateway.fakes import FakeBackend
 SVC = "Basic " + base64.b64encode(b"svc:svc-secret").decode()
 
 
+#: The request timeout in these tests; what takes longer is waited for, never slept out.
+TIMEOUT = 0.2
+
+
+class SlowBackend(FakeBackend):
+    """An authsvc that takes longer than a client is given to send its request."""
+
+    async def introspect(self, request: pb.IntrospectRequest, /) -> pb.IntrospectResponse:
+        await asyncio.sleep(3 * TIMEOUT)  # the upstream's slowness is what is tested
+        return await super().introspect(request)
+
+
+@pytest.fixture
+def short_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(CoalescingHttpToolsProtocol, "request_timeout", TIMEOUT)
+
+
 @contextlib.asynccontextmanager
-async def _gateway() -> AsyncIterator[int]:
+async def _gateway(backend: FakeBackend | None = None) -> AsyncIterator[int]:
     """A gateway under uvicorn on port 0, in front of a fake authsvc; yields its port."""
-    backend = FakeBackend()
+    backend = backend or FakeBackend()
     backend.add_client("svc", "svc-secret", grant_types=["client_credentials"])
     sock = listening_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
@@ -109,3 +127,51 @@ async def test_many_small_requests_in_one_write_are_all_served() -> None:
         reply = await _exchange(port, b"".join(requests), replies=count)
     assert reply.count(b"HTTP/1.1 200 OK\r\n") == count
     assert b"431" not in reply
+
+
+@pytest.mark.usefixtures("short_timeout")
+@pytest.mark.parametrize(
+    "partial",
+    [
+        pytest.param(b"POST /oauth/introspect HTTP/1.1\r\nhost: gw\r\n", id="head"),
+        pytest.param(_introspection(body=b"token=x")[:-3], id="body"),
+    ],
+)
+async def test_a_request_that_does_not_arrive_in_time_is_408_and_closed(partial: bytes) -> None:
+    """uvicorn's only timer is the keep-alive one, armed after a reply: a connection that sent
+    half a request stayed open for good, the app waiting on the rest of a body with it."""
+    async with _gateway() as port:
+        reply = await _exchange(port, partial)
+    assert reply.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), reply[:200]
+    assert b"connection: close\r\n" in reply
+
+
+@pytest.mark.usefixtures("short_timeout")
+async def test_a_connection_that_sends_nothing_is_closed() -> None:
+    async with _gateway() as port:
+        assert await _exchange(port, b"") == b""
+
+
+@pytest.mark.usefixtures("short_timeout")
+async def test_a_request_answered_before_its_body_arrived_still_has_a_deadline() -> None:
+    """The app refuses a body declared too large at once; the body that follows disarms
+    uvicorn's keep-alive timer, and the connection must still not stay open for good."""
+    body = b"token=" + b"a" * 20_000
+    async with _gateway() as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(_introspection(body=body)[: -len(body)])
+            reply = await asyncio.wait_for(reader.readuntil(b'"the body is too large"}'), 10)
+            assert reply.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+            writer.write(body)
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+        finally:
+            writer.close()
+
+
+@pytest.mark.usefixtures("short_timeout")
+async def test_a_request_the_app_takes_longer_to_answer_is_answered() -> None:
+    """The timeout is the client's, for sending its request, not the app's for answering."""
+    async with _gateway(SlowBackend()) as port:
+        reply = await _exchange(port, _introspection() * 2, replies=2)
+    assert reply.count(b"HTTP/1.1 200 OK\r\n") == 2
