@@ -527,3 +527,21 @@ async def test_a_public_client_asking_for_client_credentials_is_unauthorized_eit
     )
     for reply in (in_body, in_basic):
         assert (reply.status_code, reply.json()["error"]) == (400, "unauthorized_client")
+
+
+@pytest.mark.parametrize("path", [paths.TOKEN, paths.REVOKE, paths.INTROSPECT])
+async def test_parameters_in_the_url_are_refused_not_ignored(
+    deployment: Deployment, http: httpx.AsyncClient, path: str
+) -> None:
+    """RFC 6749 §2.3.1: credentials must not be in the request URI, where logs keep them. They
+    were ignored: the request succeeded on its body alone and the client never learned."""
+    client_id, secret = await _service(deployment)
+    reply = await http.post(
+        path,
+        params={"client_id": client_id, "client_secret": secret},
+        data={"grant_type": "client_credentials", "token": "x"},
+        headers=_basic(client_id, secret),
+    )
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"] == "invalid_request"
+    assert reply.headers["cache-control"] == "no-store"

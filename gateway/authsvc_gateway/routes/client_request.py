@@ -20,7 +20,7 @@ from authsvc_gateway.client_auth import (
     challenge_for,
     client_credentials_from,
 )
-from authsvc_gateway.errors import OAuthError, error_response
+from authsvc_gateway.errors import InvalidRequest, OAuthError, error_response
 from authsvc_gateway.forms import NO_PARAMS, Params, header, read_form
 from authsvc_gateway.replies import NoStoreReply
 
@@ -28,10 +28,17 @@ Respond = Callable[[Params, ClientCredentials], Awaitable[Response]]
 
 
 async def answer_client_request(request: Request, respond: Respond) -> Response:
-    """Parse the form and the client credentials, then `respond`; errors become JSON replies."""
+    """Parse the form and the client credentials, then `respond`; errors become JSON replies.
+
+    Parameters come in the body only. A query string is refused rather than ignored: what it
+    would carry here is a client secret, a code or a token, which RFC 6749 §2.3.1 forbids in
+    the request URI (it ends up in proxies' and servers' logs), and the client must learn it.
+    """
     authorization = header(request, b"authorization")
     form = NO_PARAMS
     try:
+        if request.scope.get("query_string"):
+            raise InvalidRequest("send the parameters in the form body, not in the URL")
         form = await read_form(request)
         return await respond(form, client_credentials_from(authorization, form))
     except OAuthError as error:
