@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,10 +92,14 @@ current_caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar(
 )
 
 
-def bearer_token(metadata: Mapping[str, str | bytes]) -> str | None:
-    """The token of an `authorization: Bearer …` header (RFC 6750 §2.1), or None."""
-    value = metadata.get("authorization")
-    if not isinstance(value, str):
+def bearer_token(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
+    """The token of the call's one `authorization: Bearer …` header (RFC 6750 §2.1), or None.
+
+    Two `authorization` headers are none: which one counted would depend on who read them (a
+    proxy in front may check the first), so neither does, as the client library's interceptors
+    refuse them too."""
+    values = [value for key, value in metadata if key == "authorization"]
+    if len(values) != 1 or not isinstance(value := values[0], str):
         return None
     scheme, _, token = value.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -133,7 +137,7 @@ class CallerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-ar
         policy = self._policies.get(handler_call_details.method)
         if handler is None or policy is None:
             return handler
-        token = bearer_token(dict(handler_call_details.invocation_metadata or ()))
+        token = bearer_token(handler_call_details.invocation_metadata or ())
         if token is None and self._certificate is not None:
             # The client certificate is only in the servicer context: decide inside the handler.
             return self._deciding_in_handler(handler, policy)

@@ -102,7 +102,14 @@ def test_decide_names_the_missing_permission() -> None:
     ],
 )
 def test_bearer_token(metadata: dict[str, Any], token: str | None) -> None:
-    assert bearer_token(metadata) == token
+    assert bearer_token(metadata.items()) == token
+
+
+def test_two_authorization_headers_are_no_bearer_token() -> None:
+    # The last had counted: a proxy in front that checked the first let the second through.
+    twice = (("authorization", "Bearer first"), ("authorization", "Bearer second"))
+    assert bearer_token(twice) is None
+    assert bearer_token((("x-other", "1"), *twice[:1])) == "first"
 
 
 def test_policies_cover_every_method_from_the_proto() -> None:
@@ -381,6 +388,24 @@ async def test_a_bad_bearer_token_is_unauthenticated(
         *UNAUTHENTICATED,
         f"caller credential rejected: {reason}",
     )
+    assert await database_rows(world.running) == before
+
+
+async def test_a_second_authorization_header_does_not_pick_the_caller(
+    world: World, tokens, admin
+) -> None:
+    """The last header had counted: behind a proxy that checked the first, a caller could add
+    an admin's token after its own."""
+    before = await database_rows(world.running)
+    request = pb.RevokeFamilyRequest(family_id=world.pair.family.family_id)
+    for metadata in (
+        (*bearer(world.pair.access.token), *admin),
+        (*admin, *bearer(world.pair.access.token)),
+    ):
+        assert await refused(tokens.RevokeFamily(request, metadata=metadata)) == (
+            *UNAUTHENTICATED,
+            "missing bearer token or client certificate",
+        )
     assert await database_rows(world.running) == before
 
 
