@@ -284,11 +284,12 @@ def _banner(
             f"  admin client   {created['admin']['client_id']}  {created['admin']['client_secret']}",
             f"  demo client    {created['demo']['client_id']}  {created['demo']['client_secret']}",
         ]
-    lines += [
-        "Next: in another terminal run  .venv/bin/authsvc demo  "
-        "to get a token over gRPC and verify it.",
-        "",
-    ]
+    if settings.dev:  # `authsvc demo` calls as a dev client: a replica outside dev has none
+        lines.append(
+            "Next: in another terminal run  .venv/bin/authsvc demo  "
+            "to get a token over gRPC and verify it."
+        )
+    lines.append("")
     return "\n".join(lines)
 
 

@@ -63,6 +63,13 @@ def test_the_banner_names_the_address_grpc_listens_on(tmp_path: Path, host: str)
     assert f"serving gRPC on {host}:50051 " in _banner(settings, 50051, None, None)
 
 
+@pytest.mark.parametrize("dev", [True, False])
+def test_only_dev_mode_sends_the_reader_to_the_demo(tmp_path: Path, dev: bool) -> None:
+    # `authsvc demo` needs the dev clients: outside dev it fails, so the banner must not say it.
+    settings = throwaway_settings(tmp_path, dev=dev)
+    assert ("Next:" in _banner(settings, 50051, None, None)) is dev
+
+
 @pytest.mark.parametrize(
     ("address", "environ", "issuer"),
     [
