@@ -289,6 +289,11 @@ def _banner(
             "Next: in another terminal run  .venv/bin/authsvc demo  "
             "to get a token over gRPC and verify it."
         )
+    else:
+        lines.append(
+            "Next: register the clients that call it:  .venv/bin/authsvc clients create "
+            "--name NAME --audience API  (README.md, 'The command line')."
+        )
     lines.append("")
     return "\n".join(lines)
 

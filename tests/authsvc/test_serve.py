@@ -67,7 +67,11 @@ def test_the_banner_names_the_address_grpc_listens_on(tmp_path: Path, host: str)
 def test_only_dev_mode_sends_the_reader_to_the_demo(tmp_path: Path, dev: bool) -> None:
     # `authsvc demo` needs the dev clients: outside dev it fails, so the banner must not say it.
     settings = throwaway_settings(tmp_path, dev=dev)
-    assert ("Next:" in _banner(settings, 50051, None, None)) is dev
+    banner = _banner(settings, 50051, None, None)
+    assert ("authsvc demo" in banner) is dev
+    # Outside dev mode there are no clients yet: the next step is to register one.
+    assert ("authsvc clients create" in banner) is not dev
+    assert "Next:" in banner
 
 
 @pytest.mark.parametrize(
