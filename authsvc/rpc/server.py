@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from authsvc_client import AUDIENCE_NOT_ACCEPTED
 from authsvc_client.v1 import authsvc_pb2, authsvc_pb2_grpc
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -72,8 +73,18 @@ def _caller_from_bearer(authority: Authority) -> BearerAuthenticator:
     # once per token (a frozenset and a dataclass, a fifth of a cached verification).
     callers: dict[AccessClaims, Caller] = {}
 
+    audience = authority.settings.audience
+
     def authenticate(token: str) -> Caller:
-        claims = authority.verify(token, audience=authority.settings.audience)
+        try:
+            claims = authority.verify(token, audience=audience)
+        except AuthError as exc:
+            if exc.description != AUDIENCE_NOT_ACCEPTED:
+                raise
+            # The commonest mistake: the token for an API, sent to authsvc itself.
+            raise type(exc)(
+                f"{AUDIENCE_NOT_ACCEPTED}: calls to authsvc need a token for audience {audience}"
+            ) from None
         caller = callers.get(claims)
         if caller is None:
             if len(callers) >= CALLER_CACHE_ENTRIES:

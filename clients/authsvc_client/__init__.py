@@ -44,6 +44,7 @@ from ._revocations import RevocationSet
 from ._scopes import DEFAULT_PUBLIC_SERVICES, MethodScopes
 from ._verification import (
     ACCESS_TOKEN_TYPES,
+    AUDIENCE_NOT_ACCEPTED,
     ED25519_NAMES,
     FORBIDDEN_HEADERS,
     MAX_TOKEN_BYTES,
@@ -57,6 +58,7 @@ from ._verifier import LocalVerifier
 
 __all__ = [
     "ACCESS_TOKEN_TYPES",
+    "AUDIENCE_NOT_ACCEPTED",
     "DEFAULT_PUBLIC_SERVICES",
     "ED25519_NAMES",
     "FORBIDDEN_HEADERS",

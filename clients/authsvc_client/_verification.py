@@ -36,6 +36,7 @@ from ._jwks import PublishedKey
 
 __all__ = [
     "ACCESS_TOKEN_TYPES",
+    "AUDIENCE_NOT_ACCEPTED",
     "ED25519_NAMES",
     "FORBIDDEN_HEADERS",
     "MAX_TOKEN_BYTES",
@@ -57,6 +58,8 @@ ED25519_NAMES = frozenset({"EdDSA", "Ed25519"})
 
 #: Tokens longer than this are refused before any parsing; ours are well under 2 KiB.
 MAX_TOKEN_BYTES = 8192
+#: The refusal of a token for another audience; callers that know what was wanted add to it.
+AUDIENCE_NOT_ACCEPTED = "token audience not accepted"
 
 #: Header parameters that would let the token choose its own key or demand extensions we do not
 #: implement (RFC 8725 §3.10, RFC 7515 §4.1.11, RFC 7797). Refused outright, never followed.
@@ -167,7 +170,7 @@ def check_claims(
     if claims.iat - leeway > now:
         raise InvalidToken("token issued in the future")
     if audience is not None and audience not in claims.aud:
-        raise InvalidToken("token audience not accepted")
+        raise InvalidToken(AUDIENCE_NOT_ACCEPTED)
 
 
 def _header(token: str) -> dict[str, Any]:

@@ -368,7 +368,11 @@ async def _revoked(r: RunningAuthority) -> str:
     ("credential", "reason"),
     [
         pytest.param(_expired, "token expired", id="expired"),
-        pytest.param(_for_another_audience, "token audience not accepted", id="other-audience"),
+        pytest.param(
+            _for_another_audience,
+            "token audience not accepted: calls to authsvc need a token for audience authsvc",
+            id="other-audience",
+        ),
         pytest.param(_revoked, "token revoked (token revoked)", id="revoked"),
         pytest.param(lambda r: _const("garbage"), "malformed token", id="garbage"),
         pytest.param(
