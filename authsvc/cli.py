@@ -248,8 +248,12 @@ async def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
                 if sys.stdin.isatty()
                 else sys.stdin.readline().strip()
             )
-        except EOFError:  # Ctrl-D at the prompt: no secret, refused as a wrong one would be
+        except EOFError:  # Ctrl-D at the prompt
             secret = ""
+        if not secret:
+            raise InvalidRequest(
+                "no client secret: type it at the prompt, pipe it on stdin, or pass --client-secret"
+            )
 
     async def work(authority: Authority) -> int:
         issued = await authority.client_credentials(

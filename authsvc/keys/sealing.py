@@ -86,7 +86,8 @@ def load_kek(settings: Settings) -> bytes:
     if not settings.dev:
         raise ConfigError(
             "AUTHSVC_KEK: no key-encryption key; set AUTHSVC_KEK to the output of `authsvc kek` "
-            "or point AUTHSVC_KEK_FILE at a file holding it (dev mode generates one)"
+            "or point AUTHSVC_KEK_FILE at a file holding it (dev mode generates one, as "
+            f"{dev_file}: if `make run` made it elsewhere, set AUTHSVC_DATA_DIR to that folder)"
         )
     make_directory(settings.data_dir, "AUTHSVC_DATA_DIR")
     try:

@@ -192,6 +192,20 @@ def test_a_client_without_an_audience_is_refused_and_told_what_to_give(capsys) -
     assert run_json(capsys, "--json", "clients", "list") == []
 
 
+@pytest.mark.parametrize("answer", ["\n", ""], ids=["empty-line", "end-of-input"])
+def test_token_without_a_secret_says_so(
+    capsys, monkeypatch: pytest.MonkeyPatch, answer: str
+) -> None:
+    """An empty stdin had been sent as the secret and answered 'client authentication failed'."""
+    created = run_json(capsys, "clients", "create", "--name", "svc", "--audience", "api", "--json")
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    monkeypatch.setattr("sys.stdin.readline", lambda: answer)
+    assert main(["token", "--client-id", created["client_id"]]) == 1
+    err = capsys.readouterr().err
+    assert "no client secret" in err
+    assert "--client-secret" in err
+
+
 def test_token_failure_is_reported_without_the_secret(capsys) -> None:
     created = run_json(capsys, "clients", "create", "--name", "svc", "--audience", "api", "--json")
     wrong = opaque.new_secret(opaque.Kind.CLIENT_SECRET)

@@ -83,9 +83,13 @@ def test_unreadable_kek_file_names_the_variable(tmp_path: Path) -> None:
 
 
 def test_no_kek_outside_dev_mode_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"^AUTHSVC_KEK: no key-encryption key"):
+    with pytest.raises(ConfigError, match=r"^AUTHSVC_KEK: no key-encryption key") as refused:
         load_kek(Settings(data_dir=tmp_path))
     assert not (tmp_path / DEV_KEK_FILENAME).exists()
+    # Run from another folder than `make run` was, the CLI looked for the dev key in the wrong
+    # place: the message says where it looked and how to point it at the right one.
+    assert str(tmp_path / DEV_KEK_FILENAME) in str(refused.value)
+    assert "AUTHSVC_DATA_DIR" in str(refused.value)
 
 
 def test_dev_mode_generates_a_private_kek_once(tmp_path: Path) -> None:
