@@ -182,7 +182,11 @@ def _key(value: str) -> bytes:
     try:
         key = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
     except (binascii.Error, ValueError) as exc:
-        raise ConfigError("AUTHSVC_GATEWAY_SESSION_KEY must be base64url") from exc
+        raise ConfigError(
+            "AUTHSVC_GATEWAY_SESSION_KEY must be base64url (`authsvc kek` prints one)"
+        ) from exc
     if len(key) < 32:
-        raise ConfigError("AUTHSVC_GATEWAY_SESSION_KEY must hold at least 32 bytes")
+        raise ConfigError(
+            "AUTHSVC_GATEWAY_SESSION_KEY must hold at least 32 bytes (`authsvc kek` prints one)"
+        )
     return key

@@ -220,7 +220,10 @@ async def serve(
                 "AUTHSVC_GATEWAY_SESSION_KEY is not set: this gateway signs its login forms with "
                 "a key of its own, so a login in progress fails after a restart or on another "
                 "replica",
-                extra={"hint": "set AUTHSVC_GATEWAY_SESSION_KEY to the same value everywhere"},
+                extra={
+                    "hint": "set AUTHSVC_GATEWAY_SESSION_KEY to the same value everywhere; "
+                    "`authsvc kek` prints a fresh one"
+                },
             )
         async with GrpcBackend.connect(config) as grpc_backend:
             await serve(config, backend=grpc_backend, sock=sock, stop_on_signals=stop_on_signals)

@@ -70,6 +70,12 @@ def test_bad_values_name_their_variable(changes: dict[str, str], variable: str) 
         GatewayConfig.from_env({**ENV, **changes})
 
 
+@pytest.mark.parametrize("key", ["c2hvcnQ", "not base64!"], ids=["short", "not-base64"])
+def test_a_bad_session_key_says_how_to_make_a_good_one(key: str) -> None:
+    with pytest.raises(ConfigError, match="`authsvc kek` prints one"):
+        GatewayConfig.from_env({**ENV, "AUTHSVC_GATEWAY_SESSION_KEY": key})
+
+
 def test_secrets_stay_out_of_repr() -> None:
     config = GatewayConfig.from_env(ENV)
     assert "asc_secret" not in repr(config)

@@ -111,7 +111,9 @@ async def _run_and_read_logs(running: RunningAuthority, data_dir: Path, command:
     entries = [json.loads(line) for line in lines]  # each line one JSON object
     assert [e for e in entries if e["logger"] == "uvicorn.access"] == []
     # Started without AUTHSVC_GATEWAY_SESSION_KEY, a standalone gateway says what that breaks.
-    assert [e["level"] for e in entries if "SESSION_KEY is not set" in e["message"]] == ["warning"]
+    [warning] = [e for e in entries if "SESSION_KEY is not set" in e["message"]]
+    assert warning["level"] == "warning"
+    assert "`authsvc kek` prints a fresh one" in warning["hint"]
     for line in lines:
         assert not _mentions_a_request(line, challenge), line
 
