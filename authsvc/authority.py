@@ -276,7 +276,9 @@ class Authority:
         return await users.create_user(self.ctx, username, password)
 
     # Not a unit of work: `users.authenticate_user` retries each of its transactions itself.
-    async def authenticate_user(self, username: str, password: str, *, client_ip: str = "") -> str:
+    async def authenticate_user(
+        self, username: str, password: str, *, client_ip: str = ""
+    ) -> users.Authentication:
         return await users.authenticate_user(self.ctx, username, password, client_ip=client_ip)
 
     @_unit_of_work
@@ -292,6 +294,7 @@ class Authority:
         audience: Sequence[str] = (),
         device_id: str = "",
         redirect_uri_omitted: bool = False,
+        authenticated_at: float | None = None,
     ) -> authorization_codes.IssuedCode:
         return await authorization_codes.create_code(
             self.ctx,
@@ -304,6 +307,7 @@ class Authority:
             code_challenge_method=code_challenge_method,
             device_id=device_id,
             redirect_uri_omitted=redirect_uri_omitted,
+            authenticated_at=authenticated_at,
         )
 
     @_unit_of_work

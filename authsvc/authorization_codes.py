@@ -20,8 +20,9 @@ from authsvc_client import redirect_uri_allowed
 from authsvc import pkce
 from authsvc.client_registry import require_grant
 from authsvc.context import AuthorityContext, append_events
-from authsvc.errors import InvalidClient, InvalidGrant, InvalidRequest
+from authsvc.errors import AccessDenied, InvalidClient, InvalidGrant, InvalidRequest
 from authsvc.issuance import IssuedTokenPair, mint_access_token, start_family
+from authsvc.revocation_state import RevocationState
 from authsvc.scopes import grant, grant_audience
 from authsvc.storage.records import AuthorizationCodeRecord, RevocationEventRecord
 from authsvc.storage.sql import Tx
@@ -53,6 +54,31 @@ def authorization_redirect_refusal(
     return "redirect_uri does not match a registered one"
 
 
+def sign_in_refusal(
+    revocations: RevocationState,
+    *,
+    subject: str,
+    client_id: str,
+    authenticated_at: float,
+    now: float,
+    remembered_for: float,
+) -> str | None:
+    """Why a sign-in at `authenticated_at` may no longer yield a code at `now`, or None.
+
+    A revocation of the subject ("log out everywhere") or of the client ends what was
+    authenticated before it, as it ends the codes and tokens issued before it: a consent page
+    left open across it must not start a session (RFC 9700 §4.14). `revocations` holds each
+    revocation `remembered_for` seconds (the longest access-token life), so an older sign-in
+    cannot be vouched for and is refused as well.
+    """
+    if now - authenticated_at > remembered_for:
+        return "the sign-in is too old; sign in again"
+    revoked = revocations.revoked_since(subject, client_id, authenticated_at)
+    if revoked is not None:
+        return f"{revoked} since the sign-in; sign in again"
+    return None
+
+
 def token_redirect_refusal(record: AuthorizationCodeRecord, presented: str) -> str | None:
     """Why a token request's redirect URI `presented` may not redeem the code `record`.
 
@@ -82,9 +108,15 @@ async def create_code(
     code_challenge_method: str,
     device_id: str = "",
     redirect_uri_omitted: bool = False,
+    authenticated_at: float | None = None,
 ) -> IssuedCode:
     """Store a code for a user who has logged in and consented; the response goes to
-    `redirect_uri`, which the authorization request named unless `redirect_uri_omitted`."""
+    `redirect_uri`, which the authorization request named unless `redirect_uri_omitted`.
+
+    `authenticated_at` is when the user signed in (`users.authenticate_user`); a revocation of
+    the subject or client since refuses the code (`sign_in_refusal`). None, from a gateway older
+    than the field, skips that check: such a gateway worked so before, and its codes still die
+    with a revocation made after they exist (`discard_unused_codes`)."""
     check_subject(subject, device_id)
     if code_challenge_method not in pkce.SUPPORTED_METHODS:
         raise InvalidRequest("code_challenge_method must be S256")
@@ -102,6 +134,20 @@ async def create_code(
         )
         if refusal is not None:
             raise InvalidRequest(refusal)
+        if authenticated_at is not None:
+            # From this replica's state, as Verify decides. A revocation committed after this
+            # code discards it (`discard_unused_codes`); one committed just before and not yet
+            # applied here (another replica's, until the feed reads it) is missed.
+            refusal = sign_in_refusal(
+                ctx.revocations,
+                subject=subject,
+                client_id=client_id,
+                authenticated_at=authenticated_at,
+                now=now,
+                remembered_for=ctx.settings.longest_access_token_life,
+            )
+            if refusal is not None:
+                raise AccessDenied(refusal)
         stored = await tx.insert_code(
             AuthorizationCodeRecord(
                 client_id=client_id,

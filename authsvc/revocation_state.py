@@ -20,6 +20,8 @@ RevocationReason = Literal["family revoked", "subject revoked", "client revoked"
 class _NotBefore:
     not_before: float
     expires_at: float
+    #: When the latest revocation of this subject or client was made (`occurred_at`).
+    revoked_at: float
 
 
 class RevocationState:
@@ -44,10 +46,14 @@ class RevocationState:
             self._jtis[event.value] = max(event.expires_at, self._jtis.get(event.value, 0))
         elif event.kind in {"subject", "client"}:
             table = self._subjects if event.kind == "subject" else self._clients
-            previous = table.get(event.value)
             not_before = event.not_before or event.occurred_at
-            if previous is None or previous.not_before < not_before:
-                table[event.value] = _NotBefore(not_before, event.expires_at)
+            entry = table.setdefault(
+                event.value, _NotBefore(not_before, event.expires_at, event.occurred_at)
+            )
+            # Events may arrive out of order (from other replicas): keep the latest of each.
+            entry.not_before = max(entry.not_before, not_before)
+            entry.expires_at = max(entry.expires_at, event.expires_at)
+            entry.revoked_at = max(entry.revoked_at, event.occurred_at)
             self._latest_issued_after = max(self._latest_issued_after, int(not_before) + 1)
         self.cursor = max(self.cursor, event.cursor)
 
@@ -62,6 +68,21 @@ class RevocationState:
             return "subject revoked"
         client = self._clients.get(claims.client_id)
         if client is not None and claims.iat <= client.not_before:
+            return "client revoked"
+        return None
+
+    def revoked_since(
+        self, subject: str, client_id: str, at: float
+    ) -> Literal["subject revoked", "client revoked"] | None:
+        """Why what `subject` did through `client_id` at `at` (a sign-in) is revoked, or None: a
+        revocation of either made at `at` or later. Its exact order against `at` unknown, a
+        revocation in the same instant counts as later. Pure lookup, no I/O; an entry is held one
+        access-token lifetime after its revocation, so only an `at` within that is answered for."""
+        subject_entry = self._subjects.get(subject)
+        if subject_entry is not None and subject_entry.revoked_at >= at:
+            return "subject revoked"
+        client_entry = self._clients.get(client_id)
+        if client_entry is not None and client_entry.revoked_at >= at:
             return "client revoked"
         return None
 

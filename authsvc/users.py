@@ -3,6 +3,8 @@ only within the failed-login limits (see `authsvc.login_limits`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from authsvc import login_limits
 from authsvc.context import AuthorityContext, new_id
 from authsvc.errors import InvalidGrant, InvalidRequest, TooManyAttempts
@@ -11,6 +13,15 @@ from authsvc.storage.records import UserRecord
 from authsvc.storage.sql import Tx, retry_conflicts
 
 MAX_PASSWORD = 1024  # argon2 takes any length; this bounds the work one request can ask for
+
+
+@dataclass(frozen=True)
+class Authentication:
+    """A user who proved their password: who, and when (by authsvc's clock, which also dates
+    revocations, so that a revocation after it can end it: `authorization_codes.create_code`)."""
+
+    subject: str
+    authenticated_at: float
 
 
 async def create_user(ctx: AuthorityContext, username: str, password: str) -> str:
@@ -31,8 +42,9 @@ async def create_user(ctx: AuthorityContext, username: str, password: str) -> st
 
 async def authenticate_user(
     ctx: AuthorityContext, username: str, password: str, *, client_ip: str = ""
-) -> str:
-    """The subject of the user whose password this is; one generic InvalidGrant otherwise.
+) -> Authentication:
+    """The user whose password this is, as of the attempt's start; one generic InvalidGrant
+    otherwise.
 
     Too many recent failures for the account or for `client_ip` (every replica counts into the
     same rows) answer TooManyAttempts before any argon2 work, for unknown users the same as for
@@ -56,7 +68,8 @@ async def authenticate_user(
     if user is None or not result.ok:
         raise InvalidGrant("invalid credentials")
     await retry_conflicts(lambda: _take_back(ctx, keys, user, result.new_hash, now))
-    return user.subject
+    # Dated from the start: a revocation while the password was checked ends this login too.
+    return Authentication(user.subject, now)
 
 
 async def _count_attempt(

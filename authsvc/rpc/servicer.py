@@ -28,6 +28,7 @@ from authsvc.metrics import Metrics
 from authsvc.rpc.status import abort, status_for
 from authsvc.storage.records import ClientRecord, FamilyRecord, RevocationEventRecord
 from authsvc.tokens.access import AccessClaims
+from authsvc.users import Authentication
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,20 @@ def _timestamp(seconds: float) -> Timestamp:
     stamp = Timestamp()
     stamp.FromNanoseconds(int(seconds * 1e9))
     return stamp
+
+
+def authentication_message(authentication: Authentication) -> pb.AuthenticateUserResponse:
+    return pb.AuthenticateUserResponse(
+        subject=authentication.subject,
+        authenticated_at=_timestamp(authentication.authenticated_at),
+    )
+
+
+def authenticated_at(request: pb.CreateAuthorizationCodeRequest) -> float | None:
+    """When the code's user signed in, or None from a gateway that does not say."""
+    if not request.HasField("authenticated_at"):
+        return None
+    return request.authenticated_at.ToNanoseconds() / 1e9
 
 
 def _bounded(*values: str) -> None:
@@ -390,10 +405,10 @@ class AuthorizationService(pb_grpc.AuthorizationServiceServicer):
     async def AuthenticateUser(
         self, request: pb.AuthenticateUserRequest, context: Context
     ) -> pb.AuthenticateUserResponse:
-        subject = await self._authority.authenticate_user(
+        authentication = await self._authority.authenticate_user(
             request.username, request.password, client_ip=request.client_ip
         )
-        return pb.AuthenticateUserResponse(subject=subject)
+        return authentication_message(authentication)
 
     @_edge
     async def CreateAuthorizationCode(
@@ -410,6 +425,7 @@ class AuthorizationService(pb_grpc.AuthorizationServiceServicer):
             code_challenge_method=request.code_challenge_method,
             device_id=request.device_id,
             redirect_uri_omitted=request.redirect_uri_omitted,
+            authenticated_at=authenticated_at(request),
         )
         return pb.AuthorizationCode(code=issued.code, expires_in=issued.expires_in)
 

@@ -25,6 +25,8 @@ from .v1 import authsvc_pb2 as pb
 from .v1 import authsvc_pb2_grpc
 
 if TYPE_CHECKING:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
     from ._credentials import ServiceCredentials
 
 __all__ = ["AsyncAuthClient", "AuthClient"]
@@ -261,10 +263,12 @@ class AuthClient:
         code_challenge_method: str = "S256",
         device_id: str = "",
         redirect_uri_omitted: bool = False,
+        authenticated_at: Timestamp | None = None,
     ) -> pb.AuthorizationCode:
         """Store a single-use authorization code (RFC 6749 §4.1.2, RFC 7636 §4.4).
         `redirect_uri_omitted`: the authorization request named no redirect URI, and
-        `redirect_uri` is the client's only one (OAuth 2.1 §4.1.1)."""
+        `redirect_uri` is the client's only one (OAuth 2.1 §4.1.1). `authenticated_at`: the
+        user's `authenticate_user` reply's; a revocation since then answers `AccessDenied`."""
         request = pb.CreateAuthorizationCodeRequest(
             client_id=client_id,
             redirect_uri=redirect_uri,
@@ -275,6 +279,7 @@ class AuthClient:
             code_challenge_method=code_challenge_method,
             device_id=device_id,
             redirect_uri_omitted=redirect_uri_omitted,
+            authenticated_at=authenticated_at,
         )
         return self._unary(
             self._authorization.CreateAuthorizationCode, request, pb.AuthorizationCode
@@ -505,10 +510,12 @@ class AsyncAuthClient:
         code_challenge_method: str = "S256",
         device_id: str = "",
         redirect_uri_omitted: bool = False,
+        authenticated_at: Timestamp | None = None,
     ) -> pb.AuthorizationCode:
         """Store a single-use authorization code (RFC 6749 §4.1.2, RFC 7636 §4.4).
         `redirect_uri_omitted`: the authorization request named no redirect URI, and
-        `redirect_uri` is the client's only one (OAuth 2.1 §4.1.1)."""
+        `redirect_uri` is the client's only one (OAuth 2.1 §4.1.1). `authenticated_at`: the
+        user's `authenticate_user` reply's; a revocation since then answers `AccessDenied`."""
         request = pb.CreateAuthorizationCodeRequest(
             client_id=client_id,
             redirect_uri=redirect_uri,
@@ -519,6 +526,7 @@ class AsyncAuthClient:
             code_challenge_method=code_challenge_method,
             device_id=device_id,
             redirect_uri_omitted=redirect_uri_omitted,
+            authenticated_at=authenticated_at,
         )
         return await self._unary(
             self._authorization.CreateAuthorizationCode, request, pb.AuthorizationCode

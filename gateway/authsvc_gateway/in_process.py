@@ -17,6 +17,7 @@ from authsvc.authority import Authority
 from authsvc.errors import AuthError
 from authsvc.rpc.servicer import (
     access_token_message,
+    authentication_message,
     client_message,
     introspection_message,
     publish_keys_message,
@@ -65,12 +66,12 @@ class InProcessBackend:
     async def authenticate_user(
         self, request: pb.AuthenticateUserRequest, /
     ) -> pb.AuthenticateUserResponse:
-        subject = await _translated(
+        authentication = await _translated(
             self._authority.authenticate_user(
                 request.username, request.password, client_ip=request.client_ip
             )
         )
-        return pb.AuthenticateUserResponse(subject=subject)
+        return authentication_message(authentication)
 
     async def create_authorization_code(
         self, request: pb.CreateAuthorizationCodeRequest, /

@@ -50,6 +50,7 @@ INVALID_REQUEST = (grpc.StatusCode.INVALID_ARGUMENT, "invalid_request")
 UNAUTHENTICATED = (grpc.StatusCode.UNAUTHENTICATED, "invalid_token")
 INSUFFICIENT_SCOPE = (grpc.StatusCode.PERMISSION_DENIED, "insufficient_scope")
 UNAUTHORIZED_CLIENT = (grpc.StatusCode.PERMISSION_DENIED, "unauthorized_client")
+ACCESS_DENIED = (grpc.StatusCode.PERMISSION_DENIED, "access_denied")
 
 
 async def database_rows(running: Any) -> dict[str, list[tuple[Any, ...]]]:

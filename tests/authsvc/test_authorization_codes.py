@@ -1,4 +1,5 @@
-"""The redirect URI rules a code is created and redeemed by: each way they say no."""
+"""The rules a code is created and redeemed by (its redirect URI, its sign-in): each way they
+say no."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import pytest
 from authsvc.authorization_codes import (
     MISMATCHED_REDIRECT_URI,
     authorization_redirect_refusal,
+    sign_in_refusal,
     token_redirect_refusal,
 )
-from authsvc.storage.records import AuthorizationCodeRecord
+from authsvc.revocation_state import RevocationState
+from authsvc.storage.records import AuthorizationCodeRecord, RevocationEventRecord
 
 ONE = ("https://app.example/cb",)
 SEVERAL = ("https://app.example/cb", "https://app.example/other")
@@ -82,3 +85,66 @@ def test_token_redirect_refusal(
 ) -> None:
     expected = None if accepted else MISMATCHED_REDIRECT_URI
     assert token_redirect_refusal(record, presented) == expected
+
+
+SIGNED_IN = 1_800_000_000.0
+REMEMBERED = 630.0
+
+
+def revocation(kind: str, value: str, at: float) -> RevocationEventRecord:
+    return RevocationEventRecord(
+        cursor=1, occurred_at=at, expires_at=at + REMEMBERED, kind=kind, value=value
+    )
+
+
+@pytest.mark.parametrize(
+    ("revocations", "now", "refusal"),
+    [
+        pytest.param([], SIGNED_IN + 30, None, id="nothing-revoked"),
+        pytest.param(
+            [revocation("subject", "alice", SIGNED_IN + 10)],
+            SIGNED_IN + 30,
+            "subject revoked since the sign-in; sign in again",
+            id="logged-out-everywhere-on-the-consent-page",
+        ),
+        pytest.param(
+            [revocation("client", "app", SIGNED_IN + 10)],
+            SIGNED_IN + 30,
+            "client revoked since the sign-in; sign in again",
+            id="client-revoked-on-the-consent-page",
+        ),
+        pytest.param(
+            [revocation("subject", "alice", SIGNED_IN - 10)],
+            SIGNED_IN + 30,
+            None,
+            id="revoked-before-the-sign-in",
+        ),
+        pytest.param(
+            [revocation("subject", "bob", SIGNED_IN + 10)], SIGNED_IN + 30, None, id="another-user"
+        ),
+        pytest.param([], SIGNED_IN + REMEMBERED, None, id="as-old-as-remembered"),
+        pytest.param(
+            [],
+            SIGNED_IN + REMEMBERED + 1,
+            "the sign-in is too old; sign in again",
+            id="older-than-remembered",
+        ),
+    ],
+)
+def test_sign_in_refusal(
+    revocations: list[RevocationEventRecord], now: float, refusal: str | None
+) -> None:
+    state = RevocationState()
+    for event in revocations:
+        state.apply(event)
+    assert (
+        sign_in_refusal(
+            state,
+            subject="alice",
+            client_id="app",
+            authenticated_at=SIGNED_IN,
+            now=now,
+            remembered_for=REMEMBERED,
+        )
+        == refusal
+    )

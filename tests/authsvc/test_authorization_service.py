@@ -16,12 +16,13 @@ from sqlalchemy import select
 
 from authsvc import pkce
 from authsvc.client_registry import RegisteredClient
-from authsvc.errors import InvalidRequest
+from authsvc.errors import AccessDenied, InvalidRequest
 from authsvc.passwords import Argon2Parameters, Passwords
 from authsvc.storage.schema import users
 from authsvc.testing import RunningAuthority
 from authsvc.tokens import opaque
 from tests.authsvc.calls import (
+    ACCESS_DENIED,
     INVALID_CLIENT,
     INVALID_GRANT,
     INVALID_REQUEST,
@@ -137,11 +138,15 @@ async def alice(running: RunningAuthority) -> str:
     return await running.create_user("alice", PASSWORD)
 
 
-async def test_authenticate_user(authorization, admin, alice: str) -> None:
+async def test_authenticate_user(
+    running: RunningAuthority, authorization, admin, alice: str
+) -> None:
     response = await authorization.AuthenticateUser(
         pb.AuthenticateUserRequest(username="alice", password=PASSWORD), metadata=admin
     )
     assert response.subject == alice
+    # By authsvc's clock, which dates revocations too.
+    assert response.authenticated_at.ToNanoseconds() == int(running.clock.now() * 1e9)
 
 
 @pytest.mark.parametrize(
@@ -571,6 +576,79 @@ async def test_a_code_not_yet_redeemed_dies_with_its_subject_or_client(
     assert await refused(exchange) == (*INVALID_GRANT, "authorization code unknown")
     sessions = await tokens.ListSessions(pb.ListSessionsRequest(subject="alice"), metadata=admin)
     assert list(sessions.sessions) == []
+
+
+@pytest.mark.parametrize("revocation", ["subject", "client"])
+async def test_a_sign_in_followed_by_a_revocation_of_its_subject_or_client_gets_no_code(
+    running: RunningAuthority,
+    tokens,
+    authorization,
+    admin,
+    app: RegisteredClient,
+    alice: str,
+    revocation: str,
+) -> None:
+    # The consent page stays open across "log out everywhere" (or the client's revocation):
+    # what was authenticated before it must not start a session after it.
+    login = await authorization.AuthenticateUser(
+        pb.AuthenticateUserRequest(username="alice", password=PASSWORD), metadata=admin
+    )
+    running.clock.advance(5)
+    if revocation == "subject":
+        await tokens.RevokeSubject(pb.RevokeSubjectRequest(subject=alice), metadata=admin)
+    else:
+        revoke = pb.RevokeClientRequest(client_id=app.client_id)
+        await tokens.RevokeClient(revoke, metadata=admin)
+    running.clock.advance(5)
+    before = await database_rows(running)
+    creating = authorization.CreateAuthorizationCode(
+        code_request(app, subject=alice, authenticated_at=login.authenticated_at),
+        metadata=admin,
+    )
+    assert await refused(creating) == (
+        *ACCESS_DENIED,
+        f"{revocation} revoked since the sign-in; sign in again",
+    )
+    assert await database_rows(running) == before
+    # Signing in again, after the revocation, gets one.
+    again = await authorization.AuthenticateUser(
+        pb.AuthenticateUserRequest(username="alice", password=PASSWORD), metadata=admin
+    )
+    running.clock.advance(5)
+    code = await authorization.CreateAuthorizationCode(
+        code_request(app, subject=alice, authenticated_at=again.authenticated_at),
+        metadata=admin,
+    )
+    assert code.code.startswith("asac_")
+
+
+async def test_a_sign_in_older_than_the_revocations_remembered_gets_no_code(
+    running: RunningAuthority, app: RegisteredClient, alice: str
+) -> None:
+    # Revocations are held one access-token lifetime: past that, one may have been forgotten.
+    # (Through the domain: the caller's own token would have expired meanwhile.)
+    login = await running.authority.authenticate_user("alice", PASSWORD)
+    running.clock.advance(running.settings.longest_access_token_life + 1)
+    with pytest.raises(AccessDenied, match="the sign-in is too old; sign in again"):
+        await running.authority.create_authorization_code(
+            client_id=app.client_id,
+            redirect_uri=APP_REDIRECT_URI,
+            subject=alice,
+            code_challenge=VECTOR["code_challenge"],
+            code_challenge_method="S256",
+            authenticated_at=login.authenticated_at,
+        )
+
+
+async def test_a_code_request_that_names_no_sign_in_time_is_not_checked(
+    running: RunningAuthority, tokens, authorization, admin, app: RegisteredClient
+) -> None:
+    # A gateway older than authenticated_at: codes as before, and a revocation made after one
+    # exists still discards it.
+    await tokens.RevokeSubject(pb.RevokeSubjectRequest(subject="alice"), metadata=admin)
+    running.clock.advance(5)
+    code = await authorization.CreateAuthorizationCode(code_request(app), metadata=admin)
+    assert code.code.startswith("asac_")
 
 
 async def test_a_logout_during_a_redemption_revokes_the_session_it_starts(

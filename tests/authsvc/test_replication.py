@@ -282,7 +282,8 @@ async def test_a_replica_with_another_kek_refuses_to_start(
 
 async def _login(replica: Authority, password: str) -> str | Exception:
     try:
-        return await replica.authenticate_user("alice", password, client_ip="192.0.2.7")
+        login = await replica.authenticate_user("alice", password, client_ip="192.0.2.7")
+        return login.subject
     except (InvalidGrant, TooManyAttempts) as refused:
         return refused
 

@@ -170,3 +170,39 @@ def test_a_revocation_in_the_second_of_an_earlier_one_covers_the_tokens_minted_b
     minted = AccessClaims("iss", "ann", ("api",), between + 600, between, "j", "other", ())
     assert state.revoked(minted) == "subject revoked"
     assert state.not_before_for(T + 5) == T + 5  # once the second has passed, now again
+
+
+@pytest.mark.parametrize(
+    ("revocation", "reason"),
+    [
+        pytest.param(event("subject", "alice", at=T + 1), "subject revoked", id="subject-after"),
+        pytest.param(event("subject", "alice", at=T), "subject revoked", id="same-instant"),
+        pytest.param(event("subject", "alice", at=T - 0.001), None, id="subject-before"),
+        # Its "not before" may run past the sign-in; its own time says which came first.
+        pytest.param(
+            event("subject", "alice", at=T - 0.5, not_before=T + 1), None, id="not-before-later"
+        ),
+        pytest.param(event("subject", "bob", at=T + 1), None, id="other-subject"),
+        pytest.param(event("client", "app", at=T + 1), "client revoked", id="client-after"),
+        pytest.param(event("client", "app", at=T - 1), None, id="client-before"),
+        pytest.param(event("client", "other", at=T + 1), None, id="other-client"),
+        pytest.param(event("family", "family-1", at=T + 1), None, id="a-family-is-not-the-user"),
+    ],
+)
+def test_revoked_since_names_a_revocation_made_at_or_after_a_sign_in(
+    revocation: RevocationEventRecord, reason: str | None
+) -> None:
+    state = RevocationState()
+    state.apply(revocation)
+    assert state.revoked_since("alice", "app", T) == reason
+
+
+def test_revoked_since_keeps_the_latest_revocation_whatever_the_order_events_arrive_in() -> None:
+    # Another replica's later revocation may be read after this one's own earlier one, and with
+    # a smaller "not before".
+    state = RevocationState()
+    state.apply(event("subject", "alice", cursor=2, at=T - 10, not_before=T + 100))
+    state.apply(event("subject", "alice", cursor=1, at=T + 5, expires_at=T + 900))
+    assert state.revoked_since("alice", "app", T) == "subject revoked"
+    assert state.prune(T + 899) == 0
+    assert state.revoked_since("alice", "app", T) == "subject revoked"

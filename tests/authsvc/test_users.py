@@ -55,7 +55,7 @@ class CountedChecks:
 async def _attempt(authority: Authority, username: str, password: str, ip: str = IP) -> Any:
     """The subject, or the error the attempt was refused with."""
     try:
-        return await authority.authenticate_user(username, password, client_ip=ip)
+        return (await authority.authenticate_user(username, password, client_ip=ip)).subject
     except (InvalidGrant, TooManyAttempts) as refused:
         return refused
 

@@ -402,13 +402,15 @@ class AuthenticateUserRequest(_message.Message):
     def __init__(self, username: _Optional[str] = ..., password: _Optional[str] = ..., client_ip: _Optional[str] = ...) -> None: ...
 
 class AuthenticateUserResponse(_message.Message):
-    __slots__ = ("subject",)
+    __slots__ = ("subject", "authenticated_at")
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    AUTHENTICATED_AT_FIELD_NUMBER: _ClassVar[int]
     subject: str
-    def __init__(self, subject: _Optional[str] = ...) -> None: ...
+    authenticated_at: _timestamp_pb2.Timestamp
+    def __init__(self, subject: _Optional[str] = ..., authenticated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateAuthorizationCodeRequest(_message.Message):
-    __slots__ = ("client_id", "redirect_uri", "subject", "scope", "audience", "code_challenge", "code_challenge_method", "device_id", "redirect_uri_omitted")
+    __slots__ = ("client_id", "redirect_uri", "subject", "scope", "audience", "code_challenge", "code_challenge_method", "device_id", "redirect_uri_omitted", "authenticated_at")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     REDIRECT_URI_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
@@ -418,6 +420,7 @@ class CreateAuthorizationCodeRequest(_message.Message):
     CODE_CHALLENGE_METHOD_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     REDIRECT_URI_OMITTED_FIELD_NUMBER: _ClassVar[int]
+    AUTHENTICATED_AT_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     redirect_uri: str
     subject: str
@@ -427,7 +430,8 @@ class CreateAuthorizationCodeRequest(_message.Message):
     code_challenge_method: str
     device_id: str
     redirect_uri_omitted: bool
-    def __init__(self, client_id: _Optional[str] = ..., redirect_uri: _Optional[str] = ..., subject: _Optional[str] = ..., scope: _Optional[_Iterable[str]] = ..., audience: _Optional[_Iterable[str]] = ..., code_challenge: _Optional[str] = ..., code_challenge_method: _Optional[str] = ..., device_id: _Optional[str] = ..., redirect_uri_omitted: _Optional[bool] = ...) -> None: ...
+    authenticated_at: _timestamp_pb2.Timestamp
+    def __init__(self, client_id: _Optional[str] = ..., redirect_uri: _Optional[str] = ..., subject: _Optional[str] = ..., scope: _Optional[_Iterable[str]] = ..., audience: _Optional[_Iterable[str]] = ..., code_challenge: _Optional[str] = ..., code_challenge_method: _Optional[str] = ..., device_id: _Optional[str] = ..., redirect_uri_omitted: _Optional[bool] = ..., authenticated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class AuthorizationCode(_message.Message):
     __slots__ = ("code", "expires_in")

@@ -732,7 +732,8 @@ class AuthorizationServiceServicer:
 
     def CreateAuthorizationCode(self, request, context):
         """Stores a single-use authorization code (at most 60 s) bound to the client, redirect URI,
-        user and PKCE S256 challenge. RFC 6749 §4.1.2; RFC 7636 §4.4.
+        user and PKCE S256 challenge. RFC 6749 §4.1.2; RFC 7636 §4.4. A sign-in that a revocation of
+        its subject or client followed answers access_denied (see `authenticated_at`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
