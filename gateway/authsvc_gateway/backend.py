@@ -198,6 +198,9 @@ class GrpcBackend:
                 code_challenge_method=request.code_challenge_method,
                 device_id=request.device_id,
                 redirect_uri_omitted=request.redirect_uri_omitted,
+                authenticated_at=(
+                    request.authenticated_at if request.HasField("authenticated_at") else None
+                ),
             )
         )
 

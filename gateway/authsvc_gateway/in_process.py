@@ -17,6 +17,7 @@ from authsvc.authority import Authority
 from authsvc.errors import AuthError
 from authsvc.rpc.servicer import (
     access_token_message,
+    authenticated_at,
     authentication_message,
     client_message,
     introspection_message,
@@ -87,6 +88,7 @@ class InProcessBackend:
                 code_challenge_method=request.code_challenge_method,
                 device_id=request.device_id,
                 redirect_uri_omitted=request.redirect_uri_omitted,
+                authenticated_at=authenticated_at(request),
             )
         )
         return pb.AuthorizationCode(code=issued.code, expires_in=issued.expires_in)

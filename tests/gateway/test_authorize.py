@@ -13,6 +13,7 @@ from authsvc_gateway.pages import INVALID_CREDENTIALS, TOO_MANY_ATTEMPTS
 from authsvc_gateway.server import listening_socket, start_gateway
 from sqlalchemy import text
 
+from tests.authsvc.calls import database_rows
 from tests.gateway.browser import decide, read_form, sign_in
 from tests.gateway.conftest import (
     BACKENDS,
@@ -500,6 +501,44 @@ async def test_a_client_disabled_during_consent_gets_no_redirect(
     assert refused.status_code == 401
     assert "location" not in refused.headers
     assert "invalid_client" in refused.text
+
+
+@pytest.mark.parametrize("revocation", ["subject", "client"])
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+async def test_a_consent_page_left_open_across_a_revocation_gets_no_code(
+    tmp_path, backend: str, revocation: str
+) -> None:
+    # "Log out everywhere" (or the client's revocation) while the consent page is open: the
+    # sign-in it carries is older than the revocation, so Allow must start no session. Its own
+    # deployment: it revokes the user and moves the clock.
+    async with (
+        deploy(tmp_path, backend) as deployment,
+        httpx.AsyncClient(base_url=deployment.url) as http,
+    ):
+        running = deployment.authority
+        client_id, _ = await register_app(deployment, first_party=False)
+        _, challenge = pkce_pair()
+        url = authorize_url(deployment, client_id, challenge)
+        consent = await sign_in(http, url, USERNAME, PASSWORD)
+        assert "Allow access?" in consent.text
+        running.clock.advance(5)
+        if revocation == "subject":
+            await running.authority.revoke_subject(deployment.subject, reason="log out")
+        else:
+            await running.authority.revoke_client(client_id, reason="compromised", disable=False)
+        running.clock.advance(5)
+        before = await database_rows(running)
+        answer = redirect_params(await decide(http, consent, "allow"))
+        assert answer == {
+            "error": "access_denied",
+            "error_description": f"{revocation} revoked since the sign-in; sign in again",
+            "state": "af0ifjsldkj",
+            "iss": deployment.config.issuer,
+        }
+        assert await database_rows(running) == before
+        # Signing in again is how the user goes on.
+        again = await sign_in(http, url, USERNAME, PASSWORD)
+        assert "code" in redirect_params(await decide(http, again, "allow"))
 
 
 async def test_a_consent_posted_again_replaces_the_code_until_it_is_used(

@@ -102,17 +102,35 @@ def test_a_ticket_says_whether_the_request_named_its_redirect_uri(
 ) -> None:
     opened = _request_from_ticket({**SEALED, **sent})
     assert opened is not None
-    subject, request = opened
-    assert (subject, request.redirect_uri, request.redirect_uri_sent) == (
+    login, request = opened
+    assert (login.subject, request.redirect_uri, request.redirect_uri_sent) == (
         "alice",
         "https://app.example/cb",
         expected,
     )
 
 
+def test_a_ticket_carries_the_sign_in_time_to_the_nanosecond() -> None:
+    opened = _request_from_ticket({**SEALED, "authenticated_at": 1_800_000_000_123_456_789})
+    assert opened is not None
+    login, _ = opened
+    assert login.authenticated_at.ToNanoseconds() == 1_800_000_000_123_456_789
+
+
+def test_a_ticket_without_a_sign_in_time_carries_a_login_without_one() -> None:
+    # Sealed before logins were dated, or the login came from an older authsvc: no time is sent,
+    # and authsvc issues the code as it did before.
+    opened = _request_from_ticket(SEALED)
+    assert opened is not None
+    login, _ = opened
+    assert not login.HasField("authenticated_at")
+
+
 @pytest.mark.parametrize(
     "change",
     [
+        pytest.param({"authenticated_at": 1.8e9}, id="time-not-an-int"),
+        pytest.param({"authenticated_at": True}, id="time-a-bool"),
         pytest.param({"redirect_uri_sent": "false"}, id="sent-not-a-bool"),
         pytest.param({"redirect_uri": None}, id="no-redirect-uri"),
         pytest.param({"state": 1}, id="state-not-a-string"),

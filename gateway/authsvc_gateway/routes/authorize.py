@@ -75,6 +75,8 @@ log = logging.getLogger(__name__)
 MAX_USERNAME_CHARS: Final = 256
 MAX_PASSWORD_CHARS: Final = 1024
 TICKET_FIELD: Final = "ticket"
+#: The ticket's copy of `AuthenticateUserResponse.authenticated_at`, in nanoseconds.
+AUTHENTICATED_AT: Final = "authenticated_at"
 _REDIRECT_HEADERS: Final = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 
 
@@ -125,7 +127,7 @@ class AuthorizationEndpoints:
             return error_page(
                 InvalidRequest("This consent request has expired. Start again from the app.")
             )
-        subject, authorization = sealed
+        login, authorization = sealed
         try:
             client = await self._backend.get_client(
                 pb.GetClientRequest(client_id=authorization.client_id)
@@ -145,7 +147,7 @@ class AuthorizationEndpoints:
                 authorization.state,
             )
             return self._redirect(error_response_url(denied, self._config.issuer))
-        return await self._issue_code(authorization, subject)
+        return await self._issue_code(authorization, login)
 
     async def _checked_form(self, request: Request) -> Params | Response:
         try:
@@ -225,7 +227,7 @@ class AuthorizationEndpoints:
         # uvicorn sets this from X-Forwarded-For only for configured proxies (server.py).
         ip = request.client.host if request.client else ""
         try:
-            subject = await self._authenticate_user(username, password, ip)
+            login = await self._authenticate_user(username, password, ip)
         except InvalidGrant:
             return await self._show_login(
                 request,
@@ -249,31 +251,32 @@ class AuthorizationEndpoints:
         except OAuthError as error:
             return error_page(error)
         if needs_consent(client, first_party_skip_consent=self._config.first_party_skip_consent):
-            return self._show_consent(request, authorization, client, subject)
-        return await self._issue_code(authorization, subject)
+            return self._show_consent(request, authorization, client, login)
+        return await self._issue_code(authorization, login)
 
-    async def _authenticate_user(self, username: str, password: str, ip: str) -> str:
+    async def _authenticate_user(
+        self, username: str, password: str, ip: str
+    ) -> pb.AuthenticateUserResponse:
         if not username or not password:
             raise InvalidGrant("invalid credentials")
         if len(username) > MAX_USERNAME_CHARS or len(password) > MAX_PASSWORD_CHARS:
             raise InvalidGrant("invalid credentials")
-        reply = await self._backend.authenticate_user(
+        return await self._backend.authenticate_user(
             pb.AuthenticateUserRequest(username=username, password=password, client_ip=ip)
         )
-        return reply.subject
 
     def _show_consent(
         self,
         request: Request,
         authorization: AuthorizationRequest,
         client: pb.Client,
-        subject: str,
+        login: pb.AuthenticateUserResponse,
     ) -> Response:
         csrf = issue_csrf(self._config.session_key, self._csrf_nonce(request))
         ticket = seal_ticket(
             self._config.session_key,
             {
-                "sub": subject,
+                **_sealed_login(login),
                 "browser": browser_binding(csrf.cookie),
                 **authorization.fields(),
                 "redirect_uri": authorization.redirect_uri,
@@ -291,14 +294,22 @@ class AuthorizationEndpoints:
         self._set_csrf_cookie(response, csrf.cookie)
         return response
 
-    async def _issue_code(self, authorization: AuthorizationRequest, subject: str) -> Response:
+    async def _issue_code(
+        self, authorization: AuthorizationRequest, login: pb.AuthenticateUserResponse
+    ) -> Response:
+        """A code for `login`, whose time authsvc checks against revocations made since (a
+        refusal, like any after the request was checked, goes back to the client)."""
         try:
             code = await self._backend.create_authorization_code(
                 pb.CreateAuthorizationCodeRequest(
                     client_id=authorization.client_id,
                     redirect_uri=authorization.redirect_uri,
                     redirect_uri_omitted=not authorization.redirect_uri_sent,
-                    subject=subject,
+                    subject=login.subject,
+                    # Unset when the login carried none (an older authsvc): no check then.
+                    authenticated_at=(
+                        login.authenticated_at if login.HasField("authenticated_at") else None
+                    ),
                     scope=list(authorization.scope),
                     code_challenge=authorization.code_challenge,
                     code_challenge_method=S256,
@@ -344,8 +355,19 @@ class AuthorizationEndpoints:
         return csrf_cookie(self._config.secure_cookies, self._config.browser_path(""))
 
 
-def _request_from_ticket(payload: Mapping[str, object]) -> tuple[str, AuthorizationRequest] | None:
-    """The subject and request a ticket carries, as `_show_consent` sealed them."""
+def _sealed_login(login: pb.AuthenticateUserResponse) -> dict[str, object]:
+    """What a ticket records of `login`: the subject and, in nanoseconds, exactly the time authsvc
+    dated it by (which an older authsvc does not give)."""
+    sealed: dict[str, object] = {"sub": login.subject}
+    if login.HasField("authenticated_at"):
+        sealed[AUTHENTICATED_AT] = login.authenticated_at.ToNanoseconds()
+    return sealed
+
+
+def _request_from_ticket(
+    payload: Mapping[str, object],
+) -> tuple[pb.AuthenticateUserResponse, AuthorizationRequest] | None:
+    """The login and request a ticket carries, as `_show_consent` sealed them."""
     fields = {
         name: payload.get(name)
         for name in ("sub", "client_id", "redirect_uri", "code_challenge", "scope")
@@ -353,12 +375,19 @@ def _request_from_ticket(payload: Mapping[str, object]) -> tuple[str, Authorizat
     state = payload.get("state")
     # Tickets sealed before the gateway accepted a request without one always named it.
     sent = payload.get("redirect_uri_sent", True)
+    # Tickets sealed before logins were dated (or from an older authsvc) carry no time.
+    authenticated_at = payload.get(AUTHENTICATED_AT)
     if not all(isinstance(value, str) for value in fields.values()):
         return None
     if (state is not None and not isinstance(state, str)) or not isinstance(sent, bool):
         return None
+    if authenticated_at is not None and type(authenticated_at) is not int:
+        return None
     values = {name: str(value) for name, value in fields.items()}
-    return values["sub"], AuthorizationRequest(
+    login = pb.AuthenticateUserResponse(subject=values["sub"])
+    if authenticated_at is not None:
+        login.authenticated_at.FromNanoseconds(authenticated_at)
+    return login, AuthorizationRequest(
         client_id=values["client_id"],
         redirect_uri=values["redirect_uri"],
         scope=tuple(values["scope"].split()),
