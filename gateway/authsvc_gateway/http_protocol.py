@@ -156,8 +156,10 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._request_deadline = None
         cycle = self.cycle
         answering = cycle is not None and not cycle.response_complete and not cycle.more_body
-        if self.transport.is_closing() or (not self._receiving and (answering or self.pipeline)):
-            return  # the app is answering a request received whole; its reply sets a deadline
+        # A reply still owed for a request received whole goes first, whatever has arrived of the
+        # next one (pipelined): a 408 now would take its place. Its reply sets a new deadline.
+        if self.transport.is_closing() or answering or self.pipeline:
+            return
         unanswered = self._in_head or (cycle is not None and not cycle.response_started)
         if self._receiving and unanswered:
             self._refuse(408, "Request timeout.")

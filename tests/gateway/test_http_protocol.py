@@ -175,3 +175,15 @@ async def test_a_request_the_app_takes_longer_to_answer_is_answered() -> None:
     async with _gateway(SlowBackend()) as port:
         reply = await _exchange(port, _introspection() * 2, replies=2)
     assert reply.count(b"HTTP/1.1 200 OK\r\n") == 2
+
+
+@pytest.mark.usefixtures("short_timeout")
+async def test_a_partial_request_behind_pipelined_ones_waits_for_their_replies() -> None:
+    """The deadline of a request that follows pipelined ones starts once they are answered: a
+    408 written while the app still answers an earlier one took that one's place."""
+    partial = b"POST /oauth/introspect HTTP/1.1\r\nhost: gw\r\n"
+    async with _gateway(SlowBackend()) as port:
+        reply = await _exchange(port, _introspection() * 2 + partial)
+    assert reply.count(b"HTTP/1.1 200 OK\r\n") == 2, reply
+    assert reply.endswith(b"Request timeout."), reply[-200:]
+    assert reply.count(b"HTTP/1.1 408 Request Timeout\r\n") == 1
