@@ -11,7 +11,7 @@ of it: same bytes, same order, one system call.
 It also puts back the limit on request heads that uvicorn's h11 protocol had and its httptools
 protocol has not (llhttp sets none): a 10 MB header was read, held in memory and served, and a
 header that never ended was held as long as the client kept sending it. A head over
-`MAX_HEAD_BYTES` is answered 431 and its connection closed.
+`MAX_HEAD_BYTES` is answered 431 and its connection closed. Trailer fields are dropped.
 
 And it bounds how long a client may take to send a request, which uvicorn does not: its only
 timer is the keep-alive one, armed after a reply and disarmed by any byte received, so a
@@ -108,6 +108,13 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._receiving = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # After the head, llhttp reports a chunked body's trailer fields the same way, and
+        # uvicorn added each to the request's headers, however many, as they came: dropped
+        # here, as RFC 9110 §6.5.1 lets a recipient do, and never merged into the headers.
+        if self._in_head:
+            super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         if self._head_too_large:

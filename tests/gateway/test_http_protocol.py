@@ -13,7 +13,11 @@ from authsvc_client.v1 import authsvc_pb2 as pb
 from authsvc_gateway import paths
 from authsvc_gateway.config import GatewayConfig
 from authsvc_gateway.http_protocol import MAX_HEAD_BYTES, CoalescingHttpToolsProtocol
-from authsvc_gateway.server import listening_socket, start_gateway
+from authsvc_gateway.server import listening_socket, start_gateway, uvicorn_server
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from tests.gateway.fakes import FakeBackend
 
@@ -187,3 +191,47 @@ async def test_a_partial_request_behind_pipelined_ones_waits_for_their_replies()
     assert reply.count(b"HTTP/1.1 200 OK\r\n") == 2, reply
     assert reply.endswith(b"Request timeout."), reply[-200:]
     assert reply.count(b"HTTP/1.1 408 Request Timeout\r\n") == 1
+
+
+@contextlib.asynccontextmanager
+async def _serving(app: Starlette) -> AsyncIterator[int]:
+    """`app` under uvicorn with the gateway's protocol, on port 0; yields its port."""
+    sock = listening_socket("127.0.0.1", 0)
+    server = uvicorn_server(app, GatewayConfig(client_id="g", client_secret="s"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+async def _header_names(request: Request) -> Response:
+    """The names of the fields the app sees as the request's headers, once it read the body."""
+    await request.body()
+    return Response(b" ".join(name for name, _ in request.scope["headers"]))
+
+
+async def test_a_chunked_requests_trailer_fields_are_neither_headers_nor_held() -> None:
+    """llhttp reports trailer fields as it does headers, and uvicorn added each to the request's
+    headers as it came, however many: past the limit on heads, and seen by the app as headers
+    (RFC 9110 §6.5.1: a trailer field is not merged into the header section)."""
+    head = (
+        b"POST /names HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n"
+        b"transfer-encoding: chunked\r\n\r\n"
+    )
+    trailers = b"".join(b"x-trailer-%d: %s\r\n" % (i, b"a" * 1000) for i in range(40))
+    app = Starlette(routes=[Route("/names", _header_names, methods=["POST"])])
+    async with _serving(app) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(head + b"7\r\ntoken=x\r\n0\r\n")
+            for start in range(0, len(trailers), 4096):  # in reads of its own, as a client sends
+                writer.write(trailers[start : start + 4096])
+                await writer.drain()
+            writer.write(b"\r\n")
+            reply = await asyncio.wait_for(reader.read(), 10)
+        finally:
+            writer.close()
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n"), reply[:200]
+    assert reply.endswith(b"\r\n\r\nhost connection transfer-encoding"), reply[-200:]
