@@ -84,6 +84,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         #: Whether part of a request has arrived, and when the whole of it must have.
         self._receiving = False
         self._request_deadline: asyncio.TimerHandle | None = None
+        #: A refusal held back until the replies owed for earlier (pipelined) requests are sent.
+        self._refusal: tuple[int, str] | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -95,6 +97,10 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._refusal is not None:
+            # Read on, so that closing does not reset the connection over what the client
+            # sent, but the connection ends with the refusal: nothing more is parsed or held.
+            return
         # A head that has not ended is measured in whole reads (its fields are still inside
         # the parser), so that one that never ends is refused within a read of the limit.
         if self._in_head:
@@ -144,8 +150,12 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if not self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        if self._refusal is None:
             self._await_request()
+        else:
+            self._refuse(*self._refusal)  # held back again while more replies are owed
 
     def _await_request(self) -> None:
         # A deadline already set (a reply sent before its request had all arrived) stays.
@@ -159,14 +169,20 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             self._request_deadline.cancel()
             self._request_deadline = None
 
+    def _owes_reply(self) -> bool:
+        """Whether the app has yet to answer a request received whole (or one queued behind it):
+        anything written now would reach the client as that request's reply."""
+        cycle = self.cycle  # the last request whose head was read
+        answering = cycle is not None and not cycle.response_complete and not cycle.more_body
+        return answering or bool(self.pipeline)
+
     def _request_overdue(self) -> None:
         self._request_deadline = None
-        cycle = self.cycle
-        answering = cycle is not None and not cycle.response_complete and not cycle.more_body
-        # A reply still owed for a request received whole goes first, whatever has arrived of the
-        # next one (pipelined): a 408 now would take its place. Its reply sets a new deadline.
-        if self.transport.is_closing() or answering or self.pipeline:
+        # A reply still owed goes first, whatever has arrived of the next request: a 408 now
+        # would take its place. Its reply sets a new deadline.
+        if self.transport.is_closing() or self._owes_reply():
             return
+        cycle = self.cycle
         unanswered = self._in_head or (cycle is not None and not cycle.response_started)
         if self._receiving and unanswered:
             self._refuse(408, "Request timeout.")
@@ -174,7 +190,11 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def _refuse(self, status: int, reason: str) -> None:
-        # As uvicorn's send_400_response answers a request it cannot parse.
+        """Answer `status` and close, as uvicorn's send_400_response answers a request it cannot
+        parse; but only once the replies owed for the requests before it are sent."""
+        if self._owes_reply():
+            self._refusal = (status, reason)  # what arrives meanwhile is read, and dropped
+            return
         body = reason.encode("ascii")
         content = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:

@@ -235,3 +235,31 @@ async def test_a_chunked_requests_trailer_fields_are_neither_headers_nor_held() 
             writer.close()
     assert reply.startswith(b"HTTP/1.1 200 OK\r\n"), reply[:200]
     assert reply.endswith(b"\r\n\r\nhost connection transfer-encoding"), reply[-200:]
+
+
+@pytest.mark.parametrize(
+    "big",
+    [
+        pytest.param(_introspection(extra=b"x-big: " + b"a" * MAX_HEAD_BYTES + b"\r\n"), id="ends"),
+        pytest.param(
+            b"POST /oauth/introspect HTTP/1.1\r\nx-never-ends: " + b"a" * 16 * MAX_HEAD_BYTES,
+            id="never-ends",
+        ),
+    ],
+)
+async def test_a_head_over_the_limit_behind_a_pipelined_request_is_refused_after_its_reply(
+    big: bytes,
+) -> None:
+    """The 431 was written as soon as the head was found too large: while the app still answered
+    the request before it, whose reply the client then took it for, and which never came."""
+    async with _gateway(SlowBackend()) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            # A head is measured from the first read after it began: one longer than a read.
+            writer.write(_introspection() + big)
+            reply = await asyncio.wait_for(reader.read(), 10)
+        finally:
+            writer.close()
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n"), reply[:200]
+    assert reply.count(b"HTTP/1.1 431 Request Header Fields Too Large\r\n") == 1
+    assert reply.endswith(b"Request header fields too large."), reply[-200:]
