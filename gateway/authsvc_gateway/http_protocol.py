@@ -19,11 +19,18 @@ connection that sent nothing, or half a request, or a byte every few seconds, st
 good, and a few hundred of them could take every file descriptor the process has. A request must
 arrive whole within `REQUEST_TIMEOUT_SECONDS` of the connection opening or of the previous
 reply; otherwise one partly received is answered 408, and the connection is closed.
+
+Nor does it bound how long a client may take to read its replies: asyncio and uvloop close a
+connection only once what is buffered for it has been sent, and uvicorn's app waits to write
+while too much is, so a client that stopped reading held its connection (and the app's task)
+for good. One that reads nothing for `REQUEST_TIMEOUT_SECONDS` while replies wait for it is
+dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, ClassVar, Final
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -38,12 +45,19 @@ REQUEST_TIMEOUT_SECONDS: Final = 20.0
 
 class CoalescedWrites:
     """A connection's transport whose `write`s are sent together once the current loop pass
-    ends; everything else is the transport's own. Closing sends what is pending first."""
+    ends; everything else is the transport's own. Closing sends what is pending first, then
+    calls `on_close`."""
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        loop: asyncio.AbstractEventLoop,
+        on_close: Callable[[], None] = lambda: None,
+    ) -> None:
         self._transport = transport
         self._loop = loop
         self._pending: list[bytes] = []
+        self._on_close = on_close
 
     def write(self, data: bytes) -> None:
         if not self._pending:
@@ -62,6 +76,7 @@ class CoalescedWrites:
     def close(self) -> None:
         self.flush()
         self._transport.close()
+        self._on_close()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
@@ -84,17 +99,35 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         #: Whether part of a request has arrived, and when the whole of it must have.
         self._receiving = False
         self._request_deadline: asyncio.TimerHandle | None = None
+        #: When a client that reads none of the replies waiting for it is dropped.
+        self._unread_deadline: asyncio.TimerHandle | None = None
         #: A refusal held back until the replies owed for earlier (pipelined) requests are sent.
         self._refusal: tuple[int, str] | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self.transport = CoalescedWrites(transport, self.loop)  # type: ignore[assignment]
+        self.transport = CoalescedWrites(  # type: ignore[assignment]
+            transport, self.loop, on_close=self._on_close
+        )
         self._await_request()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)  # which closes the transport: _on_close may arm a deadline
         self._stop_waiting()
-        super().connection_lost(exc)
+        self._stop_waiting_for_reads()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._await_reads()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if not self.transport.is_closing():  # closing, it still waits on what is unsent
+            self._stop_waiting_for_reads()
+
+    def _on_close(self) -> None:
+        if self.transport.get_write_buffer_size():
+            self._await_reads()
 
     def data_received(self, data: bytes) -> None:
         if self._refusal is not None:
@@ -168,6 +201,20 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         if self._request_deadline is not None:
             self._request_deadline.cancel()
             self._request_deadline = None
+
+    def _await_reads(self) -> None:
+        # Reads that resume writing before then stop the clock, so a slow reader is not dropped.
+        if self._unread_deadline is None:
+            self._unread_deadline = self.loop.call_later(self.request_timeout, self._unread)
+
+    def _stop_waiting_for_reads(self) -> None:
+        if self._unread_deadline is not None:
+            self._unread_deadline.cancel()
+            self._unread_deadline = None
+
+    def _unread(self) -> None:
+        self._unread_deadline = None
+        self.transport.abort()  # what is unsent can only be dropped
 
     def _owes_reply(self) -> bool:
         """Whether the app has yet to answer a request received whole (or one queued behind it):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -13,13 +14,14 @@ from authsvc_client.v1 import authsvc_pb2 as pb
 from authsvc_gateway import paths
 from authsvc_gateway.config import GatewayConfig
 from authsvc_gateway.http_protocol import MAX_HEAD_BYTES, CoalescingHttpToolsProtocol
-from authsvc_gateway.server import listening_socket, start_gateway, uvicorn_server
+from authsvc_gateway.server import GatewayServer, listening_socket, start_gateway, uvicorn_server
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from tests.gateway.fakes import FakeBackend
+from tests.waiting import eventually
 
 SVC = "Basic " + base64.b64encode(b"svc:svc-secret").decode()
 
@@ -194,13 +196,18 @@ async def test_a_partial_request_behind_pipelined_ones_waits_for_their_replies()
 
 
 @contextlib.asynccontextmanager
-async def _serving(app: Starlette) -> AsyncIterator[int]:
-    """`app` under uvicorn with the gateway's protocol, on port 0; yields its port."""
+async def _serving(
+    app: Starlette, *, send_buffer: int | None = None
+) -> AsyncIterator[tuple[int, GatewayServer]]:
+    """`app` under uvicorn with the gateway's protocol, on port 0 (its connections with a kernel
+    send buffer of `send_buffer` bytes); yields its port and server."""
     sock = listening_socket("127.0.0.1", 0)
+    if send_buffer is not None:  # accepted connections inherit it
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
     server = uvicorn_server(app, GatewayConfig(client_id="g", client_secret="s"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        yield sock.getsockname()[1]
+        yield sock.getsockname()[1], server
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
@@ -222,7 +229,7 @@ async def test_a_chunked_requests_trailer_fields_are_neither_headers_nor_held() 
     )
     trailers = b"".join(b"x-trailer-%d: %s\r\n" % (i, b"a" * 1000) for i in range(40))
     app = Starlette(routes=[Route("/names", _header_names, methods=["POST"])])
-    async with _serving(app) as port:
+    async with _serving(app) as (port, _):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             writer.write(head + b"7\r\ntoken=x\r\n0\r\n")
@@ -263,3 +270,34 @@ async def test_a_head_over_the_limit_behind_a_pipelined_request_is_refused_after
     assert reply.startswith(b"HTTP/1.1 200 OK\r\n"), reply[:200]
     assert reply.count(b"HTTP/1.1 431 Request Header Fields Too Large\r\n") == 1
     assert reply.endswith(b"Request header fields too large."), reply[-200:]
+
+
+async def _kibibytes(request: Request) -> Response:
+    return Response(b"a" * 1024 * request.path_params["n"])
+
+
+@pytest.mark.usefixtures("short_timeout")
+@pytest.mark.parametrize(
+    "requests",
+    [
+        pytest.param(
+            b"GET /32 HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n", id="closed-unsent"
+        ),
+        pytest.param(b"GET /32 HTTP/1.1\r\nhost: gw\r\n\r\n" * 8, id="app-waits-to-write"),
+    ],
+)
+async def test_a_client_that_does_not_read_its_replies_is_dropped(requests: bytes) -> None:
+    """asyncio and uvloop close a connection only once what is buffered for it is sent, and
+    uvicorn's app waits to write while too much is: a client that stopped reading held its
+    connection, and the app's task, for good."""
+    app = Starlette(routes=[Route("/{n:int}", _kibibytes)])
+    loop = asyncio.get_running_loop()
+    async with _serving(app, send_buffer=4096) as (port, server):
+        client = socket.socket()
+        with contextlib.closing(client):
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            client.setblocking(False)
+            await loop.sock_connect(client, ("127.0.0.1", port))
+            await loop.sock_sendall(client, requests)
+            await eventually(lambda: bool(server.server_state.connections))
+            await eventually(lambda: not server.server_state.connections, within=5)
