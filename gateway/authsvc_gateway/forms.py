@@ -106,13 +106,20 @@ async def read_form(request: Request) -> Params:
 
 
 def header(request: Request, name: bytes) -> str | None:
-    """The first value of the header `name` (lower case), as `request.headers.get` answers it,
-    without building the request's `Headers`."""
+    """The value of the header `name` (lower case), None when the request has none, without
+    building the request's `Headers`.
+
+    A request that repeats it is refused (invalid_request) rather than read by its first value:
+    which of two Authorization or Content-Type headers is meant is ambiguous, and a proxy in
+    front may have acted on the other one (authsvc's own bearer header is refused the same way).
+    """
+    found: bytes | None = None
     for key, value in request.scope["headers"]:
         if key == name:
-            decoded: str = value.decode("latin-1")
-            return decoded
-    return None
+            if found is not None:
+                raise InvalidRequest(f"send one {name.decode()} header, not several")
+            found = value
+    return None if found is None else found.decode("latin-1")
 
 
 def media_type(content_type: str) -> str:

@@ -545,3 +545,28 @@ async def test_parameters_in_the_url_are_refused_not_ignored(
     assert reply.status_code == 400, reply.text
     assert reply.json()["error"] == "invalid_request"
     assert reply.headers["cache-control"] == "no-store"
+
+
+@pytest.mark.parametrize("path", [paths.TOKEN, paths.REVOKE, paths.INTROSPECT])
+@pytest.mark.parametrize("good_first", [True, False], ids=["good-first", "bad-first"])
+async def test_two_authorization_headers_are_refused_whichever_comes_first(
+    deployment: Deployment, http: httpx.AsyncClient, path: str, good_first: bool
+) -> None:
+    """The first one was read: good credentials then bad ones were a 200, the reverse a 401. A
+    proxy in front that judges the last one would disagree with the gateway on who called."""
+    client_id, secret = await _service(deployment)
+    good = _basic(client_id, secret)["authorization"]
+    bad = _basic(client_id, "wrong")["authorization"]
+    pair = [good, bad] if good_first else [bad, good]
+    reply = await http.post(
+        path,
+        content=b"grant_type=client_credentials&token=x",
+        headers=[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("authorization", pair[0]),
+            ("authorization", pair[1]),
+        ],
+    )
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"] == "invalid_request"
+    assert "send one authorization header" in reply.json()["error_description"]

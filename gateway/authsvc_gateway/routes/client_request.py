@@ -34,9 +34,10 @@ async def answer_client_request(request: Request, respond: Respond) -> Response:
     would carry here is a client secret, a code or a token, which RFC 6749 §2.3.1 forbids in
     the request URI (it ends up in proxies' and servers' logs), and the client must learn it.
     """
-    authorization = header(request, b"authorization")
+    authorization = None
     form = NO_PARAMS
     try:
+        authorization = header(request, b"authorization")
         if request.scope.get("query_string"):
             raise InvalidRequest("send the parameters in the form body, not in the URL")
         form = await read_form(request)
