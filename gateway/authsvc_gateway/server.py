@@ -189,6 +189,10 @@ def uvicorn_server(
             # request, a third of what the whole token endpoint costs; and each reply written
             # in one system call, not two (authsvc_gateway.http_protocol, docs/performance.md).
             http=CoalescingHttpToolsProtocol,
+            # The gateway serves no WebSocket. With uvicorn's default ("auto") an Upgrade request
+            # would be handed to whichever WebSocket library is installed (uvicorn[standard]
+            # brings one), outside the limits of the protocol above.
+            ws="none",
             server_header=False,
             # X-Forwarded-For is believed only from configured proxies; otherwise anyone could
             # pick the IP the login rate limit counts against.

@@ -123,6 +123,16 @@ def test_requests_are_parsed_by_httptools() -> None:
     assert server.config.http_protocol_class is CoalescingHttpToolsProtocol
 
 
+def test_no_upgrade_leaves_the_http_protocol() -> None:
+    """An Upgrade: websocket request stays an HTTP request under the limits of the protocol
+    above, whatever WebSocket library happens to be installed."""
+    config = GatewayConfig(client_id="gateway", client_secret="secret")
+    server = uvicorn_server(Starlette(), config)
+    assert server.config.ws == "none"  # not "auto": none is installed here to be picked
+    server.config.load()
+    assert server.config.ws_protocol_class is None
+
+
 class RecordingTransport:
     def __init__(self) -> None:
         self.writes: list[bytes] = []
