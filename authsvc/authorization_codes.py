@@ -68,8 +68,9 @@ def sign_in_refusal(
     A revocation of the subject ("log out everywhere") or of the client ends what was
     authenticated before it, as it ends the codes and tokens issued before it: a consent page
     left open across it must not start a session (RFC 9700 §4.14). `revocations` holds each
-    revocation `remembered_for` seconds (the longest access-token life), so an older sign-in
-    cannot be vouched for and is refused as well.
+    revocation `remembered_for` seconds (`Settings.subject_revocation_memory`: at least a
+    consent page's life, `SIGN_IN_LIFETIME`), so an older sign-in cannot be vouched for and is
+    refused as well.
     """
     if now - authenticated_at > remembered_for:
         return "the sign-in is too old; sign in again"
@@ -144,7 +145,7 @@ async def create_code(
                 client_id=client_id,
                 authenticated_at=authenticated_at,
                 now=now,
-                remembered_for=ctx.settings.longest_access_token_life,
+                remembered_for=ctx.settings.subject_revocation_memory,
             )
             if refusal is not None:
                 raise AccessDenied(refusal)

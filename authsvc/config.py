@@ -24,6 +24,9 @@ from sqlalchemy.exc import ArgumentError
 SIGNING_ALGORITHMS = tuple(sorted(PINNED_ALGORITHMS))
 #: Each key's recent failures are one row; this bounds its size.
 MAX_LOGIN_FAILURES = 1000
+#: How long after a sign-in it may still yield an authorization code: the life of the gateway's
+#: consent page (`authsvc_gateway.consent.CONSENT_TICKET_LIFETIME` is this).
+SIGN_IN_LIFETIME = 600
 
 
 class ConfigError(ValueError):
@@ -86,6 +89,13 @@ class Settings:
     def longest_access_token_life(self) -> int:
         """How long after signing a token may still verify: what a retired key must outlive."""
         return self.access_token_ttl + self.leeway
+
+    @property
+    def subject_revocation_memory(self) -> int:
+        """How long a subject's or a client's revocation is remembered: as long as an access
+        token issued before it may verify, or a sign-in made before it may still ask for a code
+        (`sign_in_refusal`), whichever is longer."""
+        return max(self.longest_access_token_life, SIGN_IN_LIFETIME + self.leeway)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -61,8 +61,12 @@ class AuthorityContext:
             ip=FailurePolicy(s.login_max_failures_ip, window),
         )
 
-    def revocation_expiry(self, at: float) -> float:
-        """When the last access token that could exist at `at` has expired."""
+    def _revocation_expiry(self, kind: str, at: float) -> float:
+        """When verifiers may forget a revocation of `kind` made at `at`: once the last access
+        token that could exist at `at` has expired; for a subject or a client, also once no
+        sign-in made before it can ask for a code (`Settings.subject_revocation_memory`)."""
+        if kind in {"subject", "client"}:
+            return at + self.settings.subject_revocation_memory
         return at + self.settings.longest_access_token_life
 
     def revocation_event(
@@ -75,11 +79,12 @@ class AuthorityContext:
         expires_at: float | None = None,
     ) -> RevocationEventRecord:
         """An event to append (its cursor is assigned then); by default it covers every access
-        token that may exist at `at`, so verifiers may forget it one token lifetime later."""
+        token that may exist at `at`, so verifiers may forget it one token lifetime later (a
+        subject's or a client's, once no earlier sign-in can use it either)."""
         return RevocationEventRecord(
             cursor=0,
             occurred_at=at,
-            expires_at=self.revocation_expiry(at) if expires_at is None else expires_at,
+            expires_at=self._revocation_expiry(kind, at) if expires_at is None else expires_at,
             kind=kind,
             value=value,
             not_before=not_before,

@@ -19,7 +19,11 @@ from typing import Any, Final
 
 from authsvc_client.v1 import authsvc_pb2 as pb
 
-CONSENT_TICKET_LIFETIME: Final = 600
+from authsvc.config import SIGN_IN_LIFETIME
+
+#: No longer than authsvc remembers the revocations that end a sign-in: a page older than that
+#: would only get access_denied.
+CONSENT_TICKET_LIFETIME: Final = SIGN_IN_LIFETIME
 _DOMAIN: Final = b"authsvc-gateway consent v1\x00"
 
 

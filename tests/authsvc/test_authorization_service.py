@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,11 @@ from sqlalchemy import select
 
 from authsvc import pkce
 from authsvc.client_registry import RegisteredClient
+from authsvc.config import SIGN_IN_LIFETIME
 from authsvc.errors import AccessDenied, InvalidRequest
 from authsvc.passwords import Argon2Parameters, Passwords
 from authsvc.storage.schema import users
-from authsvc.testing import RunningAuthority
+from authsvc.testing import RunningAuthority, start_authority
 from authsvc.tokens import opaque
 from tests.authsvc.calls import (
     ACCESS_DENIED,
@@ -625,10 +627,10 @@ async def test_a_sign_in_followed_by_a_revocation_of_its_subject_or_client_gets_
 async def test_a_sign_in_older_than_the_revocations_remembered_gets_no_code(
     running: RunningAuthority, app: RegisteredClient, alice: str
 ) -> None:
-    # Revocations are held one access-token lifetime: past that, one may have been forgotten.
-    # (Through the domain: the caller's own token would have expired meanwhile.)
+    # Revocations are held this long (at least a consent page's life): past it, one may have
+    # been forgotten. (Through the domain: the caller's own token would have expired meanwhile.)
     login = await running.authority.authenticate_user("alice", PASSWORD)
-    running.clock.advance(running.settings.longest_access_token_life + 1)
+    running.clock.advance(running.settings.subject_revocation_memory + 1)
     with pytest.raises(AccessDenied, match="the sign-in is too old; sign in again"):
         await running.authority.create_authorization_code(
             client_id=app.client_id,
@@ -638,6 +640,59 @@ async def test_a_sign_in_older_than_the_revocations_remembered_gets_no_code(
             code_challenge_method="S256",
             authenticated_at=login.authenticated_at,
         )
+
+
+@pytest.fixture
+async def short_lived(tmp_path: Path, database_url: str) -> AsyncIterator[RunningAuthority]:
+    """Access tokens of the shortest life allowed: a consent page outlives them (60 s < 600)."""
+    async with start_authority(
+        tmp_path / "short", database_url=database_url, access_token_ttl=60
+    ) as running:
+        yield running
+
+
+async def _code_for(running: RunningAuthority, client: RegisteredClient, subject: str, at: float):
+    return await running.authority.create_authorization_code(
+        client_id=client.client_id,
+        redirect_uri=APP_REDIRECT_URI,
+        subject=subject,
+        code_challenge=VECTOR["code_challenge"],
+        code_challenge_method="S256",
+        authenticated_at=at,
+    )
+
+
+async def test_a_consent_page_open_longer_than_a_token_lives_still_gets_its_code(
+    short_lived: RunningAuthority,
+) -> None:
+    # Revocations were remembered one access-token life (90 s here), and an older sign-in was
+    # refused as one that could not be vouched for: a user who read the consent page for two
+    # minutes was sent back to the app with access_denied.
+    app = await short_lived.create_client(
+        "short-app", grant_types=["authorization_code"], redirect_uris=[APP_REDIRECT_URI]
+    )
+    alice = await short_lived.create_user("alice", PASSWORD)
+    login = await short_lived.authority.authenticate_user("alice", PASSWORD)
+    short_lived.clock.advance(SIGN_IN_LIFETIME - 1)
+    issued = await _code_for(short_lived, app, alice, login.authenticated_at)
+    assert issued.code.startswith("asac_")
+
+
+async def test_a_logout_is_remembered_as_long_as_a_sign_in_before_it_can_ask_for_a_code(
+    short_lived: RunningAuthority,
+) -> None:
+    app = await short_lived.create_client(
+        "short-app", grant_types=["authorization_code"], redirect_uris=[APP_REDIRECT_URI]
+    )
+    alice = await short_lived.create_user("alice", PASSWORD)
+    login = await short_lived.authority.authenticate_user("alice", PASSWORD)
+    short_lived.clock.advance(5)
+    await short_lived.authority.revoke_subject(alice)
+    # Every token from before the logout has expired, and maintenance has pruned what it may.
+    short_lived.clock.advance(SIGN_IN_LIFETIME - 10)
+    await short_lived.authority.run_maintenance()
+    with pytest.raises(AccessDenied, match="subject revoked since the sign-in; sign in again"):
+        await _code_for(short_lived, app, alice, login.authenticated_at)
 
 
 async def test_a_code_request_that_names_no_sign_in_time_is_not_checked(
