@@ -60,10 +60,16 @@ def configure(level: str = "INFO") -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+#: How many kinds of failure (descriptions, exception types) one run of them logs in full; past
+#: that, they are counted in the line per `every` seconds only.
+MAX_KINDS = 8
+
+
 class RepeatedFailure:
-    """A failure that a loop meets at every try, logged without flooding the log: the first in
-    full, with its traceback when it was unexpected; then one line per `every` seconds while it
-    lasts, with the number of tries that failed; and one line when a try goes through again.
+    """A failure that a loop meets at every try, logged without flooding the log: the first of
+    each kind in full, with its traceback when it was unexpected; then one line per `every`
+    seconds while they last, with the number of tries that failed; and one line when a try goes
+    through again.
 
     Call `failed` from the `except` block that caught the failure, `succeeded` after a try that
     went through."""
@@ -78,14 +84,20 @@ class RepeatedFailure:
         self._since: float | None = None  # when the failures began; None while all is well
         self._reported = 0.0
         self._failures = 0
+        self._kinds: set[tuple[bool, str]] = set()  # those logged in full since `_since`
 
     def failed(self, description: str | None = None) -> None:
         """An expected failure (an outage) has a `description`; with None, the exception being
-        handled is a bug, logged with its traceback the first time."""
+        handled is a bug, logged with its traceback the first time its type is met."""
         now = self._clock.now()
         self._failures += 1
         if self._since is None:
             self._since = self._reported = now
+        # The first of each kind in full, not only the first of all: a bug that shows up during
+        # an outage would otherwise be one "the last:" line at most, without its traceback.
+        kind = (True, description) if description is not None else (False, _exception_kind())
+        if kind not in self._kinds and len(self._kinds) < MAX_KINDS:
+            self._kinds.add(kind)
             if description is None:
                 self._logger.exception("%s failed; retrying", self._what)
             else:
@@ -114,6 +126,12 @@ class RepeatedFailure:
         )
         self._since = None
         self._failures = 0
+        self._kinds.clear()
+
+
+def _exception_kind() -> str:
+    exc = sys.exc_info()[1]
+    return "unknown" if exc is None else f"{type(exc).__module__}.{type(exc).__qualname__}"
 
 
 def _last_exception() -> str:

@@ -9,6 +9,7 @@ import sys
 import pytest
 from authsvc_client.v1 import authsvc_pb2 as pb
 
+from authsvc import log
 from authsvc.clock import ManualClock
 from authsvc.log import JsonFormatter, RepeatedFailure, redact
 from authsvc.testing import RunningAuthority
@@ -186,3 +187,33 @@ def test_all_going_well_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="t")
     failures.succeeded()
     assert caplog.records == []
+
+
+def test_a_bug_met_during_an_outage_is_logged_in_full(caplog: pytest.LogCaptureFixture) -> None:
+    # It had been swallowed: at most a "the last:" line a minute later, without its traceback,
+    # and none at all when the outage's own failure came last.
+    clock = ManualClock()
+    failures = RepeatedFailure(logging.getLogger("t"), "reading events", clock)
+    caplog.set_level(logging.INFO, logger="t")
+    failures.failed("the database is unavailable")
+    _failing_for(failures, clock, tries=2, step=1.0)
+    failures.failed("the database is unavailable")
+    failures.failed("the database connection was lost")
+    assert [(r.levelname, r.getMessage(), r.exc_info is not None) for r in caplog.records] == [
+        ("WARNING", "reading events: the database is unavailable; retrying", False),
+        ("ERROR", "reading events failed; retrying", True),
+        ("WARNING", "reading events: the database connection was lost; retrying", False),
+    ]
+
+
+def test_the_kinds_logged_in_full_are_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    clock = ManualClock()
+    failures = RepeatedFailure(logging.getLogger("t"), "reading events", clock)
+    caplog.set_level(logging.INFO, logger="t")
+    for n in range(3 * log.MAX_KINDS):
+        failures.failed(f"outage {n}")
+    assert len(caplog.records) == log.MAX_KINDS
+    caplog.clear()
+    failures.succeeded()  # a new run of failures logs its own kinds again
+    failures.failed("outage 0")
+    assert [r.getMessage() for r in caplog.records][1:] == ["reading events: outage 0; retrying"]
