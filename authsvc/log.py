@@ -19,6 +19,9 @@ _SECRET_PATTERNS = (
     re.compile(r"\b(asrt|asc|asac)_[A-Za-z0-9_-]{20,}"),
     re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
+    # A URL's password (AUTHSVC_DATABASE_URL's, in a driver's error), and libpq's key=value form.
+    re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^\s:/?#@]*:)[^\s@]+@"),
+    re.compile(r"(?i)(\bpassword=)[^\s&;'\"]+"),
 )
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
@@ -27,7 +30,9 @@ def redact(text: str) -> str:
     """`text` with anything that looks like a secret replaced by [redacted]."""
     text = _SECRET_PATTERNS[0].sub(lambda m: m.group(1) + "_[redacted]", text)
     text = _SECRET_PATTERNS[1].sub("[redacted-jwt]", text)
-    return _SECRET_PATTERNS[2].sub(lambda m: m.group(1) + "[redacted]", text)
+    text = _SECRET_PATTERNS[2].sub(lambda m: m.group(1) + "[redacted]", text)
+    text = _SECRET_PATTERNS[3].sub(lambda m: m.group(1) + "[redacted]@", text)
+    return _SECRET_PATTERNS[4].sub(lambda m: m.group(1) + "[redacted]", text)
 
 
 class JsonFormatter(logging.Formatter):
@@ -136,4 +141,5 @@ def _exception_kind() -> str:
 
 def _last_exception() -> str:
     exc = sys.exc_info()[1]
-    return "unknown" if exc is None else f"{type(exc).__name__}: {exc}"[:200]
+    # Redacted before it is cut: a secret cut short no longer looks like one on the way out.
+    return "unknown" if exc is None else redact(f"{type(exc).__name__}: {exc}")[:200]

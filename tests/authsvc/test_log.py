@@ -35,6 +35,21 @@ JWT = "eyJhbGciOiJFZERTQSIsInR5cCI6ImF0K2p3dCJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJ
         ),
         pytest.param("BEARER s3cr3t~token+/=", "BEARER [redacted]", id="bearer-any-case"),
         pytest.param(f"{REFRESH}{REFRESH}", "asrt_[redacted]", id="back-to-back"),
+        pytest.param(
+            "connecting to postgresql+asyncpg://authsvc:hunter2@db:5432/authsvc",
+            "connecting to postgresql+asyncpg://authsvc:[redacted]@db:5432/authsvc",
+            id="database-url-password",
+        ),
+        pytest.param(
+            "postgresql://authsvc:p%40ss:w0rd@db/authsvc",
+            "postgresql://authsvc:[redacted]@db/authsvc",
+            id="database-url-odd-password",
+        ),
+        pytest.param(
+            "host=db user=authsvc password=hunter2 dbname=authsvc",
+            "host=db user=authsvc password=[redacted] dbname=authsvc",
+            id="libpq-keyword-password",
+        ),
     ],
 )
 def test_redact(text: str, redacted: str) -> None:
@@ -49,6 +64,8 @@ def test_redact(text: str, redacted: str) -> None:
         pytest.param("refresh tokens start with asrt_", id="bare-prefix"),
         pytest.param("kid xorRWMz0uH-UiKYvrJ0hYsiZp_L7rTh6ewKdXRet164", id="kid"),
         pytest.param("eyJ alone", id="not-a-jwt"),
+        pytest.param("redirect to https://app.example:8443/cb?x=1", id="url-with-port"),
+        pytest.param("postgresql+asyncpg://authsvc@db:5432/authsvc", id="url-without-password"),
     ],
 )
 def test_redact_leaves_ordinary_text_alone(text: str) -> None:
@@ -217,3 +234,40 @@ def test_the_kinds_logged_in_full_are_bounded(caplog: pytest.LogCaptureFixture) 
     failures.succeeded()  # a new run of failures logs its own kinds again
     failures.failed("outage 0")
     assert [r.getMessage() for r in caplog.records][1:] == ["reading events: outage 0; retrying"]
+
+
+def _logged(caplog: pytest.LogCaptureFixture) -> str:
+    return "\n".join(JsonFormatter().format(record) for record in caplog.records)
+
+
+def test_a_repeated_failure_logs_no_database_password(caplog: pytest.LogCaptureFixture) -> None:
+    # A driver's error may quote the URL it was given, password and all.
+    clock = ManualClock()
+    failures = RepeatedFailure(logging.getLogger("t"), "reading events", clock)
+    caplog.set_level(logging.INFO, logger="t")
+    for _ in range(2):
+        try:
+            raise RuntimeError("cannot connect to postgresql://authsvc:hunter2@db/authsvc")
+        except RuntimeError:
+            failures.failed()
+        clock.advance(60)
+    assert len(caplog.records) == 2  # in full, then the summary line
+    assert "hunter2" not in _logged(caplog)
+
+
+def test_a_repeated_failure_cuts_its_summary_after_redacting_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Cut first, the summary kept the token's prefix and 19 characters of it: too few to look
+    # like a token to the redaction on the way out.
+    clock = ManualClock()
+    failures = RepeatedFailure(logging.getLogger("t"), "reading events", clock)
+    caplog.set_level(logging.INFO, logger="t")
+    for _ in range(2):
+        try:
+            raise RuntimeError("x" * 161 + " " + REFRESH)
+        except RuntimeError:
+            failures.failed()
+        clock.advance(60)
+    assert "the last: RuntimeError: xxx" in caplog.records[1].getMessage()
+    assert REFRESH[5:24] not in _logged(caplog)
