@@ -219,7 +219,8 @@ async def exchange_code(
                 client,
                 subject=record.subject,
                 scope=record.scope,
-                audience=record.audience,
+                # As at its creation: a code made before that refused no audience has none.
+                audience=grant_audience((), record.audience),
                 device_id=record.device_id,
             )
             await tx.set_code_family(digest, family.family_id)

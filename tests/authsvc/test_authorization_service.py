@@ -13,14 +13,14 @@ import asyncpg
 import grpc
 import pytest
 from authsvc_client.v1 import authsvc_pb2 as pb
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from authsvc import pkce
 from authsvc.client_registry import RegisteredClient
 from authsvc.config import SIGN_IN_LIFETIME
 from authsvc.errors import AccessDenied, InvalidRequest
 from authsvc.passwords import Argon2Parameters, Passwords
-from authsvc.storage.schema import users
+from authsvc.storage.schema import authorization_codes, users
 from authsvc.testing import RunningAuthority, start_authority
 from authsvc.tokens import opaque
 from tests.authsvc.calls import (
@@ -494,6 +494,23 @@ async def test_exchange_with_the_rfc7636_appendix_b_verifier(
     sessions = await tokens.ListSessions(pb.ListSessionsRequest(subject="alice"), metadata=admin)
     assert [(s.family_id, s.device_id) for s in sessions.sessions] == [(pair.family_id, "browser")]
     await tokens.Rotate(pb.RotateRequest(refresh_token=pair.refresh_token), metadata=admin)
+
+
+async def test_a_code_with_no_audience_is_refused_without_side_effects(
+    running: RunningAuthority, authorization, admin, app: RegisteredClient, code: str
+) -> None:
+    # A code made before codes for a client without an audience were refused: its redemption
+    # would start a session whose access tokens no verifier accepts (RFC 9068 §2.2).
+    async with running.authority.ctx.store.transaction() as tx:
+        connection = await tx.connection()
+        await connection.execute(update(authorization_codes).values(audience=""))
+    before = await database_rows(running)
+    redeeming = authorization.ExchangeAuthorizationCode(exchange_request(app, code), metadata=admin)
+    assert await refused(redeeming) == (
+        *INVALID_SCOPE,
+        "this client has no audience to issue tokens for: register a new client with one",
+    )
+    assert await database_rows(running) == before
 
 
 async def test_a_client_without_the_refresh_grant_gets_no_refresh_token(
