@@ -62,6 +62,7 @@ def sign_in_refusal(
     authenticated_at: float,
     now: float,
     remembered_for: float,
+    leeway: float,
 ) -> str | None:
     """Why a sign-in at `authenticated_at` may no longer yield a code at `now`, or None.
 
@@ -70,8 +71,15 @@ def sign_in_refusal(
     left open across it must not start a session (RFC 9700 §4.14). `revocations` holds each
     revocation `remembered_for` seconds (`Settings.subject_revocation_memory`: at least a
     consent page's life, `SIGN_IN_LIFETIME`), so an older sign-in cannot be vouched for and is
-    refused as well.
+    refused as well. So is one dated later than `now` by more than the clock `leeway` between
+    replicas: authsvc dated it, so a later date is a caller's mistake (a unit, a made-up time),
+    and no revocation could ever follow it.
     """
+    if authenticated_at - now > leeway:
+        return (
+            "the sign-in is dated in the future; send AuthenticateUser's authenticated_at "
+            "back unchanged"
+        )
     if now - authenticated_at > remembered_for:
         return "the sign-in is too old; sign in again"
     revoked = revocations.revoked_since(subject, client_id, authenticated_at)
@@ -146,6 +154,7 @@ async def create_code(
                 authenticated_at=authenticated_at,
                 now=now,
                 remembered_for=ctx.settings.subject_revocation_memory,
+                leeway=ctx.settings.leeway,
             )
             if refusal is not None:
                 raise AccessDenied(refusal)

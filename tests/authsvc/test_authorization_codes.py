@@ -89,6 +89,10 @@ def test_token_redirect_refusal(
 
 SIGNED_IN = 1_800_000_000.0
 REMEMBERED = 630.0
+LEEWAY = 30.0
+FUTURE = (
+    "the sign-in is dated in the future; send AuthenticateUser's authenticated_at back unchanged"
+)
 
 
 def revocation(kind: str, value: str, at: float) -> RevocationEventRecord:
@@ -129,6 +133,15 @@ def revocation(kind: str, value: str, at: float) -> RevocationEventRecord:
             "the sign-in is too old; sign in again",
             id="older-than-remembered",
         ),
+        # Dated later than now: a revocation since it could never be found.
+        pytest.param([], SIGNED_IN - LEEWAY, None, id="as-far-ahead-as-the-leeway"),
+        pytest.param([], SIGNED_IN - LEEWAY - 1, FUTURE, id="further-ahead-than-the-leeway"),
+        pytest.param(
+            [revocation("subject", "alice", SIGNED_IN - 3600)],
+            SIGNED_IN - 3590,
+            FUTURE,
+            id="dated-past-a-revocation",
+        ),
     ],
 )
 def test_sign_in_refusal(
@@ -145,6 +158,7 @@ def test_sign_in_refusal(
             authenticated_at=SIGNED_IN,
             now=now,
             remembered_for=REMEMBERED,
+            leeway=LEEWAY,
         )
         == refusal
     )

@@ -13,6 +13,7 @@ import asyncpg
 import grpc
 import pytest
 from authsvc_client.v1 import authsvc_pb2 as pb
+from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import select, update
 
 from authsvc import pkce
@@ -710,6 +711,28 @@ async def test_a_logout_is_remembered_as_long_as_a_sign_in_before_it_can_ask_for
     await short_lived.authority.run_maintenance()
     with pytest.raises(AccessDenied, match="subject revoked since the sign-in; sign in again"):
         await _code_for(short_lived, app, alice, login.authenticated_at)
+
+
+async def test_a_sign_in_dated_in_the_future_gets_no_code(
+    running: RunningAuthority, tokens, authorization, admin, app: RegisteredClient, alice: str
+) -> None:
+    # A made-up later time (or one a unit off) had skipped the check: no revocation is ever
+    # made after it.
+    login = await authorization.AuthenticateUser(
+        pb.AuthenticateUserRequest(username="alice", password=PASSWORD), metadata=admin
+    )
+    await tokens.RevokeSubject(pb.RevokeSubjectRequest(subject=alice), metadata=admin)
+    later = Timestamp(seconds=login.authenticated_at.seconds + 3600)
+    before = await database_rows(running)
+    creating = authorization.CreateAuthorizationCode(
+        code_request(app, subject=alice, authenticated_at=later), metadata=admin
+    )
+    assert await refused(creating) == (
+        *ACCESS_DENIED,
+        "the sign-in is dated in the future; send AuthenticateUser's authenticated_at back "
+        "unchanged",
+    )
+    assert await database_rows(running) == before
 
 
 async def test_a_code_request_that_names_no_sign_in_time_is_not_checked(
