@@ -88,7 +88,14 @@ def authenticated_at(request: pb.CreateAuthorizationCodeRequest) -> float | None
     """When the code's user signed in, or None from a gateway that does not say."""
     if not request.HasField("authenticated_at"):
         return None
-    return request.authenticated_at.ToNanoseconds() / 1e9
+    try:
+        nanoseconds = request.authenticated_at.ToNanoseconds()
+    except ValueError:  # outside years 1-9999, or nanos outside 0..999,999,999: not a time
+        raise InvalidRequest(
+            "authenticated_at is not a valid time; send AuthenticateUser's authenticated_at "
+            "back unchanged"
+        ) from None
+    return nanoseconds / 1e9
 
 
 def _bounded(*values: str) -> None:

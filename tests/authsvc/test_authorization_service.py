@@ -735,6 +735,31 @@ async def test_a_sign_in_dated_in_the_future_gets_no_code(
     assert await database_rows(running) == before
 
 
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        pytest.param(Timestamp(seconds=1_800_000_000_000), id="milliseconds-as-seconds"),
+        pytest.param(Timestamp(seconds=-62_135_596_801), id="before-year-1"),
+        pytest.param(Timestamp(seconds=1_800_000_000, nanos=-1), id="negative-nanos"),
+        pytest.param(Timestamp(seconds=1_800_000_000, nanos=10**9), id="nanos-past-a-second"),
+    ],
+)
+async def test_a_sign_in_time_that_is_no_time_is_an_invalid_request(
+    running: RunningAuthority, authorization, admin, app: RegisteredClient, stamp: Timestamp
+) -> None:
+    # It had been an internal error, logged with a traceback.
+    before = await database_rows(running)
+    creating = authorization.CreateAuthorizationCode(
+        code_request(app, authenticated_at=stamp), metadata=admin
+    )
+    assert await refused(creating) == (
+        *INVALID_REQUEST,
+        "authenticated_at is not a valid time; send AuthenticateUser's authenticated_at back "
+        "unchanged",
+    )
+    assert await database_rows(running) == before
+
+
 async def test_a_code_request_that_names_no_sign_in_time_is_not_checked(
     running: RunningAuthority, tokens, authorization, admin, app: RegisteredClient
 ) -> None:
