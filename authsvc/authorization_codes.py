@@ -54,6 +54,11 @@ def authorization_redirect_refusal(
     return "redirect_uri does not match a registered one"
 
 
+#: How much later than it was a sign-in's time may come back: it crosses the wire as whole
+#: nanoseconds, and back into a float that holds a few tenths of a microsecond, one step later.
+SIGN_IN_PRECISION = 1e-6
+
+
 def sign_in_refusal(
     revocations: RevocationState,
     *,
@@ -82,7 +87,9 @@ def sign_in_refusal(
         )
     if now - authenticated_at > remembered_for:
         return "the sign-in is too old; sign in again"
-    revoked = revocations.revoked_since(subject, client_id, authenticated_at)
+    # A revocation in the instant of the sign-in counts as after it, even when that instant
+    # came back a step later.
+    revoked = revocations.revoked_since(subject, client_id, authenticated_at - SIGN_IN_PRECISION)
     if revoked is not None:
         return f"{revoked} since the sign-in; sign in again"
     return None

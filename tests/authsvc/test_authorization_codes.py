@@ -4,6 +4,7 @@ say no."""
 from __future__ import annotations
 
 import pytest
+from authsvc_client.v1 import authsvc_pb2 as pb
 
 from authsvc.authorization_codes import (
     MISMATCHED_REDIRECT_URI,
@@ -12,7 +13,9 @@ from authsvc.authorization_codes import (
     token_redirect_refusal,
 )
 from authsvc.revocation_state import RevocationState
+from authsvc.rpc.servicer import authenticated_at, authentication_message
 from authsvc.storage.records import AuthorizationCodeRecord, RevocationEventRecord
+from authsvc.users import Authentication
 
 ONE = ("https://app.example/cb",)
 SEVERAL = ("https://app.example/cb", "https://app.example/other")
@@ -162,3 +165,25 @@ def test_sign_in_refusal(
         )
         == refusal
     )
+
+
+def test_a_revocation_in_the_sign_ins_instant_counts_after_it_over_the_wire() -> None:
+    # The sign-in's time goes out in nanoseconds and comes back as a float, for this instant one
+    # step later than it was: a revocation made in the same instant then looked earlier.
+    instant = 1_800_000_000.0000017
+    sent = authentication_message(Authentication("alice", instant)).authenticated_at
+    received = authenticated_at(pb.CreateAuthorizationCodeRequest(authenticated_at=sent))
+    assert received is not None
+    assert received > instant  # one float step later
+    state = RevocationState()
+    state.apply(revocation("subject", "alice", instant))
+    refusal = sign_in_refusal(
+        state,
+        subject="alice",
+        client_id="app",
+        authenticated_at=received,
+        now=instant + 5,
+        remembered_for=REMEMBERED,
+        leeway=LEEWAY,
+    )
+    assert refusal == "subject revoked since the sign-in; sign in again"
