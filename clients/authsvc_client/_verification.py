@@ -279,7 +279,11 @@ def _numeric_date(raw: Mapping[str, Any], name: str) -> int:
     """RFC 7519 §2 NumericDate: a JSON number. Not a bool (an int in Python), not NaN or
     infinity, which never compare as expired, and not beyond ±2^53 seconds (JSON's exact
     integers, 285 million years), where an int no longer compares with the clock's float.
-    Whole seconds, rounded down."""
+
+    And whole seconds, which is all authsvc mints: RFC 7519 allows a fraction, but no rounding
+    of one fails closed for every claim. Rounded down, an `nbf` or `iat` lets a token in up to a
+    second early; rounded up, an `iat` escapes a revocation that covers `iat <= not_before`
+    (whole seconds, like the tokens). So a fraction is refused, not rounded."""
     value = raw.get(name)
     if isinstance(value, bool) or not (
         isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
@@ -287,6 +291,8 @@ def _numeric_date(raw: Mapping[str, Any], name: str) -> int:
         raise _malformed(name)
     if not -MAX_NUMERIC_DATE <= value <= MAX_NUMERIC_DATE:
         raise _malformed(name)
+    if isinstance(value, float) and not value.is_integer():
+        raise InvalidToken(f"claim {name} not in whole seconds")
     return int(value)
 
 

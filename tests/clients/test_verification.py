@@ -106,6 +106,10 @@ def claim(name: str) -> str:
     return f"claim {name} missing or malformed"
 
 
+def whole_seconds(name: str) -> str:
+    return f"claim {name} not in whole seconds"
+
+
 def header_param(name: str) -> str:
     return f"token header not accepted: {name}"
 
@@ -225,6 +229,11 @@ REFUSALS = [
     pytest.param(forged(nbf="now"), claim("nbf"), id="nbf-string"),
     pytest.param(ED.forge(header(), {**ED.claims(), "nbf": None}), claim("nbf"), id="nbf-null"),
     pytest.param(forged(nbf=False), claim("nbf"), id="nbf-bool"),
+    # Whole seconds only: truncated, an nbf or iat beyond the leeway by a fraction got in.
+    pytest.param(forged(nbf=NOW + 30.5), whole_seconds("nbf"), id="nbf-with-a-fraction"),
+    pytest.param(forged(iat=NOW + 30.5, nbf=None), whole_seconds("iat"), id="iat-with-a-fraction"),
+    pytest.param(forged(exp=NOW + 0.5), whole_seconds("exp"), id="exp-with-a-fraction"),
+    pytest.param(forged(iat=NOW - 0.5, nbf=None), whole_seconds("iat"), id="iat-fraction-past"),
     pytest.param(forged(scope=["notes:read"]), claim("scope"), id="scope-list"),
     pytest.param(forged(sid=7), claim("sid"), id="sid-number"),
     # Whose token, for whom, and when (RFC 9068 §4; RFC 7519 §4.1.3-4.1.6, leeway 30 s).
@@ -281,7 +290,7 @@ ACCEPTED = [
     pytest.param(forged(nbf=None), id="no-nbf"),
     pytest.param(forged(scope=None, sid=None), id="client-credentials-no-scope-no-sid"),
     pytest.param(forged(cnf={"x5t#S256": "AAAA"}), id="other-claims"),
-    pytest.param(forged(exp=NOW + 0.5), id="exp-with-a-fraction"),
+    pytest.param(forged(exp=float(NOW + 600), iat=float(NOW)), id="whole-seconds-as-floats"),
     pytest.param(forged(exp=NOW - 29), id="expired-within-leeway"),
     pytest.param(forged(nbf=NOW + 30), id="nbf-within-leeway"),
     pytest.param(forged(iat=NOW + 30, nbf=None), id="iat-within-leeway"),
