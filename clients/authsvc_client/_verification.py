@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from joserfc import jws
 from joserfc.errors import (
     DecodeError,
+    ExceededSizeError,
     InvalidHeaderValueError,
     JoseError,
     SecurityWarning,
@@ -58,6 +59,9 @@ ED25519_NAMES = frozenset({"EdDSA", "Ed25519"})
 
 #: Tokens longer than this are refused before any parsing; ours are well under 2 KiB.
 MAX_TOKEN_BYTES = 8192
+# joserfc refuses a longer protected header segment (base64url characters) before it checks the
+# signature; ours are about 120. Refused here first, as too large rather than as a bad signature.
+_MAX_HEADER_BYTES = jws.JWSRegistry.max_header_length
 #: The refusal of a token for another audience; callers that know what was wanted add to it.
 AUDIENCE_NOT_ACCEPTED = "token audience not accepted"
 
@@ -182,6 +186,8 @@ def _header(token: str) -> dict[str, Any]:
     if len(parts) != 3 or not all(parts) or not token.isascii():
         raise InvalidToken("malformed token")
     head = parts[0]
+    if len(head) > _MAX_HEADER_BYTES:
+        raise InvalidToken("token header too large")
     try:
         # Lenient base64 is enough to decide: joserfc decodes this segment again, strictly,
         # before it checks the signature over it, so no header it reads otherwise can pass.
@@ -226,7 +232,9 @@ def _signed_payload(token: str, key: PublishedKey, alg: str) -> bytes:
             # and our keys pin the curve to Ed25519, so the ambiguity it warns about cannot arise.
             warnings.filterwarnings("ignore", "EdDSA is deprecated", SecurityWarning)
             signed = jws.deserialize_compact(token, key.key, registry=_REGISTRIES[alg])
-    except DecodeError as exc:
+    except (DecodeError, ExceededSizeError) as exc:
+        # ExceededSizeError: a segment longer than joserfc reads (a signature beyond 1 KiB; ours
+        # are 86 characters), not a signature it checked.
         raise InvalidToken("malformed token") from exc
     except (UnsupportedHeaderError, InvalidHeaderValueError) as exc:
         # joserfc admits only registered header parameters, each of its registered type.

@@ -27,6 +27,7 @@ from authsvc_client import (
     parse_jwks,
     verify_access_token,
 )
+from joserfc import jws
 
 from .conftest import AUDIENCE, ISSUER, NOW, Signer
 
@@ -86,10 +87,23 @@ def hs256(secret: bytes) -> str:
     return f"{signing_input}.{b64(mac)}"
 
 
+def header_padded_to(length: int) -> dict[str, Any]:
+    """ED's header with a `cty` padded so that its segment is as long as it can be without
+    exceeding `length` characters."""
+    padded = {}
+    for n in range(length):
+        candidate = header(cty="x" * n)
+        if len(segment(candidate)) > length:
+            return padded
+        padded = candidate
+    raise AssertionError("unreachable")
+
+
 def signed_payload(raw: bytes) -> str:
     return ED.sign_segments(segment(header()), b64(raw))
 
 
+MAX_HEADER = jws.JWSRegistry.max_header_length
 TOKEN = forged()
 HEAD, BODY, SIGNATURE = TOKEN.split(".")
 MALFORMED, HEADER_MALFORMED = "malformed token", "malformed token header"
@@ -140,7 +154,18 @@ REFUSALS = [
     pytest.param(f"{b64(bytes([255, 254]))}.e30.c2ln", HEADER_MALFORMED, id="header-not-utf8"),
     pytest.param(f"{segment(['alg'])}.e30.c2ln", HEADER_MALFORMED, id="header-list"),
     pytest.param(f"{segment('alg')}.e30.c2ln", HEADER_MALFORMED, id="header-string"),
-    pytest.param(f"{b64(b'[' * 5000)}.e30.c2ln", HEADER_MALFORMED, id="header-nested-deep"),
+    pytest.param(f"{b64(b'[' * 384)}.e30.c2ln", HEADER_MALFORMED, id="header-nested"),
+    # joserfc reads at most 512 characters of header and 1024 of signature: beyond, the token is
+    # too large or malformed, not badly signed, and no unknown kid in it sends anyone for keys.
+    pytest.param(
+        ED.forge(header_padded_to(MAX_HEADER + 2), ED.claims()),
+        "token header too large",
+        id="header-beyond-joserfcs-limit",
+    ),
+    pytest.param(forged({"kid": "k" * 600}), "token header too large", id="header-huge-kid"),
+    # Nested too deep for json.loads: too large to be read at all.
+    pytest.param(f"{b64(b'[' * 5000)}.e30.c2ln", "token header too large", id="header-nested-deep"),
+    pytest.param(with_signature(TOKEN, "A" * 1100), MALFORMED, id="signature-beyond-1-kib"),
     # Pinned algorithms (RFC 8725 §3.1, §3.2): never none, never HMAC, exact names only.
     pytest.param(forged({"alg": "none"}).rsplit(".", 1)[0] + ".", MALFORMED, id="alg-none"),
     pytest.param(forged({"alg": "none"}), ALG, id="alg-none-with-signature"),
@@ -290,6 +315,7 @@ ACCEPTED = [
     pytest.param(forged(nbf=None), id="no-nbf"),
     pytest.param(forged(scope=None, sid=None), id="client-credentials-no-scope-no-sid"),
     pytest.param(forged(cnf={"x5t#S256": "AAAA"}), id="other-claims"),
+    pytest.param(ED.forge(header_padded_to(MAX_HEADER), ED.claims()), id="header-at-the-limit"),
     pytest.param(forged(exp=float(NOW + 600), iat=float(NOW)), id="whole-seconds-as-floats"),
     pytest.param(forged(exp=NOW - 29), id="expired-within-leeway"),
     pytest.param(forged(nbf=NOW + 30), id="nbf-within-leeway"),
