@@ -53,6 +53,11 @@ def mint_access_token(
     (`RevocationState.not_before_for`), so the next ones may start two seconds ahead. Strict
     verifiers with no leeway may see such a token as not yet valid for that long.
     """
+    if not audience:
+        # RFC 9068 §2.2 requires `aud`, and every verifier refuses a token without one. Every
+        # grant refuses this before it writes anything (`scopes.grant_audience`,
+        # `rotation.classify_refresh`); this is the last line, for a caller that did not.
+        raise ValueError("an access token needs an audience (RFC 9068 §2.2)")
     now = int(ctx.clock.now())
     floor = ctx.revocations.issued_after(subject, client_id)
     issued_at = max(now, floor) if floor is not None else now

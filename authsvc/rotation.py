@@ -33,6 +33,7 @@ class Refresh(Enum):
     REVOKED = "revoked"  # family revoked: refuse, change nothing
     EXPIRED = "expired"  # family or token expired: refuse, change nothing
     WRONG_CLIENT = "wrong_client"  # issued to another client: refuse, change nothing
+    NO_AUDIENCE = "no_audience"  # a family with no audience: refuse, change nothing
 
 
 def classify_refresh(
@@ -51,7 +52,13 @@ def classify_refresh(
     A used token in a live family is reuse however long ago its own expiry passed: the family
     lives on because it was rotated since, perhaps by whoever stole the token, and the holder
     coming back with it is how the theft shows (RFC 9700 §4.14.2). Judged by the token's expiry
-    first, the replay would only be "expired", and the thief would keep the session."""
+    first, the replay would only be "expired", and the thief would keep the session.
+
+    A family with no audience, started before registration required one, could only yield an
+    access token with `"aud": []`, which RFC 9068 §2.2 forbids and every verifier refuses: a
+    rotation or a grace retry is refused, with nothing changed. Not revoked: its tokens are
+    accepted nowhere, so there is nothing to tell the verifiers, and it ends at its idle expiry.
+    Reuse is still reuse."""
     if client_id and client_id != family.client_id:
         return Refresh.WRONG_CLIENT
     if family.revoked_at is not None:
@@ -59,12 +66,14 @@ def classify_refresh(
     if min(family.expires_at, family.idle_expires_at) <= now:
         return Refresh.EXPIRED
     if token.used_at is not None:
-        if grace_seconds and now - token.used_at <= grace_seconds:
-            return Refresh.GRACE_RETRY
-        return Refresh.REUSE
-    if token.expires_at <= now:
+        if not (grace_seconds and now - token.used_at <= grace_seconds):
+            return Refresh.REUSE
+        verdict = Refresh.GRACE_RETRY
+    elif token.expires_at <= now:
         return Refresh.EXPIRED
-    return Refresh.ROTATE
+    else:
+        verdict = Refresh.ROTATE
+    return verdict if family.audience else Refresh.NO_AUDIENCE
 
 
 _REFUSALS = {
@@ -72,6 +81,7 @@ _REFUSALS = {
     Refresh.EXPIRED: "refresh token expired",
     Refresh.WRONG_CLIENT: "refresh token unknown",  # the words for a token that does not exist
     Refresh.REUSE: "refresh token reused; the session was revoked",
+    Refresh.NO_AUDIENCE: "this session has no audience to issue tokens for: sign in again",
 }
 
 

@@ -10,6 +10,7 @@ import pytest
 from authsvc_client.v1 import authsvc_pb2 as pb
 
 from authsvc.client_registry import RegisteredClient
+from authsvc.issuance import mint_access_token
 from authsvc.storage.records import ClientRecord
 from authsvc.testing import RunningAuthority
 from authsvc.tokens import opaque
@@ -336,3 +337,11 @@ async def test_a_client_stored_without_an_audience_is_refused_a_token_nothing_ac
         NO_AUDIENCE,
     )
     assert await database_rows(running) == before
+
+
+def test_no_access_token_is_ever_minted_without_an_audience(running: RunningAuthority) -> None:
+    # The last line behind every grant's own refusal (above, and rotation's).
+    with pytest.raises(ValueError, match="needs an audience"):
+        mint_access_token(
+            running.authority.ctx, subject="alice", client_id="app", scope=(), audience=()
+        )

@@ -53,6 +53,8 @@ TOKEN = RefreshTokenRecord(
     family_id="f1", issued_at=NOW - 100, used_at=None, expires_at=NOW + 500, token_digest=b"d"
 )
 USED_5S_AGO = replace(TOKEN, used_at=NOW - 5)
+# As a build before registration required an audience could start one (commit 6702ffb).
+NO_AUDIENCE = replace(FAMILY, audience=())
 
 
 @pytest.mark.parametrize(
@@ -135,6 +137,27 @@ USED_5S_AGO = replace(TOKEN, used_at=NOW - 5)
             0,
             Refresh.WRONG_CLIENT,
             id="wrong-client-beats-revoked",
+        ),
+        pytest.param(TOKEN, NO_AUDIENCE, "", 0, Refresh.NO_AUDIENCE, id="no-audience"),
+        pytest.param(
+            USED_5S_AGO, NO_AUDIENCE, "", 10, Refresh.NO_AUDIENCE, id="no-audience-within-grace"
+        ),
+        pytest.param(USED_5S_AGO, NO_AUDIENCE, "", 0, Refresh.REUSE, id="no-audience-reuse"),
+        pytest.param(
+            TOKEN,
+            replace(NO_AUDIENCE, revoked_at=NOW - 1),
+            "",
+            0,
+            Refresh.REVOKED,
+            id="revoked-beats-no-audience",
+        ),
+        pytest.param(
+            replace(TOKEN, expires_at=NOW),
+            NO_AUDIENCE,
+            "",
+            0,
+            Refresh.EXPIRED,
+            id="expired-beats-no-audience",
         ),
     ],
 )
@@ -358,6 +381,45 @@ async def test_idle_expired_family_is_refused_without_side_effects(
     )
     assert await database_rows(running) == before
     # Not a reuse: the family was not revoked, it just ran out.
+    assert not await audit_events(running, "refresh_reuse_detected")
+
+
+async def test_a_family_stored_without_an_audience_is_refused_a_token_nothing_accepts(
+    running: RunningAuthority, tokens, admin, app: RegisteredClient
+) -> None:
+    """RFC 9068 §2.2 requires `aud`: rotated, such a family minted `"aud": []`, refused by every
+    verifier while its client took it for good. Refused instead, with nothing changed; the
+    refresh token stays as it was and the family is not revoked (`classify_refresh`)."""
+    refresh_token = opaque.new_secret(opaque.Kind.REFRESH_TOKEN)
+    now = running.clock.now()
+    family = replace(
+        FAMILY,
+        family_id="from-an-old-build",
+        client_id=app.client_id,
+        audience=(),
+        created_at=now,
+        last_used_at=now,
+        expires_at=now + 1000,
+        idle_expires_at=now + 500,
+    )
+    async with running.authority.ctx.store.transaction() as tx:
+        await tx.insert_family(family)
+        await tx.insert_refresh_token(
+            replace(
+                TOKEN,
+                family_id=family.family_id,
+                issued_at=now,
+                expires_at=now + 500,
+                token_digest=opaque.digest(refresh_token),
+            )
+        )
+    before = await database_rows(running)
+    for _ in range(2):  # refused again the same way: not taken for a reuse
+        assert await refused(rotate(tokens, admin, refresh_token, client_id=app.client_id)) == (
+            *INVALID_GRANT,
+            "this session has no audience to issue tokens for: sign in again",
+        )
+    assert await database_rows(running) == before
     assert not await audit_events(running, "refresh_reuse_detected")
 
 
