@@ -98,7 +98,12 @@ async def create_client(
     first_party: bool = False,
     client_id: str | None = None,
 ) -> RegisteredClient:
-    """Register a client. Confidential clients get a 256-bit secret, returned here only."""
+    """Register a client. Confidential clients get a 256-bit secret, returned here only.
+
+    Its id, generated unless `client_id` chooses one, is no user's subject, and `start_family`
+    gives no user a client's id as subject: a client's own tokens carry its id as `sub`, and a
+    resource server must not take a user for a service or a service for a user (RFC 9068 §5).
+    """
     if not name.strip() or len(name) > MAX_CLIENT_NAME:
         raise InvalidRequest(f"a client needs a name, at most {MAX_CLIENT_NAME} characters")
     unknown = set(grant_types) - set(GRANT_TYPES)
@@ -131,6 +136,16 @@ async def create_client(
     async with ctx.store.transaction() as tx:
         if await tx.get_client(record.client_id) is not None:
             raise InvalidRequest(f"client {record.client_id} already exists")
+        if client_id:
+            # A chosen id may be a subject a family is being started for in this instant;
+            # a generated one cannot, as nobody knows it before this commits.
+            await tx.lock_new_families()
+        if await tx.is_subject(record.client_id):
+            # RFC 9068 §5: this client's own tokens will carry its id as `sub`.
+            raise InvalidRequest(
+                f"client id {record.client_id} is a user's subject, and a client's tokens carry "
+                "its id as sub: choose another id"
+            )
         await tx.insert_client(record)
         await tx.append_audit("client_created", record.created_at, client_id=record.client_id)
     return RegisteredClient(record.client_id, secret, record)

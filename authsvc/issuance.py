@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from authsvc.client_registry import authenticate, require_grant
 from authsvc.context import AuthorityContext, new_id
-from authsvc.errors import InvalidClient
+from authsvc.errors import InvalidClient, InvalidRequest
 from authsvc.scopes import grant, grant_audience
 from authsvc.storage.records import ClientRecord, FamilyRecord, RefreshTokenRecord
 from authsvc.storage.sql import Tx
@@ -109,6 +109,15 @@ async def start_family(
         revoke_reason=None,
     )
     await tx.insert_family(family)
+    # RFC 9068 §5: a client's own tokens carry its id as `sub`, so a user whose subject is a
+    # client's id would be that client to every resource server. Read after the insert: on
+    # PostgreSQL a registration choosing the id holds off new families while it looks among
+    # the subjects (`Tx.lock_new_families`), so of two racing, one always sees the other.
+    if await tx.get_client(subject) is not None:
+        raise InvalidRequest(
+            "subject is a registered client's id, which that client's tokens carry as sub: "
+            "give the user another subject"
+        )
     if "refresh_token" not in client.grant_types:
         return family, ""
     refresh_token = opaque.new_secret(opaque.Kind.REFRESH_TOKEN)

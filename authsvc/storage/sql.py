@@ -38,6 +38,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -685,6 +686,21 @@ class Tx:
             .values(secret_digest=secret_digest)
         )
         return int(result.rowcount) > 0
+
+    async def lock_new_families(self) -> None:
+        """Hold off other transactions' new families until this one ends, once those already
+        writing families have ended (PostgreSQL: the families table in SHARE mode, which only
+        row writes wait for); SQLite holds one writer at a time already."""
+        if not self.sqlite:
+            await self._exec(text("LOCK TABLE families IN SHARE MODE"))
+
+    async def is_subject(self, name: str) -> bool:
+        """Whether `name` is the subject of a user or of a family (live or not, until purged)."""
+        users, families = t.users.c, t.families.c
+        statement = select(
+            or_(exists().where(users.subject == name), exists().where(families.subject == name))
+        )
+        return bool((await self._exec(statement)).scalar())
 
     # users
 

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from authsvc.authority import open_authority
 from authsvc.config import ConfigError
 from authsvc.errors import InvalidRequest, NotFound
 from authsvc.serve import DEV_CREDENTIALS, bootstrap_dev, read_dev_credentials
-from authsvc.testing import RunningAuthority, throwaway_settings
+from authsvc.storage.records import ClientRecord
+from authsvc.storage.sql import Tx
+from authsvc.testing import RunningAuthority, start_authority, throwaway_settings
 from authsvc.tokens import opaque
 from tests.authsvc.calls import database_rows
+from tests.conftest import TEST_POOL_SIZE
+from tests.databases import asyncpg_dsn
+from tests.waiting import eventually
 
 
 @pytest.mark.parametrize(
@@ -110,6 +118,77 @@ async def test_a_client_id_is_registered_once(running: RunningAuthority) -> None
         await running.authority.create_client(
             "b", grant_types=["client_credentials"], audiences=["api"], client_id="svc"
         )
+
+
+TAKEN_BY_A_USER = "is a user's subject, and a client's tokens carry its id as sub"
+
+
+async def test_a_client_id_is_never_a_users_subject(running: RunningAuthority) -> None:
+    """RFC 9068 §5, the other way round from test_issuance's: a client's own tokens would carry
+    the subject of someone's user tokens as `sub`. A subject of a family, revoked or not, or
+    of a user who has none yet."""
+    app = await running.create_client("app", grant_types=["refresh_token"])
+    pair = await running.authority.issue_token_pair(subject="orders", client_id=app.client_id)
+    await running.authority.revoke_family(pair.family.family_id)
+    alice = await running.create_user("alice", "correct horse battery")
+    before = await database_rows(running)
+    for taken in ("orders", alice):
+        with pytest.raises(InvalidRequest, match=re.escape(TAKEN_BY_A_USER)):
+            await running.authority.create_client(
+                "orders", grant_types=["client_credentials"], audiences=["api"], client_id=taken
+            )
+    assert await database_rows(running) == before
+
+
+@pytest.mark.postgres
+async def test_a_client_id_chosen_while_a_family_starts_for_it_is_refused(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race on PostgreSQL: a family for subject `orders` written, its look for a client
+    `orders` made and found nothing, not committed yet; meanwhile `orders` is registered. Its
+    look among the subjects cannot see the uncommitted family, so it waits for the family to
+    commit (`Tx.lock_new_families`), then sees it. (SQLite runs one writer at a time.)"""
+    looked, go_on = asyncio.Event(), asyncio.Event()
+    get_client = Tx.get_client
+
+    async def pausing_after_the_first_look(self: Tx, client_id: str) -> ClientRecord | None:
+        found = await get_client(self, client_id)
+        if client_id == "orders" and not looked.is_set():
+            looked.set()
+            await go_on.wait()
+        return found
+
+    async def registration_waits_for_families() -> bool:
+        connection = await asyncpg.connect(asyncpg_dsn(postgres_url))
+        try:
+            waiting = await connection.fetchval(
+                "SELECT count(*) FROM pg_locks"
+                " WHERE NOT granted AND relation = 'families'::regclass"
+            )
+        finally:
+            await connection.close()
+        return bool(waiting)
+
+    async with start_authority(
+        tmp_path, database_url=postgres_url, db_pool_size=TEST_POOL_SIZE
+    ) as r:
+        app = await r.create_client("app", grant_types=["refresh_token"])
+        monkeypatch.setattr(Tx, "get_client", pausing_after_the_first_look)
+        issuing = asyncio.create_task(
+            r.authority.issue_token_pair(subject="orders", client_id=app.client_id)
+        )
+        await looked.wait()
+        registering = asyncio.create_task(
+            r.authority.create_client(
+                "orders", grant_types=["client_credentials"], audiences=["api"], client_id="orders"
+            )
+        )
+        # Registered already (the race lost), or waiting for the family to commit.
+        await eventually(lambda: registering.done() or registration_waits_for_families())
+        go_on.set()
+        await issuing
+        with pytest.raises(InvalidRequest, match=re.escape(TAKEN_BY_A_USER)):
+            await registering
 
 
 async def test_secrets_are_stored_only_as_digests(running: RunningAuthority) -> None:

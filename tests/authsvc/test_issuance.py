@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any
 
 import pytest
 from authsvc_client.v1 import authsvc_pb2 as pb
 
+from authsvc import pkce
 from authsvc.client_registry import RegisteredClient
+from authsvc.errors import InvalidRequest
 from authsvc.issuance import mint_access_token
 from authsvc.storage.records import ClientRecord
 from authsvc.testing import RunningAuthority
@@ -23,6 +26,9 @@ from tests.authsvc.calls import (
     database_rows,
     refused,
 )
+from tests.authsvc.conftest import APP_REDIRECT_URI
+
+VERIFIER = "a" * 43  # RFC 7636 §4.1: 43 to 128 characters
 
 
 def payload_of(token: str) -> dict[str, Any]:
@@ -142,6 +148,44 @@ async def test_issue_token_pair_needs_the_refresh_token_grant(
         pb.IssueTokenPairRequest(subject="alice", client_id=service.client_id), metadata=admin
     )
     assert (await refused(issuing))[:2] == UNAUTHORIZED_CLIENT
+
+
+SUBJECT_IS_A_CLIENT = (
+    "subject is a registered client's id, which that client's tokens carry as sub: "
+    "give the user another subject"
+)
+
+
+async def test_no_user_is_given_a_clients_id_as_subject(
+    running: RunningAuthority, tokens, admin, app: RegisteredClient
+) -> None:
+    """RFC 9068 §5: a client's own tokens carry its id as `sub` (test_client_credentials), so a
+    user token with that `sub` would be that service to a resource server that reads `sub`.
+    Any client's id, the app's own included, over either way a family starts."""
+    service = await running.create_client("orders")
+    before = await database_rows(running)
+    for subject in (service.client_id, app.client_id):
+        issuing = tokens.IssueTokenPair(
+            pb.IssueTokenPairRequest(subject=subject, client_id=app.client_id), metadata=admin
+        )
+        assert await refused(issuing) == (*INVALID_REQUEST, SUBJECT_IS_A_CLIENT)
+    assert await database_rows(running) == before
+    code = await running.authority.create_authorization_code(
+        client_id=app.client_id,
+        redirect_uri=APP_REDIRECT_URI,
+        subject=service.client_id,
+        code_challenge=pkce.s256(VERIFIER),
+        code_challenge_method="S256",
+    )
+    before = await database_rows(running)
+    with pytest.raises(InvalidRequest, match=re.escape(SUBJECT_IS_A_CLIENT)):
+        await running.authority.exchange_authorization_code(
+            client_id=app.client_id,
+            code=code.code,
+            redirect_uri=APP_REDIRECT_URI,
+            code_verifier=VERIFIER,
+        )
+    assert await database_rows(running) == before
 
 
 # ClientCredentials
