@@ -4,7 +4,8 @@
     python -m bench.raw_sql postgres issue|rotate --dsn postgresql://... --duration S --concurrency C
 
 The statements are the ones authsvc runs (authsvc/storage/sql.py: `get_client`, `insert_family`,
-`insert_refresh_token`, `append_audit` for an issuance; `refresh_token_with_family`,
+`get_client` of the subject (RFC 9068 §5: no user is a client), `insert_refresh_token`,
+`append_audit` for an issuance; `refresh_token_with_family`,
 `mark_refresh_token_used`, `insert_refresh_token`, `touch_family` for a rotation), with the same
 durability: SQLite in WAL mode with `synchronous=FULL` and `BEGIN IMMEDIATE`, one commit per
 transaction; PostgreSQL with its defaults (fsync on, synchronous_commit on). The schema is authsvc's
@@ -125,6 +126,7 @@ def _sqlite_issue(conn: sqlite3.Connection) -> Callable[[], None]:
         conn.execute(
             insert_family, (family, subject, CLIENT_ID, now, now, now + 30 * DAY, now + 14 * DAY)
         )
+        conn.execute(select_client, (subject,)).fetchone()
         conn.execute(insert_token, (new_refresh_digest(), family, now, now + 14 * DAY))
         conn.execute(insert_audit, (now, subject, CLIENT_ID, family))
         conn.execute("COMMIT")
@@ -228,6 +230,7 @@ def _postgres_issue(pool: Any) -> Callable[[list[bytes], int], Any]:
             await conn.execute(
                 insert_family, family, subject, CLIENT_ID, now, now, now + 30 * DAY, now + 14 * DAY
             )
+            await conn.fetchrow(select_client, subject)
             await conn.execute(insert_token, new_refresh_digest(), family, now, now + 14 * DAY)
             await conn.execute(insert_audit, now, subject, CLIENT_ID, family)
 
