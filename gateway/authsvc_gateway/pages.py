@@ -16,7 +16,7 @@ from typing import Final
 
 from starlette.responses import HTMLResponse
 
-from authsvc_gateway.errors import HTTP_STATUS, OAuthError
+from authsvc_gateway.errors import OAuthError, http_status
 
 INVALID_CREDENTIALS: Final = "Invalid credentials."
 TOO_MANY_ATTEMPTS: Final = "Too many failed attempts. Try again later."
@@ -136,7 +136,16 @@ def error_page(error: OAuthError, *, status: int | None = None) -> HTMLResponse:
         description=error.description or "The authorization request is invalid.",
         error=error.error,
     )
-    return page("Error", content, status=status or HTTP_STATUS[error.error])
+    return page("Error", content, status=status or _page_status(error))
+
+
+def _page_status(error: OAuthError) -> int:
+    """The error's status (`http_status`), but never 401, which must carry a WWW-Authenticate
+    challenge (RFC 9110 §15.5.2): a page has none to give, since the user holds no credential
+    of the client's, and a Basic one would open the browser's password dialog. So an unknown or
+    disabled client is 400 here, as Keycloak's and node-oidc-provider's pages answer it."""
+    status = http_status(error, challenged=False)
+    return 400 if status == 401 else status
 
 
 def _message(text: str) -> Html:

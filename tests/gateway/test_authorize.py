@@ -498,7 +498,8 @@ async def test_a_client_disabled_during_consent_gets_no_redirect(
     client_id, consent = await _consent_page(deployment, http)
     await deployment.authority.authority.revoke_client(client_id, reason="abuse", disable=True)
     refused = await decide(http, consent, "allow")
-    assert refused.status_code == 401
+    assert refused.status_code == 400  # a page, with no challenge to carry: never 401
+    assert "www-authenticate" not in refused.headers
     assert "location" not in refused.headers
     assert "invalid_client" in refused.text
 

@@ -6,7 +6,8 @@ import base64
 import hashlib
 import re
 
-from authsvc_gateway.errors import InvalidRequest
+import pytest
+from authsvc_gateway.errors import ERRORS, HTTP_STATUS, InvalidRequest
 from authsvc_gateway.pages import HTML_HEADERS, consent_page, error_page, login_page
 
 
@@ -34,3 +35,15 @@ def test_the_inline_style_is_the_one_the_policy_allows() -> None:
     assert style is not None
     digest = base64.b64encode(hashlib.sha256(style.group(1).encode()).digest()).decode()
     assert f"'sha256-{digest}'" in HTML_HEADERS["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize("code", sorted(HTTP_STATUS))
+def test_no_error_page_is_401(code: str) -> None:
+    # RFC 9110 §15.5.2: a 401 carries a WWW-Authenticate challenge, and a page has none to give:
+    # the browser's user holds no credential the client could present (a Basic challenge would
+    # open its password dialog). An invalid or disabled client is 400, as Keycloak and
+    # node-oidc-provider show it.
+    page = error_page(ERRORS[code]("text"))
+    assert page.status_code != 401
+    assert "www-authenticate" not in page.headers
+    assert code in page.body.decode()
