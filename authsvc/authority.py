@@ -311,6 +311,14 @@ class Authority:
         )
 
     @_unit_of_work
+    async def deny_authorization(
+        self, *, client_id: str, subject: str, code_challenge: str
+    ) -> None:
+        await authorization_codes.deny_request(
+            self.ctx, client_id=client_id, subject=subject, code_challenge=code_challenge
+        )
+
+    @_unit_of_work
     async def exchange_authorization_code(
         self, *, client_id: str, code: str, redirect_uri: str, code_verifier: str
     ) -> issuance.IssuedTokenPair:

@@ -5,9 +5,10 @@ user and an S256 challenge. An authorization request may leave the redirect URI 
 client registered only one, not a loopback one (OAuth 2.1 §4.1.1), and then its token request may
 too. One authorization request, named by its client and PKCE challenge, has one live code: the
 same user's consent or sign-in posted again replaces it while it is unused, and gets none once it
-is used (until its row is purged, an hour after the code expired). A second use fails and revokes
-the family issued from the first (RFC 6749 §4.1.2, RFC 9700 §4.5). A wrong verifier burns the
-code, so verifiers cannot be guessed.
+is used (until its row is purged, an hour after the code expired). The user's Deny answers it
+too (`deny_request`): it voids the unused code, and no code is issued for the request after it. A
+second use fails and revokes the family issued from the first (RFC 6749 §4.1.2, RFC 9700 §4.5).
+A wrong verifier burns the code, so verifiers cannot be guessed.
 """
 
 from __future__ import annotations
@@ -185,6 +186,42 @@ async def create_code(
         if not stored:
             raise InvalidRequest(ANSWERED)
     return IssuedCode(code, ctx.settings.authorization_code_ttl)
+
+
+async def deny_request(
+    ctx: AuthorityContext, *, client_id: str, subject: str, code_challenge: str
+) -> None:
+    """Record that `subject` denied the authorization request `code_challenge` names (RFC 6749
+    §4.1.2.1 access_denied), so that its consent page's Allow, pressed after it (the back
+    button, a second tab), gets no code. The answer is a used code that no one holds: it
+    replaces an unused one the same subject's earlier Allow got (the last answer stands, as for
+    Allow posted twice) and stays, as a redeemed code does, until it is purged an hour after it
+    expires, long after the consent page's ticket has. A redeemed code, or another subject's,
+    is left alone."""
+    check_subject(subject)
+    if not pkce.is_valid_challenge(code_challenge):
+        raise InvalidRequest("code_challenge is missing or malformed")
+    now = ctx.clock.now()
+    async with ctx.store.transaction() as tx:
+        client = await tx.get_client(client_id)
+        if client is None or not client.enabled:
+            raise InvalidClient("unknown or disabled client")
+        await tx.insert_code(
+            AuthorizationCodeRecord(
+                client_id=client_id,
+                redirect_uri="",
+                subject=subject,
+                scope=(),
+                audience=(),
+                device_id="",
+                created_at=now,
+                expires_at=now + ctx.settings.authorization_code_ttl,
+                used_at=now,
+                family_id=None,
+                code_challenge=code_challenge,
+                code_digest=opaque.digest(opaque.new_secret(opaque.Kind.AUTHORIZATION_CODE)),
+            )
+        )
 
 
 async def exchange_code(

@@ -437,6 +437,18 @@ class AuthorizationService(pb_grpc.AuthorizationServiceServicer):
         return pb.AuthorizationCode(code=issued.code, expires_in=issued.expires_in)
 
     @_edge
+    async def DenyAuthorization(
+        self, request: pb.DenyAuthorizationRequest, context: Context
+    ) -> pb.DenyAuthorizationResponse:
+        _bounded(request.code_challenge)
+        await self._authority.deny_authorization(
+            client_id=request.client_id,
+            subject=request.subject,
+            code_challenge=request.code_challenge,
+        )
+        return pb.DenyAuthorizationResponse()
+
+    @_edge
     async def ExchangeAuthorizationCode(
         self, request: pb.ExchangeAuthorizationCodeRequest, context: Context
     ) -> pb.TokenPair:

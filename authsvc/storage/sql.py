@@ -878,6 +878,7 @@ class Tx:
         Where the client has one for the challenge already, the new one replaces it if that one
         is unused and for the same subject (the same consent or sign-in posted twice: the
         browser follows the last answer); otherwise nothing is stored and the answer is False.
+        A code stored used already is a denial (`deny_request`), which answers the request too.
         One statement, so concurrent posts on PostgreSQL are decided by the index too."""
         dialect_insert = sqlite.insert if self.sqlite else postgresql.insert
         c = t.authorization_codes
@@ -893,10 +894,11 @@ class Tx:
             "device_id": code.device_id,
             "created_at": code.created_at,
             "expires_at": code.expires_at,
+            "used_at": code.used_at,
         }
         statement = dialect_insert(c).values(values)
         # The replacement takes every new value but the request's key and the subject it
-        # matched on, and the row starts over unused.
+        # matched on, and the row starts over unused (or, for a denial, used).
         kept = {"client_id", "code_challenge", "subject"}
         replaced: dict[str, Any] = {"family_id": None}
         replaced |= {name: statement.excluded[name] for name in values if name not in kept}

@@ -285,6 +285,18 @@ class AuthClient:
             self._authorization.CreateAuthorizationCode, request, pb.AuthorizationCode
         )
 
+    def deny_authorization(
+        self, client_id: str, subject: str, code_challenge: str
+    ) -> pb.DenyAuthorizationResponse:
+        """Record the user's Deny of the authorization request `code_challenge` names (RFC 6749
+        §4.1.2.1): no code is created for it afterwards, and an unused one is voided."""
+        request = pb.DenyAuthorizationRequest(
+            client_id=client_id, subject=subject, code_challenge=code_challenge
+        )
+        return self._unary(
+            self._authorization.DenyAuthorization, request, pb.DenyAuthorizationResponse
+        )
+
     def exchange_authorization_code(
         self, client_id: str, code: str, redirect_uri: str, code_verifier: str
     ) -> pb.TokenPair:
@@ -530,6 +542,18 @@ class AsyncAuthClient:
         )
         return await self._unary(
             self._authorization.CreateAuthorizationCode, request, pb.AuthorizationCode
+        )
+
+    async def deny_authorization(
+        self, client_id: str, subject: str, code_challenge: str
+    ) -> pb.DenyAuthorizationResponse:
+        """Record the user's Deny of the authorization request `code_challenge` names (RFC 6749
+        §4.1.2.1): no code is created for it afterwards, and an unused one is voided."""
+        request = pb.DenyAuthorizationRequest(
+            client_id=client_id, subject=subject, code_challenge=code_challenge
+        )
+        return await self._unary(
+            self._authorization.DenyAuthorization, request, pb.DenyAuthorizationResponse
         )
 
     async def exchange_authorization_code(

@@ -57,6 +57,12 @@ class AuthorityBackend(Protocol):
         """AuthorizationService.CreateAuthorizationCode."""
         ...
 
+    async def deny_authorization(
+        self, request: pb.DenyAuthorizationRequest, /
+    ) -> pb.DenyAuthorizationResponse:
+        """AuthorizationService.DenyAuthorization."""
+        ...
+
     async def exchange_authorization_code(
         self, request: pb.ExchangeAuthorizationCodeRequest, /
     ) -> pb.TokenPair:
@@ -201,6 +207,15 @@ class GrpcBackend:
                 authenticated_at=(
                     request.authenticated_at if request.HasField("authenticated_at") else None
                 ),
+            )
+        )
+
+    async def deny_authorization(
+        self, request: pb.DenyAuthorizationRequest, /
+    ) -> pb.DenyAuthorizationResponse:
+        return await self._call(
+            lambda auth: auth.deny_authorization(
+                request.client_id, request.subject, request.code_challenge
             )
         )
 

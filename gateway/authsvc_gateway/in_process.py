@@ -93,6 +93,18 @@ class InProcessBackend:
         )
         return pb.AuthorizationCode(code=issued.code, expires_in=issued.expires_in)
 
+    async def deny_authorization(
+        self, request: pb.DenyAuthorizationRequest, /
+    ) -> pb.DenyAuthorizationResponse:
+        await _translated(
+            self._authority.deny_authorization(
+                client_id=request.client_id,
+                subject=request.subject,
+                code_challenge=request.code_challenge,
+            )
+        )
+        return pb.DenyAuthorizationResponse()
+
     async def exchange_authorization_code(
         self, request: pb.ExchangeAuthorizationCodeRequest, /
     ) -> pb.TokenPair:

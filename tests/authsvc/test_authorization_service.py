@@ -406,6 +406,112 @@ async def test_another_subject_cannot_answer_an_authorization_request_again(
     await authorization.ExchangeAuthorizationCode(exchange_request(app, first.code), metadata=admin)
 
 
+# DenyAuthorization
+
+
+def deny_request(client: RegisteredClient, **fields: Any) -> pb.DenyAuthorizationRequest:
+    values: dict[str, Any] = {
+        "client_id": client.client_id,
+        "subject": "alice",
+        "code_challenge": VECTOR["code_challenge"],
+    }
+    values.update(fields)
+    return pb.DenyAuthorizationRequest(**values)
+
+
+ANSWERED = (*INVALID_REQUEST, "this authorization request was answered already; start a new one")
+
+
+async def test_a_denied_authorization_request_gets_no_code_after(
+    running: RunningAuthority, authorization, admin, app: RegisteredClient
+) -> None:
+    # The consent page's Allow pressed after its Deny (the back button, a second tab).
+    await authorization.DenyAuthorization(deny_request(app), metadata=admin)
+    before = await database_rows(running)
+    for subject in ("alice", "mallory"):
+        allowed = authorization.CreateAuthorizationCode(
+            code_request(app, subject=subject), metadata=admin
+        )
+        assert await refused(allowed) == ANSWERED
+    # Denied again: answered already, nothing changes.
+    await authorization.DenyAuthorization(deny_request(app), metadata=admin)
+    assert await database_rows(running) == before
+
+
+async def test_a_denial_voids_the_unused_code_of_an_earlier_allow(
+    running: RunningAuthority, authorization, admin, app: RegisteredClient
+) -> None:
+    # The last answer stands, as for Allow posted twice.
+    issued = await authorization.CreateAuthorizationCode(code_request(app), metadata=admin)
+    await authorization.DenyAuthorization(deny_request(app), metadata=admin)
+    voided = exchange_request(app, issued.code)
+    assert await refused(authorization.ExchangeAuthorizationCode(voided, metadata=admin)) == (
+        *INVALID_GRANT,
+        "authorization code unknown",
+    )
+    assert (
+        await refused(authorization.CreateAuthorizationCode(code_request(app), metadata=admin))
+        == ANSWERED
+    )
+
+
+async def test_a_denial_leaves_a_redeemed_code_and_another_users_code_alone(
+    running: RunningAuthority, authorization, admin, app: RegisteredClient
+) -> None:
+    redeemed = await authorization.CreateAuthorizationCode(code_request(app), metadata=admin)
+    pair = await authorization.ExchangeAuthorizationCode(
+        exchange_request(app, redeemed.code), metadata=admin
+    )
+    verifier, challenge = fresh_pkce()
+    alices = await authorization.CreateAuthorizationCode(
+        code_request(app, code_challenge=challenge), metadata=admin
+    )
+    before = await database_rows(running)
+    await authorization.DenyAuthorization(deny_request(app), metadata=admin)
+    await authorization.DenyAuthorization(
+        deny_request(app, subject="mallory", code_challenge=challenge), metadata=admin
+    )
+    assert await database_rows(running) == before
+    assert (await running.authority.introspect(pair.access_token)).active
+    await authorization.ExchangeAuthorizationCode(
+        exchange_request(app, alices.code, code_verifier=verifier), metadata=admin
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "refusal"),
+    [
+        pytest.param({"client_id": "nobody"}, INVALID_CLIENT, id="unknown-client"),
+        pytest.param({"subject": ""}, INVALID_REQUEST, id="no-subject"),
+        pytest.param({"subject": "a\x00b"}, INVALID_REQUEST, id="nul-in-subject"),
+        pytest.param({"code_challenge": ""}, INVALID_REQUEST, id="no-challenge"),
+        pytest.param({"code_challenge": "short"}, INVALID_REQUEST, id="bad-challenge"),
+    ],
+)
+async def test_deny_authorization_refuses(
+    running: RunningAuthority,
+    authorization,
+    admin,
+    app: RegisteredClient,
+    fields: dict[str, Any],
+    refusal: tuple[object, str],
+) -> None:
+    before = await database_rows(running)
+    denying = authorization.DenyAuthorization(deny_request(app, **fields), metadata=admin)
+    assert (await refused(denying))[:2] == refusal
+    assert await database_rows(running) == before
+
+
+async def test_a_disabled_client_cannot_have_a_request_denied(
+    running: RunningAuthority, authorization, admin, app: RegisteredClient
+) -> None:
+    await running.authority.revoke_client(app.client_id, reason="abuse", disable=True)
+    before = await database_rows(running)
+    denying = authorization.DenyAuthorization(deny_request(app), metadata=admin)
+    assert (await refused(denying))[:2] == INVALID_CLIENT
+    assert await database_rows(running) == before
+
+
 async def _live(running: RunningAuthority, code: str) -> bool:
     async with running.authority.ctx.store.transaction(readonly=True) as tx:
         return await tx.get_code(opaque.digest(code)) is not None

@@ -176,6 +176,11 @@ REQUESTS: dict[str, Callable[[World], Message]] = {
         code_challenge=pkce.s256(secrets.token_urlsafe(32)),
         code_challenge_method="S256",
     ),
+    "DenyAuthorization": lambda w: pb.DenyAuthorizationRequest(
+        client_id=w.app.client_id,
+        subject="alice",
+        code_challenge=pkce.s256(secrets.token_urlsafe(32)),
+    ),
     "ExchangeAuthorizationCode": lambda w: pb.ExchangeAuthorizationCodeRequest(
         client_id=w.app.client_id,
         code=w.code,
@@ -193,6 +198,7 @@ WRITERS = {
     "RevokeClient",
     "RotateKeys",
     "CreateAuthorizationCode",
+    "DenyAuthorization",
     "ExchangeAuthorizationCode",
 }
 

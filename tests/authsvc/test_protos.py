@@ -57,6 +57,7 @@ REQUIRED_SCOPES = {
     "AuthorizationService.GetClient": ["authsvc:gateway"],
     "AuthorizationService.AuthenticateUser": ["authsvc:gateway"],
     "AuthorizationService.CreateAuthorizationCode": ["authsvc:gateway"],
+    "AuthorizationService.DenyAuthorization": ["authsvc:gateway"],
     "AuthorizationService.ExchangeAuthorizationCode": ["authsvc:gateway"],
 }
 

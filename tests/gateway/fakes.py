@@ -65,6 +65,12 @@ class FakeBackend:
         self._called("create_authorization_code", request)
         return pb.AuthorizationCode(code="asac_fake", expires_in=60)
 
+    async def deny_authorization(
+        self, request: pb.DenyAuthorizationRequest, /
+    ) -> pb.DenyAuthorizationResponse:
+        self._called("deny_authorization", request)
+        return pb.DenyAuthorizationResponse()
+
     async def exchange_authorization_code(
         self, request: pb.ExchangeAuthorizationCodeRequest, /
     ) -> pb.TokenPair:

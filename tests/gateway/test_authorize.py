@@ -6,8 +6,10 @@ import json
 
 import httpx
 import pytest
+from authsvc_client.v1 import authsvc_pb2 as pb
 from authsvc_gateway import paths
 from authsvc_gateway.csrf import CSRF_COOKIE, CSRF_FIELD, HOST_ONLY_CSRF_COOKIE
+from authsvc_gateway.errors import TemporarilyUnavailable
 from authsvc_gateway.in_process import InProcessBackend
 from authsvc_gateway.pages import INVALID_CREDENTIALS, TOO_MANY_ATTEMPTS
 from authsvc_gateway.server import listening_socket, start_gateway
@@ -568,6 +570,79 @@ async def test_a_consent_posted_again_replaces_the_code_until_it_is_used(
         "state": "af0ifjsldkj",
         "iss": deployment.config.issuer,
     }
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+async def test_allow_after_deny_on_the_same_consent_page_gets_no_code(
+    tmp_path, backend: str
+) -> None:
+    # The back button, a second tab or a replayed form: the user's Deny is the request's answer,
+    # and the same consent page's Allow must not start a session after it.
+    async with (
+        deploy(tmp_path, backend) as deployment,
+        httpx.AsyncClient(base_url=deployment.url) as http,
+    ):
+        _, consent = await _consent_page(deployment, http)
+        denied = redirect_params(await decide(http, consent, "deny"))
+        assert denied["error"] == "access_denied"
+        before = await database_rows(deployment.authority)
+        allowed = redirect_params(await decide(http, consent, "allow"))
+        assert allowed == {
+            "error": "invalid_request",
+            "error_description": "this authorization request was answered already; start a new one",
+            "state": "af0ifjsldkj",
+            "iss": deployment.config.issuer,
+        }
+        assert await database_rows(deployment.authority) == before
+        # Deny again is answered as before, and changes nothing.
+        assert redirect_params(await decide(http, consent, "deny"))["error"] == "access_denied"
+        assert await database_rows(deployment.authority) == before
+
+
+async def test_deny_after_allow_on_the_same_consent_page_voids_the_code(
+    deployment: Deployment, http: httpx.AsyncClient
+) -> None:
+    # The last answer stands, as with Allow posted twice: Deny voids the unused code.
+    client_id, _ = await register_app(deployment, first_party=False)
+    verifier, challenge = pkce_pair()
+    consent = await sign_in(
+        http, authorize_url(deployment, client_id, challenge), USERNAME, PASSWORD
+    )
+    code = redirect_params(await decide(http, consent, "allow"))["code"]
+    assert redirect_params(await decide(http, consent, "deny"))["error"] == "access_denied"
+    exchange = {"client_id": client_id, "code_verifier": verifier, "redirect_uri": REDIRECT_URI}
+    voided = await _token_request(http, code=code, **exchange)
+    assert voided.json()["error"] == "invalid_grant"
+    again = redirect_params(await decide(http, consent, "allow"))
+    assert "code" not in again
+
+
+class _DenialsUnrecorded(InProcessBackend):
+    async def deny_authorization(
+        self, request: pb.DenyAuthorizationRequest, /
+    ) -> pb.DenyAuthorizationResponse:
+        raise TemporarilyUnavailable("authsvc is unavailable; try again shortly")
+
+
+async def test_a_deny_authsvc_could_not_record_is_not_sent_to_the_client(tmp_path) -> None:
+    # Sent unrecorded, a Deny could be followed by a working Allow: the user is told to try again.
+    async with (
+        deploy(tmp_path) as deployment,
+        start_gateway(
+            deployment.config,
+            _DenialsUnrecorded(deployment.authority.authority),
+            listening_socket("127.0.0.1", 0),
+        ) as gateway,
+        httpx.AsyncClient(base_url=gateway.url) as http,
+    ):
+        client_id, _ = await register_app(deployment, first_party=False)
+        _, challenge = pkce_pair()
+        url = authorize_url(deployment, client_id, challenge).replace(deployment.url, gateway.url)
+        consent = await sign_in(http, url, USERNAME, PASSWORD)
+        refused = await decide(http, consent, "deny")
+        assert refused.status_code == 503
+        assert "location" not in refused.headers
+        assert "temporarily_unavailable" in refused.text
 
 
 async def _set_redirect_uris(deployment: Deployment, client_id: str, uris: list[str]) -> None:

@@ -441,6 +441,20 @@ class AuthorizationCode(_message.Message):
     expires_in: int
     def __init__(self, code: _Optional[str] = ..., expires_in: _Optional[int] = ...) -> None: ...
 
+class DenyAuthorizationRequest(_message.Message):
+    __slots__ = ("client_id", "subject", "code_challenge")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    CODE_CHALLENGE_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    subject: str
+    code_challenge: str
+    def __init__(self, client_id: _Optional[str] = ..., subject: _Optional[str] = ..., code_challenge: _Optional[str] = ...) -> None: ...
+
+class DenyAuthorizationResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class ExchangeAuthorizationCodeRequest(_message.Message):
     __slots__ = ("client_id", "code", "redirect_uri", "code_verifier")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]

@@ -694,6 +694,11 @@ class AuthorizationServiceStub:
                 request_serializer=authsvc_dot_v1_dot_authsvc__pb2.CreateAuthorizationCodeRequest.SerializeToString,
                 response_deserializer=authsvc_dot_v1_dot_authsvc__pb2.AuthorizationCode.FromString,
                 _registered_method=True)
+        self.DenyAuthorization = channel.unary_unary(
+                '/authsvc.v1.AuthorizationService/DenyAuthorization',
+                request_serializer=authsvc_dot_v1_dot_authsvc__pb2.DenyAuthorizationRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_authsvc__pb2.DenyAuthorizationResponse.FromString,
+                _registered_method=True)
         self.ExchangeAuthorizationCode = channel.unary_unary(
                 '/authsvc.v1.AuthorizationService/ExchangeAuthorizationCode',
                 request_serializer=authsvc_dot_v1_dot_authsvc__pb2.ExchangeAuthorizationCodeRequest.SerializeToString,
@@ -739,6 +744,17 @@ class AuthorizationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DenyAuthorization(self, request, context):
+        """Records that the user denied an authorization request (RFC 6749 §4.1.2.1 access_denied) as
+        its answer, as CreateAuthorizationCode records an Allow: an unused code the same user's
+        earlier Allow got for it is voided, and CreateAuthorizationCode for it answers
+        invalid_request from then on (a consent page's Allow pressed after its Deny). A code already
+        redeemed, or another user's, is left as it is. Answering again changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ExchangeAuthorizationCode(self, request, context):
         """Redeems a code with its PKCE verifier for a token pair (RFC 6749 §4.1.3, RFC 7636 §4.6). A
         second use of a code fails with invalid_grant and revokes the family issued from it.
@@ -769,6 +785,11 @@ def add_AuthorizationServiceServicer_to_server(servicer, server):
                     servicer.CreateAuthorizationCode,
                     request_deserializer=authsvc_dot_v1_dot_authsvc__pb2.CreateAuthorizationCodeRequest.FromString,
                     response_serializer=authsvc_dot_v1_dot_authsvc__pb2.AuthorizationCode.SerializeToString,
+            ),
+            'DenyAuthorization': grpc.unary_unary_rpc_method_handler(
+                    servicer.DenyAuthorization,
+                    request_deserializer=authsvc_dot_v1_dot_authsvc__pb2.DenyAuthorizationRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_authsvc__pb2.DenyAuthorizationResponse.SerializeToString,
             ),
             'ExchangeAuthorizationCode': grpc.unary_unary_rpc_method_handler(
                     servicer.ExchangeAuthorizationCode,
@@ -886,6 +907,33 @@ class AuthorizationService:
             '/authsvc.v1.AuthorizationService/CreateAuthorizationCode',
             authsvc_dot_v1_dot_authsvc__pb2.CreateAuthorizationCodeRequest.SerializeToString,
             authsvc_dot_v1_dot_authsvc__pb2.AuthorizationCode.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DenyAuthorization(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.AuthorizationService/DenyAuthorization',
+            authsvc_dot_v1_dot_authsvc__pb2.DenyAuthorizationRequest.SerializeToString,
+            authsvc_dot_v1_dot_authsvc__pb2.DenyAuthorizationResponse.FromString,
             options,
             channel_credentials,
             insecure,

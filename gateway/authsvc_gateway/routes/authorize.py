@@ -141,12 +141,7 @@ class AuthorizationEndpoints:
                 InvalidRequest("The application's settings changed. Start again from the app.")
             )
         if form_or_page.single("decision") != "allow":
-            denied = ErrorRedirect(
-                authorization.redirect_uri,
-                AccessDenied("the user denied the request"),
-                authorization.state,
-            )
-            return self._redirect(error_response_url(denied, self._config.issuer))
+            return await self._deny(authorization, login)
         return await self._issue_code(authorization, login)
 
     async def _checked_form(self, request: Request) -> Params | Response:
@@ -328,6 +323,31 @@ class AuthorizationEndpoints:
             parameters["state"] = authorization.state
         parameters["iss"] = self._config.issuer
         return self._redirect(response_url(authorization.redirect_uri, parameters))
+
+    async def _deny(
+        self, authorization: AuthorizationRequest, login: pb.AuthenticateUserResponse
+    ) -> Response:
+        """Record the user's Deny as the request's answer, then send access_denied to the client
+        (RFC 6749 §4.1.2.1). authsvc keeps the answer, so the same page's Allow pressed after
+        it (the back button, a second tab, whichever replica it reaches) gets no code. Were the
+        denial not recorded (authsvc unreachable), the page says so and the client hears
+        nothing yet: the user may press Deny again."""
+        try:
+            await self._backend.deny_authorization(
+                pb.DenyAuthorizationRequest(
+                    client_id=authorization.client_id,
+                    subject=login.subject,
+                    code_challenge=authorization.code_challenge,
+                )
+            )
+        except OAuthError as error:
+            return error_page(error)
+        denied = ErrorRedirect(
+            authorization.redirect_uri,
+            AccessDenied("the user denied the request"),
+            authorization.state,
+        )
+        return self._redirect(error_response_url(denied, self._config.issuer))
 
     def _redirect(self, url: str) -> Response:
         # 303 after a form post, so the browser follows with GET; harmless after a GET.
