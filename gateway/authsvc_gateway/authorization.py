@@ -11,7 +11,7 @@ loopback one); anything else is an error page, so the endpoint is never an open 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote, urlencode
@@ -22,6 +22,7 @@ from authsvc_client.v1 import authsvc_pb2 as pb
 from authsvc_gateway.errors import (
     InvalidRequest,
     InvalidScope,
+    InvalidTarget,
     OAuthError,
     ServerError,
     UnauthorizedClient,
@@ -41,7 +42,8 @@ class AuthorizationRequest:
     """A request that may proceed to login: every parameter checked against the client.
 
     `redirect_uri` is where the response goes; `redirect_uri_sent` whether the request named it,
-    which the token request must then repeat (OAuth 2.1 §4.1.3).
+    which the token request must then repeat (OAuth 2.1 §4.1.3). `resource` is the audiences the
+    code's tokens are for (RFC 8707 §2.1), none meaning the client's defaults.
     """
 
     client_id: str
@@ -50,6 +52,7 @@ class AuthorizationRequest:
     state: str | None
     code_challenge: str
     redirect_uri_sent: bool = True
+    resource: tuple[str, ...] = ()
 
     def fields(self) -> dict[str, str]:
         """The parameters to carry through the login form, as `decide` reads them back."""
@@ -64,6 +67,9 @@ class AuthorizationRequest:
             carried["redirect_uri"] = self.redirect_uri
         if self.state is not None:
             carried["state"] = self.state
+        if self.resource:
+            # One field, as `requested_resource` reads it back: no resource holds a space.
+            carried["resource"] = " ".join(self.resource)
         return carried
 
 
@@ -150,6 +156,26 @@ def requested_scope(raw: str | None, client: pb.Client) -> tuple[str, ...]:
     return scope
 
 
+def requested_resource(values: Iterable[str], client: pb.Client) -> tuple[str, ...]:
+    """The resources asked for (RFC 8707 §2), each one the client may have tokens for.
+
+    A resource here is an audience registered for the client, matched exactly: the rule the
+    token endpoint's `resource` and authsvc's CreateAuthorizationCode apply, so nothing is
+    refused here that they would grant, nor the reverse. A fragment is refused (§2 forbids it).
+    A value with spaces (the login form carries them so) counts as one resource per word, as
+    authsvc counts audiences.
+    """
+    resource = tuple(dict.fromkeys(word for value in values for word in value.split(" ") if word))
+    for target in resource:
+        if "#" in target:
+            raise InvalidTarget(
+                f"resource {target} carries a fragment, which RFC 8707 section 2 forbids"
+            )
+        if target not in client.audiences:
+            raise InvalidTarget(f"resource {target} is not allowed for this client")
+    return resource
+
+
 def response_url(redirect_uri: str, parameters: Mapping[str, str]) -> str:
     """`redirect_uri` with `parameters` added to its query, keeping its own (RFC 6749 §3.1.2).
 
@@ -177,7 +203,7 @@ def error_response_url(redirect: ErrorRedirect, issuer: str) -> str:
     return response_url(redirect.redirect_uri, parameters)
 
 
-#: RFC 6749 §4.1.2.1: the only codes an authorization error response carries.
+#: RFC 6749 §4.1.2.1 (and RFC 8707 §2): the only codes an authorization error response carries.
 REDIRECTED_ERRORS: Final = frozenset(
     {
         "invalid_request",
@@ -185,6 +211,7 @@ REDIRECTED_ERRORS: Final = frozenset(
         "access_denied",
         "unsupported_response_type",
         "invalid_scope",
+        "invalid_target",  # RFC 8707 §2, registered for the authorization endpoint too
         "server_error",
         "temporarily_unavailable",
     }
@@ -225,6 +252,7 @@ def _checked(
     if not _CHALLENGE.fullmatch(challenge):
         raise InvalidRequest("code_challenge must be 43 base64url characters (RFC 7636 §4.2)")
     scope = requested_scope(params.single("scope"), client)
+    resource = requested_resource(params.every("resource"), client)
     return AuthorizationRequest(
         client_id=client.client_id,
         redirect_uri=redirect_uri,
@@ -232,4 +260,5 @@ def _checked(
         state=state,
         code_challenge=challenge,
         redirect_uri_sent=params.count("redirect_uri") == 1,
+        resource=resource,
     )

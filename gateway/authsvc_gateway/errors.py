@@ -72,6 +72,12 @@ class InvalidScope(OAuthError):
     error = "invalid_scope"
 
 
+class InvalidTarget(OAuthError):
+    """RFC 8707 §2: a requested resource is malformed or not one the client may have tokens for."""
+
+    error = "invalid_target"
+
+
 class UnsupportedResponseType(OAuthError):
     """RFC 6749 §4.1.2.1: only `response_type=code` exists here."""
 
@@ -138,6 +144,7 @@ HTTP_STATUS: Final[Mapping[str, int]] = MappingProxyType(
         "unauthorized_client": 400,
         "unsupported_grant_type": 400,
         "invalid_scope": 400,
+        "invalid_target": 400,
         "unsupported_response_type": 400,
         "access_denied": 403,
         "unsupported_token_type": 400,

@@ -113,6 +113,12 @@ def _authorize() -> dict[str, Any]:
             _query("code_challenge", "BASE64URL(SHA256(code_verifier)), 43 characters."),
             _query("code_challenge_method", "Only `S256`."),
             _query("scope", "Space-separated scopes the client may request.", required=False),
+            _query(
+                "resource",
+                "RFC 8707; may repeat. Each an audience registered for the client; the code's"
+                " tokens are for these only.",
+                required=False,
+            ),
             _query("state", "Returned unchanged with the code or the error.", required=False),
         ],
         "responses": {

@@ -23,6 +23,7 @@ from authsvc_gateway.errors import (
     InvalidClient,
     InvalidGrant,
     InvalidScope,
+    InvalidTarget,
     OAuthError,
     TemporarilyUnavailable,
 )
@@ -35,6 +36,7 @@ CLIENT = pb.Client(
     grant_types=["authorization_code", "refresh_token"],
     redirect_uris=[CALLBACK, "com.example.app:/cb"],
     scopes=["read", "write"],
+    audiences=["https://photos.example/", "print-api"],
 )
 GOOD = {
     "response_type": "code",
@@ -66,6 +68,18 @@ def test_the_request_survives_the_login_form() -> None:
     request = _decide(scope="read")
     assert isinstance(request, AuthorizationRequest)
     assert decide(parse_params(urlencode(request.fields())), CLIENT) == request
+
+
+def test_resource_indicators_are_the_clients_audiences() -> None:
+    # RFC 8707 §2: `resource` may repeat; each is an audience registered for the client.
+    request = _decide("&resource=print-api&resource=print-api", resource="https://photos.example/")
+    assert isinstance(request, AuthorizationRequest)
+    assert request.resource == ("https://photos.example/", "print-api")
+    assert decide(parse_params(urlencode(request.fields())), CLIENT) == request
+    unrestricted = _decide()
+    assert isinstance(unrestricted, AuthorizationRequest)
+    assert unrestricted.resource == ()
+    assert "resource" not in unrestricted.fields()
 
 
 def test_unknown_parameters_are_ignored() -> None:
@@ -104,6 +118,16 @@ def test_an_untrusted_redirect_uri_means_an_error_page(
         pytest.param({"scope": "admin"}, "", "invalid_scope", id="scope"),
         pytest.param({"scope": 'read "x"'}, "", "invalid_scope", id="scope-syntax"),
         pytest.param({}, "&scope=read&scope=write", "invalid_request", id="repeated"),
+        pytest.param({"resource": "payments-api"}, "", "invalid_target", id="resource"),
+        pytest.param(
+            {"resource": "print-api"}, "&resource=other-api", "invalid_target", id="one-resource"
+        ),
+        pytest.param(
+            {"resource": "https://photos.example/#x"}, "", "invalid_target", id="fragment"
+        ),
+        pytest.param(
+            {"resource": "https://PHOTOS.example/"}, "", "invalid_target", id="resource-case"
+        ),
     ],
 )
 def test_other_refusals_go_back_with_the_state(
@@ -263,6 +287,7 @@ def test_parse_scope_drops_duplicates_and_checks_syntax() -> None:
     ("error", "sent"),
     [
         pytest.param(InvalidScope("no"), "invalid_scope", id="a-4.1.2.1-code-goes-back"),
+        pytest.param(InvalidTarget("no"), "invalid_target", id="rfc-8707-goes-back"),
         pytest.param(TemporarilyUnavailable("later"), "temporarily_unavailable", id="outage"),
         pytest.param(InvalidGrant("odd"), "server_error", id="another-code-is-server-error"),
         pytest.param(InvalidClient("disabled"), None, id="invalid-client-is-never-redirected"),

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import urlencode
 
 import httpx
+import jwt
 import pytest
 from authsvc_client.v1 import authsvc_pb2 as pb
 from authsvc_gateway import paths
@@ -161,6 +163,95 @@ async def test_refusals_go_back_to_a_registered_redirect_uri(
     assert answer["state"] == "af0ifjsldkj"
     assert answer["iss"] == deployment.config.issuer
     assert "code" not in answer
+
+
+async def _two_api_app(deployment: Deployment, *, first_party: bool) -> str:
+    """A public code-flow client whose tokens may be for either of two APIs."""
+    client = await deployment.authority.create_client(
+        "Photo Printer",
+        grant_types=["authorization_code", "refresh_token"],
+        scopes=["profile"],
+        audiences=["photos-api", "print-api"],
+        redirect_uris=[REDIRECT_URI],
+        public=True,
+        first_party=first_party,
+    )
+    return client.client_id
+
+
+def _audience(access_token: str) -> list[str]:
+    claims = jwt.decode(access_token, options={"verify_signature": False})
+    return sorted([claims["aud"]] if isinstance(claims["aud"], str) else claims["aud"])
+
+
+@pytest.mark.parametrize(
+    ("resource", "audience"),
+    [
+        pytest.param(["print-api"], ["print-api"], id="one"),
+        pytest.param(["print-api", "photos-api"], ["photos-api", "print-api"], id="repeated"),
+        pytest.param([], ["photos-api", "print-api"], id="none-the-clients-defaults"),
+    ],
+)
+@pytest.mark.parametrize("first_party", [True, False], ids=["first-party", "with-consent"])
+async def test_a_resource_indicator_restricts_the_audience_of_the_codes_tokens(
+    deployment: Deployment,
+    http: httpx.AsyncClient,
+    first_party: bool,
+    resource: list[str],
+    audience: list[str],
+) -> None:
+    # RFC 8707 §2.1: the code is for the resources the authorization request indicated, and so
+    # are the tokens issued from it, refreshed ones too.
+    client_id = await _two_api_app(deployment, first_party=first_party)
+    verifier, challenge = pkce_pair()
+    url = authorize_url(deployment, client_id, challenge)
+    url += "".join(f"&resource={target}" for target in resource)
+    response = await sign_in(http, url, USERNAME, PASSWORD)
+    if not first_party:
+        response = await decide(http, response, "allow")
+    code = redirect_params(response)["code"]
+    exchange = {"code": code, "code_verifier": verifier, "redirect_uri": REDIRECT_URI}
+    tokens = await _token_request(http, client_id=client_id, **exchange)
+    assert tokens.status_code == 200, tokens.text
+    assert _audience(tokens.json()["access_token"]) == audience
+    refreshed = await http.post(
+        paths.TOKEN,
+        data={
+            "grant_type": "refresh_token",
+            "client_id": client_id,
+            "refresh_token": tokens.json()["refresh_token"],
+        },
+    )
+    assert _audience(refreshed.json()["access_token"]) == audience
+
+
+@pytest.mark.parametrize(
+    ("resource", "description"),
+    [
+        pytest.param(
+            "payments-api", "resource payments-api is not allowed for this client", id="not-allowed"
+        ),
+        pytest.param(
+            "print-api#x",
+            "resource print-api#x carries a fragment, which RFC 8707 section 2 forbids",
+            id="fragment",
+        ),
+    ],
+)
+async def test_a_resource_the_client_may_not_have_is_refused_with_invalid_target(
+    deployment: Deployment, http: httpx.AsyncClient, resource: str, description: str
+) -> None:
+    # RFC 8707 §2: sent back to the client, as any error once its redirect URI is verified.
+    client_id = await _two_api_app(deployment, first_party=True)
+    _, challenge = pkce_pair()
+    url = authorize_url(deployment, client_id, challenge)
+    refused = await http.get(url + "&resource=print-api&" + urlencode({"resource": resource}))
+    assert redirect_params(refused) == {
+        "error": "invalid_target",
+        "error_description": description,
+        "state": "af0ifjsldkj",
+        "iss": deployment.config.issuer,
+    }
 
 
 async def test_repeated_parameters_are_refused(

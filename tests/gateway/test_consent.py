@@ -110,6 +110,27 @@ def test_a_ticket_says_whether_the_request_named_its_redirect_uri(
     )
 
 
+@pytest.mark.parametrize(
+    ("sealed", "expected"),
+    [
+        pytest.param(
+            {"resource": "print-api https://photos.example/"},
+            ("print-api", "https://photos.example/"),
+            id="two",
+        ),
+        pytest.param({"resource": ""}, (), id="none"),
+        # A ticket sealed before the gateway read `resource`: the client's defaults, as then.
+        pytest.param({}, (), id="older-ticket"),
+    ],
+)
+def test_a_ticket_carries_the_requests_resources(
+    sealed: dict[str, str], expected: tuple[str, ...]
+) -> None:
+    opened = _request_from_ticket({**SEALED, **sealed})
+    assert opened is not None
+    assert opened[1].resource == expected
+
+
 def test_a_ticket_carries_the_sign_in_time_to_the_nanosecond() -> None:
     opened = _request_from_ticket({**SEALED, "authenticated_at": 1_800_000_000_123_456_789})
     assert opened is not None
@@ -134,6 +155,7 @@ def test_a_ticket_without_a_sign_in_time_carries_a_login_without_one() -> None:
         pytest.param({"redirect_uri_sent": "false"}, id="sent-not-a-bool"),
         pytest.param({"redirect_uri": None}, id="no-redirect-uri"),
         pytest.param({"state": 1}, id="state-not-a-string"),
+        pytest.param({"resource": ["print-api"]}, id="resource-not-a-string"),
         pytest.param({"sub": None}, id="no-subject"),
     ],
 )

@@ -306,6 +306,8 @@ class AuthorizationEndpoints:
                         login.authenticated_at if login.HasField("authenticated_at") else None
                     ),
                     scope=list(authorization.scope),
+                    # RFC 8707 §2.1: the code's tokens are for these; none, the client's defaults.
+                    audience=list(authorization.resource),
                     code_challenge=authorization.code_challenge,
                     code_challenge_method=S256,
                     # Each authorization starts its own family: one login, one device.
@@ -393,13 +395,17 @@ def _request_from_ticket(
         for name in ("sub", "client_id", "redirect_uri", "code_challenge", "scope")
     }
     state = payload.get("state")
-    # Tickets sealed before the gateway accepted a request without one always named it.
+    # Tickets sealed before the gateway accepted a request without one always named it, and
+    # those sealed before it read `resource` carry none.
     sent = payload.get("redirect_uri_sent", True)
+    resource = payload.get("resource", "")
     # Tickets sealed before logins were dated (or from an older authsvc) carry no time.
     authenticated_at = payload.get(AUTHENTICATED_AT)
     if not all(isinstance(value, str) for value in fields.values()):
         return None
     if (state is not None and not isinstance(state, str)) or not isinstance(sent, bool):
+        return None
+    if not isinstance(resource, str):
         return None
     if authenticated_at is not None and type(authenticated_at) is not int:
         return None
@@ -414,4 +420,5 @@ def _request_from_ticket(
         state=state,
         code_challenge=values["code_challenge"],
         redirect_uri_sent=sent,
+        resource=tuple(resource.split()),
     )
