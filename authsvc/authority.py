@@ -320,7 +320,13 @@ class Authority:
 
     @_unit_of_work
     async def exchange_authorization_code(
-        self, *, client_id: str, code: str, redirect_uri: str, code_verifier: str
+        self,
+        *,
+        client_id: str,
+        code: str,
+        redirect_uri: str,
+        code_verifier: str,
+        audience: Sequence[str] = (),
     ) -> issuance.IssuedTokenPair:
         return await authorization_codes.exchange_code(
             self.ctx,
@@ -328,6 +334,7 @@ class Authority:
             code=code,
             redirect_uri=redirect_uri,
             code_verifier=code_verifier,
+            audience=audience,
         )
 
     # life cycle

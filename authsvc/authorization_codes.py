@@ -24,7 +24,7 @@ from authsvc.context import AuthorityContext, append_events
 from authsvc.errors import AccessDenied, InvalidClient, InvalidGrant, InvalidRequest
 from authsvc.issuance import IssuedTokenPair, mint_access_token, start_family
 from authsvc.revocation_state import RevocationState
-from authsvc.scopes import grant, grant_audience
+from authsvc.scopes import grant, grant_audience, narrow_audience
 from authsvc.storage.records import AuthorizationCodeRecord, RevocationEventRecord
 from authsvc.storage.sql import Tx
 from authsvc.subjects import check_subject
@@ -231,8 +231,14 @@ async def exchange_code(
     code: str,
     redirect_uri: str,
     code_verifier: str,
+    audience: Sequence[str] = (),
 ) -> IssuedTokenPair:
-    """Redeem a code for a token pair; the client is already authenticated by the caller."""
+    """Redeem a code for a token pair; the client is already authenticated by the caller.
+
+    The access token is for `audience`, each one the code was issued for (RFC 8707 §2.2), or
+    for all of the code's when empty; the session keeps all of them, so a refresh is for all.
+    Another answers InvalidTarget before the code is used, so a corrected request still works;
+    only a request with the right verifier learns that, so a stolen code cannot probe them."""
     if not opaque.looks_like(opaque.Kind.AUTHORIZATION_CODE, code):
         raise InvalidGrant("authorization code unknown")
     if not code_verifier:
@@ -263,6 +269,8 @@ async def exchange_code(
         elif not pkce.verifier_matches(code_verifier, record.code_challenge):
             refusal = "code_verifier does not match the code challenge"  # and the code is burnt
         else:
+            # Raised inside the transaction, which rolls back: the code stays unused.
+            access_audience = narrow_audience(audience, record.audience)
             client = await tx.get_client(client_id)
             if client is None or not client.enabled:
                 raise InvalidClient("unknown or disabled client")
@@ -294,7 +302,7 @@ async def exchange_code(
         subject=family.subject,
         client_id=client_id,
         scope=family.scope,
-        audience=family.audience,
+        audience=access_audience,
         family_id=family.family_id,
     )
     return IssuedTokenPair(issued, family, refresh_token)

@@ -76,6 +76,13 @@ class InvalidScope(AuthError):
     default_description = "the requested scope is not allowed"
 
 
+class InvalidTarget(AuthError):
+    """RFC 8707 §2: a requested resource (audience) is not one the grant was authorized for."""
+
+    code = "invalid_target"
+    default_description = "the requested resource is not allowed"
+
+
 class InvalidToken(AuthError):
     """A token handed to us to check (Verify, Introspect) is not valid."""
 
@@ -146,6 +153,7 @@ ALL_ERRORS: tuple[type[AuthError], ...] = (
     UnsupportedGrantType,
     UnsupportedTokenType,
     InvalidScope,
+    InvalidTarget,
     InvalidToken,
     Unauthenticated,
     InsufficientScope,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from authsvc.errors import InvalidRequest, InvalidScope
+from authsvc.errors import InvalidRequest, InvalidScope, InvalidTarget
 
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]{1,128}")
@@ -42,6 +42,19 @@ def grant_audience(requested: Iterable[str], allowed: Iterable[str]) -> tuple[st
             "this client has no audience to issue tokens for: register a new client with one"
         )
     return granted
+
+
+def narrow_audience(requested: Iterable[str], authorized: Iterable[str]) -> tuple[str, ...]:
+    """RFC 8707 §2.2: the audiences a token request names (`resource`), each one its grant was
+    authorized for, else InvalidTarget; none named is all of them."""
+    wanted = _dedupe(requested, "audience")
+    permitted = tuple(authorized)
+    if not wanted:
+        return permitted
+    refused = [value for value in wanted if value not in permitted]
+    if refused:
+        raise InvalidTarget(f"resource not authorized by this grant: {' '.join(sorted(refused))}")
+    return wanted
 
 
 def narrow(requested: Iterable[str], current: Iterable[str]) -> tuple[str, ...]:

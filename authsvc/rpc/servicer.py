@@ -458,5 +458,6 @@ class AuthorizationService(pb_grpc.AuthorizationServiceServicer):
             code=request.code,
             redirect_uri=request.redirect_uri,
             code_verifier=request.code_verifier,
+            audience=request.audience,
         )
         return token_pair_message(pair)

@@ -19,6 +19,7 @@ GRPC_STATUS: dict[type[errors.AuthError], grpc.StatusCode] = {
     errors.ServerError: grpc.StatusCode.INTERNAL,
     errors.InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
     errors.InvalidScope: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.InvalidTarget: grpc.StatusCode.INVALID_ARGUMENT,
     errors.UnsupportedGrantType: grpc.StatusCode.INVALID_ARGUMENT,
     errors.UnsupportedTokenType: grpc.StatusCode.INVALID_ARGUMENT,
     # A token *in the request* failing is not the caller failing to authenticate: a credential

@@ -298,11 +298,22 @@ class AuthClient:
         )
 
     def exchange_authorization_code(
-        self, client_id: str, code: str, redirect_uri: str, code_verifier: str
+        self,
+        client_id: str,
+        code: str,
+        redirect_uri: str,
+        code_verifier: str,
+        *,
+        audience: Sequence[str] = (),
     ) -> pb.TokenPair:
-        """Redeem a code with its PKCE verifier (RFC 6749 §4.1.3, RFC 7636 §4.6)."""
+        """Redeem a code with its PKCE verifier (RFC 6749 §4.1.3, RFC 7636 §4.6). `audience`:
+        the access token's, among the code's (RFC 8707 §2.2); another raises `InvalidTarget`."""
         request = pb.ExchangeAuthorizationCodeRequest(
-            client_id=client_id, code=code, redirect_uri=redirect_uri, code_verifier=code_verifier
+            client_id=client_id,
+            code=code,
+            redirect_uri=redirect_uri,
+            code_verifier=code_verifier,
+            audience=audience,
         )
         return self._unary(self._authorization.ExchangeAuthorizationCode, request, pb.TokenPair)
 
@@ -557,11 +568,22 @@ class AsyncAuthClient:
         )
 
     async def exchange_authorization_code(
-        self, client_id: str, code: str, redirect_uri: str, code_verifier: str
+        self,
+        client_id: str,
+        code: str,
+        redirect_uri: str,
+        code_verifier: str,
+        *,
+        audience: Sequence[str] = (),
     ) -> pb.TokenPair:
-        """Redeem a code with its PKCE verifier (RFC 6749 §4.1.3, RFC 7636 §4.6)."""
+        """Redeem a code with its PKCE verifier (RFC 6749 §4.1.3, RFC 7636 §4.6). `audience`:
+        the access token's, among the code's (RFC 8707 §2.2); another raises `InvalidTarget`."""
         request = pb.ExchangeAuthorizationCodeRequest(
-            client_id=client_id, code=code, redirect_uri=redirect_uri, code_verifier=code_verifier
+            client_id=client_id,
+            code=code,
+            redirect_uri=redirect_uri,
+            code_verifier=code_verifier,
+            audience=audience,
         )
         return await self._unary(
             self._authorization.ExchangeAuthorizationCode, request, pb.TokenPair

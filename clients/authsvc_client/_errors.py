@@ -20,6 +20,7 @@ __all__ = [
     "InvalidGrant",
     "InvalidRequest",
     "InvalidScope",
+    "InvalidTarget",
     "InvalidToken",
     "NotFound",
     "ServerError",
@@ -99,6 +100,12 @@ class InvalidScope(AuthError):
     code = "invalid_scope"
 
 
+class InvalidTarget(AuthError):
+    """RFC 8707 §2: a requested resource is not one the client or the grant may have."""
+
+    code = "invalid_target"
+
+
 class InvalidToken(AuthError):
     """RFC 6750 §3.1: the access token is expired, revoked, malformed or not ours."""
 
@@ -157,6 +164,7 @@ class NotFound(AuthError):
 GRPC_STATUS: dict[type[AuthError], grpc.StatusCode] = {
     InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
     InvalidScope: grpc.StatusCode.INVALID_ARGUMENT,
+    InvalidTarget: grpc.StatusCode.INVALID_ARGUMENT,
     UnsupportedGrantType: grpc.StatusCode.INVALID_ARGUMENT,
     UnsupportedTokenType: grpc.StatusCode.INVALID_ARGUMENT,
     InvalidGrant: grpc.StatusCode.FAILED_PRECONDITION,

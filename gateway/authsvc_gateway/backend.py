@@ -228,6 +228,7 @@ class GrpcBackend:
                 code=request.code,
                 redirect_uri=request.redirect_uri,
                 code_verifier=request.code_verifier,
+                audience=request.audience,
             )
         )
 

@@ -114,6 +114,7 @@ class InProcessBackend:
                 code=request.code,
                 redirect_uri=request.redirect_uri,
                 code_verifier=request.code_verifier,
+                audience=request.audience,
             )
         )
         return token_pair_message(pair)

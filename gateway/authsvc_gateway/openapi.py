@@ -295,7 +295,11 @@ _SCHEMAS: dict[str, Any] = {
             "refresh_token": _STRING,
             "scope": _STRING,
             "audience": {"type": "string", "description": "client_credentials: audiences"},
-            "resource": {"type": "string", "description": "RFC 8707; may repeat"},
+            "resource": {
+                "type": "string",
+                "description": "RFC 8707; may repeat. client_credentials: audiences;"
+                " authorization_code: the access token's, among the code's",
+            },
             "client_id": _STRING,
             "client_secret": {"type": "string", "description": "client_secret_post only"},
         },

@@ -30,6 +30,7 @@ from tests.authsvc.calls import (
     INVALID_GRANT,
     INVALID_REQUEST,
     INVALID_SCOPE,
+    INVALID_TARGET,
     INVALID_TOKEN,
     UNAUTHORIZED_CLIENT,
     audit_events,
@@ -618,6 +619,64 @@ async def test_a_code_with_no_audience_is_refused_without_side_effects(
         "this client has no audience to issue tokens for: register a new client with one",
     )
     assert await database_rows(running) == before
+
+
+async def test_the_exchange_may_narrow_the_codes_audience(
+    running: RunningAuthority, tokens, authorization, admin, app: RegisteredClient
+) -> None:
+    # RFC 8707 §2.2: the code is for api and other-api (the client's defaults); the access token
+    # for the one asked, the session (and so each refresh) for both.
+    issued = await authorization.CreateAuthorizationCode(
+        code_request(app, audience=[]), metadata=admin
+    )
+    pair = await authorization.ExchangeAuthorizationCode(
+        exchange_request(app, issued.code, audience=["other-api"]), metadata=admin
+    )
+    verified = await running.authority.introspect(pair.access_token)
+    assert list(verified.aud) == ["other-api"]
+    rotated = await tokens.Rotate(
+        pb.RotateRequest(refresh_token=pair.refresh_token), metadata=admin
+    )
+    assert sorted((await running.authority.introspect(rotated.access_token)).aud) == [
+        "api",
+        "other-api",
+    ]
+
+
+async def test_an_exchange_for_an_audience_the_code_is_not_for_leaves_the_code_unused(
+    running: RunningAuthority, authorization, admin, app: RegisteredClient
+) -> None:
+    issued = await authorization.CreateAuthorizationCode(
+        code_request(app, audience=["api"]), metadata=admin
+    )
+    before = await database_rows(running)
+    wider = exchange_request(app, issued.code, audience=["api", "other-api"])
+    assert await refused(authorization.ExchangeAuthorizationCode(wider, metadata=admin)) == (
+        *INVALID_TARGET,
+        "resource not authorized by this grant: other-api",
+    )
+    assert await database_rows(running) == before
+    # Only a request with the right verifier is told: a wrong one burns the code as ever.
+    wrong = exchange_request(
+        app, issued.code, audience=["other-api"], code_verifier=VECTOR["code_verifier"][:-1] + "A"
+    )
+    assert (await refused(authorization.ExchangeAuthorizationCode(wrong, metadata=admin)))[
+        :2
+    ] == INVALID_GRANT
+
+
+async def test_an_exchange_for_the_codes_own_audience_works_after_a_refused_one(
+    running: RunningAuthority, authorization, admin, app: RegisteredClient
+) -> None:
+    issued = await authorization.CreateAuthorizationCode(
+        code_request(app, audience=["api"]), metadata=admin
+    )
+    wider = exchange_request(app, issued.code, audience=["other-api"])
+    await refused(authorization.ExchangeAuthorizationCode(wider, metadata=admin))
+    pair = await authorization.ExchangeAuthorizationCode(
+        exchange_request(app, issued.code, audience=["api"]), metadata=admin
+    )
+    assert list((await running.authority.introspect(pair.access_token)).aud) == ["api"]
 
 
 async def test_a_client_without_the_refresh_grant_gets_no_refresh_token(

@@ -25,6 +25,7 @@ OAUTH_CODES = {
     "unsupported_grant_type",
     "unsupported_token_type",
     "invalid_scope",
+    "invalid_target",
     "invalid_token",
     "insufficient_scope",
     "access_denied",
@@ -56,6 +57,7 @@ def test_the_table_maps_nothing_else() -> None:
         # The proto's error section, line by line.
         pytest.param(errors.InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT, id="invalid_request"),
         pytest.param(errors.InvalidScope, grpc.StatusCode.INVALID_ARGUMENT, id="invalid_scope"),
+        pytest.param(errors.InvalidTarget, grpc.StatusCode.INVALID_ARGUMENT, id="invalid_target"),
         pytest.param(
             errors.UnsupportedTokenType,
             grpc.StatusCode.INVALID_ARGUMENT,

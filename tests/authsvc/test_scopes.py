@@ -1,11 +1,12 @@
-"""scopes.grant and scopes.narrow: what a grant gets, and every way a request is refused."""
+"""scopes.grant, scopes.narrow and scopes.narrow_audience: what a grant gets, and every way a
+request is refused."""
 
 from __future__ import annotations
 
 import pytest
 
-from authsvc.errors import InvalidRequest, InvalidScope
-from authsvc.scopes import grant, narrow
+from authsvc.errors import InvalidRequest, InvalidScope, InvalidTarget
+from authsvc.scopes import grant, narrow, narrow_audience
 
 ALLOWED = ("read", "write", "admin:users")
 
@@ -82,3 +83,23 @@ def test_narrow(requested: list[str], current: tuple[str, ...], result: tuple[st
 def test_narrow_never_widens() -> None:
     with pytest.raises(InvalidScope, match="admin"):
         narrow(["read", "admin"], ("read", "write"))
+
+
+@pytest.mark.parametrize(
+    ("requested", "authorized", "result"),
+    [
+        pytest.param([], ("api", "other-api"), ("api", "other-api"), id="none-named-all"),
+        pytest.param(["other-api"], ("api", "other-api"), ("other-api",), id="narrower"),
+        pytest.param(["api api"], ("api",), ("api",), id="duplicates"),
+    ],
+)
+def test_narrow_audience(
+    requested: list[str], authorized: tuple[str, ...], result: tuple[str, ...]
+) -> None:
+    assert narrow_audience(requested, authorized) == result
+
+
+def test_narrow_audience_never_widens() -> None:
+    # RFC 8707 §2.2: invalid_target, not invalid_scope.
+    with pytest.raises(InvalidTarget, match="payments-api"):
+        narrow_audience(["api", "payments-api"], ("api",))

@@ -34,6 +34,7 @@ EXPORTED = {
     "InvalidGrant",
     "InvalidRequest",
     "InvalidScope",
+    "InvalidTarget",
     "InvalidToken",
     "KeyCache",
     "LocalVerifier",

@@ -254,6 +254,65 @@ async def test_a_resource_the_client_may_not_have_is_refused_with_invalid_target
     }
 
 
+async def _code_for(
+    deployment: Deployment, http: httpx.AsyncClient, client_id: str, resource: list[str]
+) -> dict[str, str]:
+    """The token request fields for a code the authorization request indicated `resource` for."""
+    verifier, challenge = pkce_pair()
+    url = authorize_url(deployment, client_id, challenge)
+    url += "".join(f"&resource={target}" for target in resource)
+    code = redirect_params(await sign_in(http, url, USERNAME, PASSWORD))["code"]
+    return {
+        "client_id": client_id,
+        "code": code,
+        "code_verifier": verifier,
+        "redirect_uri": REDIRECT_URI,
+    }
+
+
+async def test_a_token_request_may_narrow_the_codes_resources(
+    deployment: Deployment, http: httpx.AsyncClient
+) -> None:
+    # RFC 8707 §2.2: the access token is for the resources the token request names, among those
+    # authorized; the grant keeps them all, so a refresh is for every one again.
+    client_id = await _two_api_app(deployment, first_party=True)
+    exchange = await _code_for(deployment, http, client_id, ["print-api", "photos-api"])
+    tokens = await _token_request(http, **exchange, resource="print-api")
+    assert tokens.status_code == 200, tokens.text
+    assert _audience(tokens.json()["access_token"]) == ["print-api"]
+    refreshed = await http.post(
+        paths.TOKEN,
+        data={
+            "grant_type": "refresh_token",
+            "client_id": client_id,
+            "refresh_token": tokens.json()["refresh_token"],
+        },
+    )
+    assert _audience(refreshed.json()["access_token"]) == ["photos-api", "print-api"]
+
+
+async def test_a_token_request_for_a_resource_the_code_was_not_for_is_refused(
+    deployment: Deployment, http: httpx.AsyncClient
+) -> None:
+    client_id = await _two_api_app(deployment, first_party=True)
+    exchange = await _code_for(deployment, http, client_id, ["print-api"])
+    wider = {
+        "grant_type": "authorization_code",
+        **exchange,
+        "resource": ["print-api", "photos-api"],
+    }
+    refused = await http.post(paths.TOKEN, data=wider)
+    assert refused.status_code == 400
+    assert refused.json() == {
+        "error": "invalid_target",
+        "error_description": "resource not authorized by this grant: photos-api",
+    }
+    # Refused before the code was used: asked for properly, it still works.
+    again = await _token_request(http, **exchange, resource="print-api")
+    assert again.status_code == 200, again.text
+    assert _audience(again.json()["access_token"]) == ["print-api"]
+
+
 async def test_repeated_parameters_are_refused(
     deployment: Deployment, http: httpx.AsyncClient
 ) -> None:

@@ -456,13 +456,15 @@ class DenyAuthorizationResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class ExchangeAuthorizationCodeRequest(_message.Message):
-    __slots__ = ("client_id", "code", "redirect_uri", "code_verifier")
+    __slots__ = ("client_id", "code", "redirect_uri", "code_verifier", "audience")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     REDIRECT_URI_FIELD_NUMBER: _ClassVar[int]
     CODE_VERIFIER_FIELD_NUMBER: _ClassVar[int]
+    AUDIENCE_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     code: str
     redirect_uri: str
     code_verifier: str
-    def __init__(self, client_id: _Optional[str] = ..., code: _Optional[str] = ..., redirect_uri: _Optional[str] = ..., code_verifier: _Optional[str] = ...) -> None: ...
+    audience: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, client_id: _Optional[str] = ..., code: _Optional[str] = ..., redirect_uri: _Optional[str] = ..., code_verifier: _Optional[str] = ..., audience: _Optional[_Iterable[str]] = ...) -> None: ...

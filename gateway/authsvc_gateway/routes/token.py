@@ -57,6 +57,8 @@ async def authorization_code(
             # compares it with what the code was bound to.
             redirect_uri=form.single("redirect_uri") or "",
             code_verifier=form.require("code_verifier"),
+            # RFC 8707 §2.2: the access token's, among the code's; authsvc checks.
+            audience=list(form.every("resource")),
         )
     )
     return token_pair_body(pair)
