@@ -250,15 +250,15 @@ async def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
             )
         except EOFError:  # Ctrl-D at the prompt
             secret = ""
-        if not secret:
-            raise InvalidRequest(
-                "no client secret: type it at the prompt, pipe it on stdin, or pass --client-secret"
-            )
+    if not secret:  # nothing typed or piped, or an empty --client-secret
+        raise InvalidRequest(
+            "no client secret: type it at the prompt, pipe it on stdin, or pass --client-secret"
+        )
 
     async def work(authority: Authority) -> int:
         issued = await authority.client_credentials(
             client_id=client_id,
-            client_secret=secret or "",
+            client_secret=secret,
             scope=_words(args.scope),
             audience=_words(args.audience),
         )

@@ -206,6 +206,13 @@ def test_token_without_a_secret_says_so(
     assert "--client-secret" in err
 
 
+def test_token_with_an_empty_client_secret_says_so(capsys) -> None:
+    # `--client-secret ""` (an unset shell variable) was sent and failed as invalid_client.
+    created = run_json(capsys, "clients", "create", "--name", "svc", "--audience", "api", "--json")
+    assert main(["token", "--client-id", created["client_id"], "--client-secret", ""]) == 1
+    assert "no client secret" in capsys.readouterr().err
+
+
 def test_token_failure_is_reported_without_the_secret(capsys) -> None:
     created = run_json(capsys, "clients", "create", "--name", "svc", "--audience", "api", "--json")
     wrong = opaque.new_secret(opaque.Kind.CLIENT_SECRET)
