@@ -123,7 +123,8 @@ class RepeatedFailure:
     def succeeded(self) -> None:
         if self._since is None:
             return
-        self._logger.info(
+        # WARNING, not INFO: a log kept at WARNING shows the end of the failures it showed.
+        self._logger.warning(
             "%s works again, after %d failed tries in %.0f s",
             self._what,
             self._failures,

@@ -147,7 +147,7 @@ async def test_a_key_ring_that_will_not_reload_is_logged_once_not_at_every_read(
     lines = [(r.levelname, r.getMessage(), r.exc_info is not None) for r in caplog.records]
     assert [(level, traceback) for level, _, traceback in lines] == [
         ("ERROR", True),
-        ("INFO", False),
+        ("WARNING", False),
     ]
     assert lines[0][1] == "revocation feed: reloading the key ring failed; retrying"
     assert re.fullmatch(

@@ -186,14 +186,14 @@ def test_an_outage_is_a_warning_and_a_new_one_is_logged_again_in_full(
 ) -> None:
     clock = ManualClock()
     failures = RepeatedFailure(logging.getLogger("t"), "reloading", clock)
-    caplog.set_level(logging.INFO, logger="t")
+    caplog.set_level(logging.WARNING, logger="t")  # as an operator may keep it
     failures.failed("the database is unavailable")
     failures.failed("the database is unavailable")
     failures.succeeded()
     failures.failed("the database is unavailable")
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
         ("WARNING", "reloading: the database is unavailable; retrying"),
-        ("INFO", "reloading works again, after 2 failed tries in 0 s"),
+        ("WARNING", "reloading works again, after 2 failed tries in 0 s"),
         ("WARNING", "reloading: the database is unavailable; retrying"),
     ]
     assert all(r.exc_info is None for r in caplog.records)
