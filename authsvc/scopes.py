@@ -23,14 +23,10 @@ def grant(
 
     An empty request grants everything allowed (the client's registered default).
     """
-    wanted = _dedupe(requested, what)
-    permitted = tuple(allowed)
-    if not wanted:
-        return permitted
-    refused = [value for value in wanted if value not in permitted]
+    chosen, refused = _chosen(requested, allowed, what)
     if refused:
         raise InvalidScope(f"{what} not allowed for this client: {' '.join(sorted(refused))}")
-    return wanted
+    return chosen
 
 
 def grant_audience(requested: Iterable[str], allowed: Iterable[str]) -> tuple[str, ...]:
@@ -47,14 +43,22 @@ def grant_audience(requested: Iterable[str], allowed: Iterable[str]) -> tuple[st
 def narrow_audience(requested: Iterable[str], authorized: Iterable[str]) -> tuple[str, ...]:
     """RFC 8707 §2.2: the audiences a token request names (`resource`), each one its grant was
     authorized for, else InvalidTarget; none named is all of them."""
-    wanted = _dedupe(requested, "audience")
-    permitted = tuple(authorized)
-    if not wanted:
-        return permitted
-    refused = [value for value in wanted if value not in permitted]
+    chosen, refused = _chosen(requested, authorized, "audience")
     if refused:
         raise InvalidTarget(f"resource not authorized by this grant: {' '.join(sorted(refused))}")
-    return wanted
+    return chosen
+
+
+def _chosen(
+    requested: Iterable[str], allowed: Iterable[str], what: str
+) -> tuple[tuple[str, ...], list[str]]:
+    """What `requested` chooses (everything allowed when it names nothing), and those of its
+    values that are not allowed."""
+    wanted = _dedupe(requested, what)
+    permitted = tuple(allowed)
+    if not wanted:
+        return permitted, []
+    return wanted, [value for value in wanted if value not in permitted]
 
 
 def narrow(requested: Iterable[str], current: Iterable[str]) -> tuple[str, ...]:
