@@ -124,7 +124,9 @@ async def rotate(
                     grace_seconds=s.refresh_grace_seconds,
                 )
                 verdict = Refresh.REUSE if again is Refresh.ROTATE else again
-        if verdict is Refresh.GRACE_RETRY:
+        if token.used_at is not None and verdict in (Refresh.GRACE_RETRY, Refresh.NO_AUDIENCE):
+            # A used token within the grace window whose child was used too is reuse, in a
+            # family without an audience as in any other: reuse comes before that refusal.
             sibling = await tx.refresh_token_with_family(opaque.digest(child))
             if sibling is None or sibling[0].used_at is not None:
                 verdict = Refresh.REUSE

@@ -556,3 +556,51 @@ async def test_grace_window_is_off_by_default(
     child = await rotate(tokens, admin, pair.refresh_token)
     assert (await refused(rotate(tokens, admin, pair.refresh_token)))[:2] == INVALID_GRANT
     assert (await refused(rotate(tokens, admin, child.refresh_token)))[:2] == INVALID_GRANT
+
+
+async def test_a_replay_within_the_grace_window_of_a_family_without_audience_is_reuse(
+    graceful,
+) -> None:
+    """A family without an audience is refused rotation, but reuse is still reuse: a used token
+    replayed within the grace window after its child was used too (rotated by an earlier build,
+    or by an old replica during a rolling upgrade) revokes the family, as in any family."""
+    running, admin = graceful
+    ctx = running.authority.ctx
+    app = await running.create_client("app", grant_types=["refresh_token"], audiences=["api"])
+    parent = opaque.new_secret(opaque.Kind.REFRESH_TOKEN)
+    child = opaque.derive_secret(opaque.Kind.REFRESH_TOKEN, ctx.grace_key, parent)
+    now = running.clock.now()
+    family = replace(
+        FAMILY,
+        family_id="from-an-old-build",
+        client_id=app.client_id,
+        audience=(),
+        created_at=now,
+        last_used_at=now,
+        expires_at=now + 1000,
+        idle_expires_at=now + 500,
+    )
+    async with ctx.store.transaction() as tx:
+        await tx.insert_family(family)
+        for secret in (parent, child):
+            await tx.insert_refresh_token(
+                RefreshTokenRecord(
+                    family_id=family.family_id,
+                    issued_at=now,
+                    used_at=now,
+                    expires_at=now + 500,
+                    token_digest=opaque.digest(secret),
+                )
+            )
+    running.clock.advance(5)
+    async with grpc.aio.insecure_channel(running.address) as channel:
+        tokens = authsvc_pb2_grpc.TokenServiceStub(channel)
+        assert await refused(rotate(tokens, admin, parent)) == (
+            *INVALID_GRANT,
+            "refresh token reused; the session was revoked",
+        )
+    async with ctx.store.transaction(readonly=True) as tx:
+        stored = await tx.get_family(family.family_id)
+    assert stored is not None
+    assert stored.revoked_at is not None
+    assert await audit_events(running, "refresh_reuse_detected")
