@@ -15,24 +15,23 @@ from typing import Any
 
 from authsvc.clock import Clock
 
-_SECRET_PATTERNS = (
-    re.compile(r"\b(asrt|asc|asac)_[A-Za-z0-9_-]{20,}"),
-    re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
+#: What looks like a secret, each with what replaces it, applied in this order.
+_REDACTIONS = (
+    (re.compile(r"\b(asrt|asc|asac)_[A-Za-z0-9_-]{20,}"), r"\g<1>_[redacted]"),
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), "[redacted-jwt]"),
+    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\g<1>[redacted]"),
     # A URL's password (AUTHSVC_DATABASE_URL's, in a driver's error), and libpq's key=value form.
-    re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^\s:/?#@]*:)[^\s@]+@"),
-    re.compile(r"(?i)(\bpassword=)[^\s&;'\"]+"),
+    (re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^\s:/?#@]*:)[^\s@]+@"), r"\g<1>[redacted]@"),
+    (re.compile(r"(?i)(\bpassword=)[^\s&;'\"]+"), r"\g<1>[redacted]"),
 )
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
 def redact(text: str) -> str:
     """`text` with anything that looks like a secret replaced by [redacted]."""
-    text = _SECRET_PATTERNS[0].sub(lambda m: m.group(1) + "_[redacted]", text)
-    text = _SECRET_PATTERNS[1].sub("[redacted-jwt]", text)
-    text = _SECRET_PATTERNS[2].sub(lambda m: m.group(1) + "[redacted]", text)
-    text = _SECRET_PATTERNS[3].sub(lambda m: m.group(1) + "[redacted]@", text)
-    return _SECRET_PATTERNS[4].sub(lambda m: m.group(1) + "[redacted]", text)
+    for pattern, replacement in _REDACTIONS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 class JsonFormatter(logging.Formatter):
